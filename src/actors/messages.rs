@@ -1,0 +1,50 @@
+//! Messages to a partner actor, one struct each.
+
+use actix::Message;
+
+use crate::domain::event::{PartnerEvent, Rejection, TopicKind};
+use crate::domain::partner::PartnerSummary;
+
+/// An event with the record it came from, so a rejection can be dead-lettered with its
+/// source coordinates.
+#[derive(Debug, Clone)]
+pub struct Sourced {
+    pub topic: TopicKind,
+    pub partition: i32,
+    pub offset: i64,
+    pub event: PartnerEvent,
+}
+
+/// Events of one partner in offset order. Sent with `try_send`, so a full mailbox is
+/// seen by the pipeline (back-pressure) instead of queueing without bound.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyBatch(pub Vec<Sourced>);
+
+/// An event the domain rejected, to be dead-lettered before its offset is stored.
+#[derive(Debug, Clone)]
+pub struct RejectedEvent {
+    pub source: Sourced,
+    pub rejection: Rejection,
+}
+
+/// The partner's state serialized for the store, with the rejections since the last one.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub partner_id: String,
+    pub bytes: Vec<u8>,
+    pub rejections: Vec<RejectedEvent>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Snapshot, String>")]
+pub struct TakeSnapshot;
+
+#[derive(Message)]
+#[rtype(result = "PartnerSummary")]
+pub struct GetSummary;
+
+/// Stop after the messages already queued (passivation, revocation, shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;

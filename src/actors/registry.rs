@@ -1,0 +1,74 @@
+//! Where partner actors live: one arbiter (thread) per core, a partner always on the same
+//! one (routed by a hash of its id), and a concurrent map from partner id to address so
+//! the admin API can reach a live actor.
+//!
+//! Only the pipeline thread inserts and removes entries, so "is there an actor for p" has
+//! one writer and cannot race with passivation.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use actix::{Actor, Addr, ArbiterHandle};
+use dashmap::DashMap;
+
+use super::partner::PartnerActor;
+use crate::domain::partner::{ApplyRules, PartnerState};
+
+pub struct Registry {
+    arbiters: Vec<ArbiterHandle>,
+    actors: DashMap<String, Addr<PartnerActor>>,
+    hasher: std::collections::hash_map::RandomState,
+    rules: ApplyRules,
+    mailbox_capacity: usize,
+}
+
+impl Registry {
+    /// `arbiters` must not be empty.
+    pub fn new(arbiters: Vec<ArbiterHandle>, rules: ApplyRules, mailbox_capacity: usize) -> Self {
+        assert!(
+            !arbiters.is_empty(),
+            "the registry needs at least one arbiter"
+        );
+        Registry {
+            arbiters,
+            actors: DashMap::new(),
+            hasher: Default::default(),
+            rules,
+            mailbox_capacity,
+        }
+    }
+
+    pub fn get(&self, partner_id: &str) -> Option<Addr<PartnerActor>> {
+        self.actors.get(partner_id).map(|a| a.clone())
+    }
+
+    pub fn contains(&self, partner_id: &str) -> bool {
+        self.actors.contains_key(partner_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.actors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actors.is_empty()
+    }
+
+    /// Starts the actor for `state` on its arbiter and registers it.
+    pub fn start(&self, state: PartnerState) -> Addr<PartnerActor> {
+        let mut h = self.hasher.build_hasher();
+        state.partner_id.hash(&mut h);
+        let arbiter = &self.arbiters[(h.finish() % self.arbiters.len() as u64) as usize];
+        let id = state.partner_id.clone();
+        let actor = PartnerActor::new(state, self.rules, self.mailbox_capacity);
+        let addr = PartnerActor::start_in_arbiter(arbiter, move |_ctx| actor);
+        self.actors.insert(id, addr.clone());
+        addr
+    }
+
+    /// Unregisters and stops the actor (after the messages already queued).
+    pub fn stop(&self, partner_id: &str) {
+        if let Some((_, addr)) = self.actors.remove(partner_id) {
+            addr.do_send(super::messages::Stop);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Wiring: builds every component from the configuration, starts them in dependency
+//! order, and stops them in reverse on shutdown. `run` is what `main` and the tests call.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use parking_lot::RwLock;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
+
+use crate::actors::registry::Registry;
+use crate::config::{Config, StoreBackend};
+use crate::domain::control::ControlTable;
+use crate::domain::partner::ApplyRules;
+use crate::http::{self, ApiState};
+use crate::kafka::consumer::{self, ConsumerSettings};
+use crate::kafka::control::ControlReader;
+use crate::kafka::deadletter::DeadLetterSink;
+use crate::kafka::decode::DecodeLimits;
+use crate::kafka::pipeline::{Pipeline, PipelineSettings};
+use crate::kafka::topics::{ensure_topics, TopicMap};
+use crate::metrics::METRICS;
+use crate::simulator::Simulator;
+use crate::store::{memory::MemoryStore, redis::RedisStore, StateStore};
+
+/// What /readyz and the threads share about the daemon's condition.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub control_caught_up: AtomicBool,
+    pub consuming: AtomicBool,
+    pub store_lost: AtomicBool,
+    pub stopping: AtomicBool,
+}
+
+impl Health {
+    /// Ready = consuming and control caught up, and the store has not lost data
+    /// (an unreachable store is reported, not a reason to go unready: CONTRACT §6).
+    pub fn ready(&self) -> bool {
+        self.control_caught_up.load(Ordering::SeqCst)
+            && self.consuming.load(Ordering::SeqCst)
+            && !self.store_lost.load(Ordering::SeqCst)
+            && !self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A bad configuration or topic layout: exit code 2.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Anything else that stops the daemon: exit code 1.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(_) => 2,
+            RunError::Fatal(_) => 1,
+        }
+    }
+}
+
+fn fatal(context: &str) -> impl FnOnce(String) -> RunError + '_ {
+    move |e| RunError::Fatal(format!("{context}: {e}"))
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains and returns. Must be called
+/// inside an actix `System`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("warden-io")
+        .enable_all()
+        .build()
+        .map_err(|e| fatal("io runtime")(e.to_string()))?;
+    let result = run_with_io(config, shutdown, io.handle().clone()).await;
+    io.shutdown_background();
+    result
+}
+
+async fn run_with_io(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    io: tokio::runtime::Handle,
+) -> Result<(), RunError> {
+    let health = Arc::new(Health::default());
+    let kafka = &config.kafka;
+
+    // The in-process cluster lives as long as this function (embedded mode only).
+    let mock = if kafka.embedded {
+        Some(MockCluster::new(1).map_err(|e| fatal("embedded kafka")(e.to_string()))?)
+    } else {
+        None
+    };
+    let topics = TopicMap::from_config(kafka);
+    if let Some(m) = &mock {
+        // The mock cluster does not serve CreateTopics; it has its own call for it.
+        for (name, n) in [
+            (&topics.usage, kafka.partitions),
+            (&topics.invoices, kafka.partitions),
+            (&topics.attribution, kafka.partitions),
+            (&topics.control, 1),
+            (&topics.enforcement, kafka.partitions),
+            (&topics.audit, 1),
+            (&topics.deadletter, kafka.partitions),
+        ] {
+            m.create_topic(name, n, 1)
+                .map_err(|e| fatal("embedded kafka")(e.to_string()))?;
+        }
+    }
+    let brokers = match &mock {
+        Some(m) => m.bootstrap_servers(),
+        None => kafka.brokers.clone(),
+    };
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", &brokers)
+        .set("client.id", &kafka.client_id);
+    for (k, v) in &kafka.properties {
+        base.set(k, v);
+    }
+
+    let store: Arc<dyn StateStore> = match config.store.backend {
+        StoreBackend::Memory => Arc::new(MemoryStore::new()),
+        StoreBackend::Redis => {
+            let (url, prefix, timeout) = (
+                config.store.redis_url.clone(),
+                config.store.key_prefix.clone(),
+                config.store.timeout,
+            );
+            let store = io
+                .spawn(async move { RedisStore::connect(&url, &prefix, timeout).await })
+                .await
+                .map_err(|e| fatal("store")(e.to_string()))?
+                .map_err(|e| fatal("redis")(e.to_string()))?;
+            Arc::new(store)
+        }
+    };
+    METRICS.store_up.set(1);
+
+    let partitions = {
+        let (base, topics, kafka, io) = (base.clone(), topics.clone(), kafka.clone(), io.clone());
+        tokio::task::spawn_blocking(move || ensure_topics(&base, &topics, &kafka, &io))
+            .await
+            .map_err(|e| fatal("topics")(e.to_string()))?
+            .map_err(|e| {
+                if e.is_config_error() {
+                    RunError::Config(e.to_string())
+                } else {
+                    fatal("topics")(e.to_string())
+                }
+            })?
+    };
+
+    let producer: FutureProducer = {
+        let mut c = base.clone();
+        c.set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        c.create().map_err(|e| fatal("producer")(e.to_string()))?
+    };
+    let dlq = DeadLetterSink::new(producer, topics.deadletter.clone());
+    let limits = DecodeLimits {
+        max_record_bytes: kafka.max_record_bytes,
+        max_clock_skew: chrono::Duration::from_std(kafka.max_clock_skew)
+            .map_err(|e| RunError::Config(format!("kafka.max_clock_skew: {e}")))?,
+    };
+
+    // Control first: the keyed topics are consumed only once control has caught up.
+    let control = Arc::new(RwLock::new(ControlTable::default()));
+    let control_thread = {
+        let reader = ControlReader {
+            topic: topics.control.clone(),
+            limits: limits.clone(),
+            table: control.clone(),
+            dlq: dlq.clone(),
+            io: io.clone(),
+            health: health.clone(),
+        };
+        let mut c = base.clone();
+        c.set("group.id", format!("{}-control", kafka.group_id));
+        tokio::task::spawn_blocking(move || reader.spawn(c))
+            .await
+            .map_err(|e| fatal("control reader")(e.to_string()))?
+            .map_err(|e| fatal("control reader")(e.to_string()))?
+    };
+
+    let arbiters: Vec<_> = (0..config.runtime.arbiter_count())
+        .map(|_| Arbiter::new().handle())
+        .collect();
+    let rules = ApplyRules {
+        dedup_window: chrono::Duration::from_std(config.runtime.dedup_window)
+            .map_err(|e| RunError::Config(format!("runtime.dedup_window: {e}")))?,
+    };
+    let registry = Arc::new(Registry::new(
+        arbiters.clone(),
+        rules,
+        config.runtime.mailbox_capacity,
+    ));
+
+    let api_state = ApiState::new(
+        &config,
+        registry.clone(),
+        store.clone(),
+        control.clone(),
+        health.clone(),
+        partitions,
+        io.clone(),
+    );
+    let server =
+        http::serve(&config.admin, api_state).map_err(|e| fatal("admin api")(e.to_string()))?;
+    println!("listening on http://{}", server.local_addr);
+    if config.admin.generate_token {
+        println!(
+            "admin token (security): {}",
+            server.generated_token.as_deref().unwrap_or("")
+        );
+    }
+    let server_handle = server.handle.clone();
+    actix_rt::spawn(server.future);
+
+    let simulator = config.simulator.enabled.then(|| {
+        Simulator::new(config.simulator.clone(), topics.clone(), partitions)
+            .spawn(base.clone(), health.clone())
+    });
+
+    tokio::pin!(shutdown);
+    // Wait for control to catch up (or for a shutdown before it does).
+    let caught_up = loop {
+        if health.control_caught_up.load(Ordering::SeqCst) {
+            break true;
+        }
+        tokio::select! {
+            _ = &mut shutdown => break false,
+            _ = actix_rt::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+
+    let consumer_thread = if caught_up {
+        let settings = PipelineSettings {
+            limits,
+            flush_interval: kafka.flush_interval,
+            max_unflushed: config.runtime.max_unflushed_events,
+            passivate_after: config.runtime.passivate_after,
+        };
+        let pipeline = Pipeline::new(
+            settings,
+            topics.clone(),
+            store.clone(),
+            registry.clone(),
+            io.clone(),
+            dlq,
+            health.clone(),
+        );
+        let mut c = base.clone();
+        c.set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set(
+                "session.timeout.ms",
+                kafka.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                kafka.max_poll_interval.as_millis().to_string(),
+            )
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "1000");
+        let keyed: Vec<String> = topics.keyed().iter().map(|s| s.to_string()).collect();
+        let cs = ConsumerSettings {
+            poll_batch: kafka.poll_batch,
+            shutdown_grace: config.runtime.shutdown_grace,
+        };
+        Some(
+            consumer::spawn(c, keyed, pipeline, cs)
+                .map_err(|e| fatal("consumer")(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    tracing::info!(partitions, "warden running");
+    METRICS.ready.set(1);
+    (&mut shutdown).await;
+
+    tracing::info!("shutting down: draining");
+    health.stopping.store(true, Ordering::SeqCst);
+    METRICS.ready.set(0);
+    let grace = config.runtime.shutdown_grace + Duration::from_secs(2);
+    for (name, thread) in [
+        ("consumer", consumer_thread),
+        ("control", Some(control_thread)),
+        ("simulator", simulator.flatten()),
+    ] {
+        let Some(thread) = thread else { continue };
+        let joined =
+            tokio::time::timeout(grace, tokio::task::spawn_blocking(move || thread.join())).await;
+        if joined.is_err() {
+            tracing::warn!(thread = name, "did not stop within the grace period");
+        }
+    }
+    server_handle.stop(true).await;
+    for a in arbiters {
+        a.stop();
+    }
+    drop(mock);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The admin API (CONTRACT §6): health, metrics and partner reads for now. Routes live in
+//! [`configure`] so tests can mount them with actix's `init_service`.
+
+pub mod auth;
+pub mod error;
+mod health;
+mod partners;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use parking_lot::RwLock;
+
+use self::auth::Authenticator;
+use crate::actors::registry::Registry;
+use crate::app::Health;
+use crate::config::{AdminConfig, Config, Role};
+use crate::domain::control::ControlTable;
+use crate::store::StateStore;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn StateStore>,
+    pub control: Arc<RwLock<ControlTable>>,
+    pub health: Arc<Health>,
+    pub auth: Arc<Authenticator>,
+    pub partitions: i32,
+    pub io: tokio::runtime::Handle,
+    pub store_timeout: std::time::Duration,
+    generated_token: Option<String>,
+}
+
+impl ApiState {
+    pub fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        store: Arc<dyn StateStore>,
+        control: Arc<RwLock<ControlTable>>,
+        health: Arc<Health>,
+        partitions: i32,
+        io: tokio::runtime::Handle,
+    ) -> Self {
+        let mut auth = Authenticator::from_config(&config.admin.tokens);
+        let generated_token = config
+            .admin
+            .generate_token
+            .then(|| auth.generate("embedded-security", vec![Role::Security]));
+        ApiState {
+            registry,
+            store,
+            control,
+            health,
+            auth: Arc::new(auth),
+            partitions,
+            io,
+            store_timeout: config.store.timeout,
+            generated_token,
+        }
+    }
+}
+
+/// Mounts every route.
+pub fn configure(state: ApiState, body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(web::JsonConfig::default().limit(body_limit))
+            .app_data(web::PayloadConfig::default().limit(body_limit))
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(health::metrics))
+            .route("/v1/partners/{id}", web::get().to(partners::get_partner));
+    }
+}
+
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub future: Server,
+    pub generated_token: Option<String>,
+}
+
+/// Binds the admin listener; the caller spawns `future` on the actix system.
+pub fn serve(admin: &AdminConfig, state: ApiState) -> std::io::Result<RunningServer> {
+    let body_limit = admin.body_limit_bytes;
+    let generated_token = state.generated_token.clone();
+    let server =
+        HttpServer::new(move || App::new().configure(configure(state.clone(), body_limit)))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(2)
+            .bind(&admin.listen)?;
+    let local_addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("admin listener has no address"))?;
+    let future = server.run();
+    Ok(RunningServer {
+        local_addr,
+        handle: future.handle(),
+        future,
+        generated_token,
+    })
+}

@@ -1,0 +1,11 @@
+//! The way in: the consumer group over the keyed topics, the control-topic reader, and
+//! the one place record bytes become typed events (`decode`).
+
+pub mod consumer;
+pub mod control;
+pub mod deadletter;
+pub mod decode;
+mod flush;
+pub mod pipeline;
+mod rebalance;
+pub mod topics;

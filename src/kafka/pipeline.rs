@@ -1,0 +1,445 @@
+//! The consumer thread's state: which partition numbers this instance owns, what has been
+//! handed to partner actors, and what is durable.
+//!
+//! Invariants (CONTRACT §9):
+//! - every record polled from an owned partition is either handed to its partner's actor,
+//!   queued as a dead letter, or held in the partition's `stalled` queue — never dropped;
+//! - once a partition has stalled events, every later event of it joins the queue, so a
+//!   partner's events reach its actor in offset order;
+//! - a partition is flushed only while nothing is stalled, so the offsets written with the
+//!   snapshots are exactly "everything below was applied, nothing above was";
+//! - offsets are committed to Kafka only after that write succeeded (lag reporting only).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::dev::SendError;
+use actix::Addr;
+use futures::future::join_all;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::deadletter::{DeadLetter, DeadLetterSink};
+use super::decode::{decode_partner_record, DecodeLimits};
+use super::topics::TopicMap;
+use crate::actors::messages::{ApplyBatch, Sourced};
+use crate::actors::partner::PartnerActor;
+use crate::actors::registry::Registry;
+use crate::app::Health;
+use crate::domain::partner::PartnerState;
+use crate::metrics::METRICS;
+use crate::store::StateStore;
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub limits: DecodeLimits,
+    pub flush_interval: Duration,
+    pub max_unflushed: usize,
+    pub passivate_after: Duration,
+}
+
+/// A live partner actor of a partition.
+pub(super) struct Slot {
+    pub addr: Addr<PartnerActor>,
+    pub last_routed: Instant,
+}
+
+/// What this instance knows about one owned partition number.
+pub(super) struct PartitionState {
+    pub epoch: u64,
+    /// Next offset per topic: every record below it was handed over (actor, dead letter
+    /// or the stalled queue).
+    pub next: BTreeMap<String, i64>,
+    /// Next offset per topic as stored with the last successful snapshot.
+    pub durable: BTreeMap<String, i64>,
+    pub partners: HashMap<String, Slot>,
+    pub dirty: HashSet<String>,
+    pub stalled: VecDeque<Sourced>,
+    pub pending_dlq: Vec<DeadLetter>,
+    pub unflushed: usize,
+    pub paused: bool,
+    pub last_flush: Instant,
+    pub retry_at: Instant,
+    pub failures: u32,
+}
+
+impl PartitionState {
+    pub fn new(epoch: u64, offsets: BTreeMap<String, i64>) -> Self {
+        let now = Instant::now();
+        PartitionState {
+            epoch,
+            next: offsets.clone(),
+            durable: offsets,
+            partners: HashMap::new(),
+            dirty: HashSet::new(),
+            stalled: VecDeque::new(),
+            pending_dlq: Vec::new(),
+            unflushed: 0,
+            paused: false,
+            last_flush: now,
+            retry_at: now,
+            failures: 0,
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty() || !self.pending_dlq.is_empty() || self.next != self.durable
+    }
+}
+
+pub struct Pipeline {
+    pub(super) settings: PipelineSettings,
+    pub(super) topics: TopicMap,
+    pub(super) store: Arc<dyn StateStore>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) io: tokio::runtime::Handle,
+    pub(super) dlq: DeadLetterSink,
+    pub(super) health: Arc<Health>,
+    pub(super) partitions: BTreeMap<i32, PartitionState>,
+    pub(super) last_maintenance: Instant,
+    /// High watermarks from librdkafka's statistics, for the lag gauge.
+    pub(super) high_watermarks: HashMap<(String, i32), i64>,
+}
+
+impl Pipeline {
+    pub fn new(
+        settings: PipelineSettings,
+        topics: TopicMap,
+        store: Arc<dyn StateStore>,
+        registry: Arc<Registry>,
+        io: tokio::runtime::Handle,
+        dlq: DeadLetterSink,
+        health: Arc<Health>,
+    ) -> Self {
+        Pipeline {
+            settings,
+            topics,
+            store,
+            registry,
+            io,
+            dlq,
+            health,
+            partitions: BTreeMap::new(),
+            last_maintenance: Instant::now(),
+            high_watermarks: HashMap::new(),
+        }
+    }
+
+    /// Decodes a poll batch and hands each partner its events.
+    pub fn route<C: ConsumerContext>(
+        &mut self,
+        batch: &[BorrowedMessage<'_>],
+        consumer: &BaseConsumer<C>,
+    ) {
+        let mut per_partition: BTreeMap<i32, Vec<Sourced>> = BTreeMap::new();
+        for m in batch {
+            let Some(kind) = self.topics.kind_of(m.topic()) else {
+                continue;
+            };
+            let p = m.partition();
+            let Some(ps) = self.partitions.get_mut(&p) else {
+                continue;
+            };
+            match ps.next.get_mut(m.topic()) {
+                Some(next) => *next = m.offset() + 1,
+                None => {
+                    ps.next.insert(m.topic().to_owned(), m.offset() + 1);
+                }
+            }
+            ps.unflushed += 1;
+            match decode_partner_record(
+                kind,
+                m.key(),
+                m.payload(),
+                m.timestamp().to_millis(),
+                &self.settings.limits,
+            ) {
+                Ok(event) => per_partition.entry(p).or_default().push(Sourced {
+                    topic: kind,
+                    partition: p,
+                    offset: m.offset(),
+                    event,
+                }),
+                Err(rejection) => {
+                    METRICS.dead_letter(kind, rejection.reason);
+                    ps.pending_dlq.push(DeadLetter {
+                        source_topic: m.topic().to_owned(),
+                        partition: p,
+                        offset: m.offset(),
+                        reason: rejection.reason,
+                        detail: rejection.detail,
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+            }
+        }
+        for (p, events) in per_partition {
+            self.deliver(p, events, false, consumer);
+        }
+    }
+
+    /// Retries every stalled queue; resumes partitions whose queue drained.
+    pub fn retry_stalled<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let stalled: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, ps)| !ps.stalled.is_empty())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stalled {
+            let Some(ps) = self.partitions.get_mut(&p) else {
+                continue;
+            };
+            let events: Vec<Sourced> = ps.stalled.drain(..).collect();
+            self.deliver(p, events, true, consumer);
+        }
+        self.resume_if_clear(consumer);
+    }
+
+    /// Hands `events` (one partition, offset order) to their actors, starting or reviving
+    /// actors as needed. Whatever cannot be handed over now joins the stalled queue and the
+    /// partition is paused: back-pressure reaches Kafka, never an unbounded queue.
+    fn deliver<C: ConsumerContext>(
+        &mut self,
+        p: i32,
+        events: Vec<Sourced>,
+        retry: bool,
+        consumer: &BaseConsumer<C>,
+    ) {
+        let Some(ps) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        if !retry && !ps.stalled.is_empty() {
+            ps.stalled.extend(events);
+            return;
+        }
+        // Group by partner, keeping each partner's events in order.
+        let mut order: Vec<String> = Vec::new();
+        let mut groups: HashMap<String, Vec<Sourced>> = HashMap::new();
+        for s in events {
+            let id = s.event.partner_id();
+            if let Some(g) = groups.get_mut(id) {
+                g.push(s);
+            } else {
+                order.push(id.to_owned());
+                groups.insert(id.to_owned(), vec![s]);
+            }
+        }
+        let missing: Vec<String> = order
+            .iter()
+            .filter(|id| !ps.partners.contains_key(*id))
+            .cloned()
+            .collect();
+        let loaded = self.load_partners(p, &missing);
+        let Some(ps) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        for (id, state) in loaded {
+            let addr = self.registry.start(state);
+            ps.partners.insert(
+                id,
+                Slot {
+                    addr,
+                    last_routed: Instant::now(),
+                },
+            );
+        }
+        let mut actor_lost = false;
+        for id in order {
+            // unwrap: every id in `order` has a group.
+            let group = groups.remove(&id).unwrap();
+            let Some(slot) = ps.partners.get_mut(&id) else {
+                ps.stalled.extend(group);
+                continue;
+            };
+            match slot.addr.try_send(ApplyBatch(group)) {
+                Ok(()) => {
+                    slot.last_routed = Instant::now();
+                    ps.dirty.insert(id);
+                }
+                Err(SendError::Full(ApplyBatch(group))) => {
+                    METRICS.mailbox_full.inc();
+                    ps.stalled.extend(group);
+                }
+                Err(SendError::Closed(ApplyBatch(group))) => {
+                    tracing::error!(partner_id = %id, partition = p, "partner actor stopped unexpectedly");
+                    ps.stalled.extend(group);
+                    actor_lost = true;
+                }
+            }
+        }
+        if actor_lost {
+            self.reset_partition(p, consumer);
+            return;
+        }
+        if !ps.stalled.is_empty() && !ps.paused {
+            ps.paused = true;
+            pause(consumer, &self.topics, p, true);
+        }
+    }
+
+    /// Loads the durable state of partners without a live actor. A partner whose state
+    /// cannot be read now is left out; its events stall until the store answers.
+    fn load_partners(&self, p: i32, ids: &[String]) -> Vec<(String, PartnerState)> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let store = &self.store;
+        let started = Instant::now();
+        let results = self.io.block_on(join_all(
+            ids.iter()
+                .map(|id| async move { (id, store.load_partner(p, id).await) }),
+        ));
+        METRICS
+            .store_op_seconds
+            .with_label_values(&["load"])
+            .observe(started.elapsed().as_secs_f64());
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, res) in results {
+            match res {
+                Ok(None) => out.push((id.clone(), PartnerState::new(id.clone()))),
+                Ok(Some(bytes)) => match serde_json::from_slice::<PartnerState>(&bytes) {
+                    Ok(state) => out.push((id.clone(), state)),
+                    Err(e) => {
+                        tracing::error!(partner_id = %id, partition = p, error = %e, "stored partner state is unreadable; its events are held");
+                    }
+                },
+                Err(e) => {
+                    METRICS.store_errors.with_label_values(&["load"]).inc();
+                    METRICS.store_up.set(0);
+                    tracing::warn!(partner_id = %id, partition = p, error = %e, "cannot load partner state; holding its events");
+                }
+            }
+        }
+        out
+    }
+
+    fn resume_if_clear<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        for (p, ps) in self.partitions.iter_mut() {
+            if ps.paused && ps.stalled.is_empty() && ps.unflushed < self.settings.max_unflushed {
+                ps.paused = false;
+                pause(consumer, &self.topics, *p, false);
+            }
+        }
+    }
+
+    /// Forgets everything not durable about `p` and reads it again from the stored
+    /// offsets: the way back from a lost actor, without losing or doubling an event.
+    pub(super) fn reset_partition<C: ConsumerContext>(
+        &mut self,
+        p: i32,
+        consumer: &BaseConsumer<C>,
+    ) {
+        let Some(ps) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        for id in ps.partners.keys() {
+            self.registry.stop(id);
+        }
+        ps.partners.clear();
+        ps.dirty.clear();
+        ps.stalled.clear();
+        ps.pending_dlq.clear();
+        ps.unflushed = 0;
+        ps.next = ps.durable.clone();
+        for topic in self.topics.keyed() {
+            let offset = ps
+                .durable
+                .get(topic)
+                .map(|o| Offset::Offset(*o))
+                .unwrap_or(Offset::Beginning);
+            if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(5)) {
+                tracing::error!(topic, partition = p, error = %e, "seek after reset failed");
+            }
+        }
+    }
+
+    /// Stops and forgets the actors of `p` (revocation, fencing). Nothing is written.
+    pub(super) fn drop_partition(&mut self, p: i32) {
+        if let Some(ps) = self.partitions.remove(&p) {
+            for id in ps.partners.keys() {
+                self.registry.stop(id);
+            }
+        }
+    }
+
+    /// Passivates idle partners, refreshes gauges. Cheap; called every loop, acts ≤ 1/s.
+    pub fn record_high_watermark(&mut self, topic: &str, partition: i32, high: i64) {
+        if high >= 0 {
+            self.high_watermarks
+                .insert((topic.to_owned(), partition), high);
+        }
+    }
+
+    pub fn maintenance(&mut self) {
+        if self.last_maintenance.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_maintenance = Instant::now();
+        let idle = self.settings.passivate_after;
+        let mut unflushed = 0;
+        let mut paused = 0;
+        for (p, ps) in self.partitions.iter_mut() {
+            let dirty = &ps.dirty;
+            let stalled_ids: HashSet<&str> =
+                ps.stalled.iter().map(|s| s.event.partner_id()).collect();
+            let registry = &self.registry;
+            ps.partners.retain(|id, slot| {
+                let keep = dirty.contains(id)
+                    || stalled_ids.contains(id.as_str())
+                    || slot.last_routed.elapsed() < idle;
+                if !keep {
+                    registry.stop(id);
+                    METRICS.passivations.inc();
+                }
+                keep
+            });
+            unflushed += ps.unflushed;
+            paused += ps.paused as i64;
+            for topic in self.topics.keyed() {
+                if let Some(high) = self.high_watermarks.get(&(topic.to_owned(), *p)) {
+                    let next = ps.next.get(topic).copied().unwrap_or(0);
+                    METRICS
+                        .consumer_lag
+                        .with_label_values(&[topic, &p.to_string()])
+                        .set((high - next).max(0));
+                }
+            }
+        }
+        METRICS.unflushed_events.set(unflushed as i64);
+        METRICS.partitions_paused.set(paused);
+        METRICS
+            .partitions_assigned
+            .set(self.partitions.len() as i64);
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+}
+
+/// Pauses (or resumes) partition `p` of every keyed topic.
+pub(super) fn pause<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &TopicMap,
+    p: i32,
+    pause: bool,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for t in topics.keyed() {
+        tpl.add_partition(t, p);
+    }
+    let res = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = res {
+        tracing::warn!(partition = p, pause, error = %e, "pause/resume failed");
+    }
+    if pause {
+        tracing::debug!(partition = p, "partition paused (back-pressure)");
+    }
+}

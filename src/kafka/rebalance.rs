@@ -1,0 +1,129 @@
+//! Partition ownership changes (CONTRACT §9), run inside librdkafka's rebalance callback
+//! on the consumer thread:
+//! - assign: take the ownership epoch first (fencing every earlier owner), then read the
+//!   offsets stored with the state and start each partition exactly there (the earliest
+//!   record when the store has none) — the group's committed offsets are never the truth;
+//! - revoke: deliver what is stalled, flush, stop the partition's actors, then let go.
+//!
+//! A store that has no offsets for a partition the group has commits for has lost data:
+//! that partition is not consumed, the daemon goes unready and says so.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::pipeline::{PartitionState, Pipeline};
+use crate::metrics::METRICS;
+use crate::store::StoreError;
+
+impl Pipeline {
+    /// Builds the assignment with each partition's stored offsets.
+    pub fn on_assign<C: ConsumerContext>(
+        &mut self,
+        assigned: &TopicPartitionList,
+        consumer: &BaseConsumer<C>,
+    ) -> TopicPartitionList {
+        let numbers: BTreeSet<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+        let committed = consumer
+            .committed_offsets(assigned.clone(), Duration::from_secs(10))
+            .ok();
+        let mut out = TopicPartitionList::new();
+        for p in numbers {
+            self.drop_partition(p);
+            let Some((epoch, offsets)) = self.acquire(p) else {
+                tracing::warn!(
+                    partition = p,
+                    "shutting down before partition could be acquired"
+                );
+                continue;
+            };
+            let group_has_commits = committed.as_ref().is_some_and(|c| {
+                c.elements()
+                    .iter()
+                    .any(|e| e.partition() == p && matches!(e.offset(), Offset::Offset(o) if o > 0))
+            });
+            if offsets.is_empty() && group_has_commits {
+                tracing::error!(
+                    partition = p,
+                    "the store has no offsets for a partition the consumer group has committed: \
+                     the store lost its data; not consuming this partition (see README: rebuilding)"
+                );
+                self.health
+                    .store_lost
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                METRICS.store_lost.set(1);
+                continue;
+            }
+            for topic in self.topics.keyed() {
+                let offset = offsets
+                    .get(topic)
+                    .map(|o| Offset::Offset(*o))
+                    .unwrap_or(Offset::Beginning);
+                if let Err(e) = out.add_partition_offset(topic, p, offset) {
+                    tracing::error!(topic, partition = p, error = %e, "cannot set start offset");
+                }
+            }
+            tracing::info!(partition = p, epoch, ?offsets, "partition assigned");
+            self.partitions
+                .insert(p, PartitionState::new(epoch, offsets));
+        }
+        METRICS
+            .partitions_assigned
+            .set(self.partitions.len() as i64);
+        out
+    }
+
+    /// Takes the epoch, then reads the offsets; retries while the store is unreachable
+    /// (heartbeats go on in librdkafka's own thread meanwhile).
+    fn acquire(&self, p: i32) -> Option<(u64, crate::store::Offsets)> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self
+                .health
+                .stopping
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return None;
+            }
+            let started = Instant::now();
+            let res: Result<(u64, crate::store::Offsets), StoreError> = self.io.block_on(async {
+                let epoch = self.store.acquire(p).await?;
+                let offsets = self.store.offsets(p).await?;
+                Ok((epoch, offsets))
+            });
+            METRICS
+                .store_op_seconds
+                .with_label_values(&["acquire"])
+                .observe(started.elapsed().as_secs_f64());
+            match res {
+                Ok(v) => {
+                    METRICS.store_up.set(1);
+                    return Some(v);
+                }
+                Err(e) => {
+                    METRICS.store_up.set(0);
+                    METRICS.store_errors.with_label_values(&["acquire"]).inc();
+                    tracing::warn!(partition = p, error = %e, "cannot acquire partition yet; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Flushes and lets go of every owned partition.
+    pub fn on_revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if !self.drain(consumer, deadline) {
+            tracing::warn!("revocation: not every partition became durable; the next owner re-reads from the store");
+        }
+        let owned: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in owned {
+            self.drop_partition(p);
+        }
+        METRICS.partitions_assigned.set(0);
+        tracing::info!("partitions revoked");
+    }
+}

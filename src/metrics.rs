@@ -1,0 +1,204 @@
+//! Every metric warden exports, defined once (CONTRACT §7).
+//!
+//! Names use the `warden_` prefix, base units and `_total` for counters. Labels come from
+//! closed sets; no label ever takes a partner id. Series of closed sets are created at
+//! start-up at 0 so dashboards and alerts see them before the first event.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::domain::event::{DeadLetterReason, TopicKind};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub event_apply_seconds: Histogram,
+    pub consumer_lag: IntGaugeVec,
+    pub fenced_writes: IntCounter,
+    pub store_up: IntGauge,
+    pub store_op_seconds: HistogramVec,
+    pub store_errors: IntCounterVec,
+    pub flushes: IntCounterVec,
+    pub actors_active: IntGauge,
+    pub passivations: IntCounter,
+    pub actor_revivals: IntCounter,
+    pub mailbox_full: IntCounter,
+    pub partitions_paused: IntGauge,
+    pub partitions_assigned: IntGauge,
+    pub unflushed_events: IntGauge,
+    pub control_caught_up: IntGauge,
+    pub control_facts: IntCounter,
+    pub store_lost: IntGauge,
+    pub ready: IntGauge,
+    pub build_info: IntGaugeVec,
+}
+
+/// `outcome` label values of `warden_events_total`.
+pub const OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_letter"];
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // unwrap: names are unique constants of this module; a clash is a programming error
+    // caught by the unit test below.
+    registry.register(Box::new(metric.clone())).unwrap();
+    metric
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).unwrap(),
+            )
+        };
+        let gauge = |name: &str, help: &str| reg(&r, IntGauge::new(name, help).unwrap());
+        let counter = |name: &str, help: &str| reg(&r, IntCounter::new(name, help).unwrap());
+        let latency_buckets = vec![
+            0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05,
+            0.1, 0.5, 1.0,
+        ];
+        let m = Metrics {
+            events: counter_vec(
+                "warden_events_total",
+                "Input records by topic role and outcome (applied, duplicate, dead_letter).",
+                &["topic", "outcome"],
+            ),
+            dead_letters: counter_vec(
+                "warden_dead_letters_total",
+                "Records sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            event_apply_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("warden_event_apply_seconds", "Time to apply one event in its partner actor.")
+                        .buckets(latency_buckets.clone()),
+                )
+                .unwrap(),
+            ),
+            consumer_lag: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("warden_consumer_lag", "Records behind the high watermark, per assigned partition."),
+                    &["topic", "partition"],
+                )
+                .unwrap(),
+            ),
+            fenced_writes: counter(
+                "warden_fenced_writes_total",
+                "Snapshot writes refused because another owner took the partition.",
+            ),
+            store_up: gauge("warden_store_up", "1 when the state store answered its last call, else 0."),
+            store_op_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("warden_store_op_seconds", "State store call latency by operation.")
+                        .buckets(latency_buckets),
+                    &["op"],
+                )
+                .unwrap(),
+            ),
+            store_errors: counter_vec("warden_store_errors_total", "Failed state store calls by operation.", &["op"]),
+            flushes: counter_vec(
+                "warden_flushes_total",
+                "Partition snapshot writes by result (ok, fenced, error).",
+                &["result"],
+            ),
+            actors_active: gauge("warden_actors", "Partner actors alive in memory."),
+            passivations: counter("warden_passivations_total", "Idle partner actors written out and stopped."),
+            actor_revivals: counter("warden_actor_starts_total", "Partner actors started (new or revived from the store)."),
+            mailbox_full: counter(
+                "warden_backpressure_total",
+                "Times a partition was paused because an actor mailbox or the store could not take more.",
+            ),
+            partitions_paused: gauge("warden_partitions_paused", "Assigned partitions currently paused by back-pressure."),
+            partitions_assigned: gauge("warden_partitions_assigned", "Partition numbers owned by this instance."),
+            unflushed_events: gauge("warden_unflushed_events", "Events applied in memory and not yet durable."),
+            control_caught_up: gauge(
+                "warden_control_caught_up",
+                "1 once the control topic was read up to its high watermark at start.",
+            ),
+            control_facts: counter("warden_control_facts_total", "Control facts applied to the global table."),
+            store_lost: gauge(
+                "warden_store_lost",
+                "1 when the store has no offsets for a partition the group has commits for (data loss).",
+            ),
+            ready: gauge("warden_ready", "1 when /readyz answers 200."),
+            build_info: reg(
+                &r,
+                IntGaugeVec::new(Opts::new("warden_build_info", "Build information; always 1."), &["version"]).unwrap(),
+            ),
+            registry: r,
+        };
+        m.init_closed_sets();
+        m
+    }
+
+    /// Creates every series of a closed label set at 0 (CONTRACT §7).
+    fn init_closed_sets(&self) {
+        for kind in [
+            TopicKind::Usage,
+            TopicKind::Invoices,
+            TopicKind::Attribution,
+            TopicKind::Control,
+        ] {
+            for outcome in OUTCOMES {
+                self.events.with_label_values(&[kind.as_str(), outcome]);
+            }
+        }
+        for reason in DeadLetterReason::ALL {
+            self.dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        for result in ["ok", "fenced", "error"] {
+            self.flushes.with_label_values(&[result]);
+        }
+        for op in ["acquire", "offsets", "commit", "load", "ping"] {
+            self.store_op_seconds.with_label_values(&[op]);
+            self.store_errors.with_label_values(&[op]);
+        }
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+    }
+
+    pub fn dead_letter(&self, topic: TopicKind, reason: DeadLetterReason) {
+        self.events
+            .with_label_values(&[topic.as_str(), "dead_letter"])
+            .inc();
+        self.dead_letters
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // unwrap: encoding into a Vec cannot fail for well-formed metric families.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_sets_exist_at_zero_and_no_partner_label() {
+        let text = METRICS.render();
+        assert!(text.contains("warden_events_total{outcome=\"dead_letter\",topic=\"usage\"} 0"));
+        assert!(text.contains("warden_dead_letters_total{reason=\"wrong_key\"} 0"));
+        assert!(text.contains("warden_fenced_writes_total 0"));
+        assert!(!text.contains("partner_id=") && !text.contains("partner=\""));
+    }
+}

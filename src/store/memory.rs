@@ -1,0 +1,168 @@
+//! [`MemoryStore`]: the state store of the embedded mode and of tests, with the same
+//! semantics as [`super::redis::RedisStore`] (the behaviour suite in
+//! `tests/store_behaviour.rs` runs against both).
+//!
+//! One mutex around all partitions: every operation is a few map look-ups, the lock is
+//! never held across an `.await`, and a commit is atomic because it happens under it.
+//! Nothing here is durable; the process is the store's lifetime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{Offsets, PartitionWrite, StateStore, StoreError};
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    partitions: Mutex<HashMap<i32, Partition>>,
+    /// Test hook: while set, every call fails with `Unavailable` (a simulated outage).
+    unavailable: AtomicBool,
+}
+
+/// Epoch 0 means "never acquired", as a missing epoch key does in Redis.
+#[derive(Debug, Default)]
+struct Partition {
+    epoch: u64,
+    offsets: Offsets,
+    partners: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Simulates an outage (`true`) or its end (`false`): while unavailable every call
+    /// returns [`StoreError::Unavailable`] and changes nothing.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    fn check_available(&self) -> Result<(), StoreError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "memory store: simulated outage".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `read` on the partition, or on an empty one if it was never touched (reads do
+    /// not create partitions).
+    fn read<T>(&self, partition: i32, read: impl FnOnce(&Partition) -> T) -> Result<T, StoreError> {
+        self.check_available()?;
+        let partitions = self.partitions.lock();
+        Ok(match partitions.get(&partition) {
+            Some(state) => read(state),
+            None => read(&Partition::default()),
+        })
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn acquire(&self, partition: i32) -> Result<u64, StoreError> {
+        self.check_available()?;
+        let mut partitions = self.partitions.lock();
+        let state = partitions.entry(partition).or_default();
+        state.epoch += 1;
+        Ok(state.epoch)
+    }
+
+    async fn offsets(&self, partition: i32) -> Result<Offsets, StoreError> {
+        self.read(partition, |state| state.offsets.clone())
+    }
+
+    async fn commit(&self, write: PartitionWrite) -> Result<(), StoreError> {
+        self.check_available()?;
+        let mut partitions = self.partitions.lock();
+        let current = partitions
+            .get(&write.partition)
+            .map_or(0, |state| state.epoch);
+        if current == 0 || current != write.epoch {
+            return Err(StoreError::Fenced {
+                partition: write.partition,
+                epoch: write.epoch,
+                current,
+            });
+        }
+        let state = partitions.entry(write.partition).or_default();
+        state.offsets.extend(write.offsets);
+        state.partners.extend(write.partners);
+        Ok(())
+    }
+
+    async fn load_partner(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(partition, |state| state.partners.get(partner_id).cloned())
+    }
+
+    async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError> {
+        self.read(partition, |state| state.partners.keys().cloned().collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check_available()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_outage_fails_every_call_and_changes_nothing() {
+        let store = MemoryStore::new();
+        let epoch = store.acquire(1).await.expect("available");
+        store.set_unavailable(true);
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.acquire(1).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let write = PartitionWrite {
+            partition: 1,
+            epoch,
+            offsets: [("usage".to_owned(), 5)].into_iter().collect(),
+            partners: vec![("p".to_owned(), b"{}".to_vec())],
+        };
+        let failed = store.commit(write.clone()).await.expect_err("unavailable");
+        assert!(failed.is_retryable());
+        assert!(matches!(
+            store.offsets(1).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.load_partner(1, "p").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.partner_ids(1).await,
+            Err(StoreError::Unavailable(_))
+        ));
+
+        store.set_unavailable(false);
+        // The failed acquire did not move the epoch and the failed commit wrote nothing.
+        assert!(store.offsets(1).await.expect("available").is_empty());
+        store.commit(write).await.expect("the epoch is still ours");
+        assert_eq!(
+            store.offsets(1).await.expect("available").get("usage"),
+            Some(&5)
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_do_not_create_partitions() {
+        let store = MemoryStore::new();
+        assert!(store.offsets(4).await.expect("available").is_empty());
+        assert!(store.partitions.lock().is_empty());
+    }
+}

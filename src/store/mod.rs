@@ -1,0 +1,89 @@
+//! The state store: where a partition's partner snapshots and its input offsets become
+//! durable together (CONTRACT §9).
+//!
+//! The unit of ownership is a *partition number* `p`: partition `p` of every keyed topic
+//! (usage, invoices, attribution) holds the same partners, so one owner snapshots their
+//! state and the offsets of all three topics in one atomic write, guarded by the
+//! ownership epoch it took when `p` was assigned to it.
+//!
+//! Two implementations share one behaviour suite (`tests/store_behaviour.rs`):
+//! [`redis::RedisStore`] for production and [`memory::MemoryStore`] for the embedded mode.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+mod scripts;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+/// Next offset to read, per input topic name, for one partition number.
+pub type Offsets = BTreeMap<String, i64>;
+
+/// One atomic write: the snapshot of every partner of partition `partition` that changed
+/// since the last write, with the offsets that state includes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionWrite {
+    pub partition: i32,
+    /// The epoch this owner took with [`StateStore::acquire`]; the write is refused
+    /// ([`StoreError::Fenced`]) unless it is still the partition's current epoch.
+    pub epoch: u64,
+    /// Next offset to read per topic (the offset of the last applied record + 1).
+    pub offsets: Offsets,
+    /// Serialized partner state (JSON bytes), by partner id.
+    pub partners: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// Another owner took the partition since this one did: the write was not applied,
+    /// and this owner must drop the partition. Retrying cannot help.
+    #[error("partition {partition}: epoch {epoch} is stale (current {current})")]
+    Fenced {
+        partition: i32,
+        epoch: u64,
+        current: u64,
+    },
+    /// The store could not be reached or did not answer within its timeout. Retrying can help.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with data warden did not write. Retrying cannot help.
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The operations the pipeline needs from durable storage. Every method is bounded by
+/// the store's configured timeout: none waits longer than that on an unreachable store.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Become the owner of `partition`: increments and returns its epoch, which fences
+    /// every earlier owner's writes from now on.
+    async fn acquire(&self, partition: i32) -> Result<u64, StoreError>;
+
+    /// The offsets stored with the partition's state (empty if never written).
+    async fn offsets(&self, partition: i32) -> Result<Offsets, StoreError>;
+
+    /// Atomically store the partner snapshots and offsets of `write`, if `write.epoch` is
+    /// still the partition's epoch; otherwise nothing is written and `Fenced` is returned.
+    async fn commit(&self, write: PartitionWrite) -> Result<(), StoreError>;
+
+    /// The latest durable snapshot of one partner of `partition`.
+    async fn load_partner(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every partner id with a snapshot in `partition` (operators and tests; not on hot paths).
+    async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError>;
+
+    /// Cheap reachability check, for `warden_store_up` and /readyz's body.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,315 @@
+//! [`RedisStore`]: the production state store (CONTRACT §9), on one Redis or Redis
+//! Cluster (every key of a partition shares a hash tag, see `keys.rs`).
+//!
+//! Layout per partition `p`: an epoch counter (`INCR` on acquire), an offsets hash (topic →
+//! next offset) and a partners hash (partner id → snapshot). A commit is one Lua script
+//! (`scripts.rs`) that refuses a stale epoch before writing anything. Snapshots are
+//! opaque JSON bytes in which money is a decimal string, so money is never a Redis float
+//! (no `INCRBYFLOAT`, no `HINCRBYFLOAT`): Redis only ever stores and returns our bytes.
+//!
+//! Executors: the daemon calls the store from several runtimes (actix arbiters, which are
+//! current-thread tokio runtimes, and plain threads through `Handle::block_on`). The
+//! connection manager's I/O and reconnect tasks live on the runtime it was created on, so
+//! [`RedisStore::connect`] remembers that runtime and every operation is spawned onto it
+//! and awaited through its `JoinHandle`, which any executor can await. The spawned task
+//! carries the timeout itself, so a caller waits at most the configured timeout as long as
+//! the connecting runtime is alive (a runtime that has shut down fails calls at once);
+//! connect on the daemon's long-lived runtime.
+//!
+//! Errors: an unreachable or slow Redis is [`StoreError::Unavailable`]; data warden did not
+//! write (a key of the wrong type, a non-numeric epoch or offset) is
+//! [`StoreError::Corrupt`].
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, ErrorKind, RedisError, Script};
+use tokio::runtime::Handle;
+
+use super::keys::Keys;
+use super::scripts::{self, CommitReply};
+use super::{Offsets, PartitionWrite, StateStore, StoreError};
+
+/// Reconnection attempts after a lost connection before the manager gives up; the next
+/// operation starts a new round, so a Redis that comes back is found again.
+const RECONNECT_RETRIES: usize = 4;
+/// redis 0.32 hands this to its backoff as the growth factor over a 1 s first delay.
+const RECONNECT_BACKOFF_FACTOR: u64 = 2;
+/// Cap on the delay between two reconnection attempts, in milliseconds.
+const RECONNECT_MAX_DELAY_MS: u64 = 4_000;
+
+/// The state store on Redis. Cheap to share (`Arc` it); every call is bounded by the
+/// timeout given to [`RedisStore::connect`].
+pub struct RedisStore {
+    conn: ConnectionManager,
+    runtime: Handle,
+    keys: Keys,
+    commit: Arc<Script>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    // No URL here: it may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &self.keys.prefix())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port/db`), giving up after
+    /// `timeout`, which also bounds every later operation.
+    ///
+    /// An unreachable Redis is `Unavailable`; a malformed URL or key prefix, which no
+    /// retry can fix, is `Corrupt`.
+    ///
+    /// # Panics
+    /// When not called within a tokio runtime.
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        Keys::validate_prefix(key_prefix).map_err(|problem| {
+            StoreError::Corrupt(format!("redis key prefix {key_prefix:?}: {problem}"))
+        })?;
+        // The error does not include the URL, which may hold a password.
+        let client =
+            Client::open(url).map_err(|err| StoreError::Corrupt(format!("redis url: {err}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_factor(RECONNECT_BACKOFF_FACTOR)
+            .set_max_delay(RECONNECT_MAX_DELAY_MS);
+        let conn =
+            match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(err)) => return Err(classify("connect", err)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "redis connect: no connection within {timeout:?}"
+                    )))
+                }
+            };
+        Ok(RedisStore {
+            conn,
+            runtime: Handle::current(),
+            keys: Keys::new(key_prefix),
+            commit: Arc::new(scripts::commit_script()),
+            timeout,
+        })
+    }
+
+    /// Runs `op` on the connecting runtime with the store's timeout (see the module doc).
+    async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let timeout = self.timeout;
+        let op = op(self.conn.clone());
+        let task = self
+            .runtime
+            .spawn(async move { tokio::time::timeout(timeout, op).await });
+        match task.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_elapsed)) => Err(StoreError::Unavailable(format!(
+                "redis {what}: no answer within {timeout:?}"
+            ))),
+            Err(join) => Err(StoreError::Unavailable(format!(
+                "redis {what}: task did not finish: {join}"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    async fn acquire(&self, partition: i32) -> Result<u64, StoreError> {
+        let key = self.keys.epoch(partition);
+        self.run("acquire", |mut conn| async move {
+            let epoch: i64 = redis::cmd("INCR")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("acquire", e))?;
+            u64::try_from(epoch)
+                .map_err(|_| StoreError::Corrupt(format!("{key}: negative epoch {epoch}")))
+        })
+        .await
+    }
+
+    async fn offsets(&self, partition: i32) -> Result<Offsets, StoreError> {
+        let key = self.keys.offsets(partition);
+        self.run("offsets", |mut conn| async move {
+            let raw: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("offsets", e))?;
+            raw.into_iter()
+                .map(|(topic, offset)| match offset.parse::<i64>() {
+                    Ok(offset) => Ok((topic, offset)),
+                    Err(_) => Err(StoreError::Corrupt(format!(
+                        "{key}: offset {offset:?} of {topic:?} is not an integer"
+                    ))),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn commit(&self, write: PartitionWrite) -> Result<(), StoreError> {
+        let (partition, epoch) = (write.partition, write.epoch);
+        let keys = [
+            self.keys.epoch(partition),
+            self.keys.offsets(partition),
+            self.keys.partners(partition),
+        ];
+        let script = Arc::clone(&self.commit);
+        let reply = self
+            .run("commit", |mut conn| async move {
+                let argv = scripts::commit_argv(write);
+                let mut invocation = script.prepare_invoke();
+                invocation.key(&keys[..]).arg(argv);
+                let reply: Vec<String> = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| classify("commit", e))?;
+                CommitReply::parse(&reply)
+                    .map_err(|problem| StoreError::Corrupt(format!("redis commit: {problem}")))
+            })
+            .await?;
+        match reply {
+            CommitReply::Written => Ok(()),
+            CommitReply::Fenced { current } => Err(StoreError::Fenced {
+                partition,
+                epoch,
+                current,
+            }),
+        }
+    }
+
+    async fn load_partner(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.keys.partners(partition);
+        let field = partner_id.to_owned();
+        self.run("load_partner", |mut conn| async move {
+            redis::cmd("HGET")
+                .arg(&key)
+                .arg(&field)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("load_partner", e))
+        })
+        .await
+    }
+
+    async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError> {
+        let key = self.keys.partners(partition);
+        self.run("partner_ids", |mut conn| async move {
+            redis::cmd("HKEYS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("partner_ids", e))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", |mut conn| async move {
+            let pong: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("ping", e))?;
+            match pong.as_str() {
+                "PONG" => Ok(()),
+                other => Err(StoreError::Corrupt(format!(
+                    "redis ping: answered {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+}
+
+/// Bad data (retrying cannot help) or an unavailable Redis (retrying can)?
+fn classify(what: &str, err: RedisError) -> StoreError {
+    if is_bad_data(&err) {
+        StoreError::Corrupt(format!("redis {what}: {err}"))
+    } else {
+        StoreError::Unavailable(format!("redis {what}: {err}"))
+    }
+}
+
+/// A reply of the wrong type, an operation on a key of the wrong type (also as raised
+/// inside a script, which older servers wrap in `ERR`), or arithmetic on a non-integer.
+fn is_bad_data(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::TypeError
+        || err.code() == Some("WRONGTYPE")
+        || err
+            .detail()
+            .is_some_and(|detail| detail.contains("WRONGTYPE") || detail.contains("not an integer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_types_and_non_integers_are_corrupt() {
+        let wrongtype = redis::make_extension_error(
+            "WRONGTYPE".to_owned(),
+            Some("Operation against a key holding the wrong kind of value".to_owned()),
+        );
+        assert!(matches!(classify("x", wrongtype), StoreError::Corrupt(_)));
+        let in_script = RedisError::from((
+            ErrorKind::ResponseError,
+            "An error was signalled by the server",
+            "Error running script: WRONGTYPE Operation against a key".to_owned(),
+        ));
+        assert!(matches!(classify("x", in_script), StoreError::Corrupt(_)));
+        let not_integer = RedisError::from((
+            ErrorKind::ResponseError,
+            "An error was signalled by the server",
+            "value is not an integer or out of range".to_owned(),
+        ));
+        assert!(matches!(classify("x", not_integer), StoreError::Corrupt(_)));
+        let type_error =
+            RedisError::from((ErrorKind::TypeError, "Response was of incompatible type"));
+        assert!(matches!(classify("x", type_error), StoreError::Corrupt(_)));
+    }
+
+    #[test]
+    fn outages_are_unavailable() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(classify("x", refused).is_retryable());
+        let loading = RedisError::from((
+            ErrorKind::BusyLoadingError,
+            "Redis is loading the dataset in memory",
+        ));
+        assert!(classify("x", loading).is_retryable());
+        let read_only = RedisError::from((
+            ErrorKind::ReadOnly,
+            "You can't write against a read only replica.",
+        ));
+        assert!(classify("x", read_only).is_retryable());
+        let oom =
+            redis::make_extension_error("OOM".to_owned(), Some("command not allowed".to_owned()));
+        assert!(classify("x", oom).is_retryable());
+    }
+}

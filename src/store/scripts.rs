@@ -1,0 +1,166 @@
+//! The state store's Lua scripts, with the layout of their KEYS and ARGV, and the Rust
+//! side of that layout (building ARGV, reading the reply) so both live in one file.
+//!
+//! A Redis script runs atomically, but an error half-way does not roll back the writes it
+//! already made: every script here checks everything it can (argument shape, key types,
+//! the epoch) before its first write.
+
+use redis::Script;
+
+use super::PartitionWrite;
+
+/// COMMIT: one partition's offsets and partner snapshots, fenced by its ownership epoch.
+///
+/// KEYS[1] = epoch key (string, decimal), KEYS[2] = offsets hash, KEYS[3] = partners hash
+/// (all three with the partition's hash tag, see `keys.rs`).
+/// ARGV[1] = the epoch the writer holds (decimal);
+/// ARGV[2] = n, the number of (topic, offset) pairs;
+/// ARGV[3 .. 2+2n] = n pairs topic, next offset (decimal);
+/// ARGV[3+2n ..] = pairs partner id, snapshot bytes.
+///
+/// Returns `{"ok"}` after writing everything, or `{"fenced", current}` (current epoch as
+/// decimal, "0" if the partition was never acquired) having written nothing. Offsets are
+/// written as given, never compared with the stored ones: the epoch already guarantees
+/// that only the current owner writes, and it knows where it is.
+pub(super) const COMMIT: &str = r#"
+local n = tonumber(ARGV[2])
+if n == nil or n < 0 or n ~= math.floor(n) then
+  return redis.error_reply('ERR warden commit: bad offset pair count')
+end
+local first_partner = 3 + 2 * n
+if #ARGV < first_partner - 1 or (#ARGV - first_partner + 1) % 2 ~= 0 then
+  return redis.error_reply('ERR warden commit: arguments are not whole pairs')
+end
+for i = 2, 3 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'hash' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE warden commit: ' .. KEYS[i] .. ' is a ' .. t)
+  end
+end
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {'fenced', current or '0'}
+end
+for i = 3, first_partner - 1, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+for i = first_partner, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+return {'ok'}
+"#;
+
+pub(super) fn commit_script() -> Script {
+    Script::new(COMMIT)
+}
+
+/// ARGV for [`COMMIT`], moving the snapshots rather than copying them.
+pub(super) fn commit_argv(write: PartitionWrite) -> Vec<Vec<u8>> {
+    let mut argv = Vec::with_capacity(2 + 2 * (write.offsets.len() + write.partners.len()));
+    argv.push(write.epoch.to_string().into_bytes());
+    argv.push(write.offsets.len().to_string().into_bytes());
+    for (topic, offset) in write.offsets {
+        argv.push(topic.into_bytes());
+        argv.push(offset.to_string().into_bytes());
+    }
+    for (partner_id, snapshot) in write.partners {
+        argv.push(partner_id.into_bytes());
+        argv.push(snapshot);
+    }
+    argv
+}
+
+/// What [`COMMIT`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CommitReply {
+    Written,
+    Fenced { current: u64 },
+}
+
+impl CommitReply {
+    /// Reads the script's reply; an `Err` names a reply the script cannot have produced.
+    pub(super) fn parse(reply: &[String]) -> Result<CommitReply, String> {
+        match reply {
+            [ok] if ok == "ok" => Ok(CommitReply::Written),
+            [fenced, current] if fenced == "fenced" => current
+                .parse()
+                .map(|current| CommitReply::Fenced { current })
+                .map_err(|_| format!("epoch {current:?} is not a number")),
+            other => Err(format!("unexpected commit reply {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> String {
+        text.to_owned()
+    }
+
+    #[test]
+    fn argv_layout_is_epoch_count_offsets_then_partners() {
+        let write = PartitionWrite {
+            partition: 3,
+            epoch: 12,
+            offsets: [(s("usage"), 40), (s("invoices"), 7)].into_iter().collect(),
+            partners: vec![
+                (s("p-1"), b"{\"a\":1}".to_vec()),
+                (s("p-2"), b"{}".to_vec()),
+            ],
+        };
+        let argv: Vec<String> = commit_argv(write)
+            .into_iter()
+            .map(|arg| String::from_utf8(arg).expect("test args are UTF-8"))
+            .collect();
+        // Offsets is a BTreeMap, so topics come in name order.
+        assert_eq!(
+            argv,
+            [
+                "12",
+                "2",
+                "invoices",
+                "7",
+                "usage",
+                "40",
+                "p-1",
+                "{\"a\":1}",
+                "p-2",
+                "{}"
+            ]
+        );
+    }
+
+    #[test]
+    fn argv_of_an_empty_write_is_epoch_and_zero() {
+        let write = PartitionWrite {
+            partition: 0,
+            epoch: 1,
+            ..PartitionWrite::default()
+        };
+        assert_eq!(commit_argv(write), vec![b"1".to_vec(), b"0".to_vec()]);
+    }
+
+    #[test]
+    fn replies_are_parsed() {
+        assert_eq!(CommitReply::parse(&[s("ok")]), Ok(CommitReply::Written));
+        assert_eq!(
+            CommitReply::parse(&[s("fenced"), s("9")]),
+            Ok(CommitReply::Fenced { current: 9 })
+        );
+        assert!(CommitReply::parse(&[s("fenced"), s("nine")]).is_err());
+        assert!(CommitReply::parse(&[s("fenced")]).is_err());
+        assert!(CommitReply::parse(&[]).is_err());
+        assert!(CommitReply::parse(&[s("OK")]).is_err());
+    }
+
+    #[test]
+    fn script_validates_before_its_first_write() {
+        let first_write = COMMIT.find("HSET").expect("the script writes with HSET");
+        for check in ["error_reply('ERR warden commit: bad", "TYPE", "GET"] {
+            let at = COMMIT.find(check).expect("the script has the check");
+            assert!(at < first_write, "{check} comes after the first write");
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! One behaviour suite for every `StateStore` (in the spirit of Kuadrant/limitador's
+//! test macro over backends): `for_each_backend!` generates each case once per backend,
+//! as `memory::<case>` and `redis::<case>`. Then tests only Redis can fail: an unreachable
+//! server, corrupt data, calls from other executors, a lost connection.
+//!
+//! The Redis backend needs `WARDEN_TEST_REDIS_URL` (scripts/test sets it); without it the
+//! Redis tests fail rather than skip. Every test uses its own random key prefix, so tests
+//! can share one Redis and run in parallel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warden::store::keys::Keys;
+use warden::store::memory::MemoryStore;
+use warden::store::redis::RedisStore;
+use warden::store::{Offsets, PartitionWrite, StateStore, StoreError};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn redis_url() -> String {
+    std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!("WARDEN_TEST_REDIS_URL is not set: run scripts/test (it starts Redis)")
+    })
+}
+
+fn unique_prefix() -> String {
+    format!("warden-test-{:016x}", rand::random::<u64>())
+}
+
+async fn new_memory_store() -> MemoryStore {
+    MemoryStore::new()
+}
+
+async fn new_redis_store() -> RedisStore {
+    new_redis_store_with_keys().await.0
+}
+
+/// A store on a fresh prefix, and that prefix's keys for tests that touch Redis directly.
+async fn new_redis_store_with_keys() -> (RedisStore, Keys) {
+    let prefix = unique_prefix();
+    let store = RedisStore::connect(&redis_url(), &prefix, TIMEOUT)
+        .await
+        .expect("connect to WARDEN_TEST_REDIS_URL");
+    (store, Keys::new(prefix))
+}
+
+fn write(
+    partition: i32,
+    epoch: u64,
+    offsets: &[(&str, i64)],
+    partners: &[(&str, &[u8])],
+) -> PartitionWrite {
+    PartitionWrite {
+        partition,
+        epoch,
+        offsets: offsets
+            .iter()
+            .map(|(topic, offset)| (topic.to_string(), *offset))
+            .collect(),
+        partners: partners
+            .iter()
+            .map(|(id, snapshot)| (id.to_string(), snapshot.to_vec()))
+            .collect(),
+    }
+}
+
+fn offsets(pairs: &[(&str, i64)]) -> Offsets {
+    pairs
+        .iter()
+        .map(|(topic, offset)| (topic.to_string(), *offset))
+        .collect()
+}
+
+async fn sorted_partner_ids(store: &dyn StateStore, partition: i32) -> Vec<String> {
+    let mut ids = store.partner_ids(partition).await.expect("partner_ids");
+    ids.sort();
+    ids
+}
+
+/// The cases, each against any store that starts empty.
+mod cases {
+    use super::*;
+
+    pub async fn fresh_partition_has_no_offsets_and_no_partners(store: &dyn StateStore) {
+        assert_eq!(store.offsets(0).await, Ok(Offsets::new()));
+        assert_eq!(store.partner_ids(0).await, Ok(vec![]));
+        assert_eq!(store.load_partner(0, "p-1").await, Ok(None));
+        store.ping().await.expect("ping");
+    }
+
+    pub async fn acquire_increments_the_epoch_per_partition(store: &dyn StateStore) {
+        assert_eq!(store.acquire(1).await, Ok(1));
+        assert_eq!(store.acquire(1).await, Ok(2));
+        assert_eq!(store.acquire(1).await, Ok(3));
+        assert_eq!(
+            store.acquire(2).await,
+            Ok(1),
+            "partitions have their own epochs"
+        );
+    }
+
+    pub async fn commit_then_read_back_offsets_and_partners(store: &dyn StateStore) {
+        let epoch = store.acquire(5).await.expect("acquire");
+        let topics = [
+            ("warden.usage.v1", 42),
+            ("warden.invoices.v1", 0),
+            ("warden.attribution.v1", i64::MAX),
+        ];
+        let partners: [(&str, &[u8]); 2] = [("p-1", br#"{"owed":"12.50"}"#), ("p-2", b"{}")];
+        store
+            .commit(write(5, epoch, &topics, &partners))
+            .await
+            .expect("commit");
+
+        assert_eq!(store.offsets(5).await, Ok(offsets(&topics)));
+        assert_eq!(
+            store.load_partner(5, "p-1").await,
+            Ok(Some(br#"{"owed":"12.50"}"#.to_vec()))
+        );
+        assert_eq!(store.load_partner(5, "p-2").await, Ok(Some(b"{}".to_vec())));
+        assert_eq!(store.load_partner(5, "p-3").await, Ok(None));
+        assert_eq!(
+            store.offsets(6).await,
+            Ok(Offsets::new()),
+            "other partitions are untouched"
+        );
+    }
+
+    pub async fn commit_with_a_stale_epoch_is_fenced_and_writes_nothing(store: &dyn StateStore) {
+        let first = store.acquire(3).await.expect("acquire");
+        store
+            .commit(write(3, first, &[("usage", 10)], &[("p-1", b"v1")]))
+            .await
+            .expect("commit");
+        let current = store.acquire(3).await.expect("acquire");
+
+        let stale = write(
+            3,
+            first,
+            &[("usage", 99), ("invoices", 7)],
+            &[("p-1", b"v2"), ("p-9", b"new")],
+        );
+        assert_eq!(
+            store.commit(stale).await,
+            Err(StoreError::Fenced {
+                partition: 3,
+                epoch: first,
+                current
+            })
+        );
+        assert_eq!(store.offsets(3).await, Ok(offsets(&[("usage", 10)])));
+        assert_eq!(store.load_partner(3, "p-1").await, Ok(Some(b"v1".to_vec())));
+        assert_eq!(store.load_partner(3, "p-9").await, Ok(None));
+        assert_eq!(sorted_partner_ids(store, 3).await, ["p-1"]);
+    }
+
+    pub async fn commit_before_any_acquire_is_fenced(store: &dyn StateStore) {
+        let never_acquired = write(4, 0, &[("usage", 1)], &[("p-1", b"x")]);
+        assert_eq!(
+            store.commit(never_acquired).await,
+            Err(StoreError::Fenced {
+                partition: 4,
+                epoch: 0,
+                current: 0
+            })
+        );
+        let guessed = write(4, 1, &[("usage", 1)], &[("p-1", b"x")]);
+        assert!(matches!(
+            store.commit(guessed).await,
+            Err(StoreError::Fenced { current: 0, .. })
+        ));
+        assert_eq!(store.offsets(4).await, Ok(Offsets::new()));
+        assert_eq!(store.partner_ids(4).await, Ok(vec![]));
+    }
+
+    pub async fn a_newer_owner_fences_the_old_owner(store: &dyn StateStore) {
+        let old = store.acquire(7).await.expect("old owner acquires");
+        store
+            .commit(write(7, old, &[("usage", 1)], &[("p-1", b"old")]))
+            .await
+            .expect("old owner commits");
+        let new = store.acquire(7).await.expect("new owner acquires");
+        assert!(new > old);
+
+        let refused = store
+            .commit(write(7, old, &[("usage", 2)], &[("p-1", b"old-2")]))
+            .await;
+        assert_eq!(
+            refused,
+            Err(StoreError::Fenced {
+                partition: 7,
+                epoch: old,
+                current: new
+            })
+        );
+        assert!(!refused.unwrap_err().is_retryable());
+        store
+            .commit(write(7, new, &[("usage", 2)], &[("p-1", b"new")]))
+            .await
+            .expect("new owner commits");
+        assert_eq!(
+            store.load_partner(7, "p-1").await,
+            Ok(Some(b"new".to_vec()))
+        );
+        assert_eq!(store.offsets(7).await, Ok(offsets(&[("usage", 2)])));
+    }
+
+    pub async fn partner_ids_lists_what_was_written(store: &dyn StateStore) {
+        let epoch = store.acquire(2).await.expect("acquire");
+        store
+            .commit(write(2, epoch, &[], &[("b", b"1"), ("a", b"2")]))
+            .await
+            .expect("commit");
+        store
+            .commit(write(2, epoch, &[], &[("c", b"3"), ("a", b"4")]))
+            .await
+            .expect("commit");
+        assert_eq!(sorted_partner_ids(store, 2).await, ["a", "b", "c"]);
+        assert_eq!(
+            store.partner_ids(1).await,
+            Ok(vec![]),
+            "other partitions are untouched"
+        );
+    }
+
+    pub async fn later_commits_overwrite_per_partner_and_keep_the_others(store: &dyn StateStore) {
+        let epoch = store.acquire(9).await.expect("acquire");
+        let first = write(
+            9,
+            epoch,
+            &[("usage", 10), ("invoices", 3)],
+            &[("p-1", b"one"), ("p-2", b"two")],
+        );
+        store.commit(first).await.expect("commit");
+        store
+            .commit(write(9, epoch, &[("usage", 11)], &[("p-2", b"two-b")]))
+            .await
+            .expect("commit");
+
+        assert_eq!(
+            store.load_partner(9, "p-1").await,
+            Ok(Some(b"one".to_vec()))
+        );
+        assert_eq!(
+            store.load_partner(9, "p-2").await,
+            Ok(Some(b"two-b".to_vec()))
+        );
+        assert_eq!(
+            store.offsets(9).await,
+            Ok(offsets(&[("usage", 11), ("invoices", 3)]))
+        );
+    }
+
+    pub async fn an_empty_commit_checks_the_epoch_only(store: &dyn StateStore) {
+        let epoch = store.acquire(8).await.expect("acquire");
+        store
+            .commit(write(8, epoch, &[], &[]))
+            .await
+            .expect("empty commit");
+        assert_eq!(store.offsets(8).await, Ok(Offsets::new()));
+        store.acquire(8).await.expect("acquire");
+        assert!(matches!(
+            store.commit(write(8, epoch, &[], &[])).await,
+            Err(StoreError::Fenced { .. })
+        ));
+    }
+
+    pub async fn a_large_snapshot_round_trips(store: &dyn StateStore) {
+        // 100 KiB of every byte value: snapshots are opaque bytes, not text.
+        let snapshot: Vec<u8> = (0..100 * 1024).map(|i| (i % 256) as u8).collect();
+        let epoch = store.acquire(1).await.expect("acquire");
+        store
+            .commit(write(1, epoch, &[("usage", 1)], &[("big", &snapshot)]))
+            .await
+            .expect("commit");
+        assert_eq!(store.load_partner(1, "big").await, Ok(Some(snapshot)));
+    }
+
+    pub async fn five_hundred_partners_in_one_commit(store: &dyn StateStore) {
+        let epoch = store.acquire(11).await.expect("acquire");
+        let partners: Vec<(String, Vec<u8>)> = (0..500)
+            .map(|i| {
+                (
+                    format!("partner-{i:03}"),
+                    format!(r#"{{"n":{i}}}"#).into_bytes(),
+                )
+            })
+            .collect();
+        let commit = PartitionWrite {
+            partition: 11,
+            epoch,
+            offsets: offsets(&[("usage", 500)]),
+            partners: partners.clone(),
+        };
+        store.commit(commit).await.expect("commit");
+
+        let expected_ids: Vec<String> = partners.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(sorted_partner_ids(store, 11).await, expected_ids);
+        for (id, snapshot) in &partners {
+            assert_eq!(
+                store.load_partner(11, id).await.as_ref(),
+                Ok(&Some(snapshot.clone())),
+                "{id}"
+            );
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per case in `mod $backend`, on a new store from `$new_store`.
+macro_rules! behaviour_suite {
+    ($backend:ident, $new_store:ident, [$($case:ident),+ $(,)?]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let store = $new_store().await;
+                    cases::$case(&store).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Every case against every backend.
+macro_rules! for_each_backend {
+    ($($case:ident),+ $(,)?) => {
+        behaviour_suite!(memory, new_memory_store, [$($case),+]);
+        behaviour_suite!(redis, new_redis_store, [$($case),+]);
+    };
+}
+
+for_each_backend!(
+    fresh_partition_has_no_offsets_and_no_partners,
+    acquire_increments_the_epoch_per_partition,
+    commit_then_read_back_offsets_and_partners,
+    commit_with_a_stale_epoch_is_fenced_and_writes_nothing,
+    commit_before_any_acquire_is_fenced,
+    a_newer_owner_fences_the_old_owner,
+    partner_ids_lists_what_was_written,
+    later_commits_overwrite_per_partner_and_keep_the_others,
+    an_empty_commit_checks_the_epoch_only,
+    a_large_snapshot_round_trips,
+    five_hundred_partners_in_one_commit,
+);
+
+/// What only a networked store can get wrong.
+mod redis_only {
+    use super::*;
+    use ::redis::AsyncCommands;
+
+    async fn raw_connection() -> ::redis::aio::MultiplexedConnection {
+        ::redis::Client::open(redis_url())
+            .expect("WARDEN_TEST_REDIS_URL parses")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection to the test Redis")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_server_is_unavailable_not_a_hang() {
+        let result = RedisStore::connect(
+            "redis://127.0.0.1:1/",
+            &unique_prefix(),
+            Duration::from_millis(500),
+        )
+        .await;
+        let err = result.expect_err("nothing listens on port 1");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(err.is_retryable());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_key_prefix_or_url_is_refused_for_good() {
+        let braced = RedisStore::connect(&redis_url(), "warden{x}", TIMEOUT)
+            .await
+            .expect_err("braces move the hash tag");
+        assert!(!braced.is_retryable(), "{braced:?}");
+        let url = RedisStore::connect("not a url", &unique_prefix(), TIMEOUT)
+            .await
+            .expect_err("malformed url");
+        assert!(!url.is_retryable(), "{url:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn works_from_other_executors() {
+        let store = Arc::new(new_redis_store().await);
+
+        // An actix arbiter is a current-thread runtime on its own thread.
+        let on_arbiter = Arc::clone(&store);
+        let from_current_thread = on_plain_thread(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(on_arbiter.acquire(1))
+        })
+        .await;
+        assert_eq!(from_current_thread, Ok(1));
+
+        // A plain thread entering the daemon's runtime with Handle::block_on.
+        let handle = tokio::runtime::Handle::current();
+        let on_thread = Arc::clone(&store);
+        assert_eq!(
+            on_plain_thread(move || handle.block_on(on_thread.acquire(1))).await,
+            Ok(2)
+        );
+
+        // Even an executor that is not tokio at all.
+        let outside = Arc::clone(&store);
+        assert_eq!(
+            on_plain_thread(move || futures::executor::block_on(outside.acquire(1))).await,
+            Ok(3)
+        );
+    }
+
+    async fn on_plain_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        tokio::task::spawn_blocking(move || {
+            std::thread::spawn(work).join().expect("thread panicked")
+        })
+        .await
+        .expect("blocking task")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_warden_did_not_write_is_corrupt() {
+        let (store, keys) = new_redis_store_with_keys().await;
+        let mut raw = raw_connection().await;
+
+        let _: () = raw
+            .hset(keys.offsets(1), "usage", "forty-two")
+            .await
+            .expect("hset");
+        assert!(matches!(
+            store.offsets(1).await,
+            Err(StoreError::Corrupt(_))
+        ));
+
+        let _: () = raw.set(keys.epoch(2), "not-a-number").await.expect("set");
+        assert!(matches!(
+            store.acquire(2).await,
+            Err(StoreError::Corrupt(_))
+        ));
+
+        let _: () = raw.set(keys.partners(3), "not a hash").await.expect("set");
+        assert!(matches!(
+            store.partner_ids(3).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            store.load_partner(3, "p").await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_into_a_key_of_the_wrong_type_is_corrupt_and_writes_nothing() {
+        let (store, keys) = new_redis_store_with_keys().await;
+        let mut raw = raw_connection().await;
+        let _: () = raw.set(keys.partners(4), "not a hash").await.expect("set");
+
+        let epoch = store.acquire(4).await.expect("acquire");
+        let failed = store
+            .commit(write(4, epoch, &[("usage", 5)], &[("p-1", b"x")]))
+            .await;
+        assert!(matches!(failed, Err(StoreError::Corrupt(_))), "{failed:?}");
+        // The offsets come first in the script, yet were not written.
+        assert_eq!(store.offsets(4).await, Ok(Offsets::new()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_are_the_documented_ones() {
+        let (store, keys) = new_redis_store_with_keys().await;
+        let epoch = store.acquire(6).await.expect("acquire");
+        store
+            .commit(write(6, epoch, &[("usage", 17)], &[("p-1", b"{}")]))
+            .await
+            .expect("commit");
+
+        let mut raw = raw_connection().await;
+        let stored_epoch: String = raw.get(keys.epoch(6)).await.expect("get");
+        assert_eq!(stored_epoch, epoch.to_string());
+        let stored_offset: String = raw.hget(keys.offsets(6), "usage").await.expect("hget");
+        assert_eq!(stored_offset, "17");
+        let snapshot: Vec<u8> = raw.hget(keys.partners(6), "p-1").await.expect("hget");
+        assert_eq!(snapshot, b"{}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovers_after_the_server_goes_away_and_comes_back() {
+        let proxy = proxy::Proxy::start("127.0.0.1:0".parse().expect("addr")).await;
+        let addr = proxy.addr();
+        let store = RedisStore::connect(
+            &format!("redis://{addr}/"),
+            &unique_prefix(),
+            Duration::from_millis(500),
+        )
+        .await
+        .expect("connect through the proxy");
+        assert_eq!(store.acquire(1).await, Ok(1));
+
+        proxy.stop().await;
+        let down = store.acquire(1).await.expect_err("nothing listens");
+        assert!(down.is_retryable(), "{down:?}");
+        assert!(store.ping().await.expect_err("still down").is_retryable());
+
+        let proxy = proxy::Proxy::start(addr).await;
+        // Reconnecting takes the manager's backoff; poll until it is back (bounded).
+        let mut answer = store.ping().await;
+        for _ in 0..100 {
+            if answer.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = store.ping().await;
+        }
+        assert_eq!(answer, Ok(()), "the store reconnects once Redis is back");
+        let epoch = store.acquire(1).await.expect("acquire after reconnecting");
+        assert!(epoch >= 2, "the epoch survived in Redis: {epoch}");
+        proxy.stop().await;
+    }
+
+    /// A TCP forwarder to the test Redis that can be cut, standing in for a Redis restart.
+    mod proxy {
+        use std::net::SocketAddr;
+        use std::sync::Arc;
+
+        use parking_lot::Mutex;
+        use tokio::net::{TcpListener, TcpStream};
+        use tokio::task::JoinHandle;
+
+        pub struct Proxy {
+            addr: SocketAddr,
+            accept: JoinHandle<()>,
+            links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+        }
+
+        impl Proxy {
+            pub async fn start(listen: SocketAddr) -> Proxy {
+                let target = redis_addr();
+                let listener = TcpListener::bind(listen).await.expect("bind the proxy");
+                let addr = listener.local_addr().expect("proxy address");
+                let links = Arc::new(Mutex::new(Vec::new()));
+                let accept = tokio::spawn(accept_loop(listener, target, Arc::clone(&links)));
+                Proxy {
+                    addr,
+                    accept,
+                    links,
+                }
+            }
+
+            pub fn addr(&self) -> SocketAddr {
+                self.addr
+            }
+
+            /// Closes the listener and every forwarded connection, and waits until they are.
+            pub async fn stop(self) {
+                self.accept.abort();
+                let _ = self.accept.await;
+                let links: Vec<_> = self.links.lock().drain(..).collect();
+                for link in links {
+                    link.abort();
+                    let _ = link.await;
+                }
+            }
+        }
+
+        async fn accept_loop(
+            listener: TcpListener,
+            target: String,
+            links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+        ) {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                links.lock().push(tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        }
+
+        fn redis_addr() -> String {
+            let info = ::redis::IntoConnectionInfo::into_connection_info(super::redis_url())
+                .expect("WARDEN_TEST_REDIS_URL parses");
+            match info.addr {
+                ::redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+                other => panic!("the proxy test needs a redis:// URL, not {other:?}"),
+            }
+        }
+    }
+}
