@@ -176,7 +176,7 @@ async fn run_with_io(
     let control_thread = {
         let reader = ControlReader {
             topic: topics.control.clone(),
-            limits: limits.clone(),
+            limits,
             table: control.clone(),
             dlq: dlq.clone(),
             io: io.clone(),

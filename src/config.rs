@@ -995,6 +995,16 @@ fn validate_kafka(k: &KafkaConfig, c: &mut Collector) {
         16 * MIB,
     );
     range(c, "kafka.poll_batch", k.poll_batch, 1, 100_000);
+    validate_kafka_timing(k, c);
+    for name in k.properties.keys() {
+        if let Some((_, why)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == name) {
+            let key = join_key("kafka.properties", name);
+            c.require(false, &[&key], format!("managed by warden; {why}"));
+        }
+    }
+}
+
+fn validate_kafka_timing(k: &KafkaConfig, c: &mut Collector) {
     c.require(
         !k.flush_interval.is_zero() && k.flush_interval <= Duration::from_secs(60),
         &["kafka.flush_interval"],
@@ -1027,12 +1037,6 @@ fn validate_kafka(k: &KafkaConfig, c: &mut Collector) {
         &["kafka.max_poll_interval"],
         format!("must be at most 24h, got {}", human(k.max_poll_interval)),
     );
-    for name in k.properties.keys() {
-        if let Some((_, why)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == name) {
-            let key = join_key("kafka.properties", name);
-            c.require(false, &[&key], format!("managed by warden; {why}"));
-        }
-    }
 }
 
 fn validate_topics(t: &TopicsConfig, c: &mut Collector) {

@@ -204,7 +204,7 @@ impl Simulator {
                     paid.push((i, invoice_id.clone()));
                 }
                 let currency = CURRENCIES[rng.gen_range(0..CURRENCIES.len())];
-                let fee = rng.gen_range(50_00..5_000_00u32);
+                let fee = rng.gen_range(5_000..500_000_u32);
                 json!({
                     "invoice_id": invoice_id, "ts": Utc::now(), "kind": "paid", "partner_id": id,
                     "tenant_id": format!("{id}-t-{}", rng.gen_range(0..20)), "currency": currency,

@@ -190,12 +190,16 @@ fn consumer_group_gets_every_record_once_and_a_successor_resumes_at_the_commit()
         .collect();
     assert_eq!(got.len(), received.len(), "a record arrived twice");
     assert_eq!(got, sent);
-    let assigned = first.assignment().expect("assignment");
-    assert_eq!(
-        assigned.count(),
-        2 * PARTITIONS as usize,
-        "the only member owns every partition"
-    );
+    // A TopicPartitionList the consumer returned holds librdkafka partition
+    // references: it must be gone before the consumer drops, or the drop hangs.
+    {
+        let assigned = first.assignment().expect("assignment");
+        assert_eq!(
+            assigned.count(),
+            2 * PARTITIONS as usize,
+            "the only member owns every partition"
+        );
+    }
 
     // Commit the next offset of every partition consumed (offsets are stored
     // explicitly: enable.auto.offset.store=false).
@@ -216,10 +220,12 @@ fn consumer_group_gets_every_record_once_and_a_successor_resumes_at_the_commit()
             .expect("offset");
     }
     first.commit(&commit, CommitMode::Sync).expect("commit");
-    let committed = first
-        .committed_offsets(commit.clone(), Duration::from_secs(10))
-        .expect("committed");
-    assert_eq!(offsets_of(&committed), next);
+    let committed = offsets_of(
+        &first
+            .committed_offsets(commit.clone(), Duration::from_secs(10))
+            .expect("committed"),
+    );
+    assert_eq!(committed, next);
     drop(first); // closes: leaves the group
 
     // Every record is below its partition's high watermark, i.e. the commit
@@ -261,6 +267,51 @@ fn consumer_group_gets_every_record_once_and_a_successor_resumes_at_the_commit()
         offsets_of(&resumed),
         next,
         "the successor sees the first member's commit"
+    );
+}
+
+#[test]
+fn two_members_with_range_own_the_same_partition_numbers_of_every_topic() {
+    let brokers = brokers();
+    let topics = [unique("smoke.range.a"), unique("smoke.range.b")];
+    create_topics(
+        &brokers,
+        &[(&topics[0], PARTITIONS), (&topics[1], PARTITIONS)],
+    );
+    let group = unique("smoke-range");
+    let members = [
+        group_consumer(&brokers, &group, &topics),
+        group_consumer(&brokers, &group, &topics),
+    ];
+
+    // Both must keep polling for the rebalance to complete.
+    let mut owned: Vec<BTreeMap<String, BTreeSet<i32>>> = Vec::new();
+    let settled = common::wait_until(WAIT, Duration::ZERO, || {
+        for member in &members {
+            let _ = member.poll(Duration::from_millis(50));
+        }
+        owned = members.iter().map(owned_partitions).collect();
+        owned
+            .iter()
+            .all(|o| o.values().map(BTreeSet::len).sum::<usize>() == PARTITIONS as usize)
+    });
+    assert!(settled, "the group never split 8 partitions 4/4: {owned:?}");
+    let mut all = BTreeSet::new();
+    for o in &owned {
+        // range assigns partition p of every subscribed topic to the same member
+        assert_eq!(
+            o.get(&topics[0]),
+            o.get(&topics[1]),
+            "co-partitioned ownership: {owned:?}"
+        );
+        for (topic, partitions) in o {
+            all.extend(partitions.iter().map(|p| (topic.clone(), *p)));
+        }
+    }
+    assert_eq!(
+        all.len(),
+        2 * PARTITIONS as usize,
+        "every partition has exactly one owner: {owned:?}"
     );
 }
 
@@ -368,6 +419,19 @@ fn group_consumer(brokers: &str, group: &str, topics: &[String]) -> BaseConsumer
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).expect("subscribe");
     consumer
+}
+
+/// The member's current assignment, by topic (the list is dropped here, see
+/// the note on TopicPartitionList in the group test).
+fn owned_partitions(consumer: &BaseConsumer) -> BTreeMap<String, BTreeSet<i32>> {
+    let mut owned: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    for e in consumer.assignment().expect("assignment").elements() {
+        owned
+            .entry(e.topic().to_owned())
+            .or_default()
+            .insert(e.partition());
+    }
+    owned
 }
 
 fn offsets_of(list: &TopicPartitionList) -> BTreeMap<(String, i32), i64> {

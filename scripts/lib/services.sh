@@ -17,6 +17,12 @@ TANSU_FEATURES="dynostore,libsql"
 TANSU_ROOT="$WARDEN_CACHE/tansu"
 TANSU_BIN="$TANSU_ROOT/bin/tansu"
 TANSU_INSTALL_LOG="$WARDEN_CACHE/tansu.log"
+# sqlite (libsql), a file in the run's temp dir, not memory://: tansu 0.6.0's
+# memory/object-store engine answers ListOffsets(latest) with the base offset of
+# the newest *batch* + 1, so high watermarks are wrong as soon as a producer
+# batches (4 instead of 500 in tests/broker_smoke.rs). sqlite answers per record.
+# The path is relative to tansu's cwd (the run's tansu dir).
+TANSU_STORAGE="${WARDEN_TEST_TANSU_STORAGE:-sqlite://tansu.db}"
 
 APT_PACKAGES=(redis-server prometheus cmake pkg-config libssl-dev zlib1g-dev libzstd-dev libcurl4-openssl-dev)
 REQUIRED_COMMANDS=(redis-server redis-cli prometheus cmake pkg-config python3)
@@ -164,7 +170,7 @@ start_tansu() {
   for attempt in 1 2 3; do
     TANSU_PORT=$(free_port)
     url="tcp://127.0.0.1:$TANSU_PORT"
-    say "starting tansu broker on $url (storage: memory://tansu/, log: $TANSU_LOG)"
+    say "starting tansu broker on $url (storage: $TANSU_STORAGE in $SERVICES_DIR/tansu, log: $TANSU_LOG)"
     # cwd is the private dir: tansu reads a .env file from its cwd. Flags win over
     # the CLUSTER_ID/LISTENER_URL/... variables tansu also reads; the optional
     # ones (schema registry, OTLP export) must not leak in from our environment.
@@ -174,7 +180,7 @@ start_tansu() {
           --cluster-id warden-test \
           --listener-url "$url" \
           --advertised-listener-url "$url" \
-          --storage-engine memory://tansu/
+          --storage-engine "$TANSU_STORAGE"
     ) >>"$TANSU_LOG" 2>&1 &
     TANSU_PID=$!
     if wait_for_tansu 60; then

@@ -5,7 +5,7 @@
 //! Only the pipeline thread inserts and removes entries, so "is there an actor for p" has
 //! one writer and cannot race with passivation.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::DashMap;
@@ -55,9 +55,8 @@ impl Registry {
 
     /// Starts the actor for `state` on its arbiter and registers it.
     pub fn start(&self, state: PartnerState) -> Addr<PartnerActor> {
-        let mut h = self.hasher.build_hasher();
-        state.partner_id.hash(&mut h);
-        let arbiter = &self.arbiters[(h.finish() % self.arbiters.len() as u64) as usize];
+        let h = self.hasher.hash_one(&state.partner_id);
+        let arbiter = &self.arbiters[(h % self.arbiters.len() as u64) as usize];
         let id = state.partner_id.clone();
         let actor = PartnerActor::new(state, self.rules, self.mailbox_capacity);
         let addr = PartnerActor::start_in_arbiter(arbiter, move |_ctx| actor);

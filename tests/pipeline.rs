@@ -1,0 +1,488 @@
+//! The streaming core end to end (issue: streaming core, acceptance 1–5): the real
+//! warden binary against the real broker and real Redis started by `scripts/test`.
+//!
+//! Ground truth always comes from what the test produced, never from the daemon. Totals
+//! are read back from the durable snapshots in Redis, so "exact" means exact after every
+//! crash, rebalance and outage the test injected.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Daemon, RedisServer, TestProducer};
+use serde_json::json;
+use warden::domain::partner::PartnerState;
+use warden::store::redis::RedisStore;
+use warden::store::StateStore;
+
+const PARTITIONS: i32 = 4;
+const VIEWER_TOKEN: &str = "test-viewer-token-0123456789abcdef";
+
+/// One test's topics, consumer group and key prefix, all unique.
+struct Stream {
+    brokers: String,
+    usage: String,
+    invoices: String,
+    attribution: String,
+    control: String,
+    deadletter: String,
+    enforcement: String,
+    audit: String,
+    group: String,
+    prefix: String,
+}
+
+impl Stream {
+    fn new(name: &str) -> Stream {
+        let brokers = common::brokers();
+        let t = |role: &str| common::unique(&format!("{name}.{role}"));
+        let s = Stream {
+            usage: t("usage"),
+            invoices: t("invoices"),
+            attribution: t("attribution"),
+            control: t("control"),
+            deadletter: t("deadletter"),
+            enforcement: t("enforcement"),
+            audit: t("audit"),
+            group: common::unique(&format!("{name}-group")),
+            prefix: common::unique(name),
+            brokers,
+        };
+        common::create_topics(
+            &s.brokers,
+            &[
+                (&s.usage, PARTITIONS),
+                (&s.invoices, PARTITIONS),
+                (&s.attribution, PARTITIONS),
+                (&s.control, 1),
+                (&s.deadletter, PARTITIONS),
+                (&s.enforcement, PARTITIONS),
+                (&s.audit, 1),
+            ],
+        );
+        s
+    }
+
+    fn config(&self, redis_url: &str) -> String {
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+flush_interval = "50ms"
+session_timeout = "6s"
+max_poll_interval = "60s"
+[kafka.topics]
+usage = "{usage}"
+invoices = "{invoices}"
+attribution = "{attribution}"
+control = "{control}"
+deadletter = "{deadletter}"
+enforcement = "{enforcement}"
+audit = "{audit}"
+[store]
+backend = "redis"
+redis_url = "{redis_url}"
+key_prefix = "{prefix}"
+timeout = "500ms"
+[runtime]
+arbiters = 2
+shutdown_grace = "20s"
+[admin]
+listen = "127.0.0.1:0"
+[[admin.tokens]]
+name = "test-viewer"
+sha256 = "{viewer_hash}"
+roles = ["viewer"]
+[log]
+level = "info"
+"#,
+            brokers = self.brokers,
+            group = self.group,
+            usage = self.usage,
+            invoices = self.invoices,
+            attribution = self.attribution,
+            control = self.control,
+            deadletter = self.deadletter,
+            enforcement = self.enforcement,
+            audit = self.audit,
+            prefix = self.prefix,
+            viewer_hash = warden::http::auth::token_hash(VIEWER_TOKEN),
+        )
+    }
+}
+
+/// Expected lifetime usage per partner, as produced.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Truth {
+    events: u64,
+    requests: u64,
+    errors: u64,
+}
+
+/// A deterministic usage event `i` over `partners` partners.
+fn usage_event(i: u64, partners: u64, base: DateTime<Utc>) -> (String, Vec<u8>, Truth) {
+    let partner = format!("p-{:05}", i % partners);
+    let requests = 1 + (i * 7) % 50;
+    let errors = if i % 5 == 0 { requests / 3 } else { 0 };
+    let ts = base + chrono::Duration::milliseconds(i as i64 % 60_000);
+    let payload = json!({
+        "event_id": format!("e-{i}"),
+        "ts": ts,
+        "partner_id": partner,
+        "integration_id": format!("{partner}-int"),
+        "requests": requests,
+        "errors": errors,
+    });
+    (
+        partner,
+        serde_json::to_vec(&payload).unwrap(),
+        Truth {
+            events: 1,
+            requests,
+            errors,
+        },
+    )
+}
+
+/// Produces `count` usage events (plus a re-send of every 97th one, which must count
+/// once) and returns the ground truth.
+fn produce_usage(
+    stream: &Stream,
+    range: std::ops::Range<u64>,
+    partners: u64,
+) -> HashMap<String, Truth> {
+    let base = Utc::now();
+    let mut producer = TestProducer::new(&stream.brokers);
+    let mut truth: HashMap<String, Truth> = HashMap::new();
+    for i in range {
+        let (partner, payload, t) = usage_event(i, partners, base);
+        producer.send(&stream.usage, Some(&partner), &payload);
+        if i % 97 == 0 {
+            // A producer retry: the same event id again.
+            producer.send(&stream.usage, Some(&partner), &payload);
+        }
+        let e = truth.entry(partner).or_default();
+        e.events += t.events;
+        e.requests += t.requests;
+        e.errors += t.errors;
+    }
+    producer.flush();
+    truth
+}
+
+fn merge(into: &mut HashMap<String, Truth>, from: HashMap<String, Truth>) {
+    for (k, v) in from {
+        let e = into.entry(k).or_default();
+        e.events += v.events;
+        e.requests += v.requests;
+        e.errors += v.errors;
+    }
+}
+
+/// Every partner's durable totals in Redis.
+fn durable_totals(redis_url: &str, prefix: &str) -> BTreeMap<String, Truth> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = RedisStore::connect(redis_url, prefix, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut out = BTreeMap::new();
+        for p in 0..PARTITIONS {
+            for id in store.partner_ids(p).await.unwrap() {
+                let bytes = store.load_partner(p, &id).await.unwrap().unwrap();
+                let s: PartnerState = serde_json::from_slice(&bytes).unwrap();
+                out.insert(
+                    id,
+                    Truth {
+                        events: s.usage.events,
+                        requests: s.usage.requests,
+                        errors: s.usage.errors,
+                    },
+                );
+            }
+        }
+        out
+    })
+}
+
+fn total_events(totals: &BTreeMap<String, Truth>) -> u64 {
+    totals.values().map(|t| t.events).sum()
+}
+
+/// Waits until the durable event count reaches the truth's, then compares every partner.
+fn assert_totals_exact(
+    redis_url: &str,
+    prefix: &str,
+    truth: &HashMap<String, Truth>,
+    timeout: Duration,
+) {
+    let expected: u64 = truth.values().map(|t| t.events).sum();
+    let mut last = BTreeMap::new();
+    let reached = common::wait_until(timeout, Duration::from_millis(500), || {
+        last = durable_totals(redis_url, prefix);
+        total_events(&last) >= expected
+    });
+    if !reached {
+        let short: Vec<String> = truth
+            .iter()
+            .filter(|(k, v)| last.get(*k).map(|t| t.events) != Some(v.events))
+            .take(20)
+            .map(|(k, v)| {
+                let p = warden::kafka::topics::partition_for_key(k.as_bytes(), PARTITIONS);
+                format!(
+                    "{k} (partition {p}): want {} got {:?}",
+                    v.events,
+                    last.get(k).map(|t| t.events)
+                )
+            })
+            .collect();
+        panic!(
+            "durable events {} never reached {expected}; e.g. {short:#?}",
+            total_events(&last)
+        );
+    }
+    // Let a possible over-count show up before comparing.
+    thread::sleep(Duration::from_millis(300));
+    let actual = durable_totals(redis_url, prefix);
+    let want: BTreeMap<String, Truth> = truth.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let diffs: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| actual.get(*k) != Some(v))
+        .take(10)
+        .map(|(k, v)| format!("{k}: want {v:?}, got {:?}", actual.get(k)))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} partners differ, e.g. {diffs:#?}",
+        want.len()
+    );
+    assert_eq!(
+        actual.len(),
+        want.len(),
+        "partners with state that were never produced"
+    );
+}
+
+/// Acceptance 1: 200,000 usage events over 2,000 partners, totals exact.
+#[test]
+fn two_hundred_thousand_events_over_two_thousand_partners_are_exact() {
+    let stream = Stream::new("core-200k");
+    let redis = common::redis_url();
+    let truth = produce_usage(&stream, 0..200_000, 2_000);
+    assert_eq!(truth.len(), 2_000);
+    let mut daemon = Daemon::start(&stream.config(&redis));
+    daemon.wait_ready(Duration::from_secs(60));
+    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    let status = daemon.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    // The API answers from the live actor or the store with the same totals.
+    let (p, t) = truth.iter().next().unwrap();
+    let mut again = Daemon::start(&stream.config(&redis));
+    again.wait_ready(Duration::from_secs(60));
+    let view = again.get_json_with_token(&format!("/v1/partners/{p}"), Some(VIEWER_TOKEN));
+    let (status, _) = again.request("GET", &format!("/v1/partners/{p}"), None, None);
+    assert_eq!(status, 401, "partner reads need a token");
+    assert_eq!(view["usage"]["requests"], t.requests);
+    assert_eq!(view["usage"]["errors"], t.errors);
+    assert_eq!(view["usage"]["events"], t.events);
+}
+
+/// Acceptance 2: SIGKILL three times mid-stream; totals still exact.
+#[test]
+fn sigkill_three_times_mid_stream_loses_and_doubles_nothing() {
+    let stream = Stream::new("core-kill");
+    let redis = common::redis_url();
+    let partners = 500;
+    let mut truth = HashMap::new();
+    let mut daemon = Daemon::start(&stream.config(&redis));
+    for round in 0..4u64 {
+        let chunk = produce_usage(&stream, round * 15_000..(round + 1) * 15_000, partners);
+        merge(&mut truth, chunk);
+        if round < 3 {
+            // Kill once some, but not all, of the new events are durable.
+            let floor: u64 = truth.values().map(|t| t.events).sum::<u64>() - 15_000;
+            let progressed =
+                common::wait_until(Duration::from_secs(120), Duration::from_millis(100), || {
+                    total_events(&durable_totals(&redis, &stream.prefix)) > floor + 1_000
+                });
+            assert!(progressed, "daemon made no progress before kill {round}");
+            daemon.kill9();
+            daemon = Daemon::start(&stream.config(&redis));
+        }
+    }
+    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    daemon.terminate();
+}
+
+/// Acceptance 3: two daemons in one group; one stops mid-stream.
+#[test]
+fn two_instances_one_stopped_mid_stream_totals_exact() {
+    let stream = Stream::new("core-two");
+    let redis = common::redis_url();
+    let partners = 400;
+    let mut a = Daemon::start(&stream.config(&redis));
+    let mut b = Daemon::start(&stream.config(&redis));
+    a.wait_ready(Duration::from_secs(60));
+    b.wait_ready(Duration::from_secs(60));
+    let producer_stream = Arc::new(stream);
+    let ps = producer_stream.clone();
+    let producing = thread::spawn(move || {
+        let mut truth = HashMap::new();
+        for round in 0..6u64 {
+            merge(
+                &mut truth,
+                produce_usage(&ps, round * 8_000..(round + 1) * 8_000, partners),
+            );
+        }
+        truth
+    });
+    let stream = producer_stream;
+    let started = common::wait_until(Duration::from_secs(120), Duration::from_millis(100), || {
+        total_events(&durable_totals(&redis, &stream.prefix)) > 10_000
+    });
+    assert!(started, "no progress with two instances");
+    let status = b.terminate();
+    assert!(status.success(), "stopped instance exit status {status:?}");
+    let truth = producing.join().unwrap();
+    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    a.terminate();
+}
+
+/// Acceptance 5: Redis stopped for 10 s mid-stream; the daemon stays, totals exact.
+#[test]
+fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
+    let stream = Stream::new("core-redis");
+    let mut redis = RedisServer::start_new();
+    let url = redis.url();
+    let partners = 300;
+    let mut daemon = Daemon::start(&stream.config(&url));
+    daemon.wait_ready(Duration::from_secs(60));
+    let mut truth = produce_usage(&stream, 0..20_000, partners);
+    let progressed =
+        common::wait_until(Duration::from_secs(120), Duration::from_millis(100), || {
+            total_events(&durable_totals(&url, &stream.prefix)) > 5_000
+        });
+    assert!(progressed);
+    redis.stop();
+    merge(&mut truth, produce_usage(&stream, 20_000..40_000, partners));
+    thread::sleep(Duration::from_secs(10));
+    assert!(
+        daemon.wait_exit(Duration::from_millis(10)).is_none(),
+        "daemon exited while Redis was down\n{}",
+        daemon.output()
+    );
+    // Reads are still served while the store is down.
+    let (status, _) = daemon.request("GET", "/healthz", None, None);
+    assert_eq!(status, 200);
+    redis.start();
+    merge(&mut truth, produce_usage(&stream, 40_000..50_000, partners));
+    assert_totals_exact(&url, &stream.prefix, &truth, Duration::from_secs(300));
+    let revoked = daemon
+        .stdout_lines()
+        .iter()
+        .chain(daemon.stderr_lines().iter())
+        .any(|l| l.contains("partitions revoked"));
+    assert!(
+        !revoked,
+        "the daemon left its partitions during the outage\n{}",
+        daemon.output()
+    );
+    assert!(daemon.terminate().success());
+}
+
+/// Acceptance 4: 1,000 malformed records of every CONTRACT §5 kind among valid ones.
+#[test]
+fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
+    let stream = Stream::new("core-dlq");
+    let redis = common::redis_url();
+    let base = Utc::now();
+    let mut producer = TestProducer::new(&stream.brokers);
+    let mut truth: HashMap<String, Truth> = HashMap::new();
+    // reason → how many of that kind were produced
+    let mut expected: BTreeMap<&str, usize> = BTreeMap::new();
+    let partners = 50u64;
+    let mut bad = 0usize;
+    let mut i = 0u64;
+    while bad < 1_000 {
+        let (partner, payload, t) = usage_event(i, partners, base);
+        producer.send(&stream.usage, Some(&partner), &payload);
+        let e = truth.entry(partner.clone()).or_default();
+        e.events += 1;
+        e.requests += t.requests;
+        e.errors += t.errors;
+        let (topic, key, value, reason): (&str, String, Vec<u8>, &str) = match bad % 13 {
+            0 => (&stream.usage, partner.clone(), b"{not json".to_vec(), "not_json"),
+            1 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base, "partner_id": partner, "integration_id": "i", "errors": 0}).to_string().into_bytes(), "missing_field"),
+            2 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base, "partner_id": partner, "integration_id": "i", "requests": "ten", "errors": 0}).to_string().into_bytes(), "wrong_type"),
+            3 => (&stream.invoices, partner.clone(), json!({"invoice_id": format!("m{bad}"), "ts": base, "kind": "paid", "partner_id": partner, "tenant_id": "t", "currency": "USD", "platform_fee": 10.5}).to_string().into_bytes(), "money_as_number"),
+            4 => (&stream.invoices, partner.clone(), json!({"invoice_id": format!("m{bad}"), "ts": base, "kind": "paid", "partner_id": partner, "tenant_id": "t", "currency": "USD", "platform_fee": "-1.00"}).to_string().into_bytes(), "negative_money"),
+            5 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base, "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 2}).to_string().into_bytes(), "errors_exceed_requests"),
+            6 => (&stream.invoices, partner.clone(), json!({"invoice_id": format!("m{bad}"), "ts": base, "kind": "gift", "partner_id": partner, "tenant_id": "t", "currency": "USD", "platform_fee": "1"}).to_string().into_bytes(), "unknown_enum_value"),
+            7 => (&stream.usage, partner.clone(), vec![b' '; 5 * 1024], "record_too_large"),
+            8 => (&stream.usage, "someone-else".to_string(), json!({"event_id": format!("m{bad}"), "ts": base, "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "wrong_key"),
+            9 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": Utc::now() + chrono::Duration::hours(2), "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "ts_out_of_range"),
+            10 => (&stream.invoices, partner.clone(), json!({"invoice_id": format!("m{bad}"), "ts": base, "kind": "refund", "partner_id": partner, "tenant_id": "t", "currency": "USD", "platform_fee": "1"}).to_string().into_bytes(), "missing_refers_to"),
+            11 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": "yesterday", "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "invalid_value"),
+            // Older than the partner's newest ts minus the 24 h dedup window.
+            _ => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base - chrono::Duration::hours(25), "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "outside_dedup_window"),
+        };
+        let key = if reason == "wrong_key" {
+            key
+        } else {
+            partner.clone()
+        };
+        producer.send(topic, Some(&key), &value);
+        *expected.entry(reason).or_default() += 1;
+        bad += 1;
+        i += 1;
+    }
+    producer.flush();
+    // A small record cap keeps the oversized records small for the broker too.
+    let config = stream
+        .config(&redis)
+        .replace("[kafka]\n", "[kafka]\nmax_record_bytes = 4096\n");
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_ready(Duration::from_secs(60));
+    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    let records = common::consume_all(
+        &stream.brokers,
+        &stream.deadletter,
+        1_000,
+        Duration::from_secs(120),
+    );
+    assert_eq!(records.len(), 1_000, "dead letters");
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_slice(&r.3).unwrap();
+        *got.entry(v["reason"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        assert!(v["offset"].is_i64() && v["partition"].is_i64() && v["source_topic"].is_string());
+        ids.insert((
+            v["source_topic"].as_str().unwrap().to_owned(),
+            v["partition"].as_i64(),
+            v["offset"].as_i64(),
+        ));
+    }
+    assert_eq!(
+        ids.len(),
+        1_000,
+        "every dead letter names a distinct source record"
+    );
+    let want: BTreeMap<String, usize> = expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(got, want);
+    let metrics = daemon.request("GET", "/metrics", None, None).1;
+    let text = metrics.as_str().unwrap();
+    let counted: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("warden_events_total{outcome=\"dead_letter\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 1_000, "warden_events_total{{outcome=dead_letter}}");
+    assert!(daemon.terminate().success());
+}
