@@ -36,7 +36,18 @@ pub struct Metrics {
     pub store_lost: IntGauge,
     pub ready: IntGauge,
     pub build_info: IntGaugeVec,
+    pub partners: IntGaugeVec,
+    pub enforcement_transitions: IntCounterVec,
+    pub kill_switches_active: IntGaugeVec,
+    pub commission_usd: prometheus::Counter,
+    pub commission_reversed_usd: prometheus::Counter,
+    pub coop_accrued_usd: prometheus::Counter,
 }
+
+/// Enforcement levels, in order (CONTRACT §3): the `level` label's closed set.
+pub const LEVELS: [&str; 6] = ["ok", "warn", "throttle", "suspend", "terminated", "killed"];
+/// Kill-switch scopes (CONTRACT §4): the `scope` label's closed set.
+pub const SCOPES: [&str; 4] = ["global", "partner", "integration", "tenant"];
 
 /// `outcome` label values of `warden_events_total`.
 pub const OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_letter"];
@@ -135,6 +146,35 @@ impl Metrics {
             build_info: reg(
                 &r,
                 IntGaugeVec::new(Opts::new("warden_build_info", "Build information; always 1."), &["version"]).unwrap(),
+            ),
+            partners: reg(
+                &r,
+                IntGaugeVec::new(Opts::new("warden_partners", "Partners in memory by enforcement level."), &["level"])
+                    .unwrap(),
+            ),
+            enforcement_transitions: counter_vec(
+                "warden_enforcement_transitions_total",
+                "Enforcement level changes by previous level, new level and reason.",
+                &["from", "to", "reason"],
+            ),
+            kill_switches_active: reg(
+                &r,
+                IntGaugeVec::new(Opts::new("warden_kill_switches_active", "Active kill switches by scope."), &["scope"])
+                    .unwrap(),
+            ),
+            commission_usd: reg(
+                &r,
+                prometheus::Counter::new("warden_commission_usd_total", "Commission accrued, gross, in USD (reporting only; money is decimal in state).")
+                    .unwrap(),
+            ),
+            commission_reversed_usd: reg(
+                &r,
+                prometheus::Counter::new("warden_commission_reversed_usd_total", "Commission reversed by refunds and chargebacks, in USD.")
+                    .unwrap(),
+            ),
+            coop_accrued_usd: reg(
+                &r,
+                prometheus::Counter::new("warden_coop_accrued_usd_total", "Co-op funds accrued, in USD.").unwrap(),
             ),
             registry: r,
         };

@@ -369,8 +369,15 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
         });
     assert!(progressed);
     redis.stop();
-    merge(&mut truth, produce_usage(&stream, 20_000..40_000, partners));
-    thread::sleep(Duration::from_secs(10));
+    // Half of these partners are new: their state cannot be loaded while the store is
+    // down, so their partitions stall and are paused (back-pressure), not buffered.
+    merge(&mut truth, produce_usage(&stream, 20_000..40_000, partners * 2));
+    let paused = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        metric(&daemon, "warden_partitions_paused") > 0.0
+    });
+    assert!(paused, "no partition paused while the store was down\n{}", daemon.output());
+    assert!(metric(&daemon, "warden_backpressure_total") > 0.0);
+    thread::sleep(Duration::from_secs(8));
     assert!(
         daemon.wait_exit(Duration::from_millis(10)).is_none(),
         "daemon exited while Redis was down\n{}",
@@ -485,4 +492,72 @@ fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
         .sum();
     assert_eq!(counted, 1_000, "warden_events_total{{outcome=dead_letter}}");
     assert!(daemon.terminate().success());
+}
+
+fn metric(daemon: &Daemon, prefix: &str) -> f64 {
+    let (_, m) = daemon.request("GET", "/metrics", None, None);
+    m.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// With the smallest mailboxes, idle actors passivated after a second and revived from
+/// the store on their next event, totals stay exact.
+#[test]
+fn tiny_mailboxes_and_passivation_keep_totals_exact() {
+    let stream = Stream::new("core-bp");
+    let redis = common::redis_url();
+    let env = [
+        ("WARDEN_RUNTIME__MAILBOX_CAPACITY", "1"),
+        ("WARDEN_RUNTIME__MAX_UNFLUSHED_EVENTS", "200"),
+        ("WARDEN_RUNTIME__PASSIVATE_AFTER", "1s"),
+        ("WARDEN_KAFKA__POLL_BATCH", "5000"),
+    ];
+    let mut truth = produce_usage(&stream, 0..30_000, 200);
+    let mut daemon = Daemon::start_with_env(&stream.config(&redis), &env);
+    daemon.wait_ready(Duration::from_secs(60));
+    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    // Idle partners leave memory...
+    let passivated = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        metric(&daemon, "warden_actors ") == 0.0
+    });
+    assert!(passivated, "idle actors were not passivated\n{}", daemon.output());
+    assert!(metric(&daemon, "warden_passivations_total") >= 200.0);
+    // ...and come back from the store with their totals on their next event.
+    merge(&mut truth, produce_usage(&stream, 30_000..40_000, 200));
+    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    assert!(daemon.terminate().success());
+}
+
+/// CONTRACT §9: a store that comes back empty while the group has commits is detected;
+/// the daemon goes unready and does not silently replay.
+#[test]
+fn an_emptied_store_is_detected_not_silently_replayed() {
+    let stream = Stream::new("core-lost");
+    let mut redis = RedisServer::start_new();
+    let url = redis.url();
+    let truth = produce_usage(&stream, 0..5_000, 50);
+    let mut daemon = Daemon::start(&stream.config(&url));
+    daemon.wait_ready(Duration::from_secs(60));
+    assert_totals_exact(&url, &stream.prefix, &truth, Duration::from_secs(120));
+    assert!(daemon.terminate().success());
+    // The store loses everything (e.g. restored from nothing).
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    redis.stop();
+    redis.start();
+    let mut again = Daemon::start(&stream.config(&url));
+    let lost = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        metric(&again, "warden_store_lost") == 1.0
+    });
+    assert!(lost, "an empty store was not detected\n{}", again.output());
+    let (status, body) = again.request("GET", "/readyz", None, None);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["store_lost"], true);
+    assert!(durable_totals(&url, &stream.prefix).is_empty(), "nothing may be replayed into the empty store");
+    assert!(again.terminate().success());
 }

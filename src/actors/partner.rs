@@ -34,10 +34,13 @@ impl Actor for PartnerActor {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         METRICS.actors_active.inc();
         METRICS.actor_revivals.inc();
+        // Every partner is at `ok` until enforcement moves it.
+        METRICS.partners.with_label_values(&["ok"]).inc();
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         METRICS.actors_active.dec();
+        METRICS.partners.with_label_values(&["ok"]).dec();
     }
 }
 

@@ -260,7 +260,6 @@ impl Pipeline {
                     ps.dirty.insert(id);
                 }
                 Err(SendError::Full(ApplyBatch(group))) => {
-                    METRICS.mailbox_full.inc();
                     ps.stalled.extend(group);
                 }
                 Err(SendError::Closed(ApplyBatch(group))) => {
@@ -275,6 +274,7 @@ impl Pipeline {
             return;
         }
         if !ps.stalled.is_empty() && !ps.paused {
+            METRICS.mailbox_full.inc();
             ps.paused = true;
             pause(consumer, &self.topics, p, true);
         }

@@ -1,0 +1,82 @@
+//! The README's first command: the embedded default runs with no Kafka or Redis (an
+//! in-process cluster, the in-memory store, the simulator) and serves the admin API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Daemon;
+
+fn shipped_config() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/warden.toml")).unwrap()
+}
+
+fn counter(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn embedded_default_serves_partners_metrics_and_stops_cleanly() {
+    // Port 0: the test must not depend on 8080 being free.
+    let mut daemon = Daemon::start_with_env(&shipped_config(), &[("WARDEN_ADMIN__LISTEN", "127.0.0.1:0")]);
+    daemon.wait_ready(Duration::from_secs(60));
+    let token = daemon
+        .stdout_lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("admin token (security): ").map(str::to_owned))
+        .expect("the embedded mode prints a generated token");
+    assert!(token.len() >= 32, "token too short: {token}");
+
+    // The simulator's traffic reaches the actors.
+    let mut applied = 0;
+    let flowing = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        let (_, m) = daemon.request("GET", "/metrics", None, None);
+        applied = counter(m.as_str().unwrap_or_default(), "warden_events_total{outcome=\"applied\",topic=\"usage\"}");
+        applied > 1_000
+    });
+    assert!(flowing, "simulated usage not applied (applied = {applied})");
+
+    // The busiest simulated partner is known, with live usage totals.
+    let view = daemon.get_json_with_token("/v1/partners/p-00000", Some(&token));
+    assert_eq!(view["partner_id"], "p-00000");
+    assert!(view["usage"]["requests"].as_u64().unwrap() > 0, "{view}");
+    assert!(view["last_seen"].is_string(), "{view}");
+    assert_eq!(view["tier"], "platinum");
+
+    // No token, no partner data.
+    let (status, _) = daemon.request("GET", "/v1/partners/p-00000", None, None);
+    assert_eq!(status, 401);
+    let (status, _) = daemon.request("GET", "/v1/partners/p-00000", Some("wdn_not-a-token"), None);
+    assert_eq!(status, 401);
+    let (status, _) = daemon.request("GET", "/v1/partners/never-seen", Some(&token), None);
+    assert_eq!(status, 404);
+
+    let (status, _) = daemon.request("GET", "/healthz", None, None);
+    assert_eq!(status, 200);
+    let status = daemon.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}\n{}", daemon.output());
+}
+
+#[test]
+fn each_start_generates_a_new_token() {
+    let tokens: Vec<String> = (0..2)
+        .map(|_| {
+            let mut d = Daemon::start_with_env(
+                &shipped_config(),
+                &[("WARDEN_ADMIN__LISTEN", "127.0.0.1:0"), ("WARDEN_SIMULATOR__ENABLED", "false")],
+            );
+            let t = d
+                .stdout_lines()
+                .iter()
+                .find_map(|l| l.strip_prefix("admin token (security): ").map(str::to_owned))
+                .unwrap();
+            assert!(d.terminate().success());
+            t
+        })
+        .collect();
+    assert_ne!(tokens[0], tokens[1]);
+}
