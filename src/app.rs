@@ -224,6 +224,13 @@ async fn run_with_io(
     let server_handle = server.handle.clone();
     actix_rt::spawn(server.future);
 
+    if config.metrics.top_partners > 0 {
+        actix_rt::spawn(crate::top_partners::run(
+            registry.clone(),
+            config.metrics.top_partners,
+            config.metrics.top_partners_interval,
+        ));
+    }
     let simulator = config.simulator.enabled.then(|| {
         Simulator::new(config.simulator.clone(), topics.clone(), partitions)
             .spawn(base.clone(), health.clone())
@@ -287,7 +294,11 @@ async fn run_with_io(
     };
     tracing::info!(partitions, "warden running");
     METRICS.ready.set(1);
-    (&mut shutdown).await;
+    // The shutdown future may already have fired while waiting for control (and an
+    // async fn must not be polled again after it completed).
+    if caught_up {
+        (&mut shutdown).await;
+    }
 
     tracing::info!("shutting down: draining");
     health.stopping.store(true, Ordering::SeqCst);

@@ -41,6 +41,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub simulator: SimulatorConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 // Written out rather than derived only so that the redacting impls below are the ones used.
@@ -53,6 +54,7 @@ impl fmt::Debug for Config {
             .field("admin", &self.admin)
             .field("simulator", &self.simulator)
             .field("log", &self.log)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -416,6 +418,27 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
+        }
+    }
+}
+
+/// `[metrics]`: opt-in views that cost series.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// 0 (default) = no per-partner series at all. N > 0 exports a bounded top-N view
+    /// (`warden_partner_top_requests{partner_id}`) of the busiest live partners.
+    pub top_partners: usize,
+    /// How often the top-N view is recomputed.
+    #[serde(with = "duration_str")]
+    pub top_partners_interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            top_partners: 0,
+            top_partners_interval: Duration::from_secs(15),
         }
     }
 }
@@ -804,6 +827,7 @@ impl Section for RuntimeConfig {}
 impl Section for TokenConfig {}
 impl Section for SimulatorConfig {}
 impl Section for LogConfig {}
+impl Section for MetricsConfig {}
 
 impl Section for Config {
     fn check_nested(key: &str, value: &mut Value, path: &str, c: &mut Collector) -> bool {
@@ -817,6 +841,7 @@ impl Section for Config {
             "admin" => check_table::<AdminConfig>(t, path, c),
             "simulator" => check_table::<SimulatorConfig>(t, path, c),
             "log" => check_table::<LogConfig>(t, path, c),
+            "metrics" => check_table::<MetricsConfig>(t, path, c),
             _ => return false,
         }
         true
@@ -955,6 +980,9 @@ fn validate(config: &Config, c: &mut Collector) {
     validate_admin(&config.admin, c);
     validate_simulator(&config.simulator, c);
     validate_log(&config.log, c);
+    if config.metrics.top_partners > 1_000 {
+        c.push("metrics.top_partners", "at most 1000 (each is a series)");
+    }
 }
 
 fn range<T: PartialOrd + fmt::Display>(c: &mut Collector, key: &str, v: T, lo: T, hi: T) {
@@ -1669,7 +1697,15 @@ mod tests {
         assert!(fields.contains(&"poll_batch") && fields.contains(&"properties"));
         assert_eq!(
             field_names::<Config>(),
-            ["kafka", "store", "runtime", "admin", "simulator", "log"]
+            [
+                "kafka",
+                "store",
+                "runtime",
+                "admin",
+                "simulator",
+                "log",
+                "metrics"
+            ]
         );
     }
 }

@@ -42,7 +42,23 @@ pub struct Metrics {
     pub commission_usd: prometheus::Counter,
     pub commission_reversed_usd: prometheus::Counter,
     pub coop_accrued_usd: prometheus::Counter,
+    pub admin_requests: IntCounterVec,
+    pub mailbox_events: IntGauge,
+    pub apply_latency_quantiles: prometheus::GaugeVec,
+    pub partner_top_requests: IntGaugeVec,
 }
+
+/// Admin API routes (the `route` label's closed set) and the statuses it answers with.
+pub const ROUTES: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/partners/{id}",
+    "other",
+];
+pub const STATUSES: [&str; 9] = [
+    "200", "201", "400", "401", "403", "404", "413", "429", "503",
+];
 
 /// Enforcement levels, in order (CONTRACT §3): the `level` label's closed set.
 pub const LEVELS: [&str; 6] = ["ok", "warn", "throttle", "suspend", "terminated", "killed"];
@@ -53,6 +69,13 @@ pub const SCOPES: [&str; 4] = ["global", "partner", "integration", "tenant"];
 pub const OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_letter"];
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The `route` label for a matched pattern: one of [`ROUTES`], never a raw path.
+pub fn route_label(pattern: Option<&str>) -> &'static str {
+    pattern
+        .and_then(|p| ROUTES.iter().find(|r| **r == p).copied())
+        .unwrap_or("other")
+}
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
     // unwrap: names are unique constants of this module; a clash is a programming error
@@ -176,6 +199,37 @@ impl Metrics {
                 &r,
                 prometheus::Counter::new("warden_coop_accrued_usd_total", "Co-op funds accrued, in USD.").unwrap(),
             ),
+            admin_requests: counter_vec(
+                "warden_admin_requests_total",
+                "Admin API requests by route pattern and status code.",
+                &["route", "status"],
+            ),
+            mailbox_events: gauge(
+                "warden_mailbox_events",
+                "Events handed to partner actors and not yet applied (all mailboxes).",
+            ),
+            apply_latency_quantiles: reg(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "warden_event_apply_latency_seconds",
+                        "Apply latency quantiles over the last 1-2 minutes (hdrhistogram).",
+                    ),
+                    &["quantile"],
+                )
+                .unwrap(),
+            ),
+            partner_top_requests: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "warden_partner_top_requests",
+                        "Opt-in (metrics.top_partners): lifetime requests of the N busiest live partners.",
+                    ),
+                    &["partner_id"],
+                )
+                .unwrap(),
+            ),
             registry: r,
         };
         m.init_closed_sets();
@@ -207,6 +261,17 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for level in LEVELS {
+            self.partners.with_label_values(&[level]);
+        }
+        for scope in SCOPES {
+            self.kill_switches_active.with_label_values(&[scope]);
+        }
+        for route in ROUTES {
+            for status in STATUSES {
+                self.admin_requests.with_label_values(&[route, status]);
+            }
+        }
     }
 
     pub fn dead_letter(&self, topic: TopicKind, reason: DeadLetterReason) {
@@ -220,6 +285,11 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some((p50, p99, p999)) = crate::latency::APPLY_LATENCY.quantiles() {
+            for (q, v) in [("0.5", p50), ("0.99", p99), ("0.999", p999)] {
+                self.apply_latency_quantiles.with_label_values(&[q]).set(v);
+            }
+        }
         let mut buf = Vec::new();
         // unwrap: encoding into a Vec cannot fail for well-formed metric families.
         TextEncoder::new()
@@ -240,5 +310,13 @@ mod tests {
         assert!(text.contains("warden_dead_letters_total{reason=\"wrong_key\"} 0"));
         assert!(text.contains("warden_fenced_writes_total 0"));
         assert!(!text.contains("partner_id=") && !text.contains("partner=\""));
+        for series in [
+            "warden_kill_switches_active{scope=\"tenant\"} 0",
+            "warden_partners{level=\"killed\"} 0",
+            "warden_admin_requests_total{route=\"/readyz\",status=\"503\"} 0",
+            "warden_commission_usd_total 0",
+        ] {
+            assert!(text.contains(series), "missing {series}");
+        }
     }
 }

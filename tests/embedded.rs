@@ -22,12 +22,18 @@ fn counter(metrics: &str, prefix: &str) -> u64 {
 #[test]
 fn embedded_default_serves_partners_metrics_and_stops_cleanly() {
     // Port 0: the test must not depend on 8080 being free.
-    let mut daemon = Daemon::start_with_env(&shipped_config(), &[("WARDEN_ADMIN__LISTEN", "127.0.0.1:0")]);
+    let mut daemon = Daemon::start_with_env(
+        &shipped_config(),
+        &[("WARDEN_ADMIN__LISTEN", "127.0.0.1:0")],
+    );
     daemon.wait_ready(Duration::from_secs(60));
     let token = daemon
         .stdout_lines()
         .iter()
-        .find_map(|l| l.strip_prefix("admin token (security): ").map(str::to_owned))
+        .find_map(|l| {
+            l.strip_prefix("admin token (security): ")
+                .map(str::to_owned)
+        })
         .expect("the embedded mode prints a generated token");
     assert!(token.len() >= 32, "token too short: {token}");
 
@@ -35,7 +41,10 @@ fn embedded_default_serves_partners_metrics_and_stops_cleanly() {
     let mut applied = 0;
     let flowing = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         let (_, m) = daemon.request("GET", "/metrics", None, None);
-        applied = counter(m.as_str().unwrap_or_default(), "warden_events_total{outcome=\"applied\",topic=\"usage\"}");
+        applied = counter(
+            m.as_str().unwrap_or_default(),
+            "warden_events_total{outcome=\"applied\",topic=\"usage\"}",
+        );
         applied > 1_000
     });
     assert!(flowing, "simulated usage not applied (applied = {applied})");
@@ -57,8 +66,46 @@ fn embedded_default_serves_partners_metrics_and_stops_cleanly() {
 
     let (status, _) = daemon.request("GET", "/healthz", None, None);
     assert_eq!(status, 200);
+
+    // Admin API requests are counted by route pattern and status, never by raw path;
+    // apply latency quantiles come from hdrhistogram; no series names a partner.
+    let (_, m) = daemon.request("GET", "/metrics", None, None);
+    let m = m.as_str().unwrap().to_owned();
+    assert_eq!(
+        counter(
+            &m,
+            "warden_admin_requests_total{route=\"/v1/partners/{id}\",status=\"401\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &m,
+            "warden_admin_requests_total{route=\"/v1/partners/{id}\",status=\"404\"}"
+        ),
+        1
+    );
+    assert!(
+        counter(
+            &m,
+            "warden_admin_requests_total{route=\"/v1/partners/{id}\",status=\"200\"}"
+        ) >= 1
+    );
+    assert!(
+        m.contains("warden_event_apply_latency_seconds{quantile=\"0.99\"}"),
+        "no latency quantiles"
+    );
+    assert!(
+        !m.contains("partner_id="),
+        "a partner id label appeared without the opt-in"
+    );
+
     let status = daemon.terminate();
-    assert!(status.success(), "SIGTERM must exit 0, got {status:?}\n{}", daemon.output());
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status:?}\n{}",
+        daemon.output()
+    );
 }
 
 #[test]
@@ -67,16 +114,49 @@ fn each_start_generates_a_new_token() {
         .map(|_| {
             let mut d = Daemon::start_with_env(
                 &shipped_config(),
-                &[("WARDEN_ADMIN__LISTEN", "127.0.0.1:0"), ("WARDEN_SIMULATOR__ENABLED", "false")],
+                &[
+                    ("WARDEN_ADMIN__LISTEN", "127.0.0.1:0"),
+                    ("WARDEN_SIMULATOR__ENABLED", "false"),
+                ],
             );
             let t = d
                 .stdout_lines()
                 .iter()
-                .find_map(|l| l.strip_prefix("admin token (security): ").map(str::to_owned))
+                .find_map(|l| {
+                    l.strip_prefix("admin token (security): ")
+                        .map(str::to_owned)
+                })
                 .unwrap();
             assert!(d.terminate().success());
             t
         })
         .collect();
     assert_ne!(tokens[0], tokens[1]);
+}
+
+#[test]
+fn the_top_partners_view_is_opt_in_and_bounded() {
+    let mut daemon = Daemon::start_with_env(
+        &shipped_config(),
+        &[
+            ("WARDEN_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("WARDEN_METRICS__TOP_PARTNERS", "5"),
+            ("WARDEN_METRICS__TOP_PARTNERS_INTERVAL", "500ms"),
+        ],
+    );
+    daemon.wait_ready(Duration::from_secs(60));
+    let mut series = Vec::new();
+    let shown = common::wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+        let (_, m) = daemon.request("GET", "/metrics", None, None);
+        series = m
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("warden_partner_top_requests{"))
+            .map(str::to_owned)
+            .collect();
+        series.len() == 5 && series.iter().any(|l| l.contains("partner_id=\"p-00000\""))
+    });
+    assert!(shown, "top-5 view: {series:#?}");
+    assert!(daemon.terminate().success());
 }

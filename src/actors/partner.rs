@@ -48,12 +48,14 @@ impl Handler<ApplyBatch> for PartnerActor {
     type Result = ();
 
     fn handle(&mut self, batch: ApplyBatch, _ctx: &mut Context<Self>) {
+        METRICS.mailbox_events.sub(batch.0.len() as i64);
+        let mut nanos = Vec::with_capacity(batch.0.len());
         for sourced in batch.0 {
             let started = Instant::now();
             let outcome = self.state.apply(&sourced.event, &self.rules);
-            METRICS
-                .event_apply_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            METRICS.event_apply_seconds.observe(took.as_secs_f64());
+            nanos.push(took.as_nanos() as u64);
             let topic = sourced.topic.as_str();
             match outcome {
                 Ok(Applied::Counted) => METRICS.events.with_label_values(&[topic, "applied"]).inc(),
@@ -77,6 +79,7 @@ impl Handler<ApplyBatch> for PartnerActor {
                 }
             }
         }
+        crate::latency::APPLY_LATENCY.record_all(&nanos);
     }
 }
 

@@ -53,6 +53,11 @@ impl Registry {
         self.actors.is_empty()
     }
 
+    /// Every live actor (for opt-in reporting; not on hot paths).
+    pub fn addresses(&self) -> Vec<Addr<PartnerActor>> {
+        self.actors.iter().map(|e| e.value().clone()).collect()
+    }
+
     /// Starts the actor for `state` on its arbiter and registers it.
     pub fn start(&self, state: PartnerState) -> Addr<PartnerActor> {
         let h = self.hasher.hash_one(&state.partner_id);

@@ -87,12 +87,31 @@ pub struct RunningServer {
 pub fn serve(admin: &AdminConfig, state: ApiState) -> std::io::Result<RunningServer> {
     let body_limit = admin.body_limit_bytes;
     let generated_token = state.generated_token.clone();
-    let server =
-        HttpServer::new(move || App::new().configure(configure(state.clone(), body_limit)))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(2)
-            .bind(&admin.listen)?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap_fn(|req, srv| {
+                use actix_web::dev::Service;
+                let route = crate::metrics::route_label(req.match_pattern().as_deref());
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await;
+                    let status = match &res {
+                        Ok(r) => r.status(),
+                        Err(e) => e.as_response_error().status_code(),
+                    };
+                    crate::metrics::METRICS
+                        .admin_requests
+                        .with_label_values(&[route, status.as_str()])
+                        .inc();
+                    res
+                }
+            })
+            .configure(configure(state.clone(), body_limit))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(&admin.listen)?;
     let local_addr = server
         .addrs()
         .first()

@@ -254,8 +254,10 @@ impl Pipeline {
                 ps.stalled.extend(group);
                 continue;
             };
+            let n = group.len() as i64;
             match slot.addr.try_send(ApplyBatch(group)) {
                 Ok(()) => {
+                    METRICS.mailbox_events.add(n);
                     slot.last_routed = Instant::now();
                     ps.dirty.insert(id);
                 }
