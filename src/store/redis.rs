@@ -43,11 +43,12 @@ const RECONNECT_BACKOFF_FACTOR: u64 = 2;
 const RECONNECT_MAX_DELAY_MS: u64 = 4_000;
 
 /// The state store on Redis. Cheap to share (`Arc` it); every call is bounded by the
-/// timeout given to [`RedisStore::connect`].
+/// timeout given to [`RedisStore::connect`]. Clones share the connection.
+#[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
     runtime: Handle,
-    keys: Keys,
+    pub(super) keys: Keys,
     commit: Arc<Script>,
     timeout: Duration,
 }
@@ -110,7 +111,7 @@ impl RedisStore {
     }
 
     /// Runs `op` on the connecting runtime with the store's timeout (see the module doc).
-    async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    pub(super) async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
