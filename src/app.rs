@@ -16,7 +16,7 @@ use crate::actors::registry::Registry;
 use crate::config::{Config, StoreBackend};
 use crate::domain::control::ControlTable;
 use crate::domain::partner::ApplyRules;
-use crate::http::{self, ApiState};
+use crate::http::{self, ApiOutputs, ApiState};
 use crate::kafka::consumer::{self, ConsumerSettings};
 use crate::kafka::control::ControlReader;
 use crate::kafka::deadletter::DeadLetterSink;
@@ -24,7 +24,10 @@ use crate::kafka::decode::DecodeLimits;
 use crate::kafka::pipeline::{Pipeline, PipelineSettings};
 use crate::kafka::topics::{ensure_topics, TopicMap};
 use crate::metrics::METRICS;
+use crate::publish::DecisionPublisher;
 use crate::simulator::Simulator;
+use crate::store::audit::{AuditLog, MemoryAuditLog};
+use crate::store::decisions::{DecisionStore, MemoryDecisions};
 use crate::store::{memory::MemoryStore, redis::RedisStore, StateStore};
 
 /// What /readyz and the threads share about the daemon's condition.
@@ -125,8 +128,17 @@ async fn run_with_io(
         base.set(k, v);
     }
 
-    let store: Arc<dyn StateStore> = match config.store.backend {
-        StoreBackend::Memory => Arc::new(MemoryStore::new()),
+    type Stores = (
+        Arc<dyn StateStore>,
+        Arc<dyn DecisionStore>,
+        Arc<dyn AuditLog>,
+    );
+    let (store, decisions, audit): Stores = match config.store.backend {
+        StoreBackend::Memory => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryDecisions::default()),
+            Arc::new(MemoryAuditLog::new()),
+        ),
         StoreBackend::Redis => {
             let (url, prefix, timeout) = (
                 config.store.redis_url.clone(),
@@ -138,7 +150,11 @@ async fn run_with_io(
                 .await
                 .map_err(|e| fatal("store")(e.to_string()))?
                 .map_err(|e| fatal("redis")(e.to_string()))?;
-            Arc::new(store)
+            (
+                Arc::new(store.clone()),
+                Arc::new(store.decisions()),
+                Arc::new(store),
+            )
         }
     };
     METRICS.store_up.set(1);
@@ -164,7 +180,7 @@ async fn run_with_io(
             .set("message.timeout.ms", "30000");
         c.create().map_err(|e| fatal("producer")(e.to_string()))?
     };
-    let dlq = DeadLetterSink::new(producer, topics.deadletter.clone());
+    let dlq = DeadLetterSink::new(producer.clone(), topics.deadletter.clone());
     let limits = DecodeLimits {
         max_record_bytes: kafka.max_record_bytes,
         max_clock_skew: chrono::Duration::from_std(kafka.max_clock_skew)
@@ -203,15 +219,27 @@ async fn run_with_io(
         config.runtime.mailbox_capacity,
     ));
 
+    let outputs = ApiOutputs {
+        partitions,
+        io: io.clone(),
+        publisher: DecisionPublisher::new(
+            decisions.clone(),
+            producer.clone(),
+            topics.enforcement.clone(),
+        ),
+        audit: audit.clone(),
+        audit_producer: producer.clone(),
+        audit_topic: topics.audit.clone(),
+    };
     let api_state = ApiState::new(
         &config,
         registry.clone(),
         store.clone(),
         control.clone(),
         health.clone(),
-        partitions,
-        io.clone(),
+        outputs,
     );
+    actix_rt::spawn(crate::http::kill_switches::expire_loop(api_state.clone()));
     let server =
         http::serve(&config.admin, api_state).map_err(|e| fatal("admin api")(e.to_string()))?;
     println!("listening on http://{}", server.local_addr);

@@ -35,6 +35,53 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Check the audit chain in the store; names the first bad record (exit 1).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Set a kill switch through the admin API (token from WARDEN_TOKEN).
+    Kill {
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Lift a kill switch by id.
+    Unkill {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show what warden knows of a partner.
+    Status {
+        partner_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Where the admin API is and who is asking.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    #[arg(long, env = "WARDEN_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    Verify {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -303,6 +303,9 @@ pub struct AdminConfig {
     /// true = print a random security token per start (the embedded mode).
     pub generate_token: bool,
     pub tokens: Vec<TokenConfig>,
+    /// Admin API requests per second allowed per token (429 beyond the burst).
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
 }
 
 impl Default for AdminConfig {
@@ -312,6 +315,8 @@ impl Default for AdminConfig {
             body_limit_bytes: 16_384,
             generate_token: false,
             tokens: Vec::new(),
+            rate_limit_per_second: 50,
+            rate_limit_burst: 100,
         }
     }
 }
@@ -1155,6 +1160,20 @@ fn validate_admin(a: &AdminConfig, c: &mut Collector) {
         message,
     );
     range(c, "admin.body_limit_bytes", a.body_limit_bytes, 1, 16 * MIB);
+    range(
+        c,
+        "admin.rate_limit_per_second",
+        a.rate_limit_per_second as usize,
+        1,
+        1_000_000,
+    );
+    range(
+        c,
+        "admin.rate_limit_burst",
+        a.rate_limit_burst as usize,
+        1,
+        1_000_000,
+    );
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, token) in a.tokens.iter().enumerate() {
         let key = |field: &str| format!("admin.tokens[{i}].{field}");

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use warden::cli::{Cli, Command, TokenAction, DEFAULT_CONFIG};
+use warden::cli::{AuditAction, Cli, Command, TokenAction, DEFAULT_CONFIG};
 use warden::config::Config;
 
 fn main() -> ExitCode {
@@ -34,6 +34,42 @@ fn main() -> ExitCode {
             println!("roles = {role:?}");
             ExitCode::SUCCESS
         }
+        Command::Audit {
+            action: AuditAction::Verify { config },
+        } => {
+            let config = match Config::load_from_process_env(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            match warden::people::audit_verify(&config) {
+                Ok(n) => {
+                    println!("audit chain ok: {n} records");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Kill {
+            scope,
+            target,
+            reason,
+            ttl_seconds,
+            api,
+        } => report(warden::people::kill(
+            &api,
+            &scope,
+            &target,
+            &reason,
+            ttl_seconds,
+        )),
+        Command::Unkill { id, api } => report(warden::people::unkill(&api, &id)),
+        Command::Status { partner_id, api } => report(warden::people::status(&api, &partner_id)),
         Command::Run { config } => {
             let config = match Config::load_from_process_env(&config) {
                 Ok(c) => c,
@@ -51,6 +87,28 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code() as u8)
                 }
             }
+        }
+    }
+}
+
+/// Prints an admin API answer; exit 0 for 2xx, 1 otherwise.
+fn report(result: Result<(u16, serde_json::Value), String>) -> ExitCode {
+    match result {
+        Ok((status, body)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("HTTP {status}");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -13,108 +13,12 @@ use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::stream::{Stream, PARTITIONS, VIEWER_TOKEN};
 use common::{Daemon, RedisServer, TestProducer};
 use serde_json::json;
 use warden::domain::partner::PartnerState;
 use warden::store::redis::RedisStore;
 use warden::store::StateStore;
-
-const PARTITIONS: i32 = 4;
-const VIEWER_TOKEN: &str = "test-viewer-token-0123456789abcdef";
-
-/// One test's topics, consumer group and key prefix, all unique.
-struct Stream {
-    brokers: String,
-    usage: String,
-    invoices: String,
-    attribution: String,
-    control: String,
-    deadletter: String,
-    enforcement: String,
-    audit: String,
-    group: String,
-    prefix: String,
-}
-
-impl Stream {
-    fn new(name: &str) -> Stream {
-        let brokers = common::brokers();
-        let t = |role: &str| common::unique(&format!("{name}.{role}"));
-        let s = Stream {
-            usage: t("usage"),
-            invoices: t("invoices"),
-            attribution: t("attribution"),
-            control: t("control"),
-            deadletter: t("deadletter"),
-            enforcement: t("enforcement"),
-            audit: t("audit"),
-            group: common::unique(&format!("{name}-group")),
-            prefix: common::unique(name),
-            brokers,
-        };
-        common::create_topics(
-            &s.brokers,
-            &[
-                (&s.usage, PARTITIONS),
-                (&s.invoices, PARTITIONS),
-                (&s.attribution, PARTITIONS),
-                (&s.control, 1),
-                (&s.deadletter, PARTITIONS),
-                (&s.enforcement, PARTITIONS),
-                (&s.audit, 1),
-            ],
-        );
-        s
-    }
-
-    fn config(&self, redis_url: &str) -> String {
-        format!(
-            r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-flush_interval = "50ms"
-session_timeout = "6s"
-max_poll_interval = "60s"
-[kafka.topics]
-usage = "{usage}"
-invoices = "{invoices}"
-attribution = "{attribution}"
-control = "{control}"
-deadletter = "{deadletter}"
-enforcement = "{enforcement}"
-audit = "{audit}"
-[store]
-backend = "redis"
-redis_url = "{redis_url}"
-key_prefix = "{prefix}"
-timeout = "500ms"
-[runtime]
-arbiters = 2
-shutdown_grace = "20s"
-[admin]
-listen = "127.0.0.1:0"
-[[admin.tokens]]
-name = "test-viewer"
-sha256 = "{viewer_hash}"
-roles = ["viewer"]
-[log]
-level = "info"
-"#,
-            brokers = self.brokers,
-            group = self.group,
-            usage = self.usage,
-            invoices = self.invoices,
-            attribution = self.attribution,
-            control = self.control,
-            deadletter = self.deadletter,
-            enforcement = self.enforcement,
-            audit = self.audit,
-            prefix = self.prefix,
-            viewer_hash = warden::http::auth::token_hash(VIEWER_TOKEN),
-        )
-    }
-}
 
 /// Expected lifetime usage per partner, as produced.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -371,11 +275,18 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
     redis.stop();
     // Half of these partners are new: their state cannot be loaded while the store is
     // down, so their partitions stall and are paused (back-pressure), not buffered.
-    merge(&mut truth, produce_usage(&stream, 20_000..40_000, partners * 2));
+    merge(
+        &mut truth,
+        produce_usage(&stream, 20_000..40_000, partners * 2),
+    );
     let paused = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         metric(&daemon, "warden_partitions_paused") > 0.0
     });
-    assert!(paused, "no partition paused while the store was down\n{}", daemon.output());
+    assert!(
+        paused,
+        "no partition paused while the store was down\n{}",
+        daemon.output()
+    );
     assert!(metric(&daemon, "warden_backpressure_total") > 0.0);
     thread::sleep(Duration::from_secs(8));
     assert!(
@@ -521,10 +432,15 @@ fn tiny_mailboxes_and_passivation_keep_totals_exact() {
     daemon.wait_ready(Duration::from_secs(60));
     assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
     // Idle partners leave memory...
-    let passivated = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-        metric(&daemon, "warden_actors ") == 0.0
-    });
-    assert!(passivated, "idle actors were not passivated\n{}", daemon.output());
+    let passivated =
+        common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            metric(&daemon, "warden_actors ") == 0.0
+        });
+    assert!(
+        passivated,
+        "idle actors were not passivated\n{}",
+        daemon.output()
+    );
     assert!(metric(&daemon, "warden_passivations_total") >= 200.0);
     // ...and come back from the store with their totals on their next event.
     merge(&mut truth, produce_usage(&stream, 30_000..40_000, 200));
@@ -558,6 +474,9 @@ fn an_emptied_store_is_detected_not_silently_replayed() {
     let (status, body) = again.request("GET", "/readyz", None, None);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["store_lost"], true);
-    assert!(durable_totals(&url, &stream.prefix).is_empty(), "nothing may be replayed into the empty store");
+    assert!(
+        durable_totals(&url, &stream.prefix).is_empty(),
+        "nothing may be replayed into the empty store"
+    );
     assert!(again.terminate().success());
 }

@@ -14,6 +14,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests for this token")]
+    TooManyRequests,
     #[error("the state store is unavailable: {0}")]
     StoreUnavailable(String),
     #[error("internal error: {0}")]
@@ -27,6 +31,8 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -39,4 +45,10 @@ impl ResponseError for ApiError {
         }
         resp.json(json!({ "error": self.to_string() }))
     }
+}
+
+/// Parses a JSON request body after authorization (handlers take raw bytes so that a
+/// caller without the right token gets 401/403, never a parse error).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
 }

@@ -1,9 +1,13 @@
 //! The admin API (CONTRACT §6): health, metrics and partner reads for now. Routes live in
 //! [`configure`] so tests can mount them with actix's `init_service`.
 
+pub mod audit;
 pub mod auth;
+mod enforcement;
 pub mod error;
+pub mod guard;
 mod health;
+pub mod kill_switches;
 mod partners;
 
 use std::net::SocketAddr;
@@ -31,7 +35,23 @@ pub struct ApiState {
     pub partitions: i32,
     pub io: tokio::runtime::Handle,
     pub store_timeout: std::time::Duration,
+    pub publisher: crate::publish::DecisionPublisher,
+    pub audit: Arc<dyn crate::store::audit::AuditLog>,
+    pub audit_producer: rdkafka::producer::FutureProducer,
+    pub audit_topic: String,
+    pub rate_limit: Arc<guard::ApiRateLimit>,
     generated_token: Option<String>,
+}
+
+/// The adapters the admin API writes through (kept apart from the read-side state).
+pub struct ApiOutputs {
+    /// Keyed partition count, to find a partner's snapshot.
+    pub partitions: i32,
+    pub io: tokio::runtime::Handle,
+    pub publisher: crate::publish::DecisionPublisher,
+    pub audit: Arc<dyn crate::store::audit::AuditLog>,
+    pub audit_producer: rdkafka::producer::FutureProducer,
+    pub audit_topic: String,
 }
 
 impl ApiState {
@@ -41,8 +61,7 @@ impl ApiState {
         store: Arc<dyn StateStore>,
         control: Arc<RwLock<ControlTable>>,
         health: Arc<Health>,
-        partitions: i32,
-        io: tokio::runtime::Handle,
+        outputs: ApiOutputs,
     ) -> Self {
         let mut auth = Authenticator::from_config(&config.admin.tokens);
         let generated_token = config
@@ -55,9 +74,17 @@ impl ApiState {
             control,
             health,
             auth: Arc::new(auth),
-            partitions,
-            io,
+            partitions: outputs.partitions,
+            io: outputs.io,
             store_timeout: config.store.timeout,
+            publisher: outputs.publisher,
+            audit: outputs.audit,
+            audit_producer: outputs.audit_producer,
+            audit_topic: outputs.audit_topic,
+            rate_limit: Arc::new(guard::ApiRateLimit::new(
+                config.admin.rate_limit_per_second,
+                config.admin.rate_limit_burst,
+            )),
             generated_token,
         }
     }
@@ -72,7 +99,18 @@ pub fn configure(state: ApiState, body_limit: usize) -> impl FnOnce(&mut web::Se
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(health::metrics))
-            .route("/v1/partners/{id}", web::get().to(partners::get_partner));
+            .route("/v1/partners/{id}", web::get().to(partners::get_partner))
+            .route(
+                "/v1/partners/{id}/enforcement",
+                web::post().to(enforcement::set_level),
+            )
+            .route("/v1/kill-switches", web::post().to(kill_switches::create))
+            .route("/v1/kill-switches", web::get().to(kill_switches::list))
+            .route(
+                "/v1/kill-switches/{id}",
+                web::delete().to(kill_switches::delete),
+            )
+            .route("/v1/audit", web::get().to(audit::list));
     }
 }
 

@@ -80,7 +80,11 @@ pub trait DecisionStore: Send + Sync + 'static {
     /// whether it was deleted. A later decision on the key is left alone.
     async fn lift_if_seq(&self, scope: &str, id: &str, seq: u64) -> Result<bool, StoreError>;
     /// The hash a gateway reads, if any.
-    async fn read(&self, scope: &str, id: &str) -> Result<Option<BTreeMap<String, String>>, StoreError>;
+    async fn read(
+        &self,
+        scope: &str,
+        id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StoreError>;
     async fn put_switch(&self, switch: &KillSwitch) -> Result<(), StoreError>;
     async fn remove_switch(&self, id: &str) -> Result<bool, StoreError>;
     async fn switches(&self) -> Result<Vec<KillSwitch>, StoreError>;
@@ -138,7 +142,9 @@ pub struct DecisionKeys {
 
 impl DecisionKeys {
     pub fn new(prefix: &str) -> Self {
-        DecisionKeys { prefix: prefix.to_owned() }
+        DecisionKeys {
+            prefix: prefix.to_owned(),
+        }
     }
     pub fn enf(&self, scope: &str, id: &str) -> String {
         format!("{}:enf:{scope}:{id}", self.prefix)
@@ -204,7 +210,11 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 impl DecisionStore for RedisDecisions {
     async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
         let script = self.publish.clone();
-        let keys = [self.keys.enf(&w.scope, &w.id), self.keys.seq(&w.scope, &w.id), self.keys.published(&w.scope, &w.id)];
+        let keys = [
+            self.keys.enf(&w.scope, &w.id),
+            self.keys.seq(&w.scope, &w.id),
+            self.keys.published(&w.scope, &w.id),
+        ];
         let args: Vec<String> = vec![
             w.outbox_id.clone(),
             w.level.clone(),
@@ -228,8 +238,13 @@ impl DecisionStore for RedisDecisions {
                 for a in &args {
                     inv.arg(a);
                 }
-                let (seq, applied, held): (u64, u8, u8) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-                Ok(Published { seq, applied: applied == 1, previous_was_held: held == 1 })
+                let (seq, applied, held): (u64, u8, u8) =
+                    inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+                Ok(Published {
+                    seq,
+                    applied: applied == 1,
+                    previous_was_held: held == 1,
+                })
             })
             .await
     }
@@ -239,18 +254,30 @@ impl DecisionStore for RedisDecisions {
         let key = self.keys.enf(scope, id);
         self.store
             .run("lift decision", move |mut conn| async move {
-                let deleted: u8 = script.key(&key).arg(seq).invoke_async(&mut conn).await.map_err(unavailable)?;
+                let deleted: u8 = script
+                    .key(&key)
+                    .arg(seq)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
                 Ok(deleted == 1)
             })
             .await
     }
 
-    async fn read(&self, scope: &str, id: &str) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+    async fn read(
+        &self,
+        scope: &str,
+        id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
         let key = self.keys.enf(scope, id);
         self.store
             .run("read decision", move |mut conn| async move {
-                let map: BTreeMap<String, String> =
-                    redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.map_err(unavailable)?;
+                let map: BTreeMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
                 Ok((!map.is_empty()).then_some(map))
             })
             .await
@@ -258,10 +285,19 @@ impl DecisionStore for RedisDecisions {
 
     async fn put_switch(&self, s: &KillSwitch) -> Result<(), StoreError> {
         let key = self.keys.switches();
-        let (id, json) = (s.id.clone(), serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        let (id, json) = (
+            s.id.clone(),
+            serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
         self.store
             .run("put kill switch", move |mut conn| async move {
-                let _: () = redis::cmd("HSET").arg(&key).arg(&id).arg(&json).query_async(&mut conn).await.map_err(unavailable)?;
+                let _: () = redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(&id)
+                    .arg(&json)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
                 Ok(())
             })
             .await
@@ -272,7 +308,12 @@ impl DecisionStore for RedisDecisions {
         let id = id.to_owned();
         self.store
             .run("remove kill switch", move |mut conn| async move {
-                let n: u64 = redis::cmd("HDEL").arg(&key).arg(&id).query_async(&mut conn).await.map_err(unavailable)?;
+                let n: u64 = redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
                 Ok(n == 1)
             })
             .await
@@ -282,10 +323,16 @@ impl DecisionStore for RedisDecisions {
         let key = self.keys.switches();
         self.store
             .run("list kill switches", move |mut conn| async move {
-                let map: HashMap<String, String> =
-                    redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.map_err(unavailable)?;
+                let map: HashMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
                 map.values()
-                    .map(|v| serde_json::from_str(v).map_err(|e| StoreError::Corrupt(format!("kill switch: {e}"))))
+                    .map(|v| {
+                        serde_json::from_str(v)
+                            .map_err(|e| StoreError::Corrupt(format!("kill switch: {e}")))
+                    })
                     .collect()
             })
             .await
@@ -322,10 +369,19 @@ impl DecisionStore for MemoryDecisions {
             }
         };
         let current = p.keys.get(&target);
-        let cur_seq = current.and_then(|m| m.get("seq")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        let held = current.and_then(|m| m.get("level")).is_some_and(|l| l == "killed" || l == "terminated");
+        let cur_seq = current
+            .and_then(|m| m.get("seq"))
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let held = current
+            .and_then(|m| m.get("level"))
+            .is_some_and(|l| l == "killed" || l == "terminated");
         if seq <= cur_seq || (held && !w.by_person) {
-            return Ok(Published { seq, applied: false, previous_was_held: held });
+            return Ok(Published {
+                seq,
+                applied: false,
+                previous_was_held: held,
+            });
         }
         if w.level == "ok" {
             p.keys.remove(&target);
@@ -333,27 +389,47 @@ impl DecisionStore for MemoryDecisions {
             let mut m = BTreeMap::new();
             m.insert("level".into(), w.level.clone());
             m.insert("reason".into(), w.reason.clone());
-            m.insert("rate_limit_rps".into(), w.rate_limit_rps.map(|r| r.to_string()).unwrap_or_default());
+            m.insert(
+                "rate_limit_rps".into(),
+                w.rate_limit_rps.map(|r| r.to_string()).unwrap_or_default(),
+            );
             m.insert("since".into(), w.since.clone());
             m.insert("seq".into(), seq.to_string());
             m.insert("decision_id".into(), format!("{}:{}:{seq}", w.scope, w.id));
             p.keys.insert(target, m);
         }
-        Ok(Published { seq, applied: true, previous_was_held: held })
+        Ok(Published {
+            seq,
+            applied: true,
+            previous_was_held: held,
+        })
     }
 
     async fn lift_if_seq(&self, scope: &str, id: &str, seq: u64) -> Result<bool, StoreError> {
         let mut p = self.inner.lock();
         let target = (scope.to_owned(), id.to_owned());
-        let matches = p.keys.get(&target).and_then(|m| m.get("seq")).is_some_and(|s| *s == seq.to_string());
+        let matches = p
+            .keys
+            .get(&target)
+            .and_then(|m| m.get("seq"))
+            .is_some_and(|s| *s == seq.to_string());
         if matches {
             p.keys.remove(&target);
         }
         Ok(matches)
     }
 
-    async fn read(&self, scope: &str, id: &str) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-        Ok(self.inner.lock().keys.get(&(scope.to_owned(), id.to_owned())).cloned())
+    async fn read(
+        &self,
+        scope: &str,
+        id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .keys
+            .get(&(scope.to_owned(), id.to_owned()))
+            .cloned())
     }
 
     async fn put_switch(&self, s: &KillSwitch) -> Result<(), StoreError> {

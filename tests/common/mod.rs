@@ -11,6 +11,8 @@
 //! - every child process started here is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod stream;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,101 @@
+//! POST /v1/partners/{id}/enforcement: a person sets a partner's level (CONTRACT §6).
+//! Operators and security may set warn/throttle/suspend/ok; only security sets or lifts
+//! `terminated`; `killed` belongs to kill switches. Audited before it takes effect.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::audit::record;
+use super::error::ApiError;
+use super::guard::{authorize, uuid_like, Need};
+use super::ApiState;
+use crate::config::Role;
+use crate::domain::audit::AuditEntry;
+use crate::store::decisions::DecisionWrite;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualLevel {
+    level: String,
+    reason: String,
+}
+
+pub async fn set_level(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(
+        &req,
+        &state,
+        Need::AnyOf(&[Role::Operator, Role::Security]),
+        "enforcement.set",
+    )
+    .await?;
+    let partner = path.into_inner();
+    let body: ManualLevel = super::error::parse_json(&body)?;
+    if !["ok", "warn", "throttle", "suspend", "terminated"].contains(&body.level.as_str()) {
+        return Err(ApiError::BadRequest(
+            "level must be ok, warn, throttle, suspend or terminated".into(),
+        ));
+    }
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason is required".into()));
+    }
+    let store = state.publisher.store().clone();
+    let p = partner.clone();
+    let current = state
+        .io
+        .spawn(async move { store.read("partner", &p).await })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?
+        .and_then(|m| m.get("level").cloned())
+        .unwrap_or_else(|| "ok".into());
+    let touches_termination = body.level == "terminated" || current == "terminated";
+    if touches_termination && !who.has(Role::Security) {
+        super::guard::refused(&state, &who.name, "enforcement.set", req.path(), 403).await;
+        return Err(ApiError::Forbidden(
+            "setting or lifting terminated (security only)",
+        ));
+    }
+    if current == "killed" {
+        return Err(ApiError::Conflict(
+            "a kill switch holds this partner; lift it through /v1/kill-switches".into(),
+        ));
+    }
+    let now = Utc::now();
+    let outbox_id = format!("manual:{}", uuid_like());
+    record(
+        &state,
+        AuditEntry {
+            ref_id: outbox_id.clone(),
+            at: now,
+            actor: who.name.clone(),
+            action: "enforcement.set".into(),
+            target: format!("partner:{partner}"),
+            detail: json!({ "from": current, "to": body.level, "reason": body.reason }),
+        },
+    )
+    .await?;
+    let write = DecisionWrite {
+        outbox_id,
+        scope: "partner".into(),
+        id: partner.clone(),
+        level: body.level.clone(),
+        reason: "manual".into(),
+        rate_limit_rps: None,
+        since: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        partner_id: partner.clone(),
+        previous: current,
+        by_person: true,
+    };
+    let (published, seq) = state.publisher.publish_one(&write).await;
+    if !published {
+        return Err(ApiError::StoreUnavailable("decision not published".into()));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "partner_id": partner, "level": body.level, "seq": seq })))
+}

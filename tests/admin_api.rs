@@ -1,0 +1,425 @@
+//! The admin API's enforcement side against the real broker and Redis (issue: enforcement,
+//! acceptance 4, 5 and 6): kill switches reach Redis and the enforcement topic, survive a
+//! restart, are lifted by DELETE or by their TTL; the authorization matrix; the audit
+//! chain is verifiable and tampering is found; bodies are capped; tokens are rate-limited.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::stream::{Stream, VIEWER_TOKEN};
+use common::Daemon;
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "test-operator-token-0123456789abcdef";
+const FINANCE: &str = "test-finance-token-0123456789abcdef";
+const SECURITY: &str = "test-security-token-0123456789abcdef";
+
+fn config(stream: &Stream, redis: &str, extra: &str) -> String {
+    let mut c = stream.config(redis);
+    for (name, token, role) in [
+        ("operator", OPERATOR, "operator"),
+        ("finance", FINANCE, "finance"),
+        ("security", SECURITY, "security"),
+    ] {
+        c.push_str(&format!(
+            "[[admin.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"{role}\"]\n",
+            warden::http::auth::token_hash(token)
+        ));
+    }
+    c.push_str(extra);
+    c
+}
+
+fn redis_hash(url: &str, key: &str) -> BTreeMap<String, String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap()
+}
+
+fn decisions_on_topic(stream: &Stream, at_least: usize) -> Vec<Value> {
+    common::consume_all(
+        &stream.brokers,
+        &stream.enforcement,
+        at_least,
+        Duration::from_secs(30),
+    )
+    .iter()
+    .map(|r| serde_json::from_slice(&r.3).unwrap())
+    .collect()
+}
+
+fn audit_records(daemon: &Daemon) -> Vec<Value> {
+    let body = daemon.get_json_with_token("/v1/audit?after_seq=0&limit=10000", Some(SECURITY));
+    body["records"].as_array().unwrap().clone()
+}
+
+#[test]
+fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
+    let stream = Stream::new("admin-kill");
+    let redis = common::redis_url();
+    let cfg = config(&stream, &redis, "");
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    let body = json!({"scope": "partner", "target": "p-9", "reason": "credential leak"});
+    let (status, created) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let key = format!("{}:enf:partner:p-9", stream.prefix);
+    let h = redis_hash(&redis, &key);
+    assert_eq!(h["level"], "killed");
+    assert_eq!(h["reason"], "kill_switch");
+    assert_eq!(h["seq"], created["seq"].to_string());
+    let on_topic = decisions_on_topic(&stream, 1);
+    assert_eq!(on_topic.len(), 1);
+    assert_eq!(on_topic[0]["level"], "killed");
+    assert_eq!(
+        on_topic[0]["decision_id"],
+        format!("partner:p-9:{}", created["seq"])
+    );
+
+    // A restart keeps the switch and the key.
+    assert!(daemon.terminate().success());
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    let listed = daemon.get_json_with_token("/v1/kill-switches", Some(VIEWER_TOKEN));
+    assert_eq!(
+        listed["kill_switches"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(redis_hash(&redis, &key)["level"], "killed");
+
+    // DELETE lifts it: no key (= ok), an `ok` decision on the topic.
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = daemon.request(
+        "DELETE",
+        &format!("/v1/kill-switches/{id}"),
+        Some(SECURITY),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(redis_hash(&redis, &key).is_empty());
+    let on_topic = decisions_on_topic(&stream, 2);
+    assert_eq!(on_topic.len(), 2);
+    assert_eq!(on_topic[1]["level"], "ok");
+    assert_eq!(on_topic[1]["previous"], "killed");
+
+    // A TTL switch is lifted by itself, audited with actor `ttl`.
+    let body =
+        json!({"scope": "integration", "target": "int-3", "reason": "storm", "ttl_seconds": 1});
+    let (status, created) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
+    assert_eq!(status, 201);
+    let ikey = format!("{}:enf:integration:int-3", stream.prefix);
+    assert_eq!(redis_hash(&redis, &ikey)["level"], "killed");
+    let lifted = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        redis_hash(&redis, &ikey).is_empty()
+            && daemon.get_json_with_token("/v1/kill-switches", Some(VIEWER_TOKEN))["kill_switches"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+    });
+    assert!(lifted, "TTL did not lift the switch");
+    let ttl_lift = audit_records(&daemon)
+        .into_iter()
+        .find(|r| r["ref"] == format!("unkill:{}", created["id"].as_str().unwrap()))
+        .expect("the TTL lift is audited");
+    assert_eq!(ttl_lift["actor"], "ttl");
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn authorization_matrix_with_no_side_effect_on_refusal_and_every_attempt_audited() {
+    let stream = Stream::new("admin-authz");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    let kill = json!({"scope": "partner", "target": "p-1", "reason": "x"});
+    let manual = json!({"level": "throttle", "reason": "abuse report"});
+    let terminate = json!({"level": "terminated", "reason": "contract ended"});
+    let callers: [(&str, Option<&str>); 6] = [
+        ("none", None),
+        ("bad", Some("not-a-real-token")),
+        ("viewer", Some(VIEWER_TOKEN)),
+        ("operator", Some(OPERATOR)),
+        ("finance", Some(FINANCE)),
+        ("security", Some(SECURITY)),
+    ];
+    // (caller, method, path, body) → expected status
+    let mut refused = 0;
+    for (who, token) in callers {
+        let expect_kill = match who {
+            "none" | "bad" => 401,
+            "security" => 201,
+            _ => 403,
+        };
+        let (status, body) = daemon.request("POST", "/v1/kill-switches", token, Some(&kill));
+        assert_eq!(status, expect_kill, "{who} POST /v1/kill-switches: {body}");
+        if status == 201 {
+            let id = body["id"].as_str().unwrap().to_owned();
+            // Nobody else may lift it.
+            for (other, t) in callers.iter().filter(|(w, _)| *w != "security") {
+                let (s, _) = daemon.request("DELETE", &format!("/v1/kill-switches/{id}"), *t, None);
+                let want = if matches!(*other, "none" | "bad") {
+                    401
+                } else {
+                    403
+                };
+                assert_eq!(s, want, "{other} DELETE");
+                refused += 1;
+            }
+            let (s, _) = daemon.request("DELETE", &format!("/v1/kill-switches/{id}"), token, None);
+            assert_eq!(s, 200);
+        } else {
+            refused += 1;
+            let listed = daemon.get_json_with_token("/v1/kill-switches", Some(VIEWER_TOKEN));
+            assert!(
+                listed["kill_switches"].as_array().unwrap().is_empty(),
+                "refusal had a side effect"
+            );
+        }
+        let expect_manual = match who {
+            "none" | "bad" => 401,
+            "operator" | "security" => 200,
+            _ => 403,
+        };
+        let (status, body) =
+            daemon.request("POST", "/v1/partners/p-2/enforcement", token, Some(&manual));
+        assert_eq!(status, expect_manual, "{who} POST enforcement: {body}");
+        if status != 200 {
+            refused += 1;
+        }
+        let expect_terminate = match who {
+            "none" | "bad" => 401,
+            "security" => 200,
+            _ => 403,
+        };
+        let (status, body) = daemon.request(
+            "POST",
+            "/v1/partners/p-3/enforcement",
+            token,
+            Some(&terminate),
+        );
+        assert_eq!(status, expect_terminate, "{who} terminate: {body}");
+        if status != 200 {
+            refused += 1;
+            let h = redis_hash(&redis, &format!("{}:enf:partner:p-3", stream.prefix));
+            assert!(
+                h.is_empty() || who == "operator",
+                "a refused terminate changed the key: {h:?}"
+            );
+        }
+    }
+    // An operator cannot lift a termination either.
+    let (status, _) = daemon.request(
+        "POST",
+        "/v1/partners/p-3/enforcement",
+        Some(OPERATOR),
+        Some(&json!({"level": "ok", "reason": "x"})),
+    );
+    assert_eq!(status, 403);
+    refused += 1;
+    assert_eq!(
+        redis_hash(&redis, &format!("{}:enf:partner:p-3", stream.prefix))["level"],
+        "terminated"
+    );
+
+    let records = audit_records(&daemon);
+    let refusals = records
+        .iter()
+        .filter(|r| r["action"].as_str().unwrap().ends_with(".refused"))
+        .count();
+    assert_eq!(refusals, refused, "every refused attempt is audited once");
+    let kills = records
+        .iter()
+        .filter(|r| r["action"] == "kill_switch.create")
+        .count();
+    assert_eq!(kills, 1);
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn audit_verify_names_an_edited_record() {
+    let stream = Stream::new("admin-audit");
+    let redis = common::redis_url();
+    let cfg = config(&stream, &redis, "");
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    for i in 0..5 {
+        let body = json!({"scope": "tenant", "target": format!("t-{i}"), "reason": "test"});
+        let (status, _) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
+        assert_eq!(status, 201);
+    }
+    assert!(daemon.terminate().success());
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["audit", "verify", "--config"])
+            .arg(daemon.config_path())
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("5 records"));
+
+    // Edit record 3 in the store.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{audit}}:*", stream.prefix))
+        .query(&mut conn)
+        .unwrap();
+    let log_key = keys
+        .iter()
+        .find(|k| k.ends_with(":log"))
+        .expect("audit log key")
+        .clone();
+    let kind: String = redis::cmd("TYPE").arg(&log_key).query(&mut conn).unwrap();
+    verify_after_edit(&mut conn, &log_key, &kind, 3);
+    let out = verify();
+    assert!(
+        !out.status.success(),
+        "an edited record must fail verification"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains('3'), "verify must name record 3: {err}");
+}
+
+/// Rewrites record `seq`'s detail inside the stored log, whatever structure holds it.
+fn verify_after_edit(conn: &mut redis::Connection, key: &str, kind: &str, seq: u64) {
+    match kind {
+        "list" => {
+            let raw: String = redis::cmd("LINDEX")
+                .arg(key)
+                .arg(seq as i64 - 1)
+                .query(conn)
+                .unwrap();
+            let edited = raw.replacen("\"reason\":\"test\"", "\"reason\":\"edited\"", 1);
+            assert_ne!(raw, edited, "record shape changed: {raw}");
+            let _: () = redis::cmd("LSET")
+                .arg(key)
+                .arg(seq as i64 - 1)
+                .arg(&edited)
+                .query(conn)
+                .unwrap();
+        }
+        "zset" => {
+            let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg(seq)
+                .arg(seq)
+                .query(conn)
+                .unwrap();
+            let edited = raw[0].replacen("\"reason\":\"test\"", "\"reason\":\"edited\"", 1);
+            assert_ne!(raw[0], edited, "record shape changed: {}", raw[0]);
+            let _: () = redis::cmd("ZREM")
+                .arg(key)
+                .arg(&raw[0])
+                .query(conn)
+                .unwrap();
+            let _: () = redis::cmd("ZADD")
+                .arg(key)
+                .arg(seq)
+                .arg(&edited)
+                .query(conn)
+                .unwrap();
+        }
+        "hash" => {
+            let raw: String = redis::cmd("HGET").arg(key).arg(seq).query(conn).unwrap();
+            let edited = raw.replacen("\"reason\":\"test\"", "\"reason\":\"edited\"", 1);
+            assert_ne!(raw, edited, "record shape changed: {raw}");
+            let _: () = redis::cmd("HSET")
+                .arg(key)
+                .arg(seq)
+                .arg(&edited)
+                .query(conn)
+                .unwrap();
+        }
+        other => panic!("unexpected audit log type {other}"),
+    }
+}
+
+#[test]
+fn bodies_are_capped_and_tokens_rate_limited() {
+    let stream = Stream::new("admin-abuse");
+    let redis = common::redis_url();
+    let extra_admin = "";
+    let cfg = config(&stream, &redis, extra_admin).replace(
+        "[admin]\n",
+        "[admin]\nbody_limit_bytes = 1024\nrate_limit_per_second = 1\nrate_limit_burst = 20\n",
+    );
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    let big = json!({"scope": "partner", "target": "p-1", "reason": "x".repeat(4096)});
+    let (status, _) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&big));
+    assert_eq!(status, 413);
+    let listed = daemon.get_json_with_token("/v1/kill-switches", Some(SECURITY));
+    assert!(listed["kill_switches"].as_array().unwrap().is_empty());
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        statuses.push(
+            daemon
+                .request("GET", "/v1/kill-switches", Some(VIEWER_TOKEN), None)
+                .0,
+        );
+    }
+    assert!(
+        statuses.contains(&429),
+        "a burst past the limit must get 429: {statuses:?}"
+    );
+    // Another token is not affected by the viewer's burst.
+    let (status, _) = daemon.request("GET", "/v1/kill-switches", Some(OPERATOR), None);
+    assert_eq!(status, 200);
+    assert!(daemon.terminate().success());
+}
+
+/// Fail closed: with the store (and so the audit log) unreachable, a kill switch is
+/// refused with 503 and nothing is executed.
+#[test]
+fn a_kill_switch_that_cannot_be_audited_is_not_executed() {
+    let stream = Stream::new("admin-closed");
+    let mut redis = common::RedisServer::start_new();
+    let url = redis.url();
+    let mut daemon = Daemon::start(&config(&stream, &url, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    redis.stop();
+    let body = json!({"scope": "partner", "target": "p-5", "reason": "leak"});
+    let (status, answer) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
+    assert_eq!(status, 503, "{answer}");
+    redis.start();
+    assert!(redis_hash(&url, &format!("{}:enf:partner:p-5", stream.prefix)).is_empty());
+    // Once the store answers again (the client reconnects with backoff):
+    let mut listed = Value::Null;
+    let back = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let (status, body) = daemon.request("GET", "/v1/kill-switches", Some(VIEWER_TOKEN), None);
+        listed = body;
+        status == 200
+    });
+    assert!(back, "store did not come back: {listed}");
+    assert!(
+        listed["kill_switches"].as_array().unwrap().is_empty(),
+        "{listed}"
+    );
+    assert!(
+        decisions_on_topic_now(&stream).is_empty(),
+        "no decision may be published"
+    );
+    assert!(daemon.terminate().success());
+}
+
+fn decisions_on_topic_now(stream: &Stream) -> Vec<Value> {
+    common::consume_all(
+        &stream.brokers,
+        &stream.enforcement,
+        1,
+        Duration::from_secs(3),
+    )
+    .iter()
+    .map(|r| serde_json::from_slice(&r.3).unwrap())
+    .collect()
+}

@@ -1,0 +1,174 @@
+//! One behaviour suite for the data-plane decision store (CONTRACT §4), run against Redis
+//! and the in-memory implementation: seq only grows, a re-published outbox id keeps its
+//! seq and is refused, killed/terminated are never lowered by the ladder, `ok` deletes
+//! the key, lifting is a compare-and-delete, and the kill-switch registry round-trips.
+
+use std::time::Duration;
+
+use warden::store::decisions::{DecisionStore, DecisionWrite, KillSwitch, MemoryDecisions};
+use warden::store::redis::RedisStore;
+
+fn redis_url() -> String {
+    std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!("WARDEN_TEST_REDIS_URL is not set: run scripts/test (it starts Redis)")
+    })
+}
+
+fn unique_prefix() -> String {
+    format!("warden-dec-{:016x}", rand::random::<u64>())
+}
+
+async fn redis_store(prefix: &str) -> Box<dyn DecisionStore> {
+    let store = RedisStore::connect(&redis_url(), prefix, Duration::from_secs(2))
+        .await
+        .expect("redis");
+    Box::new(store.decisions())
+}
+
+fn write(outbox: &str, level: &str, by_person: bool) -> DecisionWrite {
+    DecisionWrite {
+        outbox_id: outbox.into(),
+        scope: "partner".into(),
+        id: "p-1".into(),
+        level: level.into(),
+        reason: "error_rate".into(),
+        rate_limit_rps: (level == "throttle").then_some(50),
+        since: "2026-05-14T09:30:00Z".into(),
+        partner_id: "p-1".into(),
+        previous: "ok".into(),
+        by_person,
+    }
+}
+
+async fn seq_grows_and_replays_keep_their_seq(s: &dyn DecisionStore) {
+    let a = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    let b = s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
+    assert!(a.applied && b.applied);
+    assert!(b.seq > a.seq);
+    // The same outbox id again (a re-publication after a crash): same seq, refused.
+    let again = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    assert_eq!(again.seq, a.seq);
+    assert!(!again.applied, "a replay must not roll the key back");
+    let stored = s.read("partner", "p-1").await.unwrap().unwrap();
+    assert_eq!(stored["level"], "throttle");
+    assert_eq!(stored["rate_limit_rps"], "50");
+    assert_eq!(stored["seq"], b.seq.to_string());
+    assert_eq!(stored["decision_id"], format!("partner:p-1:{}", b.seq));
+}
+
+async fn ok_deletes_the_key(s: &dyn DecisionStore) {
+    s.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    let ok = s.publish(&write("p-1:2", "ok", false)).await.unwrap();
+    assert!(ok.applied);
+    assert_eq!(
+        s.read("partner", "p-1").await.unwrap(),
+        None,
+        "no key means ok"
+    );
+    // The counter survives the deletion: the next seq is still higher.
+    let next = s.publish(&write("p-1:3", "warn", false)).await.unwrap();
+    assert!(next.seq > ok.seq);
+}
+
+async fn killed_is_never_lowered_by_the_ladder(s: &dyn DecisionStore) {
+    let kill = s.publish(&write("api:k1", "killed", true)).await.unwrap();
+    assert!(kill.applied);
+    let ladder = s.publish(&write("p-1:9", "ok", false)).await.unwrap();
+    assert!(!ladder.applied && ladder.previous_was_held);
+    assert_eq!(
+        s.read("partner", "p-1").await.unwrap().unwrap()["level"],
+        "killed"
+    );
+    // A person may change it.
+    let person = s.publish(&write("api:k2", "warn", true)).await.unwrap();
+    assert!(person.applied);
+}
+
+async fn lifting_is_compare_and_delete(s: &dyn DecisionStore) {
+    let kill = s.publish(&write("api:k1", "killed", true)).await.unwrap();
+    assert!(!s
+        .lift_if_seq("partner", "p-1", kill.seq + 100)
+        .await
+        .unwrap());
+    assert!(s.read("partner", "p-1").await.unwrap().is_some());
+    assert!(s.lift_if_seq("partner", "p-1", kill.seq).await.unwrap());
+    assert_eq!(s.read("partner", "p-1").await.unwrap(), None);
+}
+
+async fn switch_registry_round_trips(s: &dyn DecisionStore) {
+    let sw = KillSwitch {
+        id: "ks-1".into(),
+        scope: "integration".into(),
+        target: "i-9".into(),
+        reason: "leaking keys".into(),
+        actor: "alice".into(),
+        created_at: "2026-05-14T09:30:00Z".into(),
+        expires_at: Some("2026-05-14T10:30:00Z".into()),
+        seq: 4,
+    };
+    s.put_switch(&sw).await.unwrap();
+    assert_eq!(s.switches().await.unwrap(), vec![sw.clone()]);
+    assert!(s.remove_switch("ks-1").await.unwrap());
+    assert!(!s.remove_switch("ks-1").await.unwrap());
+    assert!(s.switches().await.unwrap().is_empty());
+}
+
+macro_rules! suite {
+    ($($case:ident),*) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&MemoryDecisions::default()).await;
+                }
+            )*
+        }
+        mod redis_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(redis_store(&unique_prefix()).await.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    seq_grows_and_replays_keep_their_seq,
+    ok_deletes_the_key,
+    killed_is_never_lowered_by_the_ladder,
+    lifting_is_compare_and_delete,
+    switch_registry_round_trips
+);
+
+/// Gateways that cache subscribe to the channel: an applied decision is published once,
+/// a refused replay is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_decisions_are_published_on_the_channel() {
+    let prefix = unique_prefix();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut sub = client.get_connection().unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(format!("{prefix}:enf")).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let store = redis_store(&prefix).await;
+    let first = store.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    store.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    let msg = pubsub.get_message().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!(v["decision_id"], format!("partner:p-1:{}", first.seq));
+    assert_eq!(v["level"], "warn");
+    assert_eq!(v["previous"], "ok");
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        pubsub.get_message().is_err(),
+        "a refused replay must not be published again"
+    );
+}
