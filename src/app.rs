@@ -21,7 +21,7 @@ use crate::kafka::consumer::{self, ConsumerSettings};
 use crate::kafka::control::ControlReader;
 use crate::kafka::deadletter::DeadLetterSink;
 use crate::kafka::decode::DecodeLimits;
-use crate::kafka::pipeline::{Pipeline, PipelineSettings};
+use crate::kafka::pipeline::{Pipeline, PipelineOutputs, PipelineSettings};
 use crate::kafka::topics::{ensure_topics, TopicMap};
 use crate::metrics::METRICS;
 use crate::publish::DecisionPublisher;
@@ -213,20 +213,23 @@ async fn run_with_io(
         dedup_window: chrono::Duration::from_std(config.runtime.dedup_window)
             .map_err(|e| RunError::Config(format!("runtime.dedup_window: {e}")))?,
     };
-    let registry = Arc::new(Registry::new(
-        arbiters.clone(),
+    let shared = crate::actors::partner::Shared {
         rules,
-        config.runtime.mailbox_capacity,
-    ));
+        mailbox_capacity: config.runtime.mailbox_capacity,
+        control: control.clone(),
+        policy: Arc::new(config.enforcement.clone()),
+    };
+    let registry = Arc::new(Registry::new(arbiters.clone(), shared));
 
+    let publisher = DecisionPublisher::new(
+        decisions.clone(),
+        producer.clone(),
+        topics.enforcement.clone(),
+    );
     let outputs = ApiOutputs {
         partitions,
         io: io.clone(),
-        publisher: DecisionPublisher::new(
-            decisions.clone(),
-            producer.clone(),
-            topics.enforcement.clone(),
-        ),
+        publisher: publisher.clone(),
         audit: audit.clone(),
         audit_producer: producer.clone(),
         audit_topic: topics.audit.clone(),
@@ -289,7 +292,10 @@ async fn run_with_io(
             store.clone(),
             registry.clone(),
             io.clone(),
-            dlq,
+            PipelineOutputs {
+                dlq,
+                publisher: publisher.clone(),
+            },
             health.clone(),
         );
         let mut c = base.clone();

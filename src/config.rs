@@ -42,6 +42,8 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// `[enforcement]`: ladder timing, quotas and health thresholds per tier.
+    pub enforcement: crate::domain::enforcement::EnforcementPolicy,
 }
 
 // Written out rather than derived only so that the redacting impls below are the ones used.
@@ -55,6 +57,7 @@ impl fmt::Debug for Config {
             .field("simulator", &self.simulator)
             .field("log", &self.log)
             .field("metrics", &self.metrics)
+            .field("enforcement", &self.enforcement)
             .finish()
     }
 }
@@ -833,6 +836,7 @@ impl Section for TokenConfig {}
 impl Section for SimulatorConfig {}
 impl Section for LogConfig {}
 impl Section for MetricsConfig {}
+impl Section for crate::domain::enforcement::EnforcementPolicy {}
 
 impl Section for Config {
     fn check_nested(key: &str, value: &mut Value, path: &str, c: &mut Collector) -> bool {
@@ -847,6 +851,9 @@ impl Section for Config {
             "simulator" => check_table::<SimulatorConfig>(t, path, c),
             "log" => check_table::<LogConfig>(t, path, c),
             "metrics" => check_table::<MetricsConfig>(t, path, c),
+            "enforcement" => {
+                check_table::<crate::domain::enforcement::EnforcementPolicy>(t, path, c)
+            }
             _ => return false,
         }
         true
@@ -985,6 +992,14 @@ fn validate(config: &Config, c: &mut Collector) {
     validate_admin(&config.admin, c);
     validate_simulator(&config.simulator, c);
     validate_log(&config.log, c);
+    for (key, message) in config.enforcement.validate() {
+        let key = if key.starts_with("enforcement.") {
+            key
+        } else {
+            format!("enforcement.{key}")
+        };
+        c.push(&key, message);
+    }
     if config.metrics.top_partners > 1_000 {
         c.push("metrics.top_partners", "at most 1000 (each is a series)");
     }
@@ -1723,7 +1738,8 @@ mod tests {
                 "admin",
                 "simulator",
                 "log",
-                "metrics"
+                "metrics",
+                "enforcement"
             ]
         );
     }

@@ -157,7 +157,7 @@ impl Simulator {
 
     fn send_usage(&self, producer: &BaseProducer, rng: &mut StdRng, i: usize, seq: u64, bad: bool) {
         let id = Self::partner_id(i);
-        let requests: u64 = rng.gen_range(1..=200);
+        let requests: u64 = rng.gen_range(1..=20);
         let error_share = if bad { 0.35 } else { 0.01 };
         let errors =
             (requests as f64 * error_share * rng.gen_range(0.5..1.5)).min(requests as f64) as u64;

@@ -63,22 +63,33 @@ a = 1
     ] {
         let line = stderr.lines().find(|l| l.contains(key));
         let line = line.unwrap_or_else(|| panic!("no problem reported for {key}:\n{stderr}"));
-        assert!(line.starts_with(&file), "problem for {key} does not name the file: {line}");
+        assert!(
+            line.starts_with(&file),
+            "problem for {key} does not name the file: {line}"
+        );
     }
 }
 
 #[test]
 fn an_env_override_error_names_the_variable() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/warden.toml");
-    let (code, _, stderr) = check(std::path::Path::new(shipped), &[("WARDEN_KAFKA__POLL_BATCH", "many")]);
+    let (code, _, stderr) = check(
+        std::path::Path::new(shipped),
+        &[("WARDEN_KAFKA__POLL_BATCH", "many")],
+    );
     assert_eq!(code, 2);
-    assert!(stderr.contains("WARDEN_KAFKA__POLL_BATCH") && stderr.contains("kafka.poll_batch"), "{stderr}");
+    assert!(
+        stderr.contains("WARDEN_KAFKA__POLL_BATCH") && stderr.contains("kafka.poll_batch"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn the_shipped_configs_are_valid() {
     for name in ["warden.toml", "production.toml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name);
         let (code, stdout, stderr) = check(&path, &[]);
         assert_eq!(code, 0, "{name}: {stderr}");
         assert!(stdout.contains("ok"));

@@ -3,7 +3,7 @@
 use actix::Message;
 
 use crate::domain::event::{PartnerEvent, Rejection, TopicKind};
-use crate::domain::partner::PartnerSummary;
+use crate::domain::partner::{OutboxEntry, PartnerSummary};
 
 /// An event with the record it came from, so a rejection can be dead-lettered with its
 /// source coordinates.
@@ -34,7 +34,23 @@ pub struct Snapshot {
     pub partner_id: String,
     pub bytes: Vec<u8>,
     pub rejections: Vec<RejectedEvent>,
+    /// Decisions in the snapshot's outbox: publish them once the snapshot is durable.
+    pub outbox: Vec<OutboxEntry>,
 }
+
+/// Time passes: the partition's event-time watermark and the wall clock. Answers whether
+/// the state changed (a decision was made), so the pipeline knows to snapshot it.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Tick {
+    pub watermark: chrono::DateTime<chrono::Utc>,
+    pub wall_now: chrono::DateTime<chrono::Utc>,
+}
+
+/// Outbox entries up to `n` are published: drop them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AckOutbox(pub u64);
 
 #[derive(Message)]
 #[rtype(result = "Result<Snapshot, String>")]

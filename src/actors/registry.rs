@@ -10,20 +10,19 @@ use std::hash::BuildHasher;
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::DashMap;
 
-use super::partner::PartnerActor;
-use crate::domain::partner::{ApplyRules, PartnerState};
+use super::partner::{PartnerActor, Shared};
+use crate::domain::partner::PartnerState;
 
 pub struct Registry {
     arbiters: Vec<ArbiterHandle>,
     actors: DashMap<String, Addr<PartnerActor>>,
     hasher: std::collections::hash_map::RandomState,
-    rules: ApplyRules,
-    mailbox_capacity: usize,
+    shared: Shared,
 }
 
 impl Registry {
     /// `arbiters` must not be empty.
-    pub fn new(arbiters: Vec<ArbiterHandle>, rules: ApplyRules, mailbox_capacity: usize) -> Self {
+    pub fn new(arbiters: Vec<ArbiterHandle>, shared: Shared) -> Self {
         assert!(
             !arbiters.is_empty(),
             "the registry needs at least one arbiter"
@@ -32,8 +31,7 @@ impl Registry {
             arbiters,
             actors: DashMap::new(),
             hasher: Default::default(),
-            rules,
-            mailbox_capacity,
+            shared,
         }
     }
 
@@ -63,7 +61,7 @@ impl Registry {
         let h = self.hasher.hash_one(&state.partner_id);
         let arbiter = &self.arbiters[(h % self.arbiters.len() as u64) as usize];
         let id = state.partner_id.clone();
-        let actor = PartnerActor::new(state, self.rules, self.mailbox_capacity);
+        let actor = PartnerActor::new(state, &self.shared);
         let addr = PartnerActor::start_in_arbiter(arbiter, move |_ctx| actor);
         self.actors.insert(id, addr.clone());
         addr

@@ -25,6 +25,9 @@ pub struct PartnerFacts {
 #[derive(Debug, Clone, Default)]
 pub struct ControlTable {
     partners: BTreeMap<String, PartnerFacts>,
+    /// Partner-scoped facts the owner applies to partner state (quota, tenant, and the
+    /// money facts), with their control offsets, in topic order.
+    scoped: std::collections::HashMap<String, Vec<(i64, ControlEvent)>>,
     facts_applied: u64,
     /// The control-topic offset of the last fact applied (+1), for readiness.
     next_offset: i64,
@@ -73,6 +76,39 @@ impl ControlTable {
             }
             _ => {}
         }
+        if matches!(
+            fact,
+            ControlEvent::Quota { .. }
+                | ControlEvent::Tenant { .. }
+                | ControlEvent::MdfExpense { .. }
+                | ControlEvent::CreditPurchase { .. }
+        ) {
+            if let Some(partner) = fact.partner_id() {
+                self.scoped
+                    .entry(partner.to_owned())
+                    .or_default()
+                    .push((offset, fact.clone()));
+            }
+        }
+    }
+
+    /// The partner-scoped facts of `partner_id` at or after control offset `from`.
+    pub fn facts_for(&self, partner_id: &str, from: i64) -> Vec<(i64, ControlEvent)> {
+        match self.scoped.get(partner_id) {
+            Some(facts) => {
+                let start = facts.partition_point(|(o, _)| *o < from);
+                facts[start..].to_vec()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The tier a partner is in now (`default` for a partner without a `partner` fact).
+    pub fn tier_of(&self, partner_id: &str) -> &str {
+        self.partners
+            .get(partner_id)
+            .map(|p| p.tier.as_str())
+            .unwrap_or("default")
     }
 
     pub fn partner(&self, id: &str) -> Option<&PartnerFacts> {
@@ -117,6 +153,40 @@ mod tests {
         assert_eq!(t.partner("a").unwrap().approval_rank, 1);
         assert_eq!(t.facts_applied(), 3);
         assert_eq!(t.next_offset(), 3);
+    }
+
+    #[test]
+    fn scoped_facts_are_kept_per_partner_in_offset_order() {
+        let mut t = ControlTable::default();
+        let quota = |p: &str, n: u64| ControlEvent::Quota {
+            partner_id: p.into(),
+            integration_id: None,
+            monthly_requests: n,
+            burst_rps: 10,
+            overage: crate::domain::event::OveragePolicy::Block,
+        };
+        t.apply(0, &quota("a", 1));
+        t.apply(1, &partner("b", "gold"));
+        t.apply(2, &quota("b", 2));
+        t.apply(3, &quota("a", 3));
+        assert_eq!(
+            t.facts_for("a", 0)
+                .iter()
+                .map(|(o, _)| *o)
+                .collect::<Vec<_>>(),
+            vec![0, 3]
+        );
+        assert_eq!(
+            t.facts_for("a", 1)
+                .iter()
+                .map(|(o, _)| *o)
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert!(t.facts_for("a", 4).is_empty());
+        assert_eq!(t.facts_for("b", 0).len(), 1);
+        assert_eq!(t.tier_of("b"), "gold");
+        assert_eq!(t.tier_of("zzz"), "default");
     }
 
     #[test]

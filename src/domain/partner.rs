@@ -10,9 +10,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::dedup::{Admission, DedupWindow};
+use super::enforcement::{
+    Decision, EnforcementPolicy, EnforcementState, LevelView, QuotaSpec, QuotaView, TenantFact,
+};
 use super::event::{
-    AttributionEvent, DeadLetterReason, InvoiceEvent, InvoiceKind, PartnerEvent, Rejection,
-    UsageEvent,
+    AttributionEvent, ControlEvent, DeadLetterReason, InvoiceEvent, InvoiceKind, PartnerEvent,
+    Rejection, UsageEvent,
 };
 
 /// Lifetime usage counters (CONTRACT §6 `usage`).
@@ -71,16 +74,38 @@ pub enum Applied {
 }
 
 /// A partner's state as readers see it: small, cheap to clone.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartnerSummary {
     pub partner_id: String,
     pub usage: UsageTotals,
     pub invoices: InvoiceCounts,
     pub last_seen: Option<DateTime<Utc>>,
     pub duplicates_skipped: u64,
+    /// The partner's own level (`None` before any decision: `ok`).
+    pub enforcement: Option<LevelView>,
+    /// Every target of this partner above `ok` (integrations, tenants).
+    pub levels: Vec<LevelView>,
+    pub quota: Option<QuotaView>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A decision in the partner's outbox: durable with the state that made it, published
+/// after, removed once the data plane and the topic have it (CONTRACT §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Per-partner number: `<partner_id>:<n>` is the decision's stable outbox id.
+    pub n: u64,
+    pub decision: Decision,
+}
+
+/// What applying needs besides the event: rules, the partner's tier, enforcement policy.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyContext<'a> {
+    pub rules: &'a ApplyRules,
+    pub tier: &'a str,
+    pub policy: &'a EnforcementPolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartnerState {
     pub partner_id: String,
     pub usage: UsageTotals,
@@ -93,6 +118,15 @@ pub struct PartnerState {
     invoice_ids: BTreeSet<String>,
     /// `attribution_id`s applied: kept forever.
     attribution_ids: BTreeSet<String>,
+    /// Next control-topic offset to apply (partner-scoped facts below it are applied).
+    #[serde(default)]
+    pub control_applied: i64,
+    #[serde(default)]
+    enforcement: EnforcementState,
+    #[serde(default)]
+    outbox: Vec<OutboxEntry>,
+    #[serde(default)]
+    next_outbox: u64,
 }
 
 impl PartnerState {
@@ -182,6 +216,133 @@ impl PartnerState {
             invoices: self.invoices,
             last_seen: self.last_seen,
             duplicates_skipped: self.duplicates_skipped,
+            enforcement: Some(self.enforcement.partner_level()),
+            levels: self.enforcement.levels(),
+            quota: None,
+        }
+    }
+
+    /// [`PartnerState::summary`] with the quota as the partner's tier sets it.
+    pub fn summary_in(&self, tier: &str, policy: &EnforcementPolicy) -> PartnerSummary {
+        let mut s = self.summary();
+        s.quota = Some(self.enforcement.quota(tier, policy));
+        s
+    }
+
+    /// Applies `event` and runs enforcement on what it changed; decisions go to the outbox.
+    pub fn apply_with(
+        &mut self,
+        event: &PartnerEvent,
+        ctx: &ApplyContext<'_>,
+    ) -> Result<Applied, Rejection> {
+        self.ensure_enforcement_owner();
+        let applied = self.apply(event, ctx.rules)?;
+        if applied == Applied::Counted {
+            let decisions = match event {
+                PartnerEvent::Usage(e) => self.enforcement.on_usage(e, ctx.tier, ctx.policy),
+                PartnerEvent::Invoice(e) if e.kind == InvoiceKind::Chargeback => {
+                    self.enforcement.on_chargeback(e.ts, ctx.tier, ctx.policy)
+                }
+                _ => Vec::new(),
+            };
+            self.push_outbox(decisions);
+        }
+        Ok(applied)
+    }
+
+    /// Applies one partner-scoped control fact (quota, tenant) at control offset `offset`.
+    /// Facts at or below [`PartnerState::control_applied`] were applied already.
+    pub fn apply_control(
+        &mut self,
+        offset: i64,
+        fact: &ControlEvent,
+        wall_now: DateTime<Utc>,
+        policy: &EnforcementPolicy,
+    ) {
+        if offset < self.control_applied {
+            return;
+        }
+        self.ensure_enforcement_owner();
+        match fact {
+            ControlEvent::Quota {
+                integration_id,
+                monthly_requests,
+                burst_rps,
+                overage,
+                ..
+            } => {
+                let spec = QuotaSpec {
+                    monthly_requests: *monthly_requests,
+                    burst_rps: *burst_rps,
+                    overage: *overage,
+                };
+                self.enforcement.on_quota(integration_id.as_deref(), spec);
+            }
+            ControlEvent::Tenant {
+                tenant_id,
+                partner_id,
+                plan,
+                started_at,
+                ..
+            } => {
+                let fact = TenantFact {
+                    tenant_id,
+                    partner_id,
+                    plan: *plan,
+                    started_at: *started_at,
+                };
+                let decisions = self.enforcement.on_tenant(fact, wall_now, policy);
+                self.push_outbox(decisions);
+            }
+            _ => {}
+        }
+        self.control_applied = offset + 1;
+    }
+
+    /// Time passing: returns whether anything changed (a decision was made).
+    pub fn tick(
+        &mut self,
+        watermark: DateTime<Utc>,
+        wall_now: DateTime<Utc>,
+        tier: &str,
+        policy: &EnforcementPolicy,
+    ) -> bool {
+        self.ensure_enforcement_owner();
+        let decisions = self.enforcement.tick(watermark, wall_now, tier, policy);
+        let changed = !decisions.is_empty();
+        self.push_outbox(decisions);
+        changed
+    }
+
+    /// Decisions not yet known to be published.
+    pub fn outbox(&self) -> &[OutboxEntry] {
+        &self.outbox
+    }
+
+    /// Drops outbox entries up to and including `n`: they are published.
+    pub fn ack_outbox(&mut self, n: u64) {
+        self.outbox.retain(|e| e.n > n);
+    }
+
+    /// The partner's own enforcement level now.
+    pub fn level(&self) -> LevelView {
+        self.enforcement.partner_level()
+    }
+
+    fn push_outbox(&mut self, decisions: Vec<Decision>) {
+        for decision in decisions {
+            self.next_outbox += 1;
+            self.outbox.push(OutboxEntry {
+                n: self.next_outbox,
+                decision,
+            });
+        }
+    }
+
+    /// A state restored from an older snapshot has a default enforcement state.
+    fn ensure_enforcement_owner(&mut self) {
+        if self.enforcement.partner_id().is_empty() {
+            self.enforcement = EnforcementState::new(self.partner_id.clone());
         }
     }
 

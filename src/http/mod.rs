@@ -40,6 +40,7 @@ pub struct ApiState {
     pub audit_producer: rdkafka::producer::FutureProducer,
     pub audit_topic: String,
     pub rate_limit: Arc<guard::ApiRateLimit>,
+    pub policy: Arc<crate::domain::enforcement::EnforcementPolicy>,
     generated_token: Option<String>,
 }
 
@@ -85,6 +86,7 @@ impl ApiState {
                 config.admin.rate_limit_per_second,
                 config.admin.rate_limit_burst,
             )),
+            policy: Arc::new(config.enforcement.clone()),
             generated_token,
         }
     }

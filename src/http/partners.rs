@@ -53,7 +53,7 @@ async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
         .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
     match bytes {
         Some(b) => serde_json::from_slice::<PartnerState>(&b)
-            .map(|s| s.summary())
+            .map(|s| s.summary_in(state.control.read().tier_of(id), &state.policy))
             .map_err(|e| ApiError::Internal(format!("stored state unreadable: {e}"))),
         None if state.control.read().partner(id).is_some() => Ok(PartnerState::new(id).summary()),
         None => Err(ApiError::NotFound(format!("partner {id}"))),
@@ -85,8 +85,15 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
         "invoices": s.invoices,
         "duplicates_skipped": s.duplicates_skipped,
         "last_seen": s.last_seen,
-        "enforcement": { "level": "ok", "reason": null, "since": null },
-        "quota": { "used": s.usage.requests, "limit": null },
+        "enforcement": match &s.enforcement {
+            Some(v) => json!({ "level": v.level.as_str(), "reason": v.since.map(|_| v.reason.as_str()), "since": v.since }),
+            None => json!({ "level": "ok", "reason": null, "since": null }),
+        },
+        "levels": s.levels,
+        "quota": match &s.quota {
+            Some(q) => json!({ "used": q.used, "limit": q.limit, "month": q.month, "overage": q.overage, "burst_rps": q.burst_rps, "policy": q.policy }),
+            None => json!({ "used": null, "limit": null }),
+        },
         "status": null,
         "source": source,
     })

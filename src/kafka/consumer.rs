@@ -116,11 +116,13 @@ pub fn spawn(
             health.consuming.store(true, Ordering::SeqCst);
             poll_loop(&consumer, &settings, &health);
             let deadline = Instant::now() + settings.shutdown_grace;
-            let durable = consumer
-                .context()
-                .pipeline
-                .lock()
-                .drain(&consumer, deadline);
+            let durable = {
+                let mut pipeline = consumer.context().pipeline.lock();
+                let durable = pipeline.drain(&consumer, deadline);
+                // Decisions of the final snapshots reach the data plane before we leave.
+                pipeline.publish_decisions();
+                durable
+            };
             tracing::info!(durable, "consumer drained; leaving the group");
             consumer.unsubscribe();
             drop(consumer);
@@ -165,6 +167,7 @@ fn poll_loop(
         pipeline.route(&batch, consumer);
         pipeline.retry_stalled(consumer);
         pipeline.flush(consumer, false);
+        pipeline.publish_decisions();
         pipeline.maintenance();
     }
 }

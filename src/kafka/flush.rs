@@ -29,7 +29,8 @@ struct FlushJob {
 }
 
 enum FlushResult {
-    Durable,
+    /// Durable, with the outboxes of the snapshots written (to publish now).
+    Durable(Vec<(String, Vec<crate::domain::partner::OutboxEntry>)>),
     Fenced(StoreError),
     /// Not durable; retry later. Dead letters not yet acknowledged come back.
     Failed {
@@ -47,6 +48,7 @@ async fn run_job(
     let p = job.partition;
     let replies = join_all(job.actors.iter().map(|a| a.send(TakeSnapshot))).await;
     let mut partners = Vec::with_capacity(replies.len());
+    let mut outboxes = Vec::new();
     let mut dead_letters = job.dead_letters;
     let mut actor_error = None;
     for reply in replies {
@@ -61,6 +63,9 @@ async fn run_job(
                     // The typed event, re-serialized: the domain saw only the decoded form.
                     payload: event_json(&r.source.event),
                 }));
+                if !snap.outbox.is_empty() {
+                    outboxes.push((snap.partner_id.clone(), snap.outbox));
+                }
                 partners.push((snap.partner_id, snap.bytes));
             }
             Ok(Err(e)) => actor_error = Some(format!("snapshot: {e}")),
@@ -98,7 +103,7 @@ async fn run_job(
         .with_label_values(&["commit"])
         .observe(started.elapsed().as_secs_f64());
     match res {
-        Ok(()) => (p, FlushResult::Durable),
+        Ok(()) => (p, FlushResult::Durable(outboxes)),
         Err(e @ StoreError::Fenced { .. }) => (p, FlushResult::Fenced(e)),
         Err(e) => (
             p,
@@ -166,7 +171,8 @@ impl Pipeline {
         let mut commit = TopicPartitionList::new();
         for (p, result) in results {
             match result {
-                FlushResult::Durable => {
+                FlushResult::Durable(outboxes) => {
+                    self.queue_outbox(p, outboxes);
                     METRICS.flushes.with_label_values(&["ok"]).inc();
                     METRICS.store_up.set(1);
                     let Some(ps) = self.partitions.get_mut(&p) else {

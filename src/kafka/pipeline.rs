@@ -24,13 +24,18 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::deadletter::{DeadLetter, DeadLetterSink};
 use super::decode::{decode_partner_record, DecodeLimits};
 use super::topics::TopicMap;
+use crate::actors::messages::{AckOutbox, Tick};
 use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::PartnerActor;
 use crate::actors::registry::Registry;
 use crate::app::Health;
+use crate::domain::partner::OutboxEntry;
 use crate::domain::partner::PartnerState;
 use crate::metrics::METRICS;
+use crate::publish::DecisionPublisher;
+use crate::store::decisions::DecisionWrite;
 use crate::store::StateStore;
+use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
@@ -63,6 +68,13 @@ pub(super) struct PartitionState {
     pub last_flush: Instant,
     pub retry_at: Instant,
     pub failures: u32,
+    /// Newest event time routed on this partition (the event-time watermark) and when the
+    /// last record arrived, so a silent partition's watermark can follow the wall clock.
+    pub watermark: Option<DateTime<Utc>>,
+    pub last_record: Instant,
+    /// Decisions from durable snapshots, waiting to be published, in outbox order.
+    pub to_publish: Vec<(String, u64, DecisionWrite)>,
+    pub queued: HashSet<String>,
 }
 
 impl PartitionState {
@@ -81,12 +93,36 @@ impl PartitionState {
             last_flush: now,
             retry_at: now,
             failures: 0,
+            watermark: None,
+            last_record: now,
+            to_publish: Vec::new(),
+            queued: HashSet::new(),
+        }
+    }
+
+    /// The watermark ticks use: the newest event time, moved on by the wall clock while
+    /// nothing arrives (CONTRACT §3: a silent partner still calms down).
+    pub fn tick_watermark(&self, idle_after: Duration) -> Option<DateTime<Utc>> {
+        let w = self.watermark?;
+        let idle = self.last_record.elapsed();
+        if idle > idle_after {
+            chrono::Duration::from_std(idle - idle_after)
+                .ok()
+                .map(|d| w + d)
+        } else {
+            Some(w)
         }
     }
 
     pub fn has_changes(&self) -> bool {
         !self.dirty.is_empty() || !self.pending_dlq.is_empty() || self.next != self.durable
     }
+}
+
+/// Where the pipeline writes besides the state store.
+pub struct PipelineOutputs {
+    pub dlq: DeadLetterSink,
+    pub publisher: DecisionPublisher,
 }
 
 pub struct Pipeline {
@@ -96,6 +132,7 @@ pub struct Pipeline {
     pub(super) registry: Arc<Registry>,
     pub(super) io: tokio::runtime::Handle,
     pub(super) dlq: DeadLetterSink,
+    pub(super) publisher: DecisionPublisher,
     pub(super) health: Arc<Health>,
     pub(super) partitions: BTreeMap<i32, PartitionState>,
     pub(super) last_maintenance: Instant,
@@ -110,9 +147,10 @@ impl Pipeline {
         store: Arc<dyn StateStore>,
         registry: Arc<Registry>,
         io: tokio::runtime::Handle,
-        dlq: DeadLetterSink,
+        outputs: PipelineOutputs,
         health: Arc<Health>,
     ) -> Self {
+        let PipelineOutputs { dlq, publisher } = outputs;
         Pipeline {
             settings,
             topics,
@@ -120,6 +158,7 @@ impl Pipeline {
             registry,
             io,
             dlq,
+            publisher,
             health,
             partitions: BTreeMap::new(),
             last_maintenance: Instant::now(),
@@ -149,6 +188,7 @@ impl Pipeline {
                 }
             }
             ps.unflushed += 1;
+            ps.last_record = Instant::now();
             match decode_partner_record(
                 kind,
                 m.key(),
@@ -156,12 +196,17 @@ impl Pipeline {
                 m.timestamp().to_millis(),
                 &self.settings.limits,
             ) {
-                Ok(event) => per_partition.entry(p).or_default().push(Sourced {
-                    topic: kind,
-                    partition: p,
-                    offset: m.offset(),
-                    event,
-                }),
+                Ok(event) => {
+                    if ps.watermark.is_none_or(|w| event.ts() > w) {
+                        ps.watermark = Some(event.ts());
+                    }
+                    per_partition.entry(p).or_default().push(Sourced {
+                        topic: kind,
+                        partition: p,
+                        offset: m.offset(),
+                        event,
+                    });
+                }
                 Err(rejection) => {
                     METRICS.dead_letter(kind, rejection.reason);
                     ps.pending_dlq.push(DeadLetter {
@@ -237,6 +282,10 @@ impl Pipeline {
             return;
         };
         for (id, state) in loaded {
+            if !state.outbox().is_empty() {
+                // Decisions made durable before a crash but not yet published.
+                ps.dirty.insert(id.clone());
+            }
             let addr = self.registry.start(state);
             ps.partners.insert(
                 id,
@@ -380,6 +429,7 @@ impl Pipeline {
             return;
         }
         self.last_maintenance = Instant::now();
+        self.tick();
         let idle = self.settings.passivate_after;
         let mut unflushed = 0;
         let mut paused = 0;
@@ -443,5 +493,98 @@ pub(super) fn pause<C: ConsumerContext>(
     }
     if pause {
         tracing::debug!(partition = p, "partition paused (back-pressure)");
+    }
+}
+
+impl Pipeline {
+    /// Queues the outbox entries of durable snapshots for publication (once each).
+    pub(super) fn queue_outbox(&mut self, p: i32, outboxes: Vec<(String, Vec<OutboxEntry>)>) {
+        let Some(ps) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        for (partner, entries) in outboxes {
+            for e in entries {
+                let id = format!("{partner}:{}", e.n);
+                if ps.queued.insert(id.clone()) {
+                    ps.to_publish
+                        .push((partner.clone(), e.n, decision_write(id, &e)));
+                }
+            }
+        }
+    }
+
+    /// Publishes queued decisions of every owned partition and tells each actor what is
+    /// published, so the next snapshot drops it from the outbox.
+    pub fn publish_decisions(&mut self) {
+        for ps in self.partitions.values_mut() {
+            if ps.to_publish.is_empty() {
+                continue;
+            }
+            let writes: Vec<DecisionWrite> =
+                ps.to_publish.iter().map(|(_, _, w)| w.clone()).collect();
+            let publisher = self.publisher.clone();
+            let done = self
+                .io
+                .block_on(async move { publisher.publish_all(&writes).await });
+            let published: Vec<(String, u64, DecisionWrite)> =
+                ps.to_publish.drain(..done).collect();
+            let mut acks: HashMap<String, u64> = HashMap::new();
+            for (partner, n, w) in published {
+                ps.queued.remove(&w.outbox_id);
+                let e = acks.entry(partner).or_default();
+                *e = (*e).max(n);
+            }
+            for (partner, n) in acks {
+                if let Some(slot) = ps.partners.get(&partner) {
+                    // Losing an ack is harmless: the entry is re-published with its seq.
+                    slot.addr.do_send(AckOutbox(n));
+                    ps.dirty.insert(partner);
+                }
+            }
+        }
+    }
+
+    /// Lets time pass for every live partner (ladder calm-down and dwell, quota months,
+    /// pilot expiry); partners whose state changed are snapshotted at the next flush.
+    pub fn tick(&mut self) {
+        let wall_now = Utc::now();
+        for ps in self.partitions.values_mut() {
+            let Some(watermark) = ps.tick_watermark(Duration::from_secs(2)) else {
+                continue;
+            };
+            let actors: Vec<(String, Addr<PartnerActor>)> = ps
+                .partners
+                .iter()
+                .map(|(id, s)| (id.clone(), s.addr.clone()))
+                .collect();
+            let replies = self.io.block_on(join_all(actors.iter().map(|(_, a)| {
+                a.send(Tick {
+                    watermark,
+                    wall_now,
+                })
+            })));
+            for ((id, _), changed) in actors.into_iter().zip(replies) {
+                if matches!(changed, Ok(true)) {
+                    ps.dirty.insert(id);
+                }
+            }
+        }
+    }
+}
+
+/// The data-plane write for an outbox entry (its outbox id is its stable identity).
+fn decision_write(outbox_id: String, e: &OutboxEntry) -> DecisionWrite {
+    let d = &e.decision;
+    DecisionWrite {
+        outbox_id,
+        scope: d.scope.as_str().to_owned(),
+        id: d.id.clone(),
+        level: d.level.as_str().to_owned(),
+        reason: d.reason.as_str().to_owned(),
+        rate_limit_rps: d.rate_limit_rps,
+        since: d.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        partner_id: d.partner_id.clone(),
+        previous: d.previous.as_str().to_owned(),
+        by_person: false,
     }
 }

@@ -65,6 +65,31 @@ impl Keys {
     }
 }
 
+/// The audit chain's keys (CONTRACT §4): one chain per deployment, so one hash tag,
+/// `{audit}`, for all three keys the append script touches.
+impl Keys {
+    pub const AUDIT_HASH_TAG: &'static str = "{audit}";
+
+    /// Hash `{seq, hash}`: the last record appended (absent while the chain is empty).
+    pub fn audit_head(&self) -> String {
+        self.audit_key("head")
+    }
+
+    /// Sorted set: each record's JSON, scored by its `seq`.
+    pub fn audit_log(&self) -> String {
+        self.audit_key("log")
+    }
+
+    /// Hash: `ref` → `seq` of the record that has it (what makes an append idempotent).
+    pub fn audit_refs(&self) -> String {
+        self.audit_key("refs")
+    }
+
+    fn audit_key(&self, what: &str) -> String {
+        format!("{}:{}:{what}", self.prefix, Keys::AUDIT_HASH_TAG)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

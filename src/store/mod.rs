@@ -9,6 +9,7 @@
 //! Two implementations share one behaviour suite (`tests/store_behaviour.rs`):
 //! [`redis::RedisStore`] for production and [`memory::MemoryStore`] for the embedded mode.
 
+pub mod audit;
 pub mod decisions;
 pub mod keys;
 pub mod memory;

@@ -249,7 +249,7 @@ impl StateStore for RedisStore {
 }
 
 /// Bad data (retrying cannot help) or an unavailable Redis (retrying can)?
-fn classify(what: &str, err: RedisError) -> StoreError {
+pub(super) fn classify(what: &str, err: RedisError) -> StoreError {
     if is_bad_data(&err) {
         StoreError::Corrupt(format!("redis {what}: {err}"))
     } else {

@@ -91,6 +91,50 @@ impl CommitReply {
     }
 }
 
+/// AUDIT_APPEND: one record at the end of the deployment's audit chain, if the chain still
+/// ends where the writer read it (optimistic concurrency: the record's hash is SHA-256,
+/// computed in Rust, which Lua in Redis cannot do) and its `ref` is not in it yet.
+///
+/// KEYS[1] = head hash `{seq, hash}`, KEYS[2] = log sorted set (record JSON scored by
+/// seq), KEYS[3] = refs hash (ref → seq); all three tagged `{audit}`, see `keys.rs`.
+/// ARGV[1] = the head seq the record was sealed after ("0" for an empty chain),
+/// ARGV[2] = that head's hash (64 zeros for an empty chain), ARGV[3] = the record's seq,
+/// ARGV[4] = the record's hash, ARGV[5] = its ref, ARGV[6] = its JSON.
+///
+/// Returns `{"appended"}` having written the record, its ref and the new head;
+/// `{"duplicate", seq}` when the ref is already recorded (at seq); `{"conflict", seq,
+/// hash}` with the current head when another append came first; `{"corrupt", what}` when
+/// the head is half there. The last three write nothing.
+pub(super) const AUDIT_APPEND: &str = r#"
+local kinds = {'hash', 'zset', 'hash'}
+for i = 1, 3 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= kinds[i] and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE warden audit append: ' .. KEYS[i] .. ' is a ' .. t)
+  end
+end
+if #ARGV ~= 6 then
+  return redis.error_reply('ERR warden audit append: expected 6 arguments')
+end
+local recorded = redis.call('HGET', KEYS[3], ARGV[5])
+if recorded then
+  return {'duplicate', recorded}
+end
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
+if (head[1] == false) ~= (head[2] == false) then
+  return {'corrupt', KEYS[1] .. ' has only one of seq and hash'}
+end
+local seq = head[1] or '0'
+local hash = head[2] or string.rep('0', 64)
+if seq ~= ARGV[1] or hash ~= ARGV[2] then
+  return {'conflict', seq, hash}
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6])
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
+redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'hash', ARGV[4])
+return {'appended'}
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

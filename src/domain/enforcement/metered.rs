@@ -1,0 +1,114 @@
+//! A metered subject: the partner itself, or one of its integrations. It has health
+//! signals feeding its ladder, a quota meter, and the decided level ([`Subject`]).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::decision::Decision;
+use super::health::{Health, Target};
+use super::ladder::Timing;
+use super::level::Reason;
+use super::policy::{chrono_dur, EnforcementPolicy, TierPolicy};
+use super::quota::{monthly_target, Meter, QuotaSpec};
+use super::subject::{Key, Subject};
+use super::window::Traffic;
+use crate::domain::event::UsageEvent;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metered {
+    pub subject: Subject,
+    pub health: Health,
+    pub meter: Meter,
+    /// Newest event time of this subject's own usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// The quotas that apply to a subject when it is judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    /// Its own quota; `None` = no quota decisions at this scope.
+    pub own: Option<QuotaSpec>,
+    /// The quota whose `burst_rps` sets a throttle's rate (the own one, else the partner's).
+    pub rate: QuotaSpec,
+}
+
+impl Metered {
+    /// Counts one usage event: always in the health windows, in the month when
+    /// `this_month`, in the burst second against `burst_rps`.
+    pub fn record(
+        &mut self,
+        e: &UsageEvent,
+        this_month: bool,
+        burst_rps: u64,
+        now: DateTime<Utc>,
+        tier: &TierPolicy,
+        policy: &EnforcementPolicy,
+    ) {
+        let traffic = Traffic {
+            requests: e.requests,
+            errors: e.errors,
+            auth_failures: e.auth_failures,
+        };
+        self.health.record_usage(e.ts, traffic, now, tier);
+        if this_month {
+            self.meter.count_month(e.requests);
+        }
+        self.meter
+            .count_burst(e.ts, e.requests, burst_rps, chrono_dur(policy.burst_hold));
+        self.last_seen = self.last_seen.max(Some(e.ts));
+    }
+
+    /// The quota and burst targets at `now`.
+    pub fn immediate(
+        &self,
+        quotas: Quotas,
+        now: DateTime<Utc>,
+        policy: &EnforcementPolicy,
+    ) -> [Target; 2] {
+        let monthly = quotas.own.map_or(Target::CALM, |spec| {
+            monthly_target(self.meter.used(), &spec, policy)
+        });
+        [monthly, self.meter.burst_target(now)]
+    }
+
+    /// Lets time pass to `now`, moves the ladder toward the health target and decides if
+    /// the level in force changed.
+    pub fn evaluate(
+        &mut self,
+        key: Key<'_>,
+        quotas: Quotas,
+        now: DateTime<Utc>,
+        tier: &TierPolicy,
+        policy: &EnforcementPolicy,
+    ) -> Option<Decision> {
+        self.health.advance(now, tier);
+        let target = self.health.target(now, tier);
+        let timing = Timing {
+            dwell: chrono_dur(policy.dwell),
+            calm: chrono_dur(policy.calm),
+        };
+        // unwrap: health signals only propose ladder levels (health.rs), the one thing
+        // observe rejects; the clock passed in never goes backwards (state.rs).
+        self.subject
+            .ladder
+            .observe(target, now, timing)
+            .expect("health targets are ladder levels");
+        self.settle(key, quotas, None, (now, now), policy)
+    }
+
+    /// Decides if the level in force changed, without moving the ladder. `(now, at)`:
+    /// the event-time watermark the burst hold is judged at, and the decision's stamp.
+    pub fn settle(
+        &mut self,
+        key: Key<'_>,
+        quotas: Quotas,
+        cause: Option<Reason>,
+        (now, at): (DateTime<Utc>, DateTime<Utc>),
+        policy: &EnforcementPolicy,
+    ) -> Option<Decision> {
+        let immediate = self.immediate(quotas, now, policy);
+        let rps = quotas.rate.throttle_rps(policy.throttle_factor);
+        self.subject.settle(key, &immediate, cause, rps, at)
+    }
+}

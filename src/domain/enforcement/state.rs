@@ -1,0 +1,411 @@
+//! [`EnforcementState`]: everything enforcement knows about one partner, and the calls
+//! that change it. The actor owns one inside the partner's state, calls it for every
+//! applied event and on time ticks, and executes the returned decisions.
+//!
+//! Clocks: ladders, windows, bursts and quota months run on the event-time watermark —
+//! the newest `ts` or tick watermark seen, which never goes backwards — so the same events
+//! give the same decisions. Pilot age runs on the wall clock passed to `on_tenant`/`tick`.
+//!
+//! Memory per partner is bounded: windows are fixed bucket rings, the volume baseline is
+//! five numbers, at most [`MAX_TRACKED_INTEGRATIONS`] integrations without a configured
+//! quota are tracked (usage of others counts at partner scope only and is counted in
+//! [`Capacity::untracked_integration_events`]), integrations idle for
+//! [`INTEGRATION_IDLE`] with nothing decided are forgotten, and tenants are bounded by
+//! `pilot::MAX_TRACKED_TENANTS`. Integrations with a quota set by a control fact are always
+//! tracked: their number is bounded by what operators configure, not by traffic.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::decision::{Decision, LevelView};
+use super::error::EnforcementError;
+use super::ladder::Timing;
+use super::level::{Level, Reason, Scope};
+use super::metered::{Metered, Quotas};
+use super::pilot::{TenantClock, TenantFact, Tenants, MAX_TRACKED_TENANTS};
+use super::policy::{chrono_dur, EnforcementPolicy, TierPolicy};
+use super::quota::{Month, QuotaSpec, QuotaView};
+use super::subject::Key;
+use crate::domain::event::UsageEvent;
+
+/// Most integrations without a configured quota tracked per partner.
+pub const MAX_TRACKED_INTEGRATIONS: usize = 256;
+/// An integration with no usage for this long, at `ok`, nothing held and nothing used this
+/// month, is forgotten (its windows are long empty; its baseline is re-learnt).
+pub const INTEGRATION_IDLE: Duration = Duration::days(7);
+
+/// A person's decision (admin API, kill switch or its TTL expiring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualOrder {
+    pub scope: Scope,
+    pub id: String,
+    pub level: Level,
+    /// `manual` or `kill_switch`.
+    pub reason: Reason,
+    /// Who (token name, or `ttl`): kept with a hold, and for the audit record.
+    pub actor: String,
+}
+
+/// How close the partner is to its tracking bounds (exported as metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub integrations: usize,
+    pub integration_cap: usize,
+    pub untracked_integration_events: u64,
+    pub tenants: usize,
+    pub tenant_cap: usize,
+    pub untracked_tenant_facts: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnforcementState {
+    partner_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clock: Option<DateTime<Utc>>,
+    /// The current quota month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    month: Option<Month>,
+    partner: Metered,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    integrations: BTreeMap<String, Metered>,
+    #[serde(default)]
+    tenants: Tenants,
+    #[serde(default)]
+    untracked_integration_events: u64,
+}
+
+impl EnforcementState {
+    pub fn new(partner_id: impl Into<String>) -> Self {
+        EnforcementState {
+            partner_id: partner_id.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn partner_id(&self) -> &str {
+        &self.partner_id
+    }
+
+    /// The event-time watermark enforcement runs on.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        self.clock
+    }
+
+    /// Applies one usage event (after dedup) and returns the decisions it causes.
+    pub fn on_usage(
+        &mut self,
+        e: &UsageEvent,
+        tier: &str,
+        policy: &EnforcementPolicy,
+    ) -> Vec<Decision> {
+        let tp = policy.tier(tier);
+        let now = self.advance(e.ts);
+        let rolled = self.roll_month(now);
+        let this_month = self.month == Some(Month::of(e.ts));
+        let partner_quota = self.partner_quota(tp);
+        self.partner
+            .record(e, this_month, partner_quota.burst_rps, now, tp, policy);
+        let tracked = self.integrations.contains_key(&e.integration_id)
+            || self.integrations.len() < MAX_TRACKED_INTEGRATIONS;
+        if tracked {
+            let unit = self
+                .integrations
+                .entry(e.integration_id.clone())
+                .or_default();
+            let burst_rps = unit.meter.spec.map_or(0, |s| s.burst_rps);
+            unit.record(e, this_month, burst_rps, now, tp, policy);
+        } else {
+            self.untracked_integration_events = self.untracked_integration_events.saturating_add(1);
+        }
+        if rolled {
+            return self.evaluate_all(now, tp, policy);
+        }
+        let mut out: Vec<Decision> = self.evaluate_partner(now, tp, policy).into_iter().collect();
+        if tracked {
+            out.extend(self.evaluate_integration(&e.integration_id, now, tp, policy));
+        }
+        out
+    }
+
+    /// Counts a chargeback (a health signal of the partner) at its `ts`.
+    pub fn on_chargeback(
+        &mut self,
+        ts: DateTime<Utc>,
+        tier: &str,
+        policy: &EnforcementPolicy,
+    ) -> Vec<Decision> {
+        let tp = policy.tier(tier);
+        let now = self.advance(ts);
+        let rolled = self.roll_month(now);
+        self.partner.health.record_chargeback(ts, now, tp);
+        if rolled {
+            return self.evaluate_all(now, tp, policy);
+        }
+        self.evaluate_partner(now, tp, policy).into_iter().collect()
+    }
+
+    /// Sets the partner's quota (`integration_id = None`) or an integration's. It governs
+    /// the events applied after it: nothing is re-judged now, and the month's use and the
+    /// current burst second carry over (no fresh burst).
+    pub fn on_quota(&mut self, integration_id: Option<&str>, spec: QuotaSpec) {
+        let unit = match integration_id {
+            None => &mut self.partner,
+            Some(id) => self.integrations.entry(id.to_owned()).or_default(),
+        };
+        unit.meter.spec = Some(spec);
+    }
+
+    /// Applies a tenant fact; `fact.partner_id` other than this partner means the tenant
+    /// migrated away. Pilot age is judged at `wall_now`.
+    pub fn on_tenant(
+        &mut self,
+        fact: TenantFact<'_>,
+        wall_now: DateTime<Utc>,
+        policy: &EnforcementPolicy,
+    ) -> Vec<Decision> {
+        let clock = self.tenant_clock(wall_now, policy);
+        self.tenants.on_fact(fact, &self.partner_id, clock)
+    }
+
+    /// Time passing: the partition's event-time `watermark` (ladders calm down and climb,
+    /// windows slide, bursts end, quota months roll over) and the wall clock (pilots expire).
+    pub fn tick(
+        &mut self,
+        watermark: DateTime<Utc>,
+        wall_now: DateTime<Utc>,
+        tier: &str,
+        policy: &EnforcementPolicy,
+    ) -> Vec<Decision> {
+        let tp = policy.tier(tier);
+        let now = self.advance(watermark);
+        self.roll_month(now);
+        let mut out = self.evaluate_all(now, tp, policy);
+        let clock = self.tenant_clock(wall_now, policy);
+        out.extend(self.tenants.tick(&self.partner_id, clock));
+        self.integrations.retain(|_, m| {
+            let idle = m.last_seen.is_none_or(|seen| now - seen > INTEGRATION_IDLE);
+            !(idle && m.meter.spec.is_none() && m.subject.is_idle() && m.meter.is_idle(now))
+        });
+        out
+    }
+
+    /// A person's level for a target of this partner: `terminated`/`killed` hold until a
+    /// person sets another level; `ok`..=`suspend` lift any hold and set the health ladder
+    /// there (it then follows its signals). Quota, burst and pilot decisions still apply
+    /// on top, so the result may stay higher than asked (`Ok(None)` when nothing changes).
+    pub fn manual(
+        &mut self,
+        order: &ManualOrder,
+        now: DateTime<Utc>,
+        tier: &str,
+        policy: &EnforcementPolicy,
+    ) -> Result<Option<Decision>, EnforcementError> {
+        if !order.reason.is_manual() {
+            return Err(EnforcementError::NotManualReason(order.reason));
+        }
+        let tp = policy.tier(tier);
+        // The ladder's clocks run on event time; before any event, on `now`.
+        let ladder_now = self.clock.unwrap_or(now);
+        let partner_quota = self.partner_quota(tp);
+        let (unit, quotas) = match order.scope {
+            Scope::Global => return Err(EnforcementError::UnsupportedScope(Scope::Global)),
+            Scope::Tenant => {
+                let clock = self.tenant_clock(now, policy);
+                let (id, owner) = (order.id.as_str(), self.partner_id.as_str());
+                return self.tenants.manual(
+                    id,
+                    owner,
+                    order.level,
+                    order.reason,
+                    &order.actor,
+                    clock,
+                );
+            }
+            Scope::Partner if order.id != self.partner_id => {
+                return Err(EnforcementError::UnknownTarget {
+                    scope: Scope::Partner,
+                    id: order.id.clone(),
+                })
+            }
+            Scope::Partner => (&mut self.partner, partner_quotas(partner_quota)),
+            Scope::Integration => {
+                let known = self.integrations.contains_key(&order.id);
+                if !known && self.integrations.len() >= MAX_TRACKED_INTEGRATIONS {
+                    return Err(EnforcementError::AtCapacity {
+                        scope: Scope::Integration,
+                        cap: MAX_TRACKED_INTEGRATIONS,
+                    });
+                }
+                let unit = self.integrations.entry(order.id.clone()).or_default();
+                let quotas = integration_quotas(unit, partner_quota);
+                (unit, quotas)
+            }
+        };
+        unit.subject
+            .ladder
+            .manual(order.level, order.reason, &order.actor, ladder_now)?;
+        let key = Key {
+            scope: order.scope,
+            id: &order.id,
+            partner_id: &self.partner_id,
+        };
+        Ok(unit.settle(key, quotas, Some(order.reason), (ladder_now, now), policy))
+    }
+
+    /// The partner's level in force.
+    pub fn partner_level(&self) -> LevelView {
+        self.partner.subject.view(Scope::Partner, &self.partner_id)
+    }
+
+    /// The partner's level, then every integration and tenant not at `ok`.
+    pub fn levels(&self) -> Vec<LevelView> {
+        let integrations = self
+            .integrations
+            .iter()
+            .filter(|(_, m)| m.subject.level() != Level::Ok)
+            .map(|(id, m)| m.subject.view(Scope::Integration, id));
+        std::iter::once(self.partner_level())
+            .chain(integrations)
+            .chain(self.tenants.views())
+            .collect()
+    }
+
+    /// The partner's monthly quota and its use.
+    pub fn quota(&self, tier: &str, policy: &EnforcementPolicy) -> QuotaView {
+        let spec = self.partner_quota(policy.tier(tier));
+        QuotaView::new(self.month, self.partner.meter.used(), &spec)
+    }
+
+    /// An integration's quota and use, when it has a quota of its own.
+    pub fn integration_quota(&self, integration_id: &str) -> Option<QuotaView> {
+        let unit = self.integrations.get(integration_id)?;
+        let spec = unit.meter.spec?;
+        Some(QuotaView::new(self.month, unit.meter.used(), &spec))
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            integrations: self.integrations.len(),
+            integration_cap: MAX_TRACKED_INTEGRATIONS,
+            untracked_integration_events: self.untracked_integration_events,
+            tenants: self.tenants.tracked(),
+            tenant_cap: MAX_TRACKED_TENANTS,
+            untracked_tenant_facts: self.tenants.untracked_facts(),
+        }
+    }
+
+    fn advance(&mut self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let now = self.clock.map_or(t, |c| c.max(t));
+        self.clock = Some(now);
+        now
+    }
+
+    /// Starts a new quota month when `now` is in a later one: use starts from zero
+    /// everywhere. Returns whether it did (then every subject must be re-judged).
+    fn roll_month(&mut self, now: DateTime<Utc>) -> bool {
+        let month = Month::of(now);
+        match self.month {
+            Some(current) if current >= month => false,
+            None => {
+                self.month = Some(month);
+                false
+            }
+            Some(_) => {
+                self.month = Some(month);
+                self.partner.meter.reset_month();
+                for unit in self.integrations.values_mut() {
+                    unit.meter.reset_month();
+                }
+                true
+            }
+        }
+    }
+
+    fn partner_quota(&self, tier: &TierPolicy) -> QuotaSpec {
+        self.partner
+            .meter
+            .spec
+            .unwrap_or_else(|| QuotaSpec::of_tier(tier))
+    }
+
+    fn tenant_clock(&self, wall_now: DateTime<Utc>, policy: &EnforcementPolicy) -> TenantClock {
+        TenantClock {
+            watermark: self.clock.unwrap_or(wall_now),
+            wall_now,
+            timing: Timing {
+                dwell: chrono_dur(policy.dwell),
+                calm: chrono_dur(policy.calm),
+            },
+            pilot_max_age: policy.pilot_max_age,
+        }
+    }
+
+    fn evaluate_partner(
+        &mut self,
+        now: DateTime<Utc>,
+        tp: &TierPolicy,
+        policy: &EnforcementPolicy,
+    ) -> Option<Decision> {
+        let quotas = partner_quotas(self.partner_quota(tp));
+        let key = Key {
+            scope: Scope::Partner,
+            id: &self.partner_id,
+            partner_id: &self.partner_id,
+        };
+        self.partner.evaluate(key, quotas, now, tp, policy)
+    }
+
+    fn evaluate_integration(
+        &mut self,
+        id: &str,
+        now: DateTime<Utc>,
+        tp: &TierPolicy,
+        policy: &EnforcementPolicy,
+    ) -> Option<Decision> {
+        let partner_quota = self.partner_quota(tp);
+        let unit = self.integrations.get_mut(id)?;
+        let quotas = integration_quotas(unit, partner_quota);
+        let key = Key {
+            scope: Scope::Integration,
+            id,
+            partner_id: &self.partner_id,
+        };
+        unit.evaluate(key, quotas, now, tp, policy)
+    }
+
+    fn evaluate_all(
+        &mut self,
+        now: DateTime<Utc>,
+        tp: &TierPolicy,
+        policy: &EnforcementPolicy,
+    ) -> Vec<Decision> {
+        let mut out: Vec<Decision> = self.evaluate_partner(now, tp, policy).into_iter().collect();
+        let partner_quota = self.partner_quota(tp);
+        for (id, unit) in self.integrations.iter_mut() {
+            let quotas = integration_quotas(unit, partner_quota);
+            let key = Key {
+                scope: Scope::Integration,
+                id,
+                partner_id: &self.partner_id,
+            };
+            out.extend(unit.evaluate(key, quotas, now, tp, policy));
+        }
+        out
+    }
+}
+
+fn partner_quotas(spec: QuotaSpec) -> Quotas {
+    Quotas {
+        own: Some(spec),
+        rate: spec,
+    }
+}
+
+fn integration_quotas(unit: &Metered, partner: QuotaSpec) -> Quotas {
+    Quotas {
+        own: unit.meter.spec,
+        rate: unit.meter.spec.unwrap_or(partner),
+    }
+}

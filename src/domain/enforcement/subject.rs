@@ -1,0 +1,196 @@
+//! One decided target (partner, integration or tenant): its ladder, and the level last
+//! decided for it.
+//!
+//! The level in force is the highest of the ladder's level (a person's hold, or the health
+//! level) and the immediate targets (quota, burst, pilot), which move without dwell.
+//! [`Subject::settle`] compares it with the level last decided and returns a
+//! [`Decision`] exactly when it changed: every change of level is one decision, and a
+//! target that does not change level produces none.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::decision::{Decision, LevelView};
+use super::health::Target;
+use super::ladder::Ladder;
+use super::level::{Level, Reason, Scope};
+
+/// The level last decided (what the gateway sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Published {
+    level: Level,
+    reason: Reason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<DateTime<Utc>>,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            level: Level::Ok,
+            reason: Reason::Calm,
+            since: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub ladder: Ladder,
+    published: Published,
+}
+
+/// What a decision needs to know about its target.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub scope: Scope,
+    pub id: &'a str,
+    pub partner_id: &'a str,
+}
+
+impl Subject {
+    pub fn level(&self) -> Level {
+        self.published.level
+    }
+
+    pub fn view(&self, scope: Scope, id: &str) -> LevelView {
+        LevelView {
+            scope,
+            id: id.to_owned(),
+            level: self.published.level,
+            reason: self.published.reason,
+            since: self.published.since,
+        }
+    }
+
+    /// At `ok`, nothing held, no ladder clock running.
+    pub fn is_idle(&self) -> bool {
+        self.published.level == Level::Ok && self.ladder.is_idle()
+    }
+
+    /// The level in force given the `immediate` targets, as a target. On a tie the
+    /// immediate ones come first (they name the cause the gateway can act on), and a
+    /// signal's reason beats `calm`.
+    pub fn in_force(&self, immediate: &[Target]) -> Target {
+        let ladder = Target::new(self.ladder.level(), self.ladder.reason());
+        immediate
+            .iter()
+            .copied()
+            .chain([ladder])
+            .fold(Target::CALM, |best, t| {
+                let calm_tie = t.level == best.level && best.reason == Reason::Calm;
+                if t.level > best.level || calm_tie {
+                    t
+                } else {
+                    best
+                }
+            })
+    }
+
+    /// Decides, if the level in force differs from the one last decided. `cause` names a
+    /// person's reason for a manual change; otherwise the reason is the target's, or
+    /// `calm` when nothing holds the target above `ok`. `throttle_rps` is used when the new
+    /// level is `throttle`.
+    pub fn settle(
+        &mut self,
+        key: Key<'_>,
+        immediate: &[Target],
+        cause: Option<Reason>,
+        throttle_rps: Option<u64>,
+        at: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let now = self.in_force(immediate);
+        let previous = self.published.level;
+        if now.level == previous {
+            return None;
+        }
+        let reason = match cause {
+            Some(reason) => reason,
+            None if now.level == Level::Ok => Reason::Calm,
+            None => now.reason,
+        };
+        self.published = Published {
+            level: now.level,
+            reason,
+            since: Some(at),
+        };
+        Some(Decision {
+            scope: key.scope,
+            id: key.id.to_owned(),
+            partner_id: key.partner_id.to_owned(),
+            level: now.level,
+            previous,
+            reason,
+            rate_limit_rps: throttle_rps.filter(|_| now.level == Level::Throttle),
+            at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_780_000_000 + secs, 0).unwrap()
+    }
+
+    const KEY: Key<'static> = Key {
+        scope: Scope::Integration,
+        id: "i-1",
+        partner_id: "p-1",
+    };
+
+    #[test]
+    fn decides_only_on_a_change_of_level_with_the_cause_and_the_rate() {
+        let mut s = Subject::default();
+        assert_eq!(s.settle(KEY, &[Target::CALM], None, Some(50), t(0)), None);
+        let over = Target::new(Level::Throttle, Reason::QuotaExceeded);
+        let d = s.settle(KEY, &[over], None, Some(50), t(1)).unwrap();
+        assert_eq!(
+            d,
+            Decision {
+                scope: Scope::Integration,
+                id: "i-1".into(),
+                partner_id: "p-1".into(),
+                level: Level::Throttle,
+                previous: Level::Ok,
+                reason: Reason::QuotaExceeded,
+                rate_limit_rps: Some(50),
+                at: t(1),
+            }
+        );
+        let burst = Target::new(Level::Throttle, Reason::BurstExceeded);
+        assert_eq!(s.settle(KEY, &[burst], None, Some(50), t(2)), None);
+        let d = s
+            .settle(KEY, &[Target::CALM], None, Some(50), t(3))
+            .unwrap();
+        assert_eq!(
+            (d.previous, d.level, d.reason, d.rate_limit_rps),
+            (Level::Throttle, Level::Ok, Reason::Calm, None)
+        );
+        assert_eq!(s.view(Scope::Integration, "i-1").since, Some(t(3)));
+    }
+
+    #[test]
+    fn a_hold_outranks_every_immediate_target() {
+        let mut s = Subject::default();
+        s.ladder
+            .manual(Level::Killed, Reason::KillSwitch, "sec", t(0))
+            .unwrap();
+        let suspend = Target::new(Level::Suspend, Reason::QuotaHardCeiling);
+        let d = s
+            .settle(KEY, &[suspend], Some(Reason::KillSwitch), None, t(0))
+            .unwrap();
+        assert_eq!((d.level, d.reason), (Level::Killed, Reason::KillSwitch));
+        assert_eq!(s.in_force(&[suspend]).level, Level::Killed);
+    }
+
+    #[test]
+    fn on_a_tie_a_signal_reason_beats_calm() {
+        let s = Subject::default();
+        let warn = Target::new(Level::Warn, Reason::QuotaWarn);
+        assert_eq!(s.in_force(&[Target::CALM, warn]), warn);
+        assert_eq!(s.in_force(&[]), Target::CALM);
+    }
+}
