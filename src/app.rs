@@ -24,6 +24,7 @@ use crate::kafka::decode::DecodeLimits;
 use crate::kafka::pipeline::{Pipeline, PipelineOutputs, PipelineSettings};
 use crate::kafka::topics::{ensure_topics, TopicMap};
 use crate::metrics::METRICS;
+use crate::publish::audit::AuditSink;
 use crate::publish::DecisionPublisher;
 use crate::simulator::Simulator;
 use crate::store::audit::{AuditLog, MemoryAuditLog};
@@ -221,18 +222,17 @@ async fn run_with_io(
     };
     let registry = Arc::new(Registry::new(arbiters.clone(), shared));
 
+    let audit_sink = AuditSink::new(audit.clone(), producer.clone(), topics.audit.clone());
     let publisher = DecisionPublisher::new(
         decisions.clone(),
         producer.clone(),
         topics.enforcement.clone(),
+        audit_sink,
     );
     let outputs = ApiOutputs {
         partitions,
         io: io.clone(),
         publisher: publisher.clone(),
-        audit: audit.clone(),
-        audit_producer: producer.clone(),
-        audit_topic: topics.audit.clone(),
     };
     let api_state = ApiState::new(
         &config,

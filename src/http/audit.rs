@@ -1,10 +1,7 @@
 //! The audit log over HTTP: GET /v1/audit (security), and `record`, the one way handlers
 //! append (to the store's chain, then to `warden.audit.v1`).
 
-use std::time::Duration;
-
 use actix_web::{web, HttpRequest, HttpResponse};
-use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -12,37 +9,17 @@ use super::guard::{authorize, Need};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::{AuditEntry, AuditRecord};
-use crate::store::audit::AppendOutcome;
 
 /// Appends `entry` to the chain and publishes the sealed record. `Err` means the record
 /// is not durable: callers that must fail closed (kill switches) stop there.
 pub async fn record(state: &ApiState, entry: AuditEntry) -> Result<Option<AuditRecord>, ApiError> {
-    let log = state.audit.clone();
-    let appended = state
+    let sink = state.publisher.audit().clone();
+    state
         .io
-        .spawn(async move { log.append(entry).await })
+        .spawn(async move { sink.record(entry).await })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::StoreUnavailable(format!("audit log: {e}")))?;
-    match appended {
-        AppendOutcome::Appended(rec) => {
-            // The chain in the store is the record of truth; the topic is a copy, so a
-            // failed send is logged, not fatal.
-            let value = serde_json::to_string(&rec).unwrap_or_default();
-            let key = rec.seq.to_string();
-            let send = state.audit_producer.send(
-                FutureRecord::to(&state.audit_topic)
-                    .key(&key)
-                    .payload(&value),
-                Duration::from_secs(5),
-            );
-            if let Err((e, _)) = send.await {
-                tracing::warn!(seq = rec.seq, error = %e, "audit record not published to the audit topic");
-            }
-            Ok(Some(rec))
-        }
-        AppendOutcome::AlreadyRecorded(_) => Ok(None),
-    }
+        .map_err(|e| ApiError::StoreUnavailable(format!("audit log: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,7 +35,7 @@ pub async fn list(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Need::AnyOf(&[Role::Security]), "audit.read").await?;
-    let log = state.audit.clone();
+    let log = state.publisher.audit().log.clone();
     let (after, limit) = (q.after_seq, q.limit.unwrap_or(1_000).min(10_000));
     let records = state
         .io

@@ -36,9 +36,6 @@ pub struct ApiState {
     pub io: tokio::runtime::Handle,
     pub store_timeout: std::time::Duration,
     pub publisher: crate::publish::DecisionPublisher,
-    pub audit: Arc<dyn crate::store::audit::AuditLog>,
-    pub audit_producer: rdkafka::producer::FutureProducer,
-    pub audit_topic: String,
     pub rate_limit: Arc<guard::ApiRateLimit>,
     pub policy: Arc<crate::domain::enforcement::EnforcementPolicy>,
     generated_token: Option<String>,
@@ -50,9 +47,6 @@ pub struct ApiOutputs {
     pub partitions: i32,
     pub io: tokio::runtime::Handle,
     pub publisher: crate::publish::DecisionPublisher,
-    pub audit: Arc<dyn crate::store::audit::AuditLog>,
-    pub audit_producer: rdkafka::producer::FutureProducer,
-    pub audit_topic: String,
 }
 
 impl ApiState {
@@ -79,9 +73,6 @@ impl ApiState {
             io: outputs.io,
             store_timeout: config.store.timeout,
             publisher: outputs.publisher,
-            audit: outputs.audit,
-            audit_producer: outputs.audit_producer,
-            audit_topic: outputs.audit_topic,
             rate_limit: Arc::new(guard::ApiRateLimit::new(
                 config.admin.rate_limit_per_second,
                 config.admin.rate_limit_burst,

@@ -6,7 +6,15 @@
 //! store maps its outbox id to the seq it got), so a crash between publishing and the
 //! next snapshot re-sends the same `decision_id` with the same content.
 
+pub mod audit;
+
 use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use self::audit::AuditSink;
+use crate::domain::audit::AuditEntry;
 
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -20,6 +28,7 @@ pub struct DecisionPublisher {
     store: std::sync::Arc<dyn DecisionStore>,
     producer: FutureProducer,
     topic: String,
+    audit: AuditSink,
 }
 
 impl DecisionPublisher {
@@ -27,11 +36,44 @@ impl DecisionPublisher {
         store: std::sync::Arc<dyn DecisionStore>,
         producer: FutureProducer,
         topic: String,
+        audit: AuditSink,
     ) -> Self {
         DecisionPublisher {
             store,
             producer,
             topic,
+            audit,
+        }
+    }
+
+    pub fn audit(&self) -> &AuditSink {
+        &self.audit
+    }
+
+    /// The ladder's own decisions are audited here, once per decision id (people's
+    /// decisions are audited by the API before they take effect).
+    async fn audit_decision(&self, w: &DecisionWrite, seq: u64) -> bool {
+        if w.by_person {
+            return true;
+        }
+        let decision_id = format!("{}:{}:{seq}", w.scope, w.id);
+        let entry = AuditEntry {
+            ref_id: decision_id.clone(),
+            at: Utc::now(),
+            actor: "warden".into(),
+            action: "enforcement.decision".into(),
+            target: format!("{}:{}", w.scope, w.id),
+            detail: json!({
+                "decision_id": decision_id, "partner_id": w.partner_id, "from": w.previous,
+                "to": w.level, "reason": w.reason, "rate_limit_rps": w.rate_limit_rps, "since": w.since,
+            }),
+        };
+        match self.audit.record(entry).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, %decision_id, "decision not audited yet; will retry");
+                false
+            }
         }
     }
 
@@ -53,10 +95,11 @@ impl DecisionPublisher {
                             .with_label_values(&[&w.previous, &w.level, &w.reason])
                             .inc();
                     }
-                    records.push((
-                        format!("{}:{}:{}", w.scope, w.id, p.seq),
-                        decision_json(w, p.seq),
-                    ));
+                    if p.applied && !self.audit_decision(w, p.seq).await {
+                        return self.produce(&records).await.min(i);
+                    }
+                    // Keyed by target: one partition per target keeps its decisions in order.
+                    records.push((format!("{}:{}", w.scope, w.id), decision_json(w, p.seq)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, partner_id = %w.partner_id, "decision not written to the data plane; will retry");
@@ -78,7 +121,7 @@ impl DecisionPublisher {
                         .inc();
                 }
                 let record = (
-                    format!("{}:{}:{}", write.scope, write.id, p.seq),
+                    format!("{}:{}", write.scope, write.id),
                     decision_json(write, p.seq),
                 );
                 (

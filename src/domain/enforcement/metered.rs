@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::Decision;
+use super::duration::chrono_dur;
 use super::health::{Health, Target};
 use super::ladder::Timing;
 use super::level::Reason;
-use super::policy::{chrono_dur, EnforcementPolicy, TierPolicy};
+use super::policy::{EnforcementPolicy, TierPolicy};
 use super::quota::{monthly_target, Meter, QuotaSpec};
 use super::subject::{Key, Subject};
 use super::window::Traffic;

@@ -12,10 +12,13 @@
 //! - `window`, `anomaly`, `health`: the health signals over event-time windows;
 //! - `quota`: monthly quotas and bursts; `pilot`: tenants;
 //! - `subject`, `metered`: one decided target and its level in force;
-//! - `state`: the partner's whole enforcement state; `policy`: its configuration.
+//! - `state`: the partner's whole enforcement state; `policy`: its configuration;
+//! - `decision`, `error`, `duration`: outputs, errors, saturating time arithmetic;
+//! - `scenarios` (tests only): the acceptance scenarios and the ladder property.
 
 mod anomaly;
 mod decision;
+mod duration;
 mod error;
 mod health;
 mod ladder;

@@ -17,11 +17,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::{Decision, LevelView};
+use super::duration::chrono_dur;
 use super::error::EnforcementError;
 use super::health::Target;
 use super::ladder::Timing;
 use super::level::{Level, Reason, Scope};
-use super::policy::chrono_dur;
 use super::subject::{Key, Subject};
 use crate::domain::event::TenantPlan;
 

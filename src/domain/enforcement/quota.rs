@@ -16,6 +16,7 @@
 use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::duration::later;
 use super::health::Target;
 use super::level::{Level, Reason};
 use super::policy::{EnforcementPolicy, TierPolicy};
@@ -138,9 +139,7 @@ impl Meter {
         }
         self.burst.count = self.burst.count.saturating_add(requests);
         if burst_rps > 0 && self.burst.count > burst_rps {
-            let end = ts
-                .checked_add_signed(Duration::seconds(1) + hold)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let end = later(later(ts, Duration::seconds(1)), hold);
             self.burst.until = self.burst.until.max(Some(end));
         }
     }

@@ -20,12 +20,13 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::{Decision, LevelView};
+use super::duration::chrono_dur;
 use super::error::EnforcementError;
 use super::ladder::Timing;
 use super::level::{Level, Reason, Scope};
 use super::metered::{Metered, Quotas};
 use super::pilot::{TenantClock, TenantFact, Tenants, MAX_TRACKED_TENANTS};
-use super::policy::{chrono_dur, EnforcementPolicy, TierPolicy};
+use super::policy::{EnforcementPolicy, TierPolicy};
 use super::quota::{Month, QuotaSpec, QuotaView};
 use super::subject::Key;
 use crate::domain::event::UsageEvent;

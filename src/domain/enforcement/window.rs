@@ -91,12 +91,30 @@ impl<C: Copy + Default + AddAssign> Window<C> {
     }
 }
 
-/// Counts of usage in one bucket.
+/// Counts of usage in one bucket; stored as `[requests, errors, auth_failures]` to keep
+/// snapshots small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "[u64; 3]", into = "[u64; 3]")]
 pub struct Traffic {
     pub requests: u64,
     pub errors: u64,
     pub auth_failures: u64,
+}
+
+impl From<[u64; 3]> for Traffic {
+    fn from([requests, errors, auth_failures]: [u64; 3]) -> Self {
+        Traffic {
+            requests,
+            errors,
+            auth_failures,
+        }
+    }
+}
+
+impl From<Traffic> for [u64; 3] {
+    fn from(t: Traffic) -> Self {
+        [t.requests, t.errors, t.auth_failures]
+    }
 }
 
 impl AddAssign for Traffic {
@@ -165,6 +183,20 @@ mod tests {
         }
         assert!(w.buckets.len() <= BUCKETS as usize + 1);
         assert!(w.sum(t(9_999)).requests >= 100 && w.sum(t(9_999)).requests <= 110);
+    }
+
+    #[test]
+    fn traffic_is_stored_as_a_compact_triple() {
+        let mut w = Window::<Traffic>::default();
+        let c = Traffic {
+            requests: 5,
+            errors: 2,
+            auth_failures: 1,
+        };
+        w.add(t(0), c, t(0), W);
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(json, r#"{"width":10,"buckets":[[178000000,[5,2,1]]]}"#);
+        assert_eq!(serde_json::from_str::<Window<Traffic>>(&json).unwrap(), w);
     }
 
     #[test]

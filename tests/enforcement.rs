@@ -1,0 +1,239 @@
+//! Enforcement end to end through the real broker and Redis (issue: enforcement,
+//! acceptance 1 and 7): the ladder climbs and calms with its dwell, each step appears once
+//! in Redis (its channel), once on the enforcement topic and once in the audit log; an
+//! expired pilot tenant is suspended at tenant scope and upgrading it lifts that.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::stream::Stream;
+use common::{Daemon, TestProducer};
+use serde_json::{json, Value};
+
+const SECURITY: &str = "test-security-token-0123456789abcdef";
+
+/// Event-time policy small enough for a test: dwell 10 s, calm 15 s, a 10 s error window,
+/// and no quota, burst or anomaly decisions in the way.
+const POLICY: &str = r#"
+[enforcement]
+dwell = "10s"
+calm = "15s"
+[enforcement.tiers.default]
+monthly_requests = 1000000000000
+burst_rps = 100000000
+overage = "notify"
+error_rate_warn = 0.05
+error_rate_throttle = 0.15
+error_rate_suspend = 0.30
+error_min_requests = 100
+error_window = "10s"
+anomaly_z_warn = 100000.0
+anomaly_z_throttle = 200000.0
+anomaly_min_windows = 100000
+"#;
+
+fn config(stream: &Stream, redis: &str) -> String {
+    let mut c = stream.config(redis);
+    c.push_str(&format!(
+        "[[admin.tokens]]\nname = \"security\"\nsha256 = \"{}\"\nroles = [\"security\"]\n",
+        warden::http::auth::token_hash(SECURITY)
+    ));
+    c.push_str(POLICY);
+    c
+}
+
+fn usage(partner: &str, i: u64, ts: DateTime<Utc>, errors_share: f64) -> Vec<u8> {
+    let requests = 50u64;
+    serde_json::to_vec(&json!({
+        "event_id": format!("{partner}-{i}"), "ts": ts, "partner_id": partner,
+        "integration_id": format!("{partner}-int"), "requests": requests,
+        "errors": (requests as f64 * errors_share) as u64,
+    }))
+    .unwrap()
+}
+
+fn redis_hash(url: &str, key: &str) -> BTreeMap<String, String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap()
+}
+
+#[test]
+fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywhere() {
+    let stream = Stream::new("enf-ladder");
+    let redis = common::redis_url();
+    // Count channel messages from the start.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut sub_conn = client.get_connection().unwrap();
+    let channel = format!("{}:enf", stream.prefix);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let chan = channel.clone();
+    std::thread::spawn(move || {
+        let mut pubsub = sub_conn.as_pubsub();
+        pubsub.subscribe(&chan).unwrap();
+        pubsub
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        while let Ok(msg) = pubsub.get_message() {
+            if tx.send(msg.get_payload::<String>().unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Event time: 30 s clean, 60 s at 40 % errors, 110 s clean; 10 events per second.
+    let base = Utc::now() - chrono::Duration::minutes(30);
+    let mut producer = TestProducer::new(&stream.brokers);
+    for i in 0..2000u64 {
+        let t = base + chrono::Duration::milliseconds(i as i64 * 100);
+        let share = if (300..900).contains(&i) { 0.4 } else { 0.0 };
+        producer.send(&stream.usage, Some("p-err"), &usage("p-err", i, t, share));
+    }
+    producer.flush();
+    let mut daemon = Daemon::start(&config(&stream, &redis));
+    daemon.wait_ready(Duration::from_secs(60));
+
+    let want = ["warn", "throttle", "suspend", "throttle", "warn", "ok"];
+    let mut decisions: Vec<Value> = Vec::new();
+    let complete = common::wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+        // Everything on the topic so far (a target's decisions share one partition).
+        decisions = common::consume_all(
+            &stream.brokers,
+            &stream.enforcement,
+            10_000,
+            Duration::from_secs(2),
+        )
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.3).unwrap())
+        .filter(|d| d["scope"] == "partner" && d["id"] == "p-err")
+        .collect();
+        decisions.len() >= want.len()
+    });
+    assert!(
+        complete,
+        "decisions so far: {decisions:#?}\n{}",
+        daemon.output()
+    );
+    let levels: Vec<&str> = decisions
+        .iter()
+        .map(|d| d["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, want, "{decisions:#?}");
+    for d in &decisions[..3] {
+        assert_eq!(d["reason"], "error_rate");
+    }
+    // One step per dwell (event time) on the way up.
+    let at = |d: &Value| DateTime::parse_from_rfc3339(d["decided_at"].as_str().unwrap()).unwrap();
+    for pair in decisions[..3].windows(2) {
+        let gap = at(&pair[1]) - at(&pair[0]);
+        assert!(
+            gap >= chrono::Duration::seconds(10),
+            "steps {} apart: {pair:#?}",
+            gap
+        );
+    }
+    // Back at ok: no key.
+    assert!(redis_hash(&redis, &format!("{}:enf:partner:p-err", stream.prefix)).is_empty());
+
+    // Once on the topic: distinct ids, no repeats.
+    let ids: Vec<String> = decisions
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a decision id repeated on the topic"
+    );
+    // Once on the channel.
+    let mut channel_ids: Vec<String> = Vec::new();
+    while let Ok(m) = rx.recv_timeout(Duration::from_secs(2)) {
+        let v: Value = serde_json::from_str(&m).unwrap();
+        if v["id"] == "p-err" {
+            channel_ids.push(v["decision_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        channel_ids, ids,
+        "each step exactly once on the channel, in order"
+    );
+    // Once in the audit log.
+    let audit = daemon.get_json_with_token("/v1/audit?after_seq=0&limit=10000", Some(SECURITY));
+    for id in &ids {
+        let n = audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["ref"] == id.as_str())
+            .count();
+        assert_eq!(n, 1, "{id} in the audit log");
+    }
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
+    let stream = Stream::new("enf-pilot");
+    let redis = common::redis_url();
+    let mut producer = TestProducer::new(&stream.brokers);
+    let started = Utc::now() - chrono::Duration::days(31);
+    let pilot = json!({"type": "tenant", "tenant_id": "t-pilot", "partner_id": "p-pilot", "plan": "pilot", "started_at": started});
+    producer.send(
+        &stream.control,
+        Some("p-pilot"),
+        pilot.to_string().as_bytes(),
+    );
+    let young = json!({"type": "tenant", "tenant_id": "t-young", "partner_id": "p-pilot", "plan": "pilot", "started_at": Utc::now() - chrono::Duration::days(3)});
+    producer.send(
+        &stream.control,
+        Some("p-pilot"),
+        young.to_string().as_bytes(),
+    );
+    producer.send(
+        &stream.usage,
+        Some("p-pilot"),
+        &usage("p-pilot", 0, Utc::now(), 0.0),
+    );
+    producer.flush();
+    let mut daemon = Daemon::start(&config(&stream, &redis));
+    daemon.wait_ready(Duration::from_secs(60));
+    let key = format!("{}:enf:tenant:t-pilot", stream.prefix);
+    let suspended = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        redis_hash(&redis, &key).get("level").map(String::as_str) == Some("suspend")
+    });
+    assert!(
+        suspended,
+        "expired pilot not suspended\n{}",
+        daemon.output()
+    );
+    assert_eq!(redis_hash(&redis, &key)["reason"], "pilot_expired");
+    assert!(redis_hash(&redis, &format!("{}:enf:tenant:t-young", stream.prefix)).is_empty());
+    assert!(
+        redis_hash(&redis, &format!("{}:enf:partner:p-pilot", stream.prefix)).is_empty(),
+        "tenant scope only"
+    );
+
+    // Upgrading to paid lifts it.
+    let paid = json!({"type": "tenant", "tenant_id": "t-pilot", "partner_id": "p-pilot", "plan": "paid", "started_at": Utc::now()});
+    producer.send(
+        &stream.control,
+        Some("p-pilot"),
+        paid.to_string().as_bytes(),
+    );
+    producer.flush();
+    let lifted = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        redis_hash(&redis, &key).is_empty()
+    });
+    assert!(
+        lifted,
+        "upgrade did not lift the pilot suspension\n{}",
+        daemon.output()
+    );
+    assert!(daemon.terminate().success());
+}
