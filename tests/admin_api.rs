@@ -423,3 +423,72 @@ fn decisions_on_topic_now(stream: &Stream) -> Vec<Value> {
     .map(|r| serde_json::from_slice(&r.3).unwrap())
     .collect()
 }
+
+/// The CLI for people (`warden kill`, `status`, `unkill`) goes through the admin API with
+/// the token from the environment.
+#[test]
+fn the_people_cli_kills_reports_and_lifts() {
+    let stream = Stream::new("admin-cli");
+    let redis = common::redis_url();
+    let mut producer = common::TestProducer::new(&stream.brokers);
+    let event = json!({"event_id": "e1", "ts": chrono::Utc::now(), "partner_id": "p-7", "integration_id": "i", "requests": 3, "errors": 0});
+    producer.send(&stream.usage, Some("p-7"), event.to_string().as_bytes());
+    producer.flush();
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    let cli = |args: &[&str], token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(args)
+            .env("WARDEN_URL", daemon.base_url())
+            .env("WARDEN_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = cli(
+        &[
+            "kill",
+            "--scope",
+            "partner",
+            "--target",
+            "p-7",
+            "--reason",
+            "runaway integration",
+        ],
+        SECURITY,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        redis_hash(&redis, &format!("{}:enf:partner:p-7", stream.prefix))["level"],
+        "killed"
+    );
+    // A viewer's token cannot kill: the CLI reports the refusal and exits non-zero.
+    let refused = cli(
+        &[
+            "kill", "--scope", "partner", "--target", "p-8", "--reason", "x",
+        ],
+        VIEWER_TOKEN,
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
+    let known = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        cli(&["status", "p-7"], VIEWER_TOKEN).status.success()
+    });
+    assert!(known, "warden status p-7 never answered");
+    let status = cli(&["status", "p-7"], VIEWER_TOKEN);
+    let view: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(view["usage"]["requests"], 3);
+    let out = cli(&["unkill", &id], SECURITY);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(redis_hash(&redis, &format!("{}:enf:partner:p-7", stream.prefix)).is_empty());
+    assert!(daemon.terminate().success());
+}
