@@ -49,11 +49,16 @@ pub struct Metrics {
 }
 
 /// Admin API routes (the `route` label's closed set) and the statuses it answers with.
-pub const ROUTES: [&str; 5] = [
+pub const ROUTES: [&str; 10] = [
     "/healthz",
     "/readyz",
     "/metrics",
+    "/v1/partners",
     "/v1/partners/{id}",
+    "/v1/partners/{id}/enforcement",
+    "/v1/kill-switches",
+    "/v1/kill-switches/{id}",
+    "/v1/audit",
     "other",
 ];
 pub const STATUSES: [&str; 9] = [

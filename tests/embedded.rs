@@ -56,6 +56,25 @@ fn embedded_default_serves_partners_metrics_and_stops_cleanly() {
     assert!(view["last_seen"].is_string(), "{view}");
     assert_eq!(view["tier"], "platinum");
 
+    // The list is bounded and worst level first.
+    let list = daemon.get_json_with_token("/v1/partners?limit=5", Some(&token));
+    let items = list["partners"].as_array().unwrap();
+    assert!(!items.is_empty() && items.len() <= 5, "{list}");
+    let rank = |l: &str| {
+        ["ok", "warn", "throttle", "suspend", "terminated", "killed"]
+            .iter()
+            .position(|x| *x == l)
+            .unwrap()
+    };
+    let levels: Vec<usize> = items
+        .iter()
+        .map(|p| rank(p["enforcement"]["level"].as_str().unwrap()))
+        .collect();
+    assert!(
+        levels.windows(2).all(|w| w[0] >= w[1]),
+        "not worst first: {levels:?}"
+    );
+
     // No token, no partner data.
     let (status, _) = daemon.request("GET", "/v1/partners/p-00000", None, None);
     assert_eq!(status, 401);

@@ -92,6 +92,7 @@ pub fn configure(state: ApiState, body_limit: usize) -> impl FnOnce(&mut web::Se
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(health::metrics))
+            .route("/v1/partners", web::get().to(partners::list_partners))
             .route("/v1/partners/{id}", web::get().to(partners::get_partner))
             .route(
                 "/v1/partners/{id}/enforcement",

@@ -10,26 +10,12 @@ use crate::actors::messages::GetSummary;
 use crate::domain::partner::{PartnerState, PartnerSummary};
 use crate::kafka::topics::partition_for_key;
 
-pub(super) fn principal(
-    req: &HttpRequest,
-    state: &ApiState,
-) -> Result<super::auth::Principal, ApiError> {
-    let header = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    state.auth.authenticate(header, chrono::Utc::now())
-}
-
 pub async fn get_partner(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    if !who.may_read() {
-        return Err(ApiError::Forbidden("reading partners"));
-    }
+    super::guard::authorize(&req, &state, super::guard::Need::Read, "partners.read").await?;
     let id = path.into_inner();
     let (summary, source) = match state.registry.get(&id) {
         Some(addr) => match addr.send(GetSummary).await {
@@ -97,4 +83,52 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
         "status": null,
         "source": source,
     })
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    level: Option<String>,
+    limit: Option<usize>,
+}
+
+/// GET /v1/partners?level=L&limit=N: the partners live on this instance, worst level
+/// first (then busiest). Partners passivated or owned elsewhere are not listed.
+pub async fn list_partners(
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    super::guard::authorize(&req, &state, super::guard::Need::Read, "partners.list").await?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let replies = futures::future::join_all(
+        state
+            .registry
+            .addresses()
+            .iter()
+            .map(|a| a.send(GetSummary)),
+    )
+    .await;
+    let mut summaries: Vec<PartnerSummary> = replies
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            q.level.as_deref().is_none_or(|l| {
+                s.enforcement
+                    .as_ref()
+                    .map(|v| v.level.as_str())
+                    .unwrap_or("ok")
+                    == l
+            })
+        })
+        .collect();
+    summaries.sort_by(|a, b| {
+        let la = a.enforcement.as_ref().map(|v| v.level);
+        let lb = b.enforcement.as_ref().map(|v| v.level);
+        lb.cmp(&la)
+            .then(b.usage.requests.cmp(&a.usage.requests))
+            .then(a.partner_id.cmp(&b.partner_id))
+    });
+    summaries.truncate(limit);
+    let items: Vec<serde_json::Value> = summaries.iter().map(|s| view(&state, s, "live")).collect();
+    Ok(HttpResponse::Ok().json(json!({ "partners": items })))
 }

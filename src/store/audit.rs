@@ -9,7 +9,8 @@
 //! [`MAX_APPEND_ATTEMPTS`] times within the store's timeout. So `seq` and `prev_hash` are
 //! assigned atomically in the store, whichever instance appends. Within one process,
 //! appends take turns (see [`append_turn`]), so retries are only needed between
-//! instances.
+//! instances; there, a writer that keeps losing takes a short claim on the chain (see the
+//! script), so no instance starves while others append back to back.
 //!
 //! Fail closed: an append that returns an error may or may not have been written (a reply
 //! lost after the script ran); retrying it with the same `ref` is safe and answers
@@ -72,8 +73,14 @@ pub async fn verify_log(log: &dyn AuditLog) -> Result<Result<usize, ChainError>,
     Ok(audit::verify_through_head(&records, &head))
 }
 
-/// Cap of the random pause after a conflict, in milliseconds (it grows 1 ms per attempt).
-const MAX_BACKOFF_MS: usize = 10;
+/// Conflicts after which an append asks for the claim (see `AUDIT_APPEND`).
+const CLAIM_AFTER_CONFLICTS: usize = 2;
+/// How long a claim holds the chain for its claimant at most, in milliseconds: the
+/// longest others wait when a claimant dies.
+const CLAIM_MS: u64 = 200;
+/// The random pause after a conflict is at most `min(attempt, MAX_BACKOFF_STEPS)` steps.
+const BACKOFF_STEP_MICROS: u64 = 250;
+const MAX_BACKOFF_STEPS: usize = 8;
 
 /// This process's turn at appending to the chain of one key prefix, holding the head as
 /// the last append made here left it.
@@ -101,6 +108,7 @@ impl AuditLog for RedisStore {
             self.keys.audit_head(),
             self.keys.audit_log(),
             self.keys.audit_refs(),
+            self.keys.audit_claim(),
         ];
         let turn = append_turn(self.keys.prefix());
         self.run("audit append", move |mut conn| async move {
@@ -111,10 +119,12 @@ impl AuditLog for RedisStore {
                 Some(head) => head,
                 None => read_head(&mut conn, &keys[0]).await?,
             };
+            let claimant = format!("{:016x}", rand::random::<u64>());
             for attempt in 1..=MAX_APPEND_ATTEMPTS {
                 let record = head.seal_next(entry.clone());
                 // unwrap: an AuditRecord is strings, integers and a serde_json::Value.
                 let json = serde_json::to_string(&record).expect("an audit record serializes");
+                let want_claim = attempt > CLAIM_AFTER_CONFLICTS;
                 let reply: Vec<String> = APPEND_SCRIPT
                     .key(&keys[..])
                     .arg(head.seq)
@@ -123,6 +133,9 @@ impl AuditLog for RedisStore {
                     .arg(&record.hash)
                     .arg(&record.ref_id)
                     .arg(json)
+                    .arg(&claimant)
+                    .arg(if want_claim { "1" } else { "0" })
+                    .arg(CLAIM_MS)
                     .invoke_async(&mut conn)
                     .await
                     .map_err(|e| classify("audit append", e))?;
@@ -137,13 +150,18 @@ impl AuditLog for RedisStore {
                         *known_head = Some(head);
                         return Ok(AppendOutcome::AlreadyRecorded(seq));
                     }
-                    AppendReply::Conflict(current) => {
-                        // Another process appended first: back off a little, at random,
-                        // so competing instances do not keep colliding.
+                    AppendReply::Conflict {
+                        head: current,
+                        claimed,
+                    } => {
                         head = current;
-                        let cap_ms = attempt.min(MAX_BACKOFF_MS) as u64;
-                        let pause = rand::random::<u64>() % (cap_ms * 1_000 + 1);
-                        tokio::time::sleep(Duration::from_micros(pause)).await;
+                        if !claimed {
+                            // Another process appended first, or holds the claim: wait a
+                            // little, at random, so instances do not keep colliding.
+                            let cap = attempt.min(MAX_BACKOFF_STEPS) as u64 * BACKOFF_STEP_MICROS;
+                            let pause = rand::random::<u64>() % (cap + 1);
+                            tokio::time::sleep(Duration::from_micros(pause)).await;
+                        }
                     }
                 }
             }
@@ -245,8 +263,14 @@ fn parse_record(key: &str, json: &str) -> Result<AuditRecord, StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum AppendReply {
     Appended,
-    Duplicate { seq: u64 },
-    Conflict(ChainHead),
+    Duplicate {
+        seq: u64,
+    },
+    /// The chain ends at `head`; `claimed` when the writer now holds the claim.
+    Conflict {
+        head: ChainHead,
+        claimed: bool,
+    },
 }
 
 impl AppendReply {
@@ -259,8 +283,13 @@ impl AppendReply {
                 .parse()
                 .map(|seq| AppendReply::Duplicate { seq })
                 .map_err(|_| format!("recorded seq {seq:?} is not a number")),
-            [conflict, seq, hash] if conflict == "conflict" => {
-                parse_head(seq, hash.clone()).map(AppendReply::Conflict)
+            [conflict, seq, hash, claimed] if conflict == "conflict" => {
+                let claimed = match claimed.as_str() {
+                    "1" => true,
+                    "0" => false,
+                    other => return Err(format!("claim flag {other:?} is not 0 or 1")),
+                };
+                parse_head(seq, hash.clone()).map(|head| AppendReply::Conflict { head, claimed })
             }
             [corrupt, what] if corrupt == "corrupt" => Err(what.clone()),
             other => Err(format!("unexpected reply {other:?}")),
@@ -378,11 +407,26 @@ mod tests {
             Ok(AppendReply::Duplicate { seq: 12 })
         );
         assert_eq!(
-            AppendReply::parse(&[s("conflict"), s("0"), s(GENESIS_PREV_HASH)]),
-            Ok(AppendReply::Conflict(ChainHead::genesis()))
+            AppendReply::parse(&[s("conflict"), s("0"), s(GENESIS_PREV_HASH), s("0")]),
+            Ok(AppendReply::Conflict {
+                head: ChainHead::genesis(),
+                claimed: false
+            })
+        );
+        assert_eq!(
+            AppendReply::parse(&[s("conflict"), s("4"), s("h4"), s("1")]),
+            Ok(AppendReply::Conflict {
+                head: ChainHead {
+                    seq: 4,
+                    hash: s("h4")
+                },
+                claimed: true
+            })
         );
         assert!(AppendReply::parse(&[s("duplicate"), s("x")]).is_err());
-        assert!(AppendReply::parse(&[s("conflict"), s("-1"), s("h")]).is_err());
+        assert!(AppendReply::parse(&[s("conflict"), s("-1"), s("h"), s("0")]).is_err());
+        assert!(AppendReply::parse(&[s("conflict"), s("1"), s("h"), s("yes")]).is_err());
+        assert!(AppendReply::parse(&[s("conflict"), s("1"), s("h")]).is_err());
         let corrupt = AppendReply::parse(&[s("corrupt"), s("half a head")]);
         assert_eq!(corrupt, Err(s("half a head")));
         assert!(AppendReply::parse(&[]).is_err());
@@ -395,6 +439,7 @@ mod tests {
         assert_eq!(keys.audit_head(), "warden:{audit}:head");
         assert_eq!(keys.audit_log(), "warden:{audit}:log");
         assert_eq!(keys.audit_refs(), "warden:{audit}:refs");
+        assert_eq!(keys.audit_claim(), "warden:{audit}:claim");
         assert!(![keys.epoch(0), keys.offsets(0), keys.partners(0)]
             .iter()
             .any(|key| key.contains(Keys::AUDIT_HASH_TAG)));
@@ -405,7 +450,7 @@ mod tests {
         assert!(AUDIT_APPEND.contains("string.rep('0', 64)"));
         assert_eq!(GENESIS_PREV_HASH, "0".repeat(64));
         let first_write = AUDIT_APPEND.find("ZADD").expect("the script writes");
-        for check in ["TYPE", "#ARGV ~= 6", "HGET", "'conflict'", "'corrupt'"] {
+        for check in ["TYPE", "#ARGV ~= 9", "HGET", "'conflict'", "'corrupt'"] {
             let at = AUDIT_APPEND.find(check).expect("the script has the check");
             assert!(at < first_write, "{check} comes after the first write");
         }

@@ -85,6 +85,12 @@ impl Keys {
         self.audit_key("refs")
     }
 
+    /// String with a short expiry: the process whose appends lost too often and now has
+    /// the chain to itself until it appends (what keeps appends fair between instances).
+    pub fn audit_claim(&self) -> String {
+        self.audit_key("claim")
+    }
+
     fn audit_key(&self, what: &str) -> String {
         format!("{}:{}:{what}", self.prefix, Keys::AUDIT_HASH_TAG)
     }

@@ -95,29 +95,43 @@ impl CommitReply {
 /// ends where the writer read it (optimistic concurrency: the record's hash is SHA-256,
 /// computed in Rust, which Lua in Redis cannot do) and its `ref` is not in it yet.
 ///
+/// Fairness between instances: a writer that keeps losing asks for the claim, a key with
+/// a short expiry naming it; while someone else holds it, every other append is refused
+/// as a conflict, so the claimant's next try (with the head this reply gave it) succeeds
+/// and releases the claim. An expired claim (a claimant that died) frees the chain again.
+///
 /// KEYS[1] = head hash `{seq, hash}`, KEYS[2] = log sorted set (record JSON scored by
-/// seq), KEYS[3] = refs hash (ref → seq); all three tagged `{audit}`, see `keys.rs`.
+/// seq), KEYS[3] = refs hash (ref → seq), KEYS[4] = claim string (claimant id); all four
+/// tagged `{audit}`, see `keys.rs`.
 /// ARGV[1] = the head seq the record was sealed after ("0" for an empty chain),
 /// ARGV[2] = that head's hash (64 zeros for an empty chain), ARGV[3] = the record's seq,
-/// ARGV[4] = the record's hash, ARGV[5] = its ref, ARGV[6] = its JSON.
+/// ARGV[4] = the record's hash, ARGV[5] = its ref, ARGV[6] = its JSON, ARGV[7] = the
+/// writer's claimant id, ARGV[8] = "1" to take the claim on a conflict if nobody holds
+/// it, else "0", ARGV[9] = the claim's lifetime in milliseconds.
 ///
 /// Returns `{"appended"}` having written the record, its ref and the new head;
 /// `{"duplicate", seq}` when the ref is already recorded (at seq); `{"conflict", seq,
-/// hash}` with the current head when another append came first; `{"corrupt", what}` when
-/// the head is half there. The last three write nothing.
+/// hash, mine}` with the current head when another append came first or another writer
+/// holds the claim (taking the claim if asked and free; `mine` is "1" when the writer now
+/// holds it, else "0"); `{"corrupt", what}` when the head is half there. Only
+/// "appended" writes a record; "appended" and "duplicate" release the writer's claim.
 pub(super) const AUDIT_APPEND: &str = r#"
-local kinds = {'hash', 'zset', 'hash'}
-for i = 1, 3 do
+local kinds = {'hash', 'zset', 'hash', 'string'}
+for i = 1, 4 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= kinds[i] and t ~= 'none' then
     return redis.error_reply('WRONGTYPE warden audit append: ' .. KEYS[i] .. ' is a ' .. t)
   end
 end
-if #ARGV ~= 6 then
-  return redis.error_reply('ERR warden audit append: expected 6 arguments')
+if #ARGV ~= 9 then
+  return redis.error_reply('ERR warden audit append: expected 9 arguments')
 end
+local holder = redis.call('GET', KEYS[4])
 local recorded = redis.call('HGET', KEYS[3], ARGV[5])
 if recorded then
+  if holder == ARGV[7] then
+    redis.call('DEL', KEYS[4])
+  end
   return {'duplicate', recorded}
 end
 local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
@@ -126,12 +140,19 @@ if (head[1] == false) ~= (head[2] == false) then
 end
 local seq = head[1] or '0'
 local hash = head[2] or string.rep('0', 64)
-if seq ~= ARGV[1] or hash ~= ARGV[2] then
-  return {'conflict', seq, hash}
+if (holder and holder ~= ARGV[7]) or seq ~= ARGV[1] or hash ~= ARGV[2] then
+  if not holder and ARGV[8] == '1' then
+    redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[9])
+    holder = ARGV[7]
+  end
+  return {'conflict', seq, hash, holder == ARGV[7] and '1' or '0'}
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6])
 redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
 redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'hash', ARGV[4])
+if holder then
+  redis.call('DEL', KEYS[4])
+end
 return {'appended'}
 "#;
 
