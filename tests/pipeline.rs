@@ -267,19 +267,21 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
     let mut daemon = Daemon::start(&stream.config(&url));
     daemon.wait_ready(Duration::from_secs(60));
     let mut truth = produce_usage(&stream, 0..20_000, partners);
+    // Round 1 durable, then the store goes away while round 2 streams in.
     let progressed =
         common::wait_until(Duration::from_secs(120), Duration::from_millis(100), || {
-            total_events(&durable_totals(&url, &stream.prefix)) > 5_000
+            total_events(&durable_totals(&url, &stream.prefix)) >= 20_000
         });
     assert!(progressed);
     redis.stop();
+    let stopped_at = std::time::Instant::now();
     // Half of these partners are new: their state cannot be loaded while the store is
     // down, so their partitions stall and are paused (back-pressure), not buffered.
     merge(
         &mut truth,
         produce_usage(&stream, 20_000..40_000, partners * 2),
     );
-    let paused = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+    let paused = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         metric(&daemon, "warden_partitions_paused") > 0.0
     });
     assert!(
@@ -288,7 +290,8 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
         daemon.output()
     );
     assert!(metric(&daemon, "warden_backpressure_total") > 0.0);
-    thread::sleep(Duration::from_secs(8));
+    // The outage lasts 10 s in all.
+    thread::sleep(Duration::from_secs(10).saturating_sub(stopped_at.elapsed()));
     assert!(
         daemon.wait_exit(Duration::from_millis(10)).is_none(),
         "daemon exited while Redis was down\n{}",
