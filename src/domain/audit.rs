@@ -292,7 +292,8 @@ mod tests {
 
     #[test]
     fn editing_any_field_of_record_three_is_detected_there() {
-        let edits: Vec<(&str, fn(&mut AuditRecord))> = vec![
+        type Edit = fn(&mut AuditRecord);
+        let edits: Vec<(&str, Edit)> = vec![
             ("seq", |r| r.seq = 30),
             ("ref", |r| r.ref_id.push('x')),
             ("at", |r| r.at += chrono::Duration::nanoseconds(1)),

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 mod scripts;
+pub mod statements;
 
 use std::collections::BTreeMap;
 

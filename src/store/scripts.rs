@@ -111,10 +111,11 @@ impl CommitReply {
 ///
 /// Returns `{"appended"}` having written the record, its ref and the new head;
 /// `{"duplicate", seq}` when the ref is already recorded (at seq); `{"conflict", seq,
-/// hash, mine}` with the current head when another append came first or another writer
-/// holds the claim (taking the claim if asked and free; `mine` is "1" when the writer now
-/// holds it, else "0"); `{"corrupt", what}` when the head is half there. Only
-/// "appended" writes a record; "appended" and "duplicate" release the writer's claim.
+/// hash, claim}` with the current head when another append came first or another writer
+/// holds the claim (taking the claim if asked and free; `claim` is "mine" when the
+/// writer now holds it, "other" when another writer does, else "none");
+/// `{"corrupt", what}` when the head is half there. Only "appended" writes a record;
+/// "appended" and "duplicate" release the writer's claim.
 pub(super) const AUDIT_APPEND: &str = r#"
 local kinds = {'hash', 'zset', 'hash', 'string'}
 for i = 1, 4 do
@@ -145,7 +146,13 @@ if (holder and holder ~= ARGV[7]) or seq ~= ARGV[1] or hash ~= ARGV[2] then
     redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[9])
     holder = ARGV[7]
   end
-  return {'conflict', seq, hash, holder == ARGV[7] and '1' or '0'}
+  local claim = 'none'
+  if holder == ARGV[7] then
+    claim = 'mine'
+  elseif holder then
+    claim = 'other'
+  end
+  return {'conflict', seq, hash, claim}
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6])
 redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
