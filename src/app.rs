@@ -223,6 +223,8 @@ async fn run_with_io(
     let registry = Arc::new(Registry::new(arbiters.clone(), shared));
 
     let audit_sink = AuditSink::new(audit.clone(), producer.clone(), topics.audit.clone());
+    // The audit topic follows the chain from the I/O runtime (ends with it).
+    io.spawn(audit_sink.clone().tail());
     let publisher = DecisionPublisher::new(
         decisions.clone(),
         producer.clone(),

@@ -251,6 +251,23 @@ fn audit_verify_names_an_edited_record() {
         let (status, _) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
         assert_eq!(status, 201);
     }
+    // The chain is copied to the audit topic, every record once, and it verifies there too.
+    let mut on_topic: Vec<warden::domain::audit::AuditRecord> = Vec::new();
+    let copied = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        on_topic = common::consume_all(&stream.brokers, &stream.audit, 5, Duration::from_secs(2))
+            .iter()
+            .map(|r| serde_json::from_slice(&r.3).unwrap())
+            .collect();
+        on_topic.len() >= 5
+    });
+    assert!(copied, "audit topic has {} records", on_topic.len());
+    on_topic.sort_by_key(|r| r.seq);
+    on_topic.dedup_by_key(|r| r.seq);
+    assert_eq!(
+        on_topic.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(warden::domain::audit::verify(&on_topic), Ok(5));
     assert!(daemon.terminate().success());
     let verify = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_warden"))

@@ -1,5 +1,11 @@
-//! The one way anything is appended to the audit chain: into the store (the record of
-//! truth, hash-chained, deduplicated by `ref`), then a copy to `warden.audit.v1`.
+//! The one way anything is appended to the audit chain, and the copy of the chain on
+//! `warden.audit.v1`.
+//!
+//! The chain in the store is the record of truth (hash-chained, deduplicated by `ref`).
+//! The topic is fed by a tailer that follows the chain by `seq` rather than by the
+//! appender, so a record appended just before a crash still reaches the topic: after a
+//! restart the tailer starts from the beginning and re-sends (same `seq`, same content —
+//! at-least-once with a stable id, CONTRACT §4).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +15,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use crate::domain::audit::{AuditEntry, AuditRecord};
 use crate::store::audit::{AppendOutcome, AuditLog};
 use crate::store::StoreError;
+
+/// Records copied to the topic per round.
+const PAGE: usize = 1_000;
 
 #[derive(Clone)]
 pub struct AuditSink {
@@ -30,21 +39,41 @@ impl AuditSink {
     /// record is not durable, and callers that must fail closed stop there.
     pub async fn record(&self, entry: AuditEntry) -> Result<Option<AuditRecord>, StoreError> {
         match self.log.append(entry).await? {
-            AppendOutcome::Appended(rec) => {
-                // The chain in the store is the truth; the topic is a copy, so a failed
-                // send is logged, not fatal.
-                let value = serde_json::to_string(&rec).unwrap_or_default();
-                let key = rec.seq.to_string();
-                let send = self.producer.send(
-                    FutureRecord::to(&self.topic).key(&key).payload(&value),
-                    Duration::from_secs(5),
-                );
-                if let Err((e, _)) = send.await {
-                    tracing::warn!(seq = rec.seq, error = %e, "audit record not published to the audit topic");
-                }
-                Ok(Some(rec))
-            }
+            AppendOutcome::Appended(rec) => Ok(Some(rec)),
             AppendOutcome::AlreadyRecorded(_) => Ok(None),
+        }
+    }
+
+    /// Copies the chain to the audit topic, following it by `seq`, until the task ends.
+    pub async fn tail(self) {
+        let mut published: u64 = 0;
+        loop {
+            match self.log.after(published, PAGE).await {
+                Ok(records) if !records.is_empty() => {
+                    for rec in records {
+                        let value = serde_json::to_string(&rec).unwrap_or_default();
+                        let key = rec.seq.to_string();
+                        let sent = self
+                            .producer
+                            .send(
+                                FutureRecord::to(&self.topic).key(&key).payload(&value),
+                                Duration::from_secs(5),
+                            )
+                            .await;
+                        match sent {
+                            Ok(_) => published = rec.seq,
+                            Err((e, _)) => {
+                                tracing::warn!(seq = rec.seq, error = %e, "audit record not on the topic yet; will retry");
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "audit tailer: store unavailable"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }
