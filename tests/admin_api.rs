@@ -500,6 +500,10 @@ fn the_people_cli_kills_reports_and_lifts() {
     let status = cli(&["status", "p-7"], VIEWER_TOKEN);
     let view: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(view["usage"]["requests"], 3);
+    assert_eq!(
+        view["enforcement"]["level"], "killed",
+        "the partner view shows the kill: {view}"
+    );
     let out = cli(&["unkill", &id], SECURITY);
     assert!(
         out.status.success(),

@@ -24,7 +24,24 @@ pub async fn get_partner(
         },
         None => (load(&state, &id).await?, "store"),
     };
-    Ok(HttpResponse::Ok().json(view(&state, &summary, source)))
+    let mut body = view(&state, &summary, source);
+    // What the gateway enforces is the data-plane key: a kill switch or a person's level
+    // shows there first (the actor's own view follows its ladder).
+    let store = state.publisher.store().clone();
+    let key_id = id.clone();
+    if let Ok(Ok(Some(plane))) = state
+        .io
+        .spawn(async move { store.read("partner", &key_id).await })
+        .await
+    {
+        body["enforcement"] = json!({
+            "level": plane.get("level"),
+            "reason": plane.get("reason"),
+            "since": plane.get("since"),
+            "decision_id": plane.get("decision_id"),
+        });
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
