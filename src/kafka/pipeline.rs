@@ -409,6 +409,11 @@ impl Pipeline {
 
     /// Stops and forgets the actors of `p` (revocation, fencing). Nothing is written.
     pub(super) fn drop_partition(&mut self, p: i32) {
+        for topic in self.topics.keyed() {
+            let _ = METRICS
+                .consumer_lag
+                .remove_label_values(&[topic, &p.to_string()]);
+        }
         if let Some(ps) = self.partitions.remove(&p) {
             for id in ps.partners.keys() {
                 self.registry.stop(id);

@@ -68,6 +68,13 @@ impl Pipeline {
             tracing::info!(partition = p, epoch, ?offsets, "partition assigned");
             self.partitions
                 .insert(p, PartitionState::new(epoch, offsets));
+            // Per-partition series exist from assignment to revocation (CONTRACT §7).
+            for topic in self.topics.keyed() {
+                METRICS
+                    .consumer_lag
+                    .with_label_values(&[topic, &p.to_string()])
+                    .set(0);
+            }
         }
         METRICS
             .partitions_assigned
