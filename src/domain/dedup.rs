@@ -18,6 +18,7 @@ pub struct DedupWindow {
     /// The newest event time seen by this partner.
     newest: Option<DateTime<Utc>>,
     /// Ids in arrival order with their event time, oldest first, for eviction.
+    #[serde(with = "millis_pairs")]
     order: VecDeque<(DateTime<Utc>, String)>,
     #[serde(skip)]
     index: HashSet<String>,
@@ -92,6 +93,42 @@ impl DedupWindow {
         if self.index.len() != self.order.len() {
             self.index = self.order.iter().map(|(_, id)| id.clone()).collect();
         }
+    }
+}
+
+/// Window entries as `[epoch millis, id]` pairs: snapshots write one of these per event
+/// in the window, and an integer is far cheaper to encode and parse than an RFC 3339
+/// string (eviction needs no more than millisecond precision).
+mod millis_pairs {
+    use std::collections::VecDeque;
+
+    use chrono::{DateTime, Utc};
+    use serde::de::Error;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        v: &VecDeque<(DateTime<Utc>, String)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for (ts, id) in v {
+            seq.serialize_element(&(ts.timestamp_millis(), id))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<VecDeque<(DateTime<Utc>, String)>, D::Error> {
+        let raw: Vec<(i64, String)> = Vec::deserialize(d)?;
+        raw.into_iter()
+            .map(|(ms, id)| {
+                DateTime::from_timestamp_millis(ms)
+                    .map(|ts| (ts, id))
+                    .ok_or_else(|| D::Error::custom(format!("timestamp {ms} out of range")))
+            })
+            .collect()
     }
 }
 
