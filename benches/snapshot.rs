@@ -1,0 +1,145 @@
+//! `snapshot`: the serde_json encode (every flush, per dirty partner) and decode (every
+//! revival from the store) of a `PartnerState` holding a realistic dedup window of 1,000
+//! usage ids and 100 invoice ids, next to the floor: the same ids and counters as a plain
+//! `#[derive(Serialize, Deserialize)]` struct.
+//!
+//! Decoding a snapshot does not rebuild the dedup index; the first apply after a revival
+//! does, so `warden_decode_then_apply` is what a revival really costs.
+
+use std::hint::black_box;
+
+use chrono::{DateTime, Utc};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use warden::domain::event::{InvoiceEvent, InvoiceKind, PartnerEvent, UsageEvent};
+use warden::domain::partner::{ApplyRules, PartnerState};
+
+const USAGE_IDS: i64 = 1_000;
+const INVOICE_IDS: i64 = 100;
+
+/// The same information as a `PartnerState`, in the plainest shape serde handles.
+#[derive(Serialize, Deserialize)]
+struct BareSnapshot {
+    partner_id: String,
+    counters: [u64; 9],
+    newest: Option<String>,
+    usage_ids: Vec<(String, String)>,
+    invoice_ids: Vec<String>,
+}
+
+fn t0() -> DateTime<Utc> {
+    "2026-05-14T09:30:00Z".parse().unwrap()
+}
+
+fn usage(seq: i64) -> PartnerEvent {
+    PartnerEvent::Usage(UsageEvent {
+        event_id: format!("u-2a-{seq}"),
+        ts: t0() + chrono::Duration::seconds(seq),
+        partner_id: "p-0000042".into(),
+        integration_id: "p-0000042-i1".into(),
+        tenant_id: None,
+        requests: 10,
+        errors: 1,
+        auth_failures: 0,
+        bytes: 4096,
+    })
+}
+
+fn state() -> PartnerState {
+    let rules = ApplyRules::default();
+    let mut s = PartnerState::new("p-0000042");
+    for seq in 0..USAGE_IDS {
+        s.apply(&usage(seq), &rules).unwrap();
+    }
+    for seq in 0..INVOICE_IDS {
+        let invoice = PartnerEvent::Invoice(InvoiceEvent {
+            invoice_id: format!("inv-2a-{seq}"),
+            ts: t0() + chrono::Duration::seconds(seq),
+            kind: InvoiceKind::Paid,
+            partner_id: "p-0000042".into(),
+            tenant_id: "t-42-1".into(),
+            currency: "USD".into(),
+            platform_fee: Decimal::new(12345, 2),
+            overage: Decimal::ZERO,
+            processing_cost: Decimal::ZERO,
+            new_logo: false,
+            contract_value: None,
+            refers_to: None,
+        });
+        s.apply(&invoice, &rules).unwrap();
+    }
+    assert_eq!(s.dedup_entries() as i64, USAGE_IDS + INVOICE_IDS);
+    s
+}
+
+fn bare() -> BareSnapshot {
+    let ts = |seq: i64| (t0() + chrono::Duration::seconds(seq)).to_rfc3339();
+    BareSnapshot {
+        partner_id: "p-0000042".into(),
+        counters: [
+            USAGE_IDS as u64,
+            10_000,
+            1_000,
+            0,
+            4_096_000,
+            INVOICE_IDS as u64,
+            0,
+            0,
+            0,
+        ],
+        newest: Some(ts(USAGE_IDS - 1)),
+        usage_ids: (0..USAGE_IDS)
+            .map(|seq| (ts(seq), format!("u-2a-{seq}")))
+            .collect(),
+        invoice_ids: (0..INVOICE_IDS)
+            .map(|seq| format!("inv-2a-{seq}:paid"))
+            .collect(),
+    }
+}
+
+fn bench_snapshot(c: &mut Criterion) {
+    let state = state();
+    let bytes = serde_json::to_vec(&state).unwrap();
+    let bare = bare();
+    let bare_bytes = serde_json::to_vec(&bare).unwrap();
+    let rules = ApplyRules::default();
+    let next = usage(USAGE_IDS);
+
+    let mut group = c.benchmark_group("snapshot/encode");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("warden_partner_state", |b| {
+        b.iter(|| black_box(serde_json::to_vec(black_box(&state)).unwrap()))
+    });
+    group.bench_function("baseline_plain_struct", |b| {
+        b.iter(|| black_box(serde_json::to_vec(black_box(&bare)).unwrap()))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("snapshot/decode");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("warden_partner_state", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<PartnerState>(black_box(&bytes)).unwrap()))
+    });
+    group.bench_function("warden_decode_then_apply", |b| {
+        b.iter(|| {
+            let mut s: PartnerState = serde_json::from_slice(black_box(&bytes)).unwrap();
+            black_box(s.apply(black_box(&next), &rules).unwrap());
+            black_box(s)
+        })
+    });
+    group.bench_function("baseline_plain_struct", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_slice::<BareSnapshot>(black_box(&bare_bytes)).unwrap())
+        })
+    });
+    group.finish();
+    eprintln!(
+        "snapshot sizes: PartnerState {} bytes, plain struct {} bytes",
+        bytes.len(),
+        bare_bytes.len()
+    );
+}
+
+criterion_group!(benches, bench_snapshot);
+criterion_main!(benches);
