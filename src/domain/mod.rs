@@ -6,4 +6,5 @@ pub mod control;
 pub mod dedup;
 pub mod enforcement;
 pub mod event;
+pub mod money;
 pub mod partner;

@@ -1,0 +1,149 @@
+//! A calendar month in UTC (`YYYY-MM`): the unit of statements and volume bonuses.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A UTC calendar month. Orders chronologically; serialises as `"YYYY-MM"` (so it can key
+/// a JSON map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month {
+    year: i32,
+    month: u32,
+}
+
+impl Month {
+    /// `None` unless 1 ≤ `month` ≤ 12 and the year has four digits.
+    pub fn new(year: i32, month: u32) -> Option<Month> {
+        ((1000..=9999).contains(&year) && (1..=12).contains(&month))
+            .then_some(Month { year, month })
+    }
+
+    /// The month `ts` falls in, in UTC.
+    pub fn of(ts: DateTime<Utc>) -> Month {
+        Month {
+            year: ts.year(),
+            month: ts.month(),
+        }
+    }
+
+    pub fn year(self) -> i32 {
+        self.year
+    }
+
+    pub fn month(self) -> u32 {
+        self.month
+    }
+
+    /// The month after this one.
+    pub fn next(self) -> Month {
+        if self.month == 12 {
+            Month {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Month {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+
+    /// Midnight UTC of the month's first day.
+    pub fn start(self) -> Option<DateTime<Utc>> {
+        NaiveDate::from_ymd_opt(self.year, self.month, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+    }
+}
+
+impl fmt::Display for Month {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// Why a month string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a month (expected YYYY-MM)")]
+pub struct BadMonth(pub String);
+
+impl FromStr for Month {
+    type Err = BadMonth;
+
+    fn from_str(s: &str) -> Result<Month, BadMonth> {
+        let bad = || BadMonth(s.to_string());
+        let (y, m) = s.split_once('-').ok_or_else(bad)?;
+        let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(y, 4) || !digits(m, 2) {
+            return Err(bad());
+        }
+        let year = y.parse().map_err(|_| bad())?;
+        let month = m.parse().map_err(|_| bad())?;
+        Month::new(year, month).ok_or_else(bad)
+    }
+}
+
+impl Serialize for Month {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Month {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Month, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_of_a_timestamp_is_utc() {
+        let ts: DateTime<Utc> = "2026-05-31T23:59:59Z".parse().unwrap();
+        assert_eq!(Month::of(ts).to_string(), "2026-05");
+        let ts: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
+        assert_eq!(Month::of(ts).to_string(), "2026-06");
+    }
+
+    #[test]
+    fn parse_display_and_next() {
+        let m: Month = "2026-12".parse().unwrap();
+        assert_eq!(m.next().to_string(), "2027-01");
+        assert_eq!(
+            "2026-05".parse::<Month>().unwrap().next().to_string(),
+            "2026-06"
+        );
+        for bad in [
+            "2026-13",
+            "2026-00",
+            "26-05",
+            "2026-5",
+            "2026/05",
+            "",
+            "2026-05-01",
+        ] {
+            assert!(bad.parse::<Month>().is_err(), "{bad}");
+        }
+        assert!(m < m.next());
+        assert_eq!(
+            m.start().unwrap(),
+            "2026-12-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+
+    #[test]
+    fn serde_is_a_string() {
+        let m: Month = "2026-05".parse().unwrap();
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"2026-05\"");
+        let back: Month = serde_json::from_str("\"2026-05\"").unwrap();
+        assert_eq!(back, m);
+        assert!(serde_json::from_str::<Month>("\"2026-5\"").is_err());
+    }
+}
