@@ -175,6 +175,7 @@ fn assert_totals_exact(
 /// Acceptance 1: 200,000 usage events over 2,000 partners, totals exact.
 #[test]
 fn two_hundred_thousand_events_over_two_thousand_partners_are_exact() {
+    let _serial = common::serial();
     let stream = Stream::new("core-200k");
     let redis = common::redis_url();
     let truth = produce_usage(&stream, 0..200_000, 2_000);
@@ -199,6 +200,7 @@ fn two_hundred_thousand_events_over_two_thousand_partners_are_exact() {
 /// Acceptance 2: SIGKILL three times mid-stream; totals still exact.
 #[test]
 fn sigkill_three_times_mid_stream_loses_and_doubles_nothing() {
+    let _serial = common::serial();
     let stream = Stream::new("core-kill");
     let redis = common::redis_url();
     let partners = 500;
@@ -226,6 +228,7 @@ fn sigkill_three_times_mid_stream_loses_and_doubles_nothing() {
 /// Acceptance 3: two daemons in one group; one stops mid-stream.
 #[test]
 fn two_instances_one_stopped_mid_stream_totals_exact() {
+    let _serial = common::serial();
     let stream = Stream::new("core-two");
     let redis = common::redis_url();
     let partners = 400;
@@ -260,6 +263,7 @@ fn two_instances_one_stopped_mid_stream_totals_exact() {
 /// Acceptance 5: Redis stopped for 10 s mid-stream; the daemon stays, totals exact.
 #[test]
 fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
+    let _serial = common::serial();
     let stream = Stream::new("core-redis");
     let mut redis = RedisServer::start_new();
     let url = redis.url();
@@ -319,6 +323,7 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
 /// Acceptance 4: 1,000 malformed records of every CONTRACT §5 kind among valid ones.
 #[test]
 fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
+    let _serial = common::serial();
     let stream = Stream::new("core-dlq");
     let redis = common::redis_url();
     let base = Utc::now();
@@ -422,6 +427,7 @@ fn metric(daemon: &Daemon, prefix: &str) -> f64 {
 /// the store on their next event, totals stay exact.
 #[test]
 fn tiny_mailboxes_and_passivation_keep_totals_exact() {
+    let _serial = common::serial();
     let stream = Stream::new("core-bp");
     let redis = common::redis_url();
     let env = [
@@ -455,6 +461,7 @@ fn tiny_mailboxes_and_passivation_keep_totals_exact() {
 /// the daemon goes unready and does not silently replay.
 #[test]
 fn an_emptied_store_is_detected_not_silently_replayed() {
+    let _serial = common::serial();
     let stream = Stream::new("core-lost");
     let mut redis = RedisServer::start_new();
     let url = redis.url();

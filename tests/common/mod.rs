@@ -13,6 +13,14 @@
 
 pub mod stream;
 
+/// Runs heavy multi-process tests of one test binary one at a time: several daemons
+/// rebalancing against one shared broker at once made consumer-group rounds slow
+/// enough on 2 cores to stall a test (seen once under load). Poison-tolerant.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
