@@ -518,37 +518,8 @@ impl Config {
     }
 }
 
-/// Durations as humantime strings: "100ms", "5m", "24h".
-mod duration_str {
-    use serde::de::{Error, Visitor};
-    use serde::{Deserializer, Serializer};
-    use std::fmt;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_str(DurationVisitor)
-    }
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(r#"a duration string such as "100ms", "5m" or "24h""#)
-        }
-        fn visit_str<E: Error>(self, v: &str) -> Result<Duration, E> {
-            humantime::parse_duration(v).map_err(|e| {
-                E::custom(format!(
-                    r#"invalid duration {v:?}: {e} (use e.g. "100ms", "5m", "24h")"#
-                ))
-            })
-        }
-    }
-}
+/// Durations as humantime strings ("100ms", "5m", "24h"): one helper for all config.
+use crate::domain::enforcement::duration::duration_str;
 
 /// Accepts a TOML date-time or a string, both RFC 3339 with an offset.
 fn utc_datetime_opt<'de, D: serde::Deserializer<'de>>(

@@ -80,7 +80,13 @@ fn main() -> ExitCode {
             };
             warden::telemetry::init(&config.log);
             let system = actix_rt::System::new();
-            match system.block_on(warden::app::run(config, warden::shutdown::signal())) {
+            // Signal handlers are installed first thing inside the runtime, before anything is
+            // printed, so a SIGTERM during start-up drains instead of killing the process.
+            let run = async move {
+                let shutdown = warden::shutdown::signal();
+                warden::app::run(config, shutdown).await
+            };
+            match system.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("warden: {e}");

@@ -11,7 +11,7 @@ pub(crate) fn chrono_dur(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Durations as humantime strings (the same helper as `config.rs`).
+/// Durations as humantime strings, for the policy and the whole configuration.
 pub(crate) mod duration_str {
     use serde::de::{Error, Visitor};
     use serde::{Deserializer, Serializer};
@@ -31,7 +31,7 @@ pub(crate) mod duration_str {
     impl Visitor<'_> for DurationVisitor {
         type Value = Duration;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(r#"a duration string such as "30s", "5m" or "30days""#)
+            f.write_str(r#"a duration string such as "100ms", "30s", "5m" or "30days""#)
         }
         fn visit_str<E: Error>(self, v: &str) -> Result<Duration, E> {
             humantime::parse_duration(v).map_err(|e| {

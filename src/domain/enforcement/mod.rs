@@ -18,7 +18,7 @@
 
 mod anomaly;
 mod decision;
-mod duration;
+pub(crate) mod duration;
 mod error;
 mod health;
 mod ladder;
