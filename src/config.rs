@@ -475,9 +475,13 @@ pub struct ConfigProblem {
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.key.is_empty() {
-            true => write!(f, "{}: {}", self.origin, self.message),
-            false => write!(f, "{}: {}: {}", self.origin, self.key, self.message),
+        // One line per problem, whatever a value echoed in the message contains (a value
+        // with a newline was found by fuzzing).
+        let message = self.message.replace('\n', "\\n").replace('\r', "\\r");
+        let key = self.key.replace('\n', "\\n").replace('\r', "\\r");
+        match key.is_empty() {
+            true => write!(f, "{}: {}", self.origin, message),
+            false => write!(f, "{}: {}: {}", self.origin, key, message),
         }
     }
 }

@@ -22,12 +22,11 @@ use std::thread;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::stream::Stream;
 use common::{Daemon, TestProducer};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-const PARTITIONS: i32 = 4;
-const VIEWER_TOKEN: &str = "test-viewer-token-0123456789abcdef";
 const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
 const PROMTOOL_BIN: &str = "/usr/bin/promtool";
 const INSTALL_HINT: &str = "install the prometheus package (scripts/test does)";
@@ -38,100 +37,6 @@ const DASHBOARDS: [&str; 4] = [
     "warden-enforcement.json",
 ];
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
-
-/// One test's topics, consumer group and key prefix, all unique.
-struct Stream {
-    brokers: String,
-    usage: String,
-    invoices: String,
-    attribution: String,
-    control: String,
-    deadletter: String,
-    enforcement: String,
-    audit: String,
-    group: String,
-    prefix: String,
-}
-
-impl Stream {
-    fn new(name: &str) -> Stream {
-        let brokers = common::brokers();
-        let t = |role: &str| common::unique(&format!("{name}.{role}"));
-        let s = Stream {
-            usage: t("usage"),
-            invoices: t("invoices"),
-            attribution: t("attribution"),
-            control: t("control"),
-            deadletter: t("deadletter"),
-            enforcement: t("enforcement"),
-            audit: t("audit"),
-            group: common::unique(&format!("{name}-group")),
-            prefix: common::unique(name),
-            brokers,
-        };
-        common::create_topics(
-            &s.brokers,
-            &[
-                (&s.usage, PARTITIONS),
-                (&s.invoices, PARTITIONS),
-                (&s.attribution, PARTITIONS),
-                (&s.control, 1),
-                (&s.deadletter, PARTITIONS),
-                (&s.enforcement, PARTITIONS),
-                (&s.audit, 1),
-            ],
-        );
-        s
-    }
-
-    fn config(&self, redis_url: &str) -> String {
-        format!(
-            r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-flush_interval = "50ms"
-session_timeout = "6s"
-max_poll_interval = "60s"
-[kafka.topics]
-usage = "{usage}"
-invoices = "{invoices}"
-attribution = "{attribution}"
-control = "{control}"
-deadletter = "{deadletter}"
-enforcement = "{enforcement}"
-audit = "{audit}"
-[store]
-backend = "redis"
-redis_url = "{redis_url}"
-key_prefix = "{prefix}"
-timeout = "500ms"
-[runtime]
-arbiters = 2
-shutdown_grace = "20s"
-[admin]
-listen = "127.0.0.1:0"
-[[admin.tokens]]
-name = "test-viewer"
-sha256 = "{viewer_hash}"
-roles = ["viewer"]
-[log]
-level = "info"
-"#,
-            brokers = self.brokers,
-            group = self.group,
-            usage = self.usage,
-            invoices = self.invoices,
-            attribution = self.attribution,
-            control = self.control,
-            deadletter = self.deadletter,
-            enforcement = self.enforcement,
-            audit = self.audit,
-            prefix = self.prefix,
-            viewer_hash = warden::http::auth::token_hash(VIEWER_TOKEN),
-        )
-    }
-}
 
 // ----------------------------------------------------------------- prometheus
 

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -701,9 +701,15 @@ impl<'r> Field<'r, '_> {
 
     fn timestamp(&self) -> Result<DateTime<Utc>, Rejection> {
         let s = self.str()?;
-        DateTime::parse_from_rfc3339(s)
+        let t = DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| self.invalid("is not an RFC 3339 timestamp", s))
+            .map_err(|_| self.invalid("is not an RFC 3339 timestamp", s))?;
+        // An offset can move year 0000 into year -1 in UTC, which RFC 3339 cannot write
+        // back (found by fuzzing): only years 1..=9999 in UTC are accepted.
+        if !(1..=9999).contains(&t.year()) {
+            return Err(self.invalid("is outside years 0001-9999 in UTC", s));
+        }
+        Ok(t)
     }
 
     /// A u64 count: a JSON integer literal, 0 ≤ n ≤ u64::MAX.
