@@ -61,7 +61,7 @@ brokers = "{brokers}"
 group_id = "{group}"
 flush_interval = "50ms"
 session_timeout = "6s"
-max_poll_interval = "60s"
+max_poll_interval = "20s"
 [kafka.topics]
 usage = "{usage}"
 invoices = "{invoices}"
