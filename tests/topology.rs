@@ -44,61 +44,44 @@ fn exit_of(config: &str) -> (Option<i32>, String) {
     (status.and_then(|s| s.code()), d.output())
 }
 
-#[test]
-fn keyed_topics_that_are_not_co_partitioned_refuse_to_start() {
+/// Creates usage, invoices and control with the given partition counts (`None` = leave
+/// the topic missing), starts the daemon on them and returns its exit code and output.
+fn start_on(partitions: Option<(i32, i32, i32)>) -> (Option<i32>, String) {
     let brokers = common::brokers();
     let (usage, invoices, control) = (
         common::unique("topo.usage"),
         common::unique("topo.invoices"),
         common::unique("topo.control"),
     );
-    common::create_topics(&brokers, &[(&usage, 4), (&invoices, 3), (&control, 1)]);
-    let (code, output) = exit_of(&config(
+    if let Some((u, i, c)) = partitions {
+        common::create_topics(&brokers, &[(&usage, u), (&invoices, i), (&control, c)]);
+    }
+    exit_of(&config(
         &brokers,
         &usage,
         &invoices,
         &control,
         &common::redis_url(),
-    ));
+    ))
+}
+
+#[test]
+fn keyed_topics_that_are_not_co_partitioned_refuse_to_start() {
+    let (code, output) = start_on(Some((4, 3, 1)));
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("co-partitioned"), "{output}");
 }
 
 #[test]
 fn a_control_topic_with_several_partitions_refuses_to_start() {
-    let brokers = common::brokers();
-    let (usage, invoices, control) = (
-        common::unique("topo.usage"),
-        common::unique("topo.invoices"),
-        common::unique("topo.control"),
-    );
-    common::create_topics(&brokers, &[(&usage, 2), (&invoices, 2), (&control, 2)]);
-    let (code, output) = exit_of(&config(
-        &brokers,
-        &usage,
-        &invoices,
-        &control,
-        &common::redis_url(),
-    ));
+    let (code, output) = start_on(Some((2, 2, 2)));
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("exactly 1 partition"), "{output}");
 }
 
 #[test]
 fn missing_input_topics_refuse_to_start_unless_creation_is_on() {
-    let brokers = common::brokers();
-    let (usage, invoices, control) = (
-        common::unique("topo.usage"),
-        common::unique("topo.invoices"),
-        common::unique("topo.control"),
-    );
-    let (code, output) = exit_of(&config(
-        &brokers,
-        &usage,
-        &invoices,
-        &control,
-        &common::redis_url(),
-    ));
+    let (code, output) = start_on(None);
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("create_input_topics"), "{output}");
 }

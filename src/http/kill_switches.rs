@@ -89,18 +89,14 @@ pub async fn create(
     )
     .await?;
     let previous = current_level(&state, &body.scope, &body.target).await;
-    let write = DecisionWrite {
-        outbox_id: format!("ks:{id}:set"),
-        scope: body.scope.clone(),
-        id: body.target.clone(),
-        level: "killed".into(),
-        reason: "kill_switch".into(),
-        rate_limit_rps: None,
-        since: rfc3339(now),
-        partner_id: partner_of(&body.scope, &body.target),
-        previous,
-        by_person: true,
-    };
+    let write = switch_write(
+        &format!("ks:{id}:set"),
+        &body.scope,
+        &body.target,
+        "killed",
+        &previous,
+        now,
+    );
     let seq = publish(&state.publisher, write).await?;
     let switch = KillSwitch {
         id: id.clone(),
@@ -174,18 +170,15 @@ pub async fn lift(
     })
     .await?;
     if deleted && recorded.is_some() {
-        let write = DecisionWrite {
-            outbox_id: format!("ks:{}:lift", switch.id),
-            scope: switch.scope.clone(),
-            id: switch.target.clone(),
-            level: "ok".into(),
-            reason: "kill_switch".into(),
-            rate_limit_rps: None,
-            since: rfc3339(Utc::now()),
-            partner_id: partner_of(&switch.scope, &switch.target),
-            previous: "killed".into(),
-            by_person: true,
-        };
+        let outbox_id = format!("ks:{}:lift", switch.id);
+        let write = switch_write(
+            &outbox_id,
+            &switch.scope,
+            &switch.target,
+            "ok",
+            "killed",
+            Utc::now(),
+        );
         publish(publisher, write).await?;
     }
     let store = publisher.store().clone();
@@ -215,6 +208,30 @@ async fn current_level(state: &ApiState, scope: &str, target: &str) -> String {
         .flatten()
         .and_then(|m| m.get("level").cloned())
         .unwrap_or_else(|| "ok".into())
+}
+
+/// The data-plane write of a kill switch being set (`killed`) or lifted (`ok`): a
+/// person's decision, so it may replace a held level.
+fn switch_write(
+    outbox_id: &str,
+    scope: &str,
+    target: &str,
+    level: &str,
+    previous: &str,
+    at: DateTime<Utc>,
+) -> DecisionWrite {
+    DecisionWrite {
+        outbox_id: outbox_id.to_owned(),
+        scope: scope.to_owned(),
+        id: target.to_owned(),
+        level: level.to_owned(),
+        reason: "kill_switch".into(),
+        rate_limit_rps: None,
+        since: rfc3339(at),
+        partner_id: partner_of(scope, target),
+        previous: previous.to_owned(),
+        by_person: true,
+    }
 }
 
 fn partner_of(scope: &str, target: &str) -> String {
