@@ -38,10 +38,7 @@ pub async fn list(
     let log = state.publisher.audit().log.clone();
     let (after, limit) = (q.after_seq, q.limit.unwrap_or(1_000).min(10_000));
     let records = state
-        .io
-        .spawn(async move { log.after(after, limit).await })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+        .store_call(async move { log.after(after, limit).await })
+        .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "records": records })))
 }

@@ -48,11 +48,8 @@ pub async fn set_level(
     let store = state.publisher.store().clone();
     let p = partner.clone();
     let current = state
-        .io
-        .spawn(async move { store.read("partner", &p).await })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?
+        .store_call(async move { store.read("partner", &p).await })
+        .await?
         .and_then(|m| m.get("level").cloned())
         .unwrap_or_else(|| "ok".into());
     let touches_termination = body.level == "terminated" || current == "terminated";

@@ -34,18 +34,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-async fn io<T: Send + 'static>(
-    state: &ApiState,
-    fut: impl std::future::Future<Output = Result<T, crate::store::StoreError>> + Send + 'static,
-) -> Result<T, ApiError> {
-    state
-        .io
-        .spawn(fut)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))
-}
-
 pub async fn create(
     req: HttpRequest,
     body: web::Bytes,
@@ -110,7 +98,9 @@ pub async fn create(
     };
     let store = state.publisher.store().clone();
     let s = switch.clone();
-    io(&state, async move { store.put_switch(&s).await }).await?;
+    state
+        .store_call(async move { store.put_switch(&s).await })
+        .await?;
     refresh_gauges(&state.publisher).await;
     Ok(HttpResponse::Created().json(switch))
 }
@@ -118,7 +108,9 @@ pub async fn create(
 pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Need::Read, "kill_switch.list").await?;
     let store = state.publisher.store().clone();
-    let switches = io(&state, async move { store.switches().await }).await?;
+    let switches = state
+        .store_call(async move { store.switches().await })
+        .await?;
     Ok(HttpResponse::Ok().json(json!({ "kill_switches": switches })))
 }
 
@@ -136,7 +128,9 @@ pub async fn delete(
     .await?;
     let id = path.into_inner();
     let store = state.publisher.store().clone();
-    let switches = io(&state, async move { store.switches().await }).await?;
+    let switches = state
+        .store_call(async move { store.switches().await })
+        .await?;
     let switch = switches
         .into_iter()
         .find(|s| s.id == id)
@@ -165,10 +159,9 @@ pub async fn lift(
     let recorded = record(state, entry).await?;
     let store = publisher.store().clone();
     let (scope, target, seq) = (switch.scope.clone(), switch.target.clone(), switch.seq);
-    let deleted = io(state, async move {
-        store.lift_if_seq(&scope, &target, seq).await
-    })
-    .await?;
+    let deleted = state
+        .store_call(async move { store.lift_if_seq(&scope, &target, seq).await })
+        .await?;
     if deleted && recorded.is_some() {
         let outbox_id = format!("ks:{}:lift", switch.id);
         let write = switch_write(
@@ -183,7 +176,9 @@ pub async fn lift(
     }
     let store = publisher.store().clone();
     let id = switch.id.clone();
-    io(state, async move { store.remove_switch(&id).await }).await?;
+    state
+        .store_call(async move { store.remove_switch(&id).await })
+        .await?;
     refresh_gauges(publisher).await;
     Ok(())
 }
@@ -202,7 +197,8 @@ async fn publish(publisher: &DecisionPublisher, write: DecisionWrite) -> Result<
 async fn current_level(state: &ApiState, scope: &str, target: &str) -> String {
     let store = state.publisher.store().clone();
     let (scope, target) = (scope.to_owned(), target.to_owned());
-    io(state, async move { store.read(&scope, &target).await })
+    state
+        .store_call(async move { store.read(&scope, &target).await })
         .await
         .ok()
         .flatten()

@@ -83,6 +83,21 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// Runs a store call on the I/O runtime (where the store's connections live) and maps
+    /// its failure to the API's errors: an unreachable store is 503.
+    pub async fn store_call<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, crate::store::StoreError>> + Send + 'static,
+    ) -> Result<T, error::ApiError> {
+        self.io
+            .spawn(fut)
+            .await
+            .map_err(|e| error::ApiError::Internal(e.to_string()))?
+            .map_err(|e| error::ApiError::StoreUnavailable(e.to_string()))
+    }
+}
+
 /// Mounts every route.
 pub fn configure(state: ApiState, body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {

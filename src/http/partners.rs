@@ -49,11 +49,8 @@ async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
     let store = state.store.clone();
     let key = id.to_owned();
     let bytes = state
-        .io
-        .spawn(async move { store.load_partner(p, &key).await })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+        .store_call(async move { store.load_partner(p, &key).await })
+        .await?;
     match bytes {
         Some(b) => serde_json::from_slice::<PartnerState>(&b)
             .map(|s| s.summary_in(state.control.read().tier_of(id), &state.policy))
