@@ -1,8 +1,8 @@
-//! `apply`: `PartnerState::apply` — the pure domain step every event goes through — for a
-//! new usage event, a duplicate usage event and a new invoice, and `apply_with` (apply
-//! plus enforcement, what the actor calls) for a new usage event, next to the floor:
-//! adding three counters to a bare `HashMap<String, (u64, u64, u64)>` entry of 10k
-//! partners.
+//! `apply`: `PartnerState::apply` — the pure domain step every event goes through, with
+//! enforcement and money (what the actor calls) — for a new usage event, a duplicate usage
+//! event and a new invoice (a commission line: FX, rate, co-op, bonus, wallet, statement),
+//! next to the floor: adding three counters to a bare `HashMap<String, (u64, u64, u64)>`
+//! entry of 10k partners.
 //!
 //! The states are realistic and steady: the usage dedup window holds ~1,000 ids and each
 //! new event evicts one as event time advances (the window is 1,000 s, events are 1 s
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rust_decimal::Decimal;
-use warden::domain::enforcement::{EnforcementPolicy, DEFAULT_TIER};
+use warden::domain::enforcement::DEFAULT_TIER;
 use warden::domain::event::{InvoiceEvent, InvoiceKind, PartnerEvent, UsageEvent};
-use warden::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
+use warden::domain::partner::{Applied, ApplyEnv, PartnerState};
 
 const WINDOW_IDS: i64 = 1_000;
 const PARTNERS: usize = 10_000;
@@ -60,16 +60,19 @@ fn invoice(seq: i64) -> PartnerEvent {
 }
 
 fn bench_apply(c: &mut Criterion) {
-    let rules = ApplyRules {
-        dedup_window: chrono::Duration::seconds(WINDOW_IDS),
+    let mut env = ApplyEnv {
+        tier: DEFAULT_TIER.into(),
+        ..ApplyEnv::default()
     };
+    env.rules.dedup_window = chrono::Duration::seconds(WINDOW_IDS);
+    let ctx = env.ctx();
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(1));
 
     // A partner in steady state: a full window; every new event evicts the oldest id.
     let mut state = PartnerState::new("p-0000042");
     for seq in 0..WINDOW_IDS {
-        assert_eq!(state.apply(&usage(seq), &rules), Ok(Applied::Counted));
+        assert_eq!(state.apply(&usage(seq), &ctx), Ok(Applied::Counted));
     }
     let mut seq = WINDOW_IDS;
     group.bench_function("warden_usage_new_id", |b| {
@@ -78,7 +81,7 @@ fn bench_apply(c: &mut Criterion) {
                 seq += 1;
                 usage(seq)
             },
-            |event| black_box(state.apply(black_box(&event), &rules)),
+            |event| black_box(state.apply(black_box(&event), &ctx)),
             BatchSize::SmallInput,
         )
     });
@@ -87,33 +90,13 @@ fn bench_apply(c: &mut Criterion) {
     // A producer retry of the newest event: found in the window, nothing changes.
     let newest = usage(seq);
     group.bench_function("warden_usage_duplicate", |b| {
-        b.iter(|| black_box(state.apply(black_box(&newest), &rules)))
+        b.iter(|| black_box(state.apply(black_box(&newest), &ctx)))
     });
-    assert_eq!(state.apply(&newest, &rules), Ok(Applied::Duplicate));
-
-    // What the actor calls since enforcement is wired in: apply, then the partner's
-    // signals and ladder under the default program (`apply_with`).
-    let policy = EnforcementPolicy::default();
-    let ctx = ApplyContext {
-        rules: &rules,
-        tier: DEFAULT_TIER,
-        policy: &policy,
-    };
-    let mut enforced = state.clone();
-    group.bench_function("warden_usage_new_id_with_enforcement", |b| {
-        b.iter_batched(
-            || {
-                seq += 1;
-                usage(seq)
-            },
-            |event| black_box(enforced.apply_with(black_box(&event), &ctx)),
-            BatchSize::SmallInput,
-        )
-    });
+    assert_eq!(state.apply(&newest, &ctx), Ok(Applied::Duplicate));
 
     let mut base = PartnerState::new("p-0000042");
     for seq in 0..1_000 {
-        base.apply(&invoice(seq), &rules).unwrap();
+        base.apply(&invoice(seq), &ctx).unwrap();
     }
     let mut next = 1_000i64;
     group.bench_function("warden_invoice_new_id", |b| {
@@ -127,7 +110,7 @@ fn bench_apply(c: &mut Criterion) {
                 next += n as i64;
                 let started = Instant::now();
                 for event in &events {
-                    let _ = black_box(state.apply(black_box(event), &rules));
+                    let _ = black_box(state.apply(black_box(event), &ctx));
                 }
                 timed += started.elapsed();
                 done += n;

@@ -34,6 +34,7 @@ use serde::Deserialize;
 use warden::domain::control::ControlTable;
 use warden::domain::enforcement::EnforcementPolicy;
 use warden::domain::event::{PartnerEvent, TopicKind};
+use warden::domain::money::Program;
 use warden::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
 use warden::kafka::decode::{decode_partner_record, DecodeLimits};
 use warden::kafka::topics::partition_for_key;
@@ -224,26 +225,28 @@ struct Shared {
     control: RwLock<ControlTable>,
     policy: EnforcementPolicy,
     rules: ApplyRules,
+    program: Program,
 }
 
 /// The partner actor's `ApplyBatch` handler, without the mailbox: control catch-up, then
 /// apply with enforcement, with its per-event metrics.
 fn apply_batch(shared: &Shared, state: &mut PartnerState, events: Vec<PartnerEvent>) {
-    let tier = {
-        let table = shared.control.read();
-        let facts = table.facts_for(&state.partner_id, state.control_applied);
-        assert!(facts.is_empty(), "the bench has no control facts");
-        table.tier_of(&state.partner_id).to_owned()
-    };
+    let table = shared.control.read();
+    let tier = table.tier_of(&state.partner_id).to_owned();
     let ctx = ApplyContext {
         rules: &shared.rules,
         tier: &tier,
         policy: &shared.policy,
+        money: table.money(),
+        program: &shared.program,
+        wall_now: chrono::Utc::now(),
     };
+    let caught_up = state.catch_up(&table, &ctx);
+    assert!(!caught_up, "the bench has no control facts");
     let mut nanos = Vec::with_capacity(events.len());
     for event in events {
         let started = Instant::now();
-        let outcome = state.apply_with(&event, &ctx);
+        let outcome = state.apply(&event, &ctx);
         let took = started.elapsed();
         METRICS.event_apply_seconds.observe(took.as_secs_f64());
         nanos.push(took.as_nanos() as u64);
@@ -271,6 +274,7 @@ fn bench_pipeline(c: &mut Criterion) {
         control: RwLock::new(ControlTable::default()),
         policy: EnforcementPolicy::default(),
         rules: ApplyRules::default(),
+        program: Program::builtin("default").unwrap().unwrap(),
     });
 
     let mut group = c.benchmark_group("pipeline_inprocess");

@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use warden::domain::event::{InvoiceEvent, InvoiceKind, PartnerEvent, UsageEvent};
-use warden::domain::partner::{ApplyRules, PartnerState};
+use warden::domain::partner::{ApplyEnv, PartnerState};
 
 const USAGE_IDS: i64 = 1_000;
 const INVOICE_IDS: i64 = 100;
@@ -47,7 +47,8 @@ fn usage(seq: i64) -> PartnerEvent {
 }
 
 fn state() -> PartnerState {
-    let rules = ApplyRules::default();
+    let env = ApplyEnv::default();
+    let rules = env.ctx();
     let mut s = PartnerState::new("p-0000042");
     for seq in 0..USAGE_IDS {
         s.apply(&usage(seq), &rules).unwrap();
@@ -103,7 +104,8 @@ fn bench_snapshot(c: &mut Criterion) {
     let bytes = serde_json::to_vec(&state).unwrap();
     let bare = bare();
     let bare_bytes = serde_json::to_vec(&bare).unwrap();
-    let rules = ApplyRules::default();
+    let env = ApplyEnv::default();
+    let rules = env.ctx();
     let next = usage(USAGE_IDS);
 
     let mut group = c.benchmark_group("snapshot/encode");

@@ -29,6 +29,7 @@ use crate::publish::DecisionPublisher;
 use crate::simulator::Simulator;
 use crate::store::audit::{AuditLog, MemoryAuditLog};
 use crate::store::decisions::{DecisionStore, MemoryDecisions};
+use crate::store::statements::{MemoryPayouts, PayoutStore};
 use crate::store::{memory::MemoryStore, redis::RedisStore, StateStore};
 
 /// What /readyz and the threads share about the daemon's condition.
@@ -133,12 +134,14 @@ async fn run_with_io(
         Arc<dyn StateStore>,
         Arc<dyn DecisionStore>,
         Arc<dyn AuditLog>,
+        Arc<dyn PayoutStore>,
     );
-    let (store, decisions, audit): Stores = match config.store.backend {
+    let (store, decisions, audit, payouts): Stores = match config.store.backend {
         StoreBackend::Memory => (
             Arc::new(MemoryStore::new()),
             Arc::new(MemoryDecisions::default()),
             Arc::new(MemoryAuditLog::new()),
+            Arc::new(MemoryPayouts::default()),
         ),
         StoreBackend::Redis => {
             let (url, prefix, timeout) = (
@@ -154,7 +157,8 @@ async fn run_with_io(
             (
                 Arc::new(store.clone()),
                 Arc::new(store.decisions()),
-                Arc::new(store),
+                Arc::new(store.clone()),
+                Arc::new(store.payouts()),
             )
         }
     };
@@ -219,6 +223,12 @@ async fn run_with_io(
         mailbox_capacity: config.runtime.mailbox_capacity,
         control: control.clone(),
         policy: Arc::new(config.enforcement.clone()),
+        program: Arc::new(
+            config
+                .money
+                .load_program()
+                .map_err(|(key, message)| RunError::Config(format!("{key}: {message}")))?,
+        ),
     };
     let registry = Arc::new(Registry::new(arbiters.clone(), shared));
 
@@ -228,13 +238,15 @@ async fn run_with_io(
     let publisher = DecisionPublisher::new(
         decisions.clone(),
         producer.clone(),
-        topics.enforcement.clone(),
+        (topics.enforcement.clone(), topics.attribution.clone()),
         audit_sink,
     );
     let outputs = ApiOutputs {
         partitions,
         io: io.clone(),
         publisher: publisher.clone(),
+        payouts,
+        control_topic: topics.control.clone(),
     };
     let api_state = ApiState::new(
         &config,
@@ -245,6 +257,12 @@ async fn run_with_io(
         outputs,
     );
     actix_rt::spawn(crate::http::kill_switches::expire_loop(api_state.clone()));
+    if config.money.auto_close {
+        actix_rt::spawn(crate::http::statements::auto_close_loop(
+            api_state.clone(),
+            config.money.close_grace,
+        ));
+    }
     let server =
         http::serve(&config.admin, api_state).map_err(|e| fatal("admin api")(e.to_string()))?;
     println!("listening on http://{}", server.local_addr);
@@ -287,6 +305,7 @@ async fn run_with_io(
             flush_interval: kafka.flush_interval,
             max_unflushed: config.runtime.max_unflushed_events,
             passivate_after: config.runtime.passivate_after,
+            partitions,
         };
         let pipeline = Pipeline::new(
             settings,

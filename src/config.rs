@@ -44,6 +44,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[enforcement]`: ladder timing, quotas and health thresholds per tier.
     pub enforcement: crate::domain::enforcement::EnforcementPolicy,
+    /// `[money]`: the partner program and month closing.
+    pub money: MoneyConfig,
 }
 
 // Written out rather than derived only so that the redacting impls below are the ones used.
@@ -58,6 +60,7 @@ impl fmt::Debug for Config {
             .field("log", &self.log)
             .field("metrics", &self.metrics)
             .field("enforcement", &self.enforcement)
+            .field("money", &self.money)
             .finish()
     }
 }
@@ -430,6 +433,53 @@ impl Default for LogConfig {
     }
 }
 
+/// `[money]`: which partner program runs, and how months close (CONTRACT §2).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MoneyConfig {
+    /// A shipped program: `default`, `reseller` or `credits` (config/programs/).
+    pub program: String,
+    /// A program file instead of a shipped one (relative paths are relative to the
+    /// config file's directory). Switching program is this config change.
+    pub program_file: Option<std::path::PathBuf>,
+    /// Close the previous month automatically once `close_grace` has passed after its
+    /// end (wall clock). Off when replaying history.
+    pub auto_close: bool,
+    #[serde(with = "duration_str")]
+    pub close_grace: Duration,
+}
+
+impl Default for MoneyConfig {
+    fn default() -> Self {
+        MoneyConfig {
+            program: "default".into(),
+            program_file: None,
+            auto_close: true,
+            close_grace: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+impl MoneyConfig {
+    /// The configured program, or every problem with it as (config key, message).
+    pub fn load_program(&self) -> Result<crate::domain::money::Program, (String, String)> {
+        use crate::domain::money::Program;
+        match &self.program_file {
+            Some(path) => Program::load(path).map_err(|e| ("money.program_file".into(), e.to_string())),
+            None => match Program::builtin(&self.program) {
+                Some(res) => res.map_err(|e| ("money.program".into(), e.to_string())),
+                None => Err((
+                    "money.program".into(),
+                    format!(
+                        "unknown program `{}`: expected default, reseller or credits (or set money.program_file)",
+                        self.program
+                    ),
+                )),
+            },
+        }
+    }
+}
+
 /// `[metrics]`: opt-in views that cost series.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -698,7 +748,14 @@ fn from_parts(
     apply_env(&mut root, env, &mut c);
     check_table::<Config>(&mut root, "", &mut c);
     match Value::Table(root).try_into::<Config>() {
-        Ok(config) => {
+        Ok(mut config) => {
+            if let Some(file) = config.money.program_file.as_mut() {
+                if file.is_relative() {
+                    if let Some(dir) = Path::new(origin).parent() {
+                        *file = dir.join(&*file);
+                    }
+                }
+            }
             validate(&config, &mut c);
             c.into_result(Some(config))
         }
@@ -811,6 +868,7 @@ impl Section for TokenConfig {}
 impl Section for SimulatorConfig {}
 impl Section for LogConfig {}
 impl Section for MetricsConfig {}
+impl Section for MoneyConfig {}
 impl Section for crate::domain::enforcement::EnforcementPolicy {}
 
 impl Section for Config {
@@ -826,6 +884,7 @@ impl Section for Config {
             "simulator" => check_table::<SimulatorConfig>(t, path, c),
             "log" => check_table::<LogConfig>(t, path, c),
             "metrics" => check_table::<MetricsConfig>(t, path, c),
+            "money" => check_table::<MoneyConfig>(t, path, c),
             "enforcement" => {
                 check_table::<crate::domain::enforcement::EnforcementPolicy>(t, path, c)
             }
@@ -973,6 +1032,9 @@ fn validate(config: &Config, c: &mut Collector) {
         } else {
             format!("enforcement.{key}")
         };
+        c.push(&key, message);
+    }
+    if let Err((key, message)) = config.money.load_program() {
         c.push(&key, message);
     }
     if config.metrics.top_partners > 1_000 {
@@ -1306,6 +1368,39 @@ mod tests {
             ..RuntimeConfig::default()
         };
         assert_eq!(fixed.arbiter_count(), 3);
+    }
+
+    #[test]
+    fn the_program_is_chosen_by_config_and_a_bad_one_is_named() {
+        let c = Config::from_toml_str(VALID, "x.toml").unwrap();
+        assert_eq!(c.money.load_program().unwrap().name, "default");
+        let reseller = format!("{VALID}[money]\nprogram = \"reseller\"\n");
+        let c = Config::from_toml_str(&reseller, "x.toml").unwrap();
+        assert!(c.money.load_program().unwrap().promo.is_some());
+
+        let e = errors(&format!("{VALID}[money]\nprogram = \"gold-rush\"\n"));
+        assert_eq!(keys(&e), ["money.program"]);
+        assert!(problem(&e, "money.program").message.contains("gold-rush"));
+
+        // A program file is read relative to the config file, and its own problems are
+        // reported with the file's path.
+        let dir = std::env::temp_dir().join(format!("warden-prog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("bad.toml"),
+            "name = \"x\"\ndefault_tier = \"gold\"\n[tiers.gold]\ncommission_rate = 0.1\n",
+        )
+        .unwrap();
+        let origin = dir.join("warden.toml");
+        let text = format!("{VALID}[money]\nprogram_file = \"bad.toml\"\n");
+        let e = Config::from_toml_str(&text, &origin.display().to_string()).unwrap_err();
+        assert_eq!(keys(&e), ["money.program_file"]);
+        let message = &problem(&e, "money.program_file").message;
+        assert!(
+            message.contains(&dir.join("bad.toml").display().to_string()),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1714,7 +1809,8 @@ mod tests {
                 "simulator",
                 "log",
                 "metrics",
-                "enforcement"
+                "enforcement",
+                "money"
             ]
         );
     }

@@ -44,12 +44,13 @@ pub struct Metrics {
     pub coop_accrued_usd: prometheus::Counter,
     pub admin_requests: IntCounterVec,
     pub mailbox_events: IntGauge,
+    pub invoices_parked: IntGauge,
     pub apply_latency_quantiles: prometheus::GaugeVec,
     pub partner_top_requests: IntGaugeVec,
 }
 
 /// Admin API routes (the `route` label's closed set) and the statuses it answers with.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 14] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -59,10 +60,14 @@ pub const ROUTES: [&str; 10] = [
     "/v1/kill-switches",
     "/v1/kill-switches/{id}",
     "/v1/audit",
+    "/v1/partners/{id}/statement",
+    "/v1/partners/{id}/statement/{month}/approve",
+    "/v1/partners/{id}/statement/{month}/paid",
+    "/v1/months/{month}/close",
     "other",
 ];
-pub const STATUSES: [&str; 9] = [
-    "200", "201", "400", "401", "403", "404", "413", "429", "503",
+pub const STATUSES: [&str; 11] = [
+    "200", "201", "202", "400", "401", "403", "404", "409", "413", "429", "503",
 ];
 
 /// Enforcement levels, in order (CONTRACT §3): the `level` label's closed set.
@@ -212,6 +217,10 @@ impl Metrics {
             mailbox_events: gauge(
                 "warden_mailbox_events",
                 "Events handed to partner actors and not yet applied (all mailboxes).",
+            ),
+            invoices_parked: gauge(
+                "warden_invoices_parked",
+                "Invoice lines of live partners waiting for the first FX rate of their currency.",
             ),
             apply_latency_quantiles: reg(
                 &r,

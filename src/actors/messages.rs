@@ -43,7 +43,8 @@ pub struct Snapshot {
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct Tick {
-    pub watermark: chrono::DateTime<chrono::Utc>,
+    /// `None` while the partition has no event time yet: only control facts apply.
+    pub watermark: Option<chrono::DateTime<chrono::Utc>>,
     pub wall_now: chrono::DateTime<chrono::Utc>,
 }
 
@@ -59,6 +60,11 @@ pub struct TakeSnapshot;
 #[derive(Message)]
 #[rtype(result = "PartnerSummary")]
 pub struct GetSummary;
+
+/// A copy of the partner's whole state (statement reads; rare, so a clone is fine).
+#[derive(Message)]
+#[rtype(result = "crate::domain::partner::PartnerState")]
+pub struct GetState;
 
 /// Stop after the messages already queued (passivation, revocation, shutdown).
 #[derive(Message)]

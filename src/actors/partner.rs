@@ -8,21 +8,46 @@ use actix::{Actor, ActorContext, Context, Handler};
 use parking_lot::RwLock;
 
 use super::messages::{
-    AckOutbox, ApplyBatch, GetSummary, RejectedEvent, Snapshot, Stop, TakeSnapshot, Tick,
+    AckOutbox, ApplyBatch, GetState, GetSummary, RejectedEvent, Snapshot, Stop, TakeSnapshot, Tick,
 };
 use crate::domain::control::ControlTable;
 use crate::domain::enforcement::{EnforcementPolicy, Level};
 use crate::domain::event::DeadLetterReason;
+use crate::domain::money::Program;
 use crate::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
 use crate::metrics::METRICS;
 
-/// What every partner actor shares: the global control table and enforcement policy.
+/// What every partner actor shares: the global control table, enforcement policy and
+/// partner program.
 #[derive(Clone)]
 pub struct Shared {
     pub rules: ApplyRules,
     pub mailbox_capacity: usize,
     pub control: Arc<RwLock<ControlTable>>,
     pub policy: Arc<EnforcementPolicy>,
+    pub program: Arc<Program>,
+}
+
+impl Shared {
+    /// Runs `f` on `state` with the context of now, under one read of the control table:
+    /// the facts a batch is applied with cannot move under it.
+    pub fn with_context<R>(
+        &self,
+        state: &mut PartnerState,
+        f: impl FnOnce(&mut PartnerState, &ControlTable, &ApplyContext<'_>) -> R,
+    ) -> R {
+        let table = self.control.read();
+        let tier = table.tier_of(&state.partner_id).to_owned();
+        let ctx = ApplyContext {
+            rules: &self.rules,
+            tier: &tier,
+            policy: &self.policy,
+            money: table.money(),
+            program: &self.program,
+            wall_now: chrono::Utc::now(),
+        };
+        f(state, &table, &ctx)
+    }
 }
 
 pub struct PartnerActor {
@@ -31,6 +56,8 @@ pub struct PartnerActor {
     rejections: Vec<RejectedEvent>,
     /// The level counted in `warden_partners{level}` for this partner.
     counted_level: Level,
+    /// The parked invoices counted in `warden_invoices_parked` for this partner.
+    counted_parked: i64,
 }
 
 impl PartnerActor {
@@ -40,22 +67,32 @@ impl PartnerActor {
             shared: shared.clone(),
             rejections: Vec::new(),
             counted_level: Level::Ok,
+            counted_parked: 0,
         }
     }
 
-    /// Applies the partner-scoped control facts this partner has not applied yet, so they
-    /// govern the events applied after them (CONTRACT §1). Returns the partner's tier.
-    fn catch_up_control(&mut self) -> String {
-        let table = self.shared.control.read();
-        let facts = table.facts_for(&self.state.partner_id, self.state.control_applied);
-        if !facts.is_empty() {
-            let now = chrono::Utc::now();
-            for (offset, fact) in &facts {
-                self.state
-                    .apply_control(*offset, fact, now, &self.shared.policy);
-            }
+    /// Keeps the money metrics in step: gross flows, and the parked gauge.
+    fn count_money(&mut self) {
+        use rust_decimal::prelude::ToPrimitive;
+        let flow = self.state.take_flow();
+        // Metrics are reporting only: the f64 never feeds back into money.
+        let f = |d: rust_decimal::Decimal| d.to_f64().unwrap_or(0.0);
+        if !flow.commission_accrued_usd.is_zero() {
+            METRICS
+                .commission_usd
+                .inc_by(f(flow.commission_accrued_usd));
         }
-        table.tier_of(&self.state.partner_id).to_owned()
+        if !flow.commission_reversed_usd.is_zero() {
+            METRICS
+                .commission_reversed_usd
+                .inc_by(f(flow.commission_reversed_usd));
+        }
+        if !flow.coop_accrued_usd.is_zero() {
+            METRICS.coop_accrued_usd.inc_by(f(flow.coop_accrued_usd));
+        }
+        let parked = self.state.ledger().parked().len() as i64;
+        METRICS.invoices_parked.add(parked - self.counted_parked);
+        self.counted_parked = parked;
     }
 
     /// Keeps `warden_partners{level}` in step with this partner's level.
@@ -84,6 +121,7 @@ impl Actor for PartnerActor {
             .partners
             .with_label_values(&[self.counted_level.as_str()])
             .inc();
+        self.count_money();
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -92,6 +130,7 @@ impl Actor for PartnerActor {
             .partners
             .with_label_values(&[self.counted_level.as_str()])
             .dec();
+        METRICS.invoices_parked.sub(self.counted_parked);
     }
 }
 
@@ -100,46 +139,48 @@ impl Handler<ApplyBatch> for PartnerActor {
 
     fn handle(&mut self, batch: ApplyBatch, _ctx: &mut Context<Self>) {
         METRICS.mailbox_events.sub(batch.0.len() as i64);
-        let tier = self.catch_up_control();
-        let policy = self.shared.policy.clone();
-        let rules = self.shared.rules;
-        let ctx = ApplyContext {
-            rules: &rules,
-            tier: &tier,
-            policy: &policy,
-        };
-        let mut nanos = Vec::with_capacity(batch.0.len());
-        for sourced in batch.0 {
-            let started = Instant::now();
-            let outcome = self.state.apply_with(&sourced.event, &ctx);
-            let took = started.elapsed();
-            METRICS.event_apply_seconds.observe(took.as_secs_f64());
-            nanos.push(took.as_nanos() as u64);
-            let topic = sourced.topic.as_str();
-            match outcome {
-                Ok(Applied::Counted) => METRICS.events.with_label_values(&[topic, "applied"]).inc(),
-                Ok(Applied::Duplicate) => METRICS
-                    .events
-                    .with_label_values(&[topic, "duplicate"])
-                    .inc(),
-                Err(rejection) => {
-                    if rejection.reason == DeadLetterReason::OutsideDedupWindow {
-                        tracing::warn!(
-                            partner_id = %self.state.partner_id,
-                            offset = sourced.offset,
-                            "event older than the dedup window: dead-lettered"
-                        );
+        let rejections = &mut self.rejections;
+        let nanos = self
+            .shared
+            .with_context(&mut self.state, |state, table, ctx| {
+                state.catch_up(table, ctx);
+                let mut nanos = Vec::with_capacity(batch.0.len());
+                for sourced in batch.0 {
+                    let started = Instant::now();
+                    let outcome = state.apply(&sourced.event, ctx);
+                    let took = started.elapsed();
+                    METRICS.event_apply_seconds.observe(took.as_secs_f64());
+                    nanos.push(took.as_nanos() as u64);
+                    let topic = sourced.topic.as_str();
+                    match outcome {
+                        Ok(Applied::Counted) => {
+                            METRICS.events.with_label_values(&[topic, "applied"]).inc()
+                        }
+                        Ok(Applied::Duplicate) => METRICS
+                            .events
+                            .with_label_values(&[topic, "duplicate"])
+                            .inc(),
+                        Err(rejection) => {
+                            if rejection.reason == DeadLetterReason::OutsideDedupWindow {
+                                tracing::warn!(
+                                    partner_id = %state.partner_id,
+                                    offset = sourced.offset,
+                                    "event older than the dedup window: dead-lettered"
+                                );
+                            }
+                            METRICS.dead_letter(sourced.topic, rejection.reason);
+                            rejections.push(RejectedEvent {
+                                source: sourced,
+                                rejection,
+                            });
+                        }
                     }
-                    METRICS.dead_letter(sourced.topic, rejection.reason);
-                    self.rejections.push(RejectedEvent {
-                        source: sourced,
-                        rejection,
-                    });
                 }
-            }
-        }
+                nanos
+            });
         crate::latency::APPLY_LATENCY.record_all(&nanos);
         self.count_level();
+        self.count_money();
     }
 }
 
@@ -167,7 +208,12 @@ impl Handler<GetSummary> for PartnerActor {
             .read()
             .tier_of(&self.state.partner_id)
             .to_owned();
-        actix::MessageResult(self.state.summary_in(&tier, &self.shared.policy))
+        actix::MessageResult(self.state.summary_in(
+            &tier,
+            &self.shared.policy,
+            &self.shared.program,
+            chrono::Utc::now(),
+        ))
     }
 }
 
@@ -175,16 +221,27 @@ impl Handler<Tick> for PartnerActor {
     type Result = bool;
 
     fn handle(&mut self, tick: Tick, _ctx: &mut Context<Self>) -> bool {
-        let control_before = self.state.control_applied;
         let outbox_before = self.state.outbox().len();
-        let tier = self.catch_up_control();
-        let decided = self
-            .state
-            .tick(tick.watermark, tick.wall_now, &tier, &self.shared.policy);
+        let (caught_up, decided) =
+            self.shared
+                .with_context(&mut self.state, |state, table, ctx| {
+                    let caught_up = state.catch_up(table, ctx);
+                    let decided = tick.watermark.is_some_and(|watermark| {
+                        state.tick(watermark, tick.wall_now, ctx.tier, ctx.policy)
+                    });
+                    (caught_up, decided)
+                });
         self.count_level();
-        decided
-            || self.state.control_applied != control_before
-            || self.state.outbox().len() != outbox_before
+        self.count_money();
+        decided || caught_up || self.state.outbox().len() != outbox_before
+    }
+}
+
+impl Handler<GetState> for PartnerActor {
+    type Result = actix::MessageResult<GetState>;
+
+    fn handle(&mut self, _msg: GetState, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.state.clone())
     }
 }
 

@@ -35,6 +35,11 @@ impl Registry {
         }
     }
 
+    /// What every partner actor shares (control table, policy, program).
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     pub fn get(&self, partner_id: &str) -> Option<Addr<PartnerActor>> {
         self.actors.get(partner_id).map(|a| a.clone())
     }

@@ -2,14 +2,18 @@
 //! whole topic, so every instance holds the same facts in the same order.
 //!
 //! Partner-scoped facts that move money are applied to partner state by the owner; this
-//! table keeps the facts every reader needs (who a partner is, its tier and parent).
+//! table keeps the facts every reader needs (who a partner is, its tier and parent, the
+//! money facts of [`MoneyFacts`]) and, by offset, the facts each partner's owner still has
+//! to apply to the partner's state: its own scoped facts, and the global facts that act on
+//! every ledger (FX arrivals for parked lines, month closes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::event::ControlEvent;
+use super::money::{MoneyFacts, Month};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartnerFacts {
@@ -28,6 +32,14 @@ pub struct ControlTable {
     /// Partner-scoped facts the owner applies to partner state (quota, tenant, and the
     /// money facts), with their control offsets, in topic order.
     scoped: std::collections::HashMap<String, Vec<(i64, ControlEvent)>>,
+    /// Facts without a partner that act on every partner's ledger (`fx_rate`,
+    /// `month_close`), in topic order.
+    global: Vec<(i64, ControlEvent)>,
+    /// Offsets and partners of the scoped facts that move money or credits (`mdf_expense`,
+    /// `credit_purchase`, `tenant`): their owners wake those partners to apply them.
+    money_moves: Vec<(i64, String)>,
+    closed_months: BTreeSet<Month>,
+    money: MoneyFacts,
     facts_applied: u64,
     /// The control-topic offset of the last fact applied (+1), for readiness.
     next_offset: i64,
@@ -37,6 +49,7 @@ impl ControlTable {
     pub fn apply(&mut self, offset: i64, fact: &ControlEvent) {
         self.facts_applied += 1;
         self.next_offset = self.next_offset.max(offset + 1);
+        self.money.apply(offset, fact);
         match fact {
             ControlEvent::Partner {
                 partner_id,
@@ -74,7 +87,20 @@ impl ControlTable {
                     }
                 }
             }
+            ControlEvent::FxRate { .. } => self.global.push((offset, fact.clone())),
+            ControlEvent::MonthClose { month } => {
+                if let Ok(m) = month.parse::<Month>() {
+                    self.closed_months.insert(m);
+                    self.global.push((offset, fact.clone()));
+                }
+            }
             _ => {}
+        }
+        if let ControlEvent::Tenant { partner_id, .. }
+        | ControlEvent::MdfExpense { partner_id, .. }
+        | ControlEvent::CreditPurchase { partner_id, .. } = fact
+        {
+            self.money_moves.push((offset, partner_id.clone()));
         }
         if matches!(
             fact,
@@ -92,15 +118,53 @@ impl ControlTable {
         }
     }
 
-    /// The partner-scoped facts of `partner_id` at or after control offset `from`.
-    pub fn facts_for(&self, partner_id: &str, from: i64) -> Vec<(i64, ControlEvent)> {
-        match self.scoped.get(partner_id) {
-            Some(facts) => {
-                let start = facts.partition_point(|(o, _)| *o < from);
-                facts[start..].to_vec()
-            }
-            None => Vec::new(),
-        }
+    /// The facts `partner_id`'s owner applies to its state, at or after control offset
+    /// `from`, in offset order: the partner's scoped facts and the month closes, plus the
+    /// FX rates when `with_fx` (only a ledger with parked lines needs them).
+    pub fn facts_for(
+        &self,
+        partner_id: &str,
+        from: i64,
+        with_fx: bool,
+    ) -> Vec<(i64, ControlEvent)> {
+        let own = match self.scoped.get(partner_id) {
+            Some(facts) => &facts[facts.partition_point(|(o, _)| *o < from)..],
+            None => &[],
+        };
+        let global = &self.global[self.global.partition_point(|(o, _)| *o < from)..];
+        let mut out: Vec<(i64, ControlEvent)> = own
+            .iter()
+            .chain(
+                global
+                    .iter()
+                    .filter(|(_, f)| with_fx || matches!(f, ControlEvent::MonthClose { .. })),
+            )
+            .cloned()
+            .collect();
+        out.sort_by_key(|(o, _)| *o);
+        out
+    }
+
+    /// Partners with a money-moving scoped fact at or after `from`, and the offset after
+    /// the newest such fact (the next `from`).
+    pub fn money_moves_since(&self, from: i64) -> (Vec<&str>, i64) {
+        let start = self.money_moves.partition_point(|(o, _)| *o < from);
+        let moves = &self.money_moves[start..];
+        let next = moves.last().map_or(from, |(o, _)| o + 1);
+        (moves.iter().map(|(_, p)| p.as_str()).collect(), next)
+    }
+
+    /// The money facts (rates, tiers, parents, spiffs, bonuses, activations).
+    pub fn money(&self) -> &MoneyFacts {
+        &self.money
+    }
+
+    pub fn is_closed(&self, month: Month) -> bool {
+        self.closed_months.contains(&month)
+    }
+
+    pub fn closed_months(&self) -> &BTreeSet<Month> {
+        &self.closed_months
     }
 
     /// The tier a partner is in now (`default` for a partner without a `partner` fact).
@@ -170,21 +234,21 @@ mod tests {
         t.apply(2, &quota("b", 2));
         t.apply(3, &quota("a", 3));
         assert_eq!(
-            t.facts_for("a", 0)
+            t.facts_for("a", 0, true)
                 .iter()
                 .map(|(o, _)| *o)
                 .collect::<Vec<_>>(),
             vec![0, 3]
         );
         assert_eq!(
-            t.facts_for("a", 1)
+            t.facts_for("a", 1, true)
                 .iter()
                 .map(|(o, _)| *o)
                 .collect::<Vec<_>>(),
             vec![3]
         );
-        assert!(t.facts_for("a", 4).is_empty());
-        assert_eq!(t.facts_for("b", 0).len(), 1);
+        assert!(t.facts_for("a", 4, true).is_empty());
+        assert_eq!(t.facts_for("b", 0, true).len(), 1);
         assert_eq!(t.tier_of("b"), "gold");
         assert_eq!(t.tier_of("zzz"), "default");
     }

@@ -57,6 +57,16 @@ pub enum InvoiceKind {
     Chargeback,
 }
 
+impl InvoiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceKind::Paid => "paid",
+            InvoiceKind::Refund => "refund",
+            InvoiceKind::Chargeback => "chargeback",
+        }
+    }
+}
+
 /// One record of `warden.invoices.v1`. For refunds and chargebacks `refers_to` is set
 /// (the decoder guarantees it) and `platform_fee + overage` is the refunded amount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

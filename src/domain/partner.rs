@@ -2,13 +2,14 @@
 //!
 //! Pure: no I/O, no clock. The actor (actors/partner.rs) owns one `PartnerState`, feeds it
 //! decoded events in offset order and hands snapshots to the store. Every check runs
-//! before any field changes, so a rejected event leaves no trace.
-
-use std::collections::BTreeSet;
+//! before any field changes, so a rejected event leaves no trace (except, for a parent
+//! chain that loops, the audit note of its refusal).
 
 use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::control::ControlTable;
 use super::dedup::{Admission, DedupWindow};
 use super::enforcement::{
     Decision, EnforcementPolicy, EnforcementState, LevelView, QuotaSpec, QuotaView, TenantFact,
@@ -16,6 +17,10 @@ use super::enforcement::{
 use super::event::{
     AttributionEvent, ControlEvent, DeadLetterReason, InvoiceEvent, InvoiceKind, PartnerEvent,
     Rejection, UsageEvent,
+};
+use super::money::{
+    ControlOutcome, CreditEffects, CreditSignal, InvoiceOutcome, Ledger, LedgerEffects, MoneyFacts,
+    MoneyTotals, Program, StatusView, CHAIN_LOOPS,
 };
 
 /// Lifetime usage counters (CONTRACT §6 `usage`).
@@ -86,23 +91,102 @@ pub struct PartnerSummary {
     /// Every target of this partner above `ok` (integrations, tenants).
     pub levels: Vec<LevelView>,
     pub quota: Option<QuotaView>,
+    /// The money figures of CONTRACT §6.
+    #[serde(default)]
+    pub money: MoneyTotals,
+    /// Active / at-risk (informational).
+    #[serde(default)]
+    pub status: Option<StatusView>,
 }
 
-/// A decision in the partner's outbox: durable with the state that made it, published
-/// after, removed once the data plane and the topic have it (CONTRACT §4).
+/// An output in the partner's outbox: durable with the state that made it, published
+/// after, removed once it is published (CONTRACT §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
-    /// Per-partner number: `<partner_id>:<n>` is the decision's stable outbox id.
+    /// Per-partner number: `<partner_id>:<n>` is the entry's stable outbox id.
     pub n: u64,
-    pub decision: Decision,
+    pub item: Outbound,
 }
 
-/// What applying needs besides the event: rules, the partner's tier, enforcement policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outbound {
+    /// An enforcement decision: data plane, `warden.enforcement.v1`, audit.
+    Decision(Decision),
+    /// An override owed to an ancestor: `warden.attribution.v1`.
+    Attribution(AttributionEvent),
+    /// A refusal that must be audited (a parent chain that loops, a parked line that
+    /// could not be applied when its rate arrived).
+    Audit(AuditNote),
+}
+
+/// An audit record to write, with its stable `ref_id` (so a re-publication is recorded once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditNote {
+    pub ref_id: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+/// Money that moved in applies not yet counted in metrics (gross, CONTRACT §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MoneyFlow {
+    pub commission_accrued_usd: Decimal,
+    pub commission_reversed_usd: Decimal,
+    pub coop_accrued_usd: Decimal,
+}
+
+/// What applying needs besides the event: rules, the partner's tier, enforcement policy,
+/// the money facts and program, and the wall clock (pilot age).
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyContext<'a> {
     pub rules: &'a ApplyRules,
     pub tier: &'a str,
     pub policy: &'a EnforcementPolicy,
+    pub money: &'a MoneyFacts,
+    pub program: &'a Program,
+    pub wall_now: DateTime<Utc>,
+}
+
+/// Owned rules, policy, facts and program, for tests and benches: `env.ctx()` borrows them.
+#[derive(Debug, Clone)]
+pub struct ApplyEnv {
+    pub rules: ApplyRules,
+    pub tier: String,
+    pub policy: EnforcementPolicy,
+    pub money: MoneyFacts,
+    pub program: Program,
+    pub wall_now: DateTime<Utc>,
+}
+
+impl Default for ApplyEnv {
+    fn default() -> Self {
+        ApplyEnv {
+            rules: ApplyRules::default(),
+            tier: "default".into(),
+            policy: EnforcementPolicy::default(),
+            money: MoneyFacts::new(),
+            // The shipped default program is validated by its own tests.
+            program: Program::builtin("default")
+                .and_then(Result::ok)
+                .expect("the shipped default program is valid"),
+            wall_now: DateTime::UNIX_EPOCH,
+        }
+    }
+}
+
+impl ApplyEnv {
+    pub fn ctx(&self) -> ApplyContext<'_> {
+        ApplyContext {
+            rules: &self.rules,
+            tier: &self.tier,
+            policy: &self.policy,
+            money: &self.money,
+            program: &self.program,
+            wall_now: self.wall_now,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -114,10 +198,10 @@ pub struct PartnerState {
     pub last_seen: Option<DateTime<Utc>>,
     pub duplicates_skipped: u64,
     usage_ids: DedupWindow,
-    /// `(invoice_id, kind)` pairs applied: kept forever (CONTRACT §1).
-    invoice_ids: BTreeSet<String>,
-    /// `attribution_id`s applied: kept forever.
-    attribution_ids: BTreeSet<String>,
+    /// The money side (CONTRACT §2): it keeps `(invoice_id, kind)` and `attribution_id`
+    /// of everything applied, forever.
+    #[serde(default)]
+    ledger: Ledger,
     /// Next control-topic offset to apply (partner-scoped facts below it are applied).
     #[serde(default)]
     pub control_applied: i64,
@@ -127,27 +211,35 @@ pub struct PartnerState {
     outbox: Vec<OutboxEntry>,
     #[serde(default)]
     next_outbox: u64,
+    /// Not part of the state: what the actor still has to count in metrics.
+    #[serde(skip)]
+    flow: MoneyFlow,
 }
 
 impl PartnerState {
     pub fn new(partner_id: impl Into<String>) -> Self {
+        let partner_id = partner_id.into();
         PartnerState {
-            partner_id: partner_id.into(),
+            ledger: Ledger::new(partner_id.clone()),
+            enforcement: EnforcementState::new(partner_id.clone()),
+            partner_id,
             ..Default::default()
         }
     }
 
-    /// Applies one event of this partner. `Err` means the event is rejected and must be
-    /// dead-lettered; the state is then unchanged.
+    /// Applies one event of this partner and runs enforcement on what it changed;
+    /// decisions and attributions go to the outbox. `Err` means the event is rejected and
+    /// must be dead-lettered; the state is then unchanged.
     pub fn apply(
         &mut self,
         event: &PartnerEvent,
-        rules: &ApplyRules,
+        ctx: &ApplyContext<'_>,
     ) -> Result<Applied, Rejection> {
+        self.ensure_owner();
         let applied = match event {
-            PartnerEvent::Usage(e) => self.apply_usage(e, rules)?,
-            PartnerEvent::Invoice(e) => self.apply_invoice(e),
-            PartnerEvent::Attribution(e) => self.apply_attribution(e),
+            PartnerEvent::Usage(e) => self.apply_usage(e, ctx)?,
+            PartnerEvent::Invoice(e) => self.apply_invoice(e, ctx)?,
+            PartnerEvent::Attribution(e) => self.apply_attribution(e)?,
         };
         match applied {
             Applied::Counted => self.last_seen = self.last_seen.max(Some(event.ts())),
@@ -158,7 +250,11 @@ impl PartnerState {
         Ok(applied)
     }
 
-    fn apply_usage(&mut self, e: &UsageEvent, rules: &ApplyRules) -> Result<Applied, Rejection> {
+    fn apply_usage(
+        &mut self,
+        e: &UsageEvent,
+        ctx: &ApplyContext<'_>,
+    ) -> Result<Applied, Rejection> {
         // Overflow is checked before the id is marked seen, so a rejected event is not "seen".
         let next = self.usage.plus(e).ok_or_else(|| {
             Rejection::new(
@@ -166,7 +262,10 @@ impl PartnerState {
                 "usage counter overflow",
             )
         })?;
-        match self.usage_ids.admit(&e.event_id, e.ts, rules.dedup_window) {
+        match self
+            .usage_ids
+            .admit(&e.event_id, e.ts, ctx.rules.dedup_window)
+        {
             Admission::TooOld => Err(Rejection::new(
                 DeadLetterReason::OutsideDedupWindow,
                 format!(
@@ -177,19 +276,29 @@ impl PartnerState {
             Admission::Duplicate => Ok(Applied::Duplicate),
             Admission::New => {
                 self.usage = next;
+                let decisions = self.enforcement.on_usage(e, ctx.tier, ctx.policy);
+                self.push_decisions(decisions);
                 Ok(Applied::Counted)
             }
         }
     }
 
-    fn apply_invoice(&mut self, e: &InvoiceEvent) -> Applied {
-        let kind = match e.kind {
-            InvoiceKind::Paid => "paid",
-            InvoiceKind::Refund => "refund",
-            InvoiceKind::Chargeback => "chargeback",
+    fn apply_invoice(
+        &mut self,
+        e: &InvoiceEvent,
+        ctx: &ApplyContext<'_>,
+    ) -> Result<Applied, Rejection> {
+        let effects = match self.ledger.apply_invoice(e, ctx.money, ctx.program) {
+            Ok(effects) => effects,
+            Err(rejection) => {
+                if rejection.detail.starts_with(CHAIN_LOOPS) {
+                    self.audit_refusal(e, "money.chain_loop_refused", &rejection);
+                }
+                return Err(rejection);
+            }
         };
-        if !self.invoice_ids.insert(format!("{}:{kind}", e.invoice_id)) {
-            return Applied::Duplicate;
+        if effects.outcome == InvoiceOutcome::Duplicate {
+            return Ok(Applied::Duplicate);
         }
         let counter = match e.kind {
             InvoiceKind::Paid => &mut self.invoices.paid,
@@ -197,72 +306,70 @@ impl PartnerState {
             InvoiceKind::Chargeback => &mut self.invoices.chargebacks,
         };
         *counter = counter.saturating_add(1);
-        Applied::Counted
+        self.book(effects, e.ts, ctx);
+        Ok(Applied::Counted)
     }
 
-    fn apply_attribution(&mut self, e: &AttributionEvent) -> Applied {
-        if !self.attribution_ids.insert(e.attribution_id.clone()) {
-            return Applied::Duplicate;
+    /// Runs what an applied invoice line produced: attributions to the outbox, the flow
+    /// for metrics, and a chargeback's health signal.
+    fn book(&mut self, effects: LedgerEffects, ts: DateTime<Utc>, ctx: &ApplyContext<'_>) {
+        let flow = &mut self.flow;
+        flow.commission_accrued_usd += effects.commission_accrued_usd;
+        flow.commission_reversed_usd += effects.commission_reversed_usd;
+        flow.coop_accrued_usd += effects.coop_accrued_usd;
+        for a in effects.attributions {
+            self.push_outbox(Outbound::Attribution(a));
         }
-        self.invoices.attributions = self.invoices.attributions.saturating_add(1);
-        Applied::Counted
-    }
-
-    /// What readers need (API, metrics), without the dedup memory.
-    pub fn summary(&self) -> PartnerSummary {
-        PartnerSummary {
-            partner_id: self.partner_id.clone(),
-            usage: self.usage,
-            invoices: self.invoices,
-            last_seen: self.last_seen,
-            duplicates_skipped: self.duplicates_skipped,
-            enforcement: Some(self.enforcement.partner_level()),
-            levels: self.enforcement.levels(),
-            quota: None,
+        if effects.chargeback {
+            let decisions = self.enforcement.on_chargeback(ts, ctx.tier, ctx.policy);
+            self.push_decisions(decisions);
         }
     }
 
-    /// [`PartnerState::summary`] with the quota as the partner's tier sets it.
-    pub fn summary_in(&self, tier: &str, policy: &EnforcementPolicy) -> PartnerSummary {
-        let mut s = self.summary();
-        s.quota = Some(self.enforcement.quota(tier, policy));
-        s
+    fn audit_refusal(&mut self, e: &InvoiceEvent, action: &str, rejection: &Rejection) {
+        let kind = e.kind.as_str();
+        self.push_outbox(Outbound::Audit(AuditNote {
+            ref_id: format!("{action}:{}:{}:{kind}", self.partner_id, e.invoice_id),
+            action: action.to_owned(),
+            target: format!("partner:{}", self.partner_id),
+            detail: serde_json::json!({
+                "invoice_id": e.invoice_id, "kind": kind, "reason": rejection.reason.as_str(),
+                "detail": rejection.detail,
+            }),
+        }));
     }
 
-    /// Applies `event` and runs enforcement on what it changed; decisions go to the outbox.
-    pub fn apply_with(
-        &mut self,
-        event: &PartnerEvent,
-        ctx: &ApplyContext<'_>,
-    ) -> Result<Applied, Rejection> {
-        self.ensure_enforcement_owner();
-        let applied = self.apply(event, ctx.rules)?;
-        if applied == Applied::Counted {
-            let decisions = match event {
-                PartnerEvent::Usage(e) => self.enforcement.on_usage(e, ctx.tier, ctx.policy),
-                PartnerEvent::Invoice(e) if e.kind == InvoiceKind::Chargeback => {
-                    self.enforcement.on_chargeback(e.ts, ctx.tier, ctx.policy)
-                }
-                _ => Vec::new(),
-            };
-            self.push_outbox(decisions);
+    fn apply_attribution(&mut self, e: &AttributionEvent) -> Result<Applied, Rejection> {
+        match self.ledger.apply_attribution(e)? {
+            InvoiceOutcome::Duplicate => Ok(Applied::Duplicate),
+            _ => {
+                self.invoices.attributions = self.invoices.attributions.saturating_add(1);
+                Ok(Applied::Counted)
+            }
         }
-        Ok(applied)
     }
 
-    /// Applies one partner-scoped control fact (quota, tenant) at control offset `offset`.
-    /// Facts at or below [`PartnerState::control_applied`] were applied already.
-    pub fn apply_control(
-        &mut self,
-        offset: i64,
-        fact: &ControlEvent,
-        wall_now: DateTime<Utc>,
-        policy: &EnforcementPolicy,
-    ) {
+    /// Applies the control facts of this partner from `table` it has not applied yet
+    /// (CONTRACT §1: they govern the events applied after them). Returns whether any was.
+    pub fn catch_up(&mut self, table: &ControlTable, ctx: &ApplyContext<'_>) -> bool {
+        let with_fx = !self.ledger.parked().is_empty();
+        let facts = table.facts_for(&self.partner_id, self.control_applied, with_fx);
+        for (offset, fact) in &facts {
+            self.apply_control(*offset, fact, ctx);
+        }
+        // Facts in between are not this partner's: nothing to apply, nothing to snapshot.
+        self.control_applied = self.control_applied.max(table.next_offset());
+        !facts.is_empty()
+    }
+
+    /// Applies one control fact at control offset `offset` (its scoped facts, FX
+    /// arrivals and month closes). Facts below [`PartnerState::control_applied`] were
+    /// applied already.
+    pub fn apply_control(&mut self, offset: i64, fact: &ControlEvent, ctx: &ApplyContext<'_>) {
         if offset < self.control_applied {
             return;
         }
-        self.ensure_enforcement_owner();
+        self.ensure_owner();
         match fact {
             ControlEvent::Quota {
                 integration_id,
@@ -285,18 +392,109 @@ impl PartnerState {
                 started_at,
                 ..
             } => {
-                let fact = TenantFact {
+                let tenant = TenantFact {
                     tenant_id,
                     partner_id,
                     plan: *plan,
                     started_at: *started_at,
                 };
-                let decisions = self.enforcement.on_tenant(fact, wall_now, policy);
-                self.push_outbox(decisions);
+                let decisions = self.enforcement.on_tenant(tenant, ctx.wall_now, ctx.policy);
+                self.push_decisions(decisions);
+                self.apply_money_control(offset, fact, ctx);
             }
-            _ => {}
+            _ => self.apply_money_control(offset, fact, ctx),
         }
         self.control_applied = offset + 1;
+    }
+
+    fn apply_money_control(&mut self, offset: i64, fact: &ControlEvent, ctx: &ApplyContext<'_>) {
+        match self
+            .ledger
+            .apply_control(offset, fact, ctx.money, ctx.program)
+        {
+            ControlOutcome::Credits(effects) => self.on_credits(effects, ctx),
+            ControlOutcome::Fx(arrival) => {
+                for (e, effects) in arrival.applied {
+                    self.book(effects, e.ts, ctx);
+                }
+                for (e, rejection) in arrival.rejected {
+                    self.audit_refusal(&e, "money.parked_invoice_rejected", &rejection);
+                }
+            }
+            ControlOutcome::Mdf(_)
+            | ControlOutcome::MonthClosed { .. }
+            | ControlOutcome::NoEffect
+            | ControlOutcome::Ignored(_) => {}
+        }
+    }
+
+    /// Credits programs: a refused activation blocks its tenant, a low balance warns the
+    /// partner, credits arriving lift the tenants they let through (CONTRACT §3).
+    fn on_credits(&mut self, effects: CreditEffects, ctx: &ApplyContext<'_>) {
+        let refused: Vec<&str> = effects
+            .signals
+            .iter()
+            .filter_map(|s| match s {
+                CreditSignal::InsufficientCredits { tenant_id, .. } => Some(tenant_id.as_str()),
+                CreditSignal::LowCredits { .. } => None,
+            })
+            .collect();
+        let activated: Vec<&str> = effects.activated.iter().map(|(t, _)| t.as_str()).collect();
+        let low = self.ledger.credit_wallet().is_low();
+        let decisions = self.enforcement.on_credits(
+            low,
+            &refused,
+            &activated,
+            ctx.wall_now,
+            ctx.tier,
+            ctx.policy,
+        );
+        self.push_decisions(decisions);
+    }
+
+    /// What readers need (API, metrics), without the dedup memory.
+    pub fn summary(&self) -> PartnerSummary {
+        PartnerSummary {
+            partner_id: self.partner_id.clone(),
+            usage: self.usage,
+            invoices: self.invoices,
+            last_seen: self.last_seen,
+            duplicates_skipped: self.duplicates_skipped,
+            enforcement: Some(self.enforcement.partner_level()),
+            levels: self.enforcement.levels(),
+            quota: None,
+            money: self.ledger.totals(),
+            status: None,
+        }
+    }
+
+    /// [`PartnerState::summary`] with the quota as the partner's tier sets it and the
+    /// status at `now` under `program`.
+    pub fn summary_in(
+        &self,
+        tier: &str,
+        policy: &EnforcementPolicy,
+        program: &Program,
+        now: DateTime<Utc>,
+    ) -> PartnerSummary {
+        let mut s = self.summary();
+        s.quota = Some(self.enforcement.quota(tier, policy));
+        s.status = Some(self.status(now, program));
+        s
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Active / at-risk and the lock at `now` (informational).
+    pub fn status(&self, now: DateTime<Utc>, program: &Program) -> StatusView {
+        self.ledger.status(now, program)
+    }
+
+    /// Takes the money moved since the last call, for metrics.
+    pub fn take_flow(&mut self) -> MoneyFlow {
+        std::mem::take(&mut self.flow)
     }
 
     /// Time passing: returns whether anything changed (a decision was made).
@@ -307,14 +505,14 @@ impl PartnerState {
         tier: &str,
         policy: &EnforcementPolicy,
     ) -> bool {
-        self.ensure_enforcement_owner();
+        self.ensure_owner();
         let decisions = self.enforcement.tick(watermark, wall_now, tier, policy);
         let changed = !decisions.is_empty();
-        self.push_outbox(decisions);
+        self.push_decisions(decisions);
         changed
     }
 
-    /// Decisions not yet known to be published.
+    /// Outputs not yet known to be published.
     pub fn outbox(&self) -> &[OutboxEntry] {
         &self.outbox
     }
@@ -329,26 +527,33 @@ impl PartnerState {
         self.enforcement.partner_level()
     }
 
-    fn push_outbox(&mut self, decisions: Vec<Decision>) {
+    fn push_decisions(&mut self, decisions: Vec<Decision>) {
         for decision in decisions {
-            self.next_outbox += 1;
-            self.outbox.push(OutboxEntry {
-                n: self.next_outbox,
-                decision,
-            });
+            self.push_outbox(Outbound::Decision(decision));
         }
     }
 
-    /// A state restored from an older snapshot has a default enforcement state.
-    fn ensure_enforcement_owner(&mut self) {
+    fn push_outbox(&mut self, item: Outbound) {
+        self.next_outbox += 1;
+        self.outbox.push(OutboxEntry {
+            n: self.next_outbox,
+            item,
+        });
+    }
+
+    /// A state restored without its enforcement or ledger part starts them for its partner.
+    fn ensure_owner(&mut self) {
         if self.enforcement.partner_id().is_empty() {
             self.enforcement = EnforcementState::new(self.partner_id.clone());
         }
+        if self.ledger.partner_id().is_empty() {
+            self.ledger = Ledger::new(self.partner_id.clone());
+        }
     }
 
-    /// Ids currently held for usage dedup (a memory figure for metrics and docs).
+    /// Ids currently held for dedup (a memory figure for metrics and docs).
     pub fn dedup_entries(&self) -> usize {
-        self.usage_ids.len() + self.invoice_ids.len() + self.attribution_ids.len()
+        self.usage_ids.len()
     }
 }
 
@@ -373,13 +578,19 @@ mod tests {
     #[test]
     fn usage_is_counted_once_per_event_id() {
         let mut s = PartnerState::new("p-1");
-        let rules = ApplyRules::default();
-        assert_eq!(s.apply(&usage("a", 0, 10, 2), &rules), Ok(Applied::Counted));
+        let env = ApplyEnv::default();
         assert_eq!(
-            s.apply(&usage("a", 0, 10, 2), &rules),
+            s.apply(&usage("a", 0, 10, 2), &env.ctx()),
+            Ok(Applied::Counted)
+        );
+        assert_eq!(
+            s.apply(&usage("a", 0, 10, 2), &env.ctx()),
             Ok(Applied::Duplicate)
         );
-        assert_eq!(s.apply(&usage("b", 5, 7, 0), &rules), Ok(Applied::Counted));
+        assert_eq!(
+            s.apply(&usage("b", 5, 7, 0), &env.ctx()),
+            Ok(Applied::Counted)
+        );
         assert_eq!(
             s.usage,
             UsageTotals {
@@ -400,12 +611,11 @@ mod tests {
     #[test]
     fn event_outside_the_dedup_window_is_rejected_without_effect() {
         let mut s = PartnerState::new("p-1");
-        let rules = ApplyRules {
-            dedup_window: Duration::seconds(60),
-        };
-        s.apply(&usage("a", 1000, 1, 0), &rules).unwrap();
+        let mut env = ApplyEnv::default();
+        env.rules.dedup_window = Duration::seconds(60);
+        s.apply(&usage("a", 1000, 1, 0), &env.ctx()).unwrap();
         let before = s.clone();
-        let err = s.apply(&usage("old", 900, 1, 0), &rules).unwrap_err();
+        let err = s.apply(&usage("old", 900, 1, 0), &env.ctx()).unwrap_err();
         assert_eq!(err.reason, DeadLetterReason::OutsideDedupWindow);
         assert_eq!(s, before);
     }
@@ -413,9 +623,9 @@ mod tests {
     #[test]
     fn overflow_is_rejected_and_the_id_is_not_marked_seen() {
         let mut s = PartnerState::new("p-1");
-        let rules = ApplyRules::default();
-        s.apply(&usage("a", 0, u64::MAX, 0), &rules).unwrap();
-        let err = s.apply(&usage("b", 1, 1, 0), &rules).unwrap_err();
+        let env = ApplyEnv::default();
+        s.apply(&usage("a", 0, u64::MAX, 0), &env.ctx()).unwrap();
+        let err = s.apply(&usage("b", 1, 1, 0), &env.ctx()).unwrap_err();
         assert_eq!(err.reason, DeadLetterReason::ArithmeticOverflow);
         assert_eq!(s.usage.requests, u64::MAX);
         assert_eq!(s.usage.events, 1);
@@ -424,15 +634,280 @@ mod tests {
     #[test]
     fn snapshot_round_trip_keeps_dedup_memory() {
         let mut s = PartnerState::new("p-1");
-        let rules = ApplyRules::default();
-        s.apply(&usage("a", 0, 3, 1), &rules).unwrap();
+        let env = ApplyEnv::default();
+        s.apply(&usage("a", 0, 3, 1), &env.ctx()).unwrap();
         let bytes = serde_json::to_vec(&s).unwrap();
         let mut back: PartnerState = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, s);
         assert_eq!(
-            back.apply(&usage("a", 0, 3, 1), &rules),
+            back.apply(&usage("a", 0, 3, 1), &env.ctx()),
             Ok(Applied::Duplicate)
         );
         assert_eq!(back.usage.requests, 3);
+    }
+
+    // ---- money wired into the partner state ----
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn dec(s: &str) -> rust_decimal::Decimal {
+        s.parse().unwrap()
+    }
+
+    fn partner_fact(
+        id: &str,
+        tier: &str,
+        parent: Option<&str>,
+        override_rate: Option<&str>,
+    ) -> ControlEvent {
+        ControlEvent::Partner {
+            partner_id: id.into(),
+            name: id.into(),
+            tier: tier.into(),
+            tier_effective_from: at("2026-01-01T00:00:00Z"),
+            parent_id: parent.map(Into::into),
+            override_rate: override_rate.map(dec),
+            coop_rate: None,
+            commission_rate: None,
+            net_of_cost: None,
+        }
+    }
+
+    fn paid(partner: &str, id: &str, ts: &str, currency: &str, fee: &str) -> PartnerEvent {
+        PartnerEvent::Invoice(InvoiceEvent {
+            invoice_id: id.into(),
+            ts: at(ts),
+            kind: InvoiceKind::Paid,
+            partner_id: partner.into(),
+            tenant_id: "t-1".into(),
+            currency: currency.into(),
+            platform_fee: dec(fee),
+            overage: dec("0"),
+            processing_cost: dec("0"),
+            new_logo: false,
+            contract_value: None,
+            refers_to: None,
+        })
+    }
+
+    /// A control table and the context the actor would build from it.
+    struct World {
+        table: ControlTable,
+        env: ApplyEnv,
+        next: i64,
+    }
+
+    impl World {
+        fn new(program: &str) -> Self {
+            let mut env = ApplyEnv::default();
+            env.program = Program::builtin(program).unwrap().unwrap();
+            env.wall_now = at("2026-06-30T00:00:00Z");
+            World {
+                table: ControlTable::default(),
+                env,
+                next: 0,
+            }
+        }
+
+        fn fact(&mut self, f: ControlEvent) {
+            self.table.apply(self.next, &f);
+            self.next += 1;
+        }
+
+        fn ctx(&self) -> ApplyContext<'_> {
+            let mut ctx = self.env.ctx();
+            ctx.money = self.table.money();
+            ctx
+        }
+    }
+
+    #[test]
+    fn a_paid_line_accrues_and_puts_one_attribution_per_ancestor_in_the_outbox() {
+        let mut w = World::new("default");
+        w.fact(partner_fact("dist", "platinum", None, Some("0.03")));
+        w.fact(partner_fact("res", "gold", Some("dist"), None));
+        let mut s = PartnerState::new("res");
+        s.catch_up(&w.table, &w.ctx());
+        let e = paid("res", "inv-1", "2026-05-02T00:00:00Z", "USD", "1000.00");
+        assert_eq!(s.apply(&e, &w.ctx()), Ok(Applied::Counted));
+        assert_eq!(s.apply(&e, &w.ctx()), Ok(Applied::Duplicate));
+        let totals = s.summary().money;
+        assert_eq!(totals.attributed_revenue_usd, dec("1000.00"));
+        assert_eq!(totals.commission_usd, dec("120.00")); // gold 12 %
+        assert_eq!(totals.coop_accrued_usd, dec("20.00"));
+        let attributions: Vec<AttributionEvent> = s
+            .outbox()
+            .iter()
+            .filter_map(|o| match &o.item {
+                Outbound::Attribution(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(attributions.len(), 1);
+        assert_eq!(attributions[0].attribution_id, "inv-1:paid:dist");
+        assert_eq!(attributions[0].amount_usd, dec("30.00"));
+        let flow = s.take_flow();
+        assert_eq!(flow.commission_accrued_usd, dec("120.00"));
+        assert_eq!(s.take_flow(), MoneyFlow::default());
+
+        // The ancestor applies it once.
+        let mut d = PartnerState::new("dist");
+        let a = PartnerEvent::Attribution(attributions[0].clone());
+        assert_eq!(d.apply(&a, &w.ctx()), Ok(Applied::Counted));
+        assert_eq!(d.apply(&a, &w.ctx()), Ok(Applied::Duplicate));
+        assert_eq!(d.summary().money.override_commission_usd, dec("30.00"));
+    }
+
+    #[test]
+    fn a_parked_line_is_applied_when_its_rate_arrives_through_catch_up() {
+        let mut w = World::new("default");
+        w.fact(partner_fact("res", "gold", None, None));
+        let mut s = PartnerState::new("res");
+        s.catch_up(&w.table, &w.ctx());
+        let e = paid("res", "inv-jp", "2026-05-02T00:00:00Z", "JPY", "100000");
+        assert_eq!(s.apply(&e, &w.ctx()), Ok(Applied::Counted));
+        assert_eq!(s.summary().money.parked_invoices, 1);
+        w.fact(ControlEvent::FxRate {
+            currency: "JPY".into(),
+            usd_per_unit: dec("0.0065"),
+            as_of: at("2026-05-01T00:00:00Z"),
+        });
+        assert!(s.catch_up(&w.table, &w.ctx()));
+        let totals = s.summary().money;
+        assert_eq!(totals.parked_invoices, 0);
+        assert_eq!(totals.attributed_revenue_usd, dec("650.00"));
+        assert_eq!(totals.commission_usd, dec("78.00"));
+        // Nothing left to apply: a second catch-up changes nothing.
+        let before = s.clone();
+        assert!(!s.catch_up(&w.table, &w.ctx()));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_closed_month_freezes_on_catch_up_and_a_late_line_is_an_adjustment() {
+        let mut w = World::new("default");
+        w.fact(partner_fact("res", "gold", None, None));
+        let mut s = PartnerState::new("res");
+        s.catch_up(&w.table, &w.ctx());
+        s.apply(
+            &paid("res", "inv-1", "2026-04-10T00:00:00Z", "USD", "100.00"),
+            &w.ctx(),
+        )
+        .unwrap();
+        w.fact(ControlEvent::MonthClose {
+            month: "2026-04".into(),
+        });
+        s.catch_up(&w.table, &w.ctx());
+        let april = super::super::money::Month::new(2026, 4).unwrap();
+        let frozen = serde_json::to_vec(&s.ledger().statement(april)).unwrap();
+        s.apply(
+            &paid("res", "inv-late", "2026-04-20T00:00:00Z", "USD", "50.00"),
+            &w.ctx(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_vec(&s.ledger().statement(april)).unwrap(),
+            frozen
+        );
+        let may = s.ledger().statement(april.next());
+        assert_eq!(may.lines.len(), 1);
+        assert_eq!(may.totals.commission_usd, dec("6.00"));
+        // A partner that never saw the close (new, or passivated) freezes it too.
+        let mut fresh = PartnerState::new("res");
+        fresh.catch_up(&w.table, &w.ctx());
+        fresh
+            .apply(
+                &paid("res", "inv-2", "2026-04-21T00:00:00Z", "USD", "10.00"),
+                &w.ctx(),
+            )
+            .unwrap();
+        assert!(fresh.ledger().statement(april).lines.is_empty());
+    }
+
+    #[test]
+    fn a_looping_chain_is_refused_and_audited() {
+        let mut w = World::new("default");
+        w.fact(partner_fact("a", "gold", Some("b"), Some("0.01")));
+        w.fact(partner_fact("b", "gold", Some("a"), Some("0.01")));
+        let mut s = PartnerState::new("a");
+        let e = paid("a", "inv-1", "2026-05-02T00:00:00Z", "USD", "100.00");
+        let err = s.apply(&e, &w.ctx()).unwrap_err();
+        assert!(err.detail.starts_with(CHAIN_LOOPS), "{}", err.detail);
+        assert_eq!(s.summary().money, MoneyTotals::default());
+        let audits: Vec<&AuditNote> = s
+            .outbox()
+            .iter()
+            .filter_map(|o| match &o.item {
+                Outbound::Audit(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(audits.len(), 1);
+        assert_eq!(audits[0].action, "money.chain_loop_refused");
+    }
+
+    #[test]
+    fn running_out_of_credits_warns_then_blocks_new_activations_until_credits_arrive() {
+        use super::super::enforcement::{Level, Reason, Scope};
+        let mut w = World::new("credits");
+        w.fact(partner_fact("p", "authorized", None, None));
+        let tenant = |id: &str, value: &str| ControlEvent::Tenant {
+            tenant_id: id.into(),
+            partner_id: "p".into(),
+            plan: crate::domain::event::TenantPlan::Paid,
+            started_at: at("2026-06-01T00:00:00Z"),
+            deployment_value_usd: Some(dec(value)),
+        };
+        w.fact(ControlEvent::CreditPurchase {
+            purchase_id: "buy-1".into(),
+            partner_id: "p".into(),
+            credits: dec("3000"),
+            paid_usd: dec("2700"),
+        });
+        w.fact(tenant("t-1", "2500")); // leaves 500 < 1000: warned
+        w.fact(tenant("t-2", "1000")); // does not fit: refused, tenant blocked
+        let mut s = PartnerState::new("p");
+        s.catch_up(&w.table, &w.ctx());
+        assert_eq!(s.summary().money.credits_balance, dec("500"));
+        let decisions: Vec<&Decision> = s
+            .outbox()
+            .iter()
+            .filter_map(|o| match &o.item {
+                Outbound::Decision(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert!(decisions.iter().any(|d| d.scope == Scope::Partner
+            && d.level == Level::Warn
+            && d.reason == Reason::InsufficientCredits));
+        assert!(decisions.iter().any(|d| d.scope == Scope::Tenant
+            && d.id == "t-2"
+            && d.level == Level::Suspend
+            && d.reason == Reason::InsufficientCredits));
+        // A purchase lets the waiting activation through and lifts the tenant.
+        w.fact(ControlEvent::CreditPurchase {
+            purchase_id: "buy-2".into(),
+            partner_id: "p".into(),
+            credits: dec("5000"),
+            paid_usd: dec("4500"),
+        });
+        let seen = s.outbox().len();
+        s.catch_up(&w.table, &w.ctx());
+        assert_eq!(s.summary().money.credits_balance, dec("4500"));
+        let after: Vec<&Decision> = s.outbox()[seen..]
+            .iter()
+            .filter_map(|o| match &o.item {
+                Outbound::Decision(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert!(after
+            .iter()
+            .any(|d| d.scope == Scope::Tenant && d.id == "t-2" && d.level == Level::Ok));
+        assert!(after
+            .iter()
+            .any(|d| d.scope == Scope::Partner && d.level == Level::Ok));
     }
 }

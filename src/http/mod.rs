@@ -9,6 +9,7 @@ pub mod guard;
 mod health;
 pub mod kill_switches;
 mod partners;
+pub mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct ApiState {
     pub publisher: crate::publish::DecisionPublisher,
     pub rate_limit: Arc<guard::ApiRateLimit>,
     pub policy: Arc<crate::domain::enforcement::EnforcementPolicy>,
+    pub payouts: Arc<dyn crate::store::statements::PayoutStore>,
+    /// Where `month_close` facts are written.
+    pub control_topic: String,
     generated_token: Option<String>,
 }
 
@@ -47,6 +51,8 @@ pub struct ApiOutputs {
     pub partitions: i32,
     pub io: tokio::runtime::Handle,
     pub publisher: crate::publish::DecisionPublisher,
+    pub payouts: Arc<dyn crate::store::statements::PayoutStore>,
+    pub control_topic: String,
 }
 
 impl ApiState {
@@ -78,6 +84,8 @@ impl ApiState {
                 config.admin.rate_limit_burst,
             )),
             policy: Arc::new(config.enforcement.clone()),
+            payouts: outputs.payouts,
+            control_topic: outputs.control_topic,
             generated_token,
         }
     }
@@ -119,7 +127,23 @@ pub fn configure(state: ApiState, body_limit: usize) -> impl FnOnce(&mut web::Se
                 "/v1/kill-switches/{id}",
                 web::delete().to(kill_switches::delete),
             )
-            .route("/v1/audit", web::get().to(audit::list));
+            .route("/v1/audit", web::get().to(audit::list))
+            .route(
+                "/v1/partners/{id}/statement",
+                web::get().to(statements::get_statement),
+            )
+            .route(
+                "/v1/partners/{id}/statement/{month}/approve",
+                web::post().to(statements::approve),
+            )
+            .route(
+                "/v1/partners/{id}/statement/{month}/paid",
+                web::post().to(statements::mark_paid),
+            )
+            .route(
+                "/v1/months/{month}/close",
+                web::post().to(statements::close_month),
+            );
     }
 }
 

@@ -7,8 +7,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::ApiState;
 use crate::actors::messages::GetSummary;
-use crate::domain::partner::{PartnerState, PartnerSummary};
-use crate::kafka::topics::partition_for_key;
+use crate::domain::partner::PartnerSummary;
 
 pub async fn get_partner(
     req: HttpRequest,
@@ -45,36 +44,32 @@ pub async fn get_partner(
 }
 
 async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
-    let p = partition_for_key(id.as_bytes(), state.partitions);
-    let store = state.store.clone();
-    let key = id.to_owned();
-    let bytes = state
-        .store_call(async move { store.load_partner(p, &key).await })
-        .await?;
-    match bytes {
-        Some(b) => serde_json::from_slice::<PartnerState>(&b)
-            .map(|s| s.summary_in(state.control.read().tier_of(id), &state.policy))
-            .map_err(|e| ApiError::Internal(format!("stored state unreadable: {e}"))),
-        None if state.control.read().partner(id).is_some() => Ok(PartnerState::new(id).summary()),
-        None => Err(ApiError::NotFound(format!("partner {id}"))),
-    }
+    // The snapshot, caught up with the control facts its owner has not applied yet.
+    let partner = super::statements::current_state(state, id).await?;
+    let tier = state.control.read().tier_of(id).to_owned();
+    let program = state.registry.shared().program.clone();
+    Ok(partner.summary_in(&tier, &state.policy, &program, chrono::Utc::now()))
 }
 
-/// The CONTRACT §6 shape. Money figures come with the attribution work; until then they
-/// are zero, so the shape readers rely on never changes.
+/// The CONTRACT §6 shape (fields are only ever added).
 fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value {
     let control = state.control.read();
     let facts = control.partner(&s.partner_id);
+    let m = &s.money;
+    let cents = |d: rust_decimal::Decimal| crate::domain::money::round_cents(d).to_string();
     json!({
         "partner_id": s.partner_id,
         "tier": facts.map(|f| f.tier.clone()),
         "parent_id": facts.and_then(|f| f.parent_id.clone()),
-        "attributed_revenue_usd": "0.00",
-        "commission_usd": "0.00",
-        "override_commission_usd": "0.00",
-        "coop_balance_usd": "0.00",
-        "coop_accrued_usd": "0.00",
-        "mdf_drawn_usd": "0.00",
+        "attributed_revenue_usd": cents(m.attributed_revenue_usd),
+        "commission_usd": cents(m.commission_usd),
+        "override_commission_usd": cents(m.override_commission_usd),
+        "coop_balance_usd": cents(m.coop_balance_usd),
+        "coop_accrued_usd": cents(m.coop_accrued_usd),
+        "mdf_drawn_usd": cents(m.mdf_drawn_usd),
+        "coop_clawback_due_usd": cents(m.coop_clawback_due_usd),
+        "credits_balance": m.credits_balance.to_string(),
+        "parked_invoices": m.parked_invoices,
         "usage": {
             "events": s.usage.events,
             "requests": s.usage.requests,
@@ -94,7 +89,8 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
             Some(q) => json!({ "used": q.used, "limit": q.limit, "month": q.month, "overage": q.overage, "burst_rps": q.burst_rps, "policy": q.policy }),
             None => json!({ "used": null, "limit": null }),
         },
-        "status": null,
+        "status": s.status.as_ref().map(|v| v.status),
+        "status_detail": s.status,
         "source": source,
     })
 }

@@ -23,16 +23,16 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink};
 use super::decode::{decode_partner_record, DecodeLimits};
-use super::topics::TopicMap;
+use super::topics::{partition_for_key, TopicMap};
 use crate::actors::messages::{AckOutbox, Tick};
 use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::PartnerActor;
 use crate::actors::registry::Registry;
 use crate::app::Health;
-use crate::domain::partner::OutboxEntry;
 use crate::domain::partner::PartnerState;
+use crate::domain::partner::{Outbound, OutboxEntry};
 use crate::metrics::METRICS;
-use crate::publish::DecisionPublisher;
+use crate::publish::{DecisionPublisher, Outgoing};
 use crate::store::decisions::DecisionWrite;
 use crate::store::StateStore;
 use chrono::{DateTime, Utc};
@@ -43,6 +43,8 @@ pub struct PipelineSettings {
     pub flush_interval: Duration,
     pub max_unflushed: usize,
     pub passivate_after: Duration,
+    /// Partition count of the keyed topics (to find which partners a partition holds).
+    pub partitions: i32,
 }
 
 /// A live partner actor of a partition.
@@ -72,9 +74,13 @@ pub(super) struct PartitionState {
     /// last record arrived, so a silent partition's watermark can follow the wall clock.
     pub watermark: Option<DateTime<Utc>>,
     pub last_record: Instant,
-    /// Decisions from durable snapshots, waiting to be published, in outbox order.
-    pub to_publish: Vec<(String, u64, DecisionWrite)>,
+    /// Outbox items from durable snapshots, waiting to be published, in outbox order:
+    /// (partner, outbox number, outbox id, item).
+    pub to_publish: Vec<(String, u64, String, Outgoing)>,
     pub queued: HashSet<String>,
+    /// Control offset up to which this partition's partners with money-moving facts
+    /// (MDF, credit purchases, tenants) were woken to apply them.
+    pub control_cursor: i64,
 }
 
 impl PartitionState {
@@ -97,6 +103,7 @@ impl PartitionState {
             last_record: now,
             to_publish: Vec::new(),
             queued: HashSet::new(),
+            control_cursor: 0,
         }
     }
 
@@ -511,31 +518,30 @@ impl Pipeline {
             for e in entries {
                 let id = format!("{partner}:{}", e.n);
                 if ps.queued.insert(id.clone()) {
-                    ps.to_publish
-                        .push((partner.clone(), e.n, decision_write(id, &e)));
+                    let item = outgoing(id.clone(), &e);
+                    ps.to_publish.push((partner.clone(), e.n, id, item));
                 }
             }
         }
     }
 
-    /// Publishes queued decisions of every owned partition and tells each actor what is
-    /// published, so the next snapshot drops it from the outbox.
+    /// Publishes the queued outbox items of every owned partition and tells each actor
+    /// what is published, so the next snapshot drops it from the outbox.
     pub fn publish_decisions(&mut self) {
         for ps in self.partitions.values_mut() {
             if ps.to_publish.is_empty() {
                 continue;
             }
-            let writes: Vec<DecisionWrite> =
-                ps.to_publish.iter().map(|(_, _, w)| w.clone()).collect();
+            let items: Vec<Outgoing> = ps.to_publish.iter().map(|(_, _, _, o)| o.clone()).collect();
             let publisher = self.publisher.clone();
             let done = self
                 .io
-                .block_on(async move { publisher.publish_all(&writes).await });
-            let published: Vec<(String, u64, DecisionWrite)> =
+                .block_on(async move { publisher.publish_outbox(&items).await });
+            let published: Vec<(String, u64, String, Outgoing)> =
                 ps.to_publish.drain(..done).collect();
             let mut acks: HashMap<String, u64> = HashMap::new();
-            for (partner, n, w) in published {
-                ps.queued.remove(&w.outbox_id);
+            for (partner, n, id, _) in published {
+                ps.queued.remove(&id);
                 let e = acks.entry(partner).or_default();
                 *e = (*e).max(n);
             }
@@ -552,11 +558,11 @@ impl Pipeline {
     /// Lets time pass for every live partner (ladder calm-down and dwell, quota months,
     /// pilot expiry); partners whose state changed are snapshotted at the next flush.
     pub fn tick(&mut self) {
+        self.wake_for_control();
         let wall_now = Utc::now();
         for ps in self.partitions.values_mut() {
-            let Some(watermark) = ps.tick_watermark(Duration::from_secs(2)) else {
-                continue;
-            };
+            // No record yet: no event time to move ladders by, but control facts still apply.
+            let watermark = ps.tick_watermark(Duration::from_secs(2));
             let actors: Vec<(String, Addr<PartnerActor>)> = ps
                 .partners
                 .iter()
@@ -577,9 +583,66 @@ impl Pipeline {
     }
 }
 
-/// The data-plane write for an outbox entry (its outbox id is its stable identity).
-fn decision_write(outbox_id: String, e: &OutboxEntry) -> DecisionWrite {
-    let d = &e.decision;
+/// What to publish for an outbox entry (its outbox id is its stable identity).
+fn outgoing(outbox_id: String, e: &OutboxEntry) -> Outgoing {
+    match &e.item {
+        Outbound::Decision(d) => Outgoing::Decision(decision_write(outbox_id, d)),
+        Outbound::Attribution(a) => Outgoing::Attribution(a.clone()),
+        Outbound::Audit(note) => Outgoing::Audit(note.clone()),
+    }
+}
+
+impl Pipeline {
+    /// Starts the actors of owned partners that have money-moving control facts to apply
+    /// (an MDF expense, a credit purchase, a tenant), so their wallets move without
+    /// waiting for their next event; the tick that follows applies the facts.
+    fn wake_for_control(&mut self) {
+        let control = self.registry.shared().control.clone();
+        let owned: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in owned {
+            let Some(ps) = self.partitions.get(&p) else {
+                continue;
+            };
+            let (sleeping, next) = {
+                let table = control.read();
+                let (moved, next) = table.money_moves_since(ps.control_cursor);
+                let mut ids: Vec<String> = moved
+                    .into_iter()
+                    .filter(|id| {
+                        !ps.partners.contains_key(*id)
+                            && partition_for_key(id.as_bytes(), self.settings.partitions) == p
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                (ids, next)
+            };
+            let loaded = self.load_partners(p, &sleeping);
+            let complete = loaded.len() == sleeping.len();
+            let Some(ps) = self.partitions.get_mut(&p) else {
+                continue;
+            };
+            for (id, state) in loaded {
+                let addr = self.registry.start(state);
+                ps.partners.insert(
+                    id,
+                    Slot {
+                        addr,
+                        last_routed: Instant::now(),
+                    },
+                );
+            }
+            // A partner the store could not give now is tried again at the next tick.
+            if complete {
+                ps.control_cursor = next;
+            }
+        }
+    }
+}
+
+/// The data-plane write for a decision.
+fn decision_write(outbox_id: String, d: &crate::domain::enforcement::Decision) -> DecisionWrite {
     DecisionWrite {
         outbox_id,
         scope: d.scope.as_str().to_owned(),

@@ -15,6 +15,8 @@ use serde_json::json;
 
 use self::audit::AuditSink;
 use crate::domain::audit::AuditEntry;
+use crate::domain::event::AttributionEvent;
+use crate::domain::partner::AuditNote;
 
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -22,12 +24,22 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use crate::metrics::METRICS;
 use crate::store::decisions::{decision_json, DecisionStore, DecisionWrite};
 
+/// One output of a partner's outbox, ready to publish.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Decision(DecisionWrite),
+    /// An override record for `warden.attribution.v1`, keyed by its ancestor.
+    Attribution(AttributionEvent),
+    Audit(AuditNote),
+}
+
 /// Publishes decisions in the order given (callers keep per-target order).
 #[derive(Clone)]
 pub struct DecisionPublisher {
     store: std::sync::Arc<dyn DecisionStore>,
     producer: FutureProducer,
     topic: String,
+    attribution_topic: String,
     audit: AuditSink,
 }
 
@@ -35,14 +47,93 @@ impl DecisionPublisher {
     pub fn new(
         store: std::sync::Arc<dyn DecisionStore>,
         producer: FutureProducer,
-        topic: String,
+        topics: (String, String),
         audit: AuditSink,
     ) -> Self {
+        let (topic, attribution_topic) = topics;
         DecisionPublisher {
             store,
             producer,
             topic,
+            attribution_topic,
             audit,
+        }
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Publishes outbox items in order: decisions to the data plane, the enforcement topic
+    /// and the audit log; attributions to their topic; audit notes to the audit log.
+    /// Returns how many of `items` (a prefix) are fully published; the rest must be retried.
+    pub async fn publish_outbox(&self, items: &[Outgoing]) -> usize {
+        // (topic, key, value, index of the item it belongs to)
+        let mut records: Vec<(&str, String, String, usize)> = Vec::with_capacity(items.len());
+        let mut prepared = items.len();
+        for (i, item) in items.iter().enumerate() {
+            let ok = match item {
+                Outgoing::Decision(w) => match self.write_decision(w).await {
+                    Some(record) => {
+                        records.push((&self.topic, record.0, record.1, i));
+                        true
+                    }
+                    None => false,
+                },
+                Outgoing::Attribution(a) => match serde_json::to_string(a) {
+                    Ok(json) => {
+                        records.push((&self.attribution_topic, a.ancestor_id.clone(), json, i));
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "attribution not serialisable");
+                        false
+                    }
+                },
+                Outgoing::Audit(note) => {
+                    let entry = AuditEntry {
+                        ref_id: note.ref_id.clone(),
+                        at: Utc::now(),
+                        actor: "warden".into(),
+                        action: note.action.clone(),
+                        target: note.target.clone(),
+                        detail: note.detail.clone(),
+                    };
+                    self.audit.record(entry).await.is_ok()
+                }
+            };
+            if !ok {
+                prepared = i;
+                break;
+            }
+        }
+        let acked = self.produce_to(&records).await;
+        match records.get(acked) {
+            Some((_, _, _, first_failed)) => (*first_failed).min(prepared),
+            None => prepared,
+        }
+    }
+
+    /// The data-plane write and audit of one decision; its enforcement-topic record.
+    async fn write_decision(&self, w: &DecisionWrite) -> Option<(String, String)> {
+        match self.store.publish(w).await {
+            Ok(p) => {
+                if p.applied {
+                    METRICS
+                        .enforcement_transitions
+                        .with_label_values(&[&w.previous, &w.level, &w.reason])
+                        .inc();
+                }
+                if p.applied && !self.audit_decision(w, p.seq).await {
+                    return None;
+                }
+                // Keyed by target: one partition per target keeps its decisions in order.
+                Some((format!("{}:{}", w.scope, w.id), decision_json(w, p.seq)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, partner_id = %w.partner_id, "decision not written to the data plane; will retry");
+                None
+            }
         }
     }
 
@@ -81,35 +172,6 @@ impl DecisionPublisher {
         &self.store
     }
 
-    /// Writes each decision to the data plane, then to the enforcement topic, and waits
-    /// for the broker. Returns how many of `writes` (a prefix) are fully published; the
-    /// rest must be retried.
-    pub async fn publish_all(&self, writes: &[DecisionWrite]) -> usize {
-        let mut records = Vec::with_capacity(writes.len());
-        for (i, w) in writes.iter().enumerate() {
-            match self.store.publish(w).await {
-                Ok(p) => {
-                    if p.applied {
-                        METRICS
-                            .enforcement_transitions
-                            .with_label_values(&[&w.previous, &w.level, &w.reason])
-                            .inc();
-                    }
-                    if p.applied && !self.audit_decision(w, p.seq).await {
-                        return self.produce(&records).await.min(i);
-                    }
-                    // Keyed by target: one partition per target keeps its decisions in order.
-                    records.push((format!("{}:{}", w.scope, w.id), decision_json(w, p.seq)));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, partner_id = %w.partner_id, "decision not written to the data plane; will retry");
-                    return self.produce(&records).await.min(i);
-                }
-            }
-        }
-        self.produce(&records).await
-    }
-
     /// Publishes one decision (API paths); returns whether it is fully published and its seq.
     pub async fn publish_one(&self, write: &DecisionWrite) -> (bool, u64) {
         match self.store.publish(write).await {
@@ -136,15 +198,23 @@ impl DecisionPublisher {
         }
     }
 
-    /// Produces the records; returns the length of the acknowledged prefix.
+    /// Produces records to the enforcement topic; returns the acknowledged prefix's length.
     async fn produce(&self, records: &[(String, String)]) -> usize {
-        let sends = records.iter().map(|(key, value)| {
+        let records: Vec<(&str, String, String, usize)> = records
+            .iter()
+            .map(|(k, v)| (self.topic.as_str(), k.clone(), v.clone(), 0))
+            .collect();
+        self.produce_to(&records).await
+    }
+
+    /// Produces `(topic, key, value, _)` records; returns the acknowledged prefix's length.
+    async fn produce_to(&self, records: &[(&str, String, String, usize)]) -> usize {
+        let sends = records.iter().map(|(topic, key, value, _)| {
             let producer = self.producer.clone();
-            let topic = self.topic.clone();
             async move {
                 producer
                     .send(
-                        FutureRecord::to(&topic).key(key).payload(value),
+                        FutureRecord::to(topic).key(key).payload(value),
                         Duration::from_secs(5),
                     )
                     .await

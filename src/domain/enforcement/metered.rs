@@ -32,6 +32,9 @@ pub struct Quotas {
     pub own: Option<QuotaSpec>,
     /// The quota whose `burst_rps` sets a throttle's rate (the own one, else the partner's).
     pub rate: QuotaSpec,
+    /// A further immediate target of the subject (e.g. a partner low on activation
+    /// credits is warned); `Target::CALM` when there is none.
+    pub advisory: Target,
 }
 
 impl Metered {
@@ -66,11 +69,11 @@ impl Metered {
         quotas: Quotas,
         now: DateTime<Utc>,
         policy: &EnforcementPolicy,
-    ) -> [Target; 2] {
+    ) -> [Target; 3] {
         let monthly = quotas.own.map_or(Target::CALM, |spec| {
             monthly_target(self.meter.used(), &spec, policy)
         });
-        [monthly, self.meter.burst_target(now)]
+        [monthly, self.meter.burst_target(now), quotas.advisory]
     }
 
     /// Lets time pass to `now`, moves the ladder toward the health target and decides if

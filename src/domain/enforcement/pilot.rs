@@ -33,11 +33,22 @@ struct Tenant {
     /// `started_at` of the tenant's pilot; `None` once paid (or never a pilot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pilot_since: Option<DateTime<Utc>>,
+    /// Its activation was refused for want of credits: blocked until credits arrive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    credits_refused: bool,
     subject: Subject,
 }
 
 impl Tenant {
+    /// Nothing to watch: not a pilot, not waiting for credits, nothing decided or held.
+    fn is_forgettable(&self) -> bool {
+        self.pilot_since.is_none() && !self.credits_refused && self.subject.is_idle()
+    }
+
     fn pilot_target(&self, wall_now: DateTime<Utc>, max_age: std::time::Duration) -> Target {
+        if self.credits_refused {
+            return Target::new(Level::Suspend, Reason::InsufficientCredits);
+        }
         match self.pilot_since {
             Some(since) if wall_now - since > chrono_dur(max_age) => {
                 Target::new(Level::Suspend, Reason::PilotExpired)
@@ -114,6 +125,29 @@ impl Tenants {
             .collect()
     }
 
+    /// A tenant's activation refused (`refused`) or let through by credits (CONTRACT §3:
+    /// a partner out of credits has new activations refused at tenant scope).
+    pub fn on_credits(
+        &mut self,
+        tenant_id: &str,
+        refused: bool,
+        owner: &str,
+        clock: TenantClock,
+    ) -> Option<Decision> {
+        if !self.map.contains_key(tenant_id) {
+            if !refused {
+                return None;
+            }
+            if self.map.len() >= MAX_TRACKED_TENANTS {
+                self.untracked_facts = self.untracked_facts.saturating_add(1);
+                return None;
+            }
+        }
+        let tenant = self.map.entry(tenant_id.to_owned()).or_default();
+        tenant.credits_refused = refused;
+        self.evaluate_one(tenant_id, owner, clock)
+    }
+
     /// Time passing: pilot expiry (wall clock), tenant ladders calming (event time).
     pub fn tick(&mut self, owner: &str, clock: TenantClock) -> Vec<Decision> {
         let ids: Vec<String> = self.map.keys().cloned().collect();
@@ -139,7 +173,7 @@ impl Tenants {
         let decision = tenant
             .subject
             .settle(key, &[pilot], None, None, clock.wall_now);
-        if tenant.pilot_since.is_none() && tenant.subject.is_idle() {
+        if tenant.is_forgettable() {
             self.map.remove(id);
         }
         decision
@@ -176,7 +210,7 @@ impl Tenants {
         let decision = tenant
             .subject
             .settle(key, &[pilot], Some(reason), None, clock.wall_now);
-        if tenant.pilot_since.is_none() && tenant.subject.is_idle() {
+        if tenant.is_forgettable() {
             self.map.remove(id);
         }
         Ok(decision)

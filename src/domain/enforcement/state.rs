@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::decision::{Decision, LevelView};
 use super::duration::chrono_dur;
 use super::error::EnforcementError;
+use super::health::Target;
 use super::ladder::Timing;
 use super::level::{Level, Reason, Scope};
 use super::metered::{Metered, Quotas};
@@ -75,6 +76,9 @@ pub struct EnforcementState {
     tenants: Tenants,
     #[serde(default)]
     untracked_integration_events: u64,
+    /// The partner's activation credits are below the program's low-water mark: warned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    credits_low: bool,
 }
 
 impl EnforcementState {
@@ -170,6 +174,42 @@ impl EnforcementState {
         self.tenants.on_fact(fact, &self.partner_id, clock)
     }
 
+    /// The partner's activation credits (credits programs): `low` = below the low-water
+    /// mark (the partner is warned); `refused` tenants wait for credits and are blocked
+    /// from activating (tenant scope `suspend`, `insufficient_credits`); `activated`
+    /// tenants got their credits and are lifted.
+    pub fn on_credits(
+        &mut self,
+        low: bool,
+        refused: &[&str],
+        activated: &[&str],
+        wall_now: DateTime<Utc>,
+        tier: &str,
+        policy: &EnforcementPolicy,
+    ) -> Vec<Decision> {
+        let mut out = Vec::new();
+        if low != self.credits_low {
+            self.credits_low = low;
+            let tp = policy.tier(tier);
+            let now = self.clock.unwrap_or(wall_now);
+            out.extend(self.evaluate_partner(now, tp, policy));
+        }
+        let clock = self.tenant_clock(wall_now, policy);
+        for tenant in refused {
+            out.extend(
+                self.tenants
+                    .on_credits(tenant, true, &self.partner_id, clock),
+            );
+        }
+        for tenant in activated {
+            out.extend(
+                self.tenants
+                    .on_credits(tenant, false, &self.partner_id, clock),
+            );
+        }
+        out
+    }
+
     /// Time passing: the partition's event-time `watermark` (ladders calm down and climb,
     /// windows slide, bursts end, quota months roll over) and the wall clock (pilots expire).
     pub fn tick(
@@ -230,7 +270,10 @@ impl EnforcementState {
                     id: order.id.clone(),
                 })
             }
-            Scope::Partner => (&mut self.partner, partner_quotas(partner_quota)),
+            Scope::Partner => (
+                &mut self.partner,
+                partner_quotas(partner_quota, self.credits_low),
+            ),
             Scope::Integration => {
                 let known = self.integrations.contains_key(&order.id);
                 if !known && self.integrations.len() >= MAX_TRACKED_INTEGRATIONS {
@@ -349,7 +392,7 @@ impl EnforcementState {
         tp: &TierPolicy,
         policy: &EnforcementPolicy,
     ) -> Option<Decision> {
-        let quotas = partner_quotas(self.partner_quota(tp));
+        let quotas = partner_quotas(self.partner_quota(tp), self.credits_low);
         let key = Key {
             scope: Scope::Partner,
             id: &self.partner_id,
@@ -397,10 +440,15 @@ impl EnforcementState {
     }
 }
 
-fn partner_quotas(spec: QuotaSpec) -> Quotas {
+fn partner_quotas(spec: QuotaSpec, credits_low: bool) -> Quotas {
     Quotas {
         own: Some(spec),
         rate: spec,
+        advisory: if credits_low {
+            Target::new(Level::Warn, Reason::InsufficientCredits)
+        } else {
+            Target::CALM
+        },
     }
 }
 
@@ -408,5 +456,6 @@ fn integration_quotas(unit: &Metered, partner: QuotaSpec) -> Quotas {
     Quotas {
         own: unit.meter.spec,
         rate: unit.meter.spec.unwrap_or(partner),
+        advisory: Target::CALM,
     }
 }

@@ -116,6 +116,10 @@ impl CreditWallet {
     pub fn balance(&self) -> Decimal {
         self.balance
     }
+    /// Below the program's low-water mark (the partner is warned).
+    pub fn is_low(&self) -> bool {
+        self.low
+    }
     pub fn postings(&self) -> &[CreditPosting] {
         &self.postings
     }

@@ -52,6 +52,33 @@ impl Month {
         }
     }
 
+    /// The month before this one.
+    pub fn previous(self) -> Month {
+        if self.month == 1 {
+            Month {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            Month {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
+    /// The month the auto-closer closes at `now` (CONTRACT §2: after its end plus
+    /// `grace`): the previous month, once `grace` has passed since it ended, unless it is
+    /// closed already.
+    pub fn due_for_close(
+        now: DateTime<Utc>,
+        grace: chrono::Duration,
+        is_closed: impl Fn(Month) -> bool,
+    ) -> Option<Month> {
+        let month = Month::of(now - grace).previous();
+        (!is_closed(month)).then_some(month)
+    }
+
     /// Midnight UTC of the month's first day.
     pub fn start(self) -> Option<DateTime<Utc>> {
         NaiveDate::from_ymd_opt(self.year, self.month, 1)
@@ -103,6 +130,36 @@ impl<'de> Deserialize<'de> for Month {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_previous_month_is_due_once_the_grace_has_passed() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let grace = chrono::Duration::hours(6);
+        let open = |_: Month| false;
+        // Within the grace of December 1st, November is still open for late events.
+        assert_eq!(
+            Month::due_for_close(at("2026-12-01T05:59:59Z"), grace, open),
+            Some(Month::new(2026, 10).unwrap())
+        );
+        assert_eq!(
+            Month::due_for_close(at("2026-12-01T06:00:00Z"), grace, open),
+            Some(Month::new(2026, 11).unwrap())
+        );
+        // Across a year, and never twice.
+        assert_eq!(
+            Month::due_for_close(at("2027-01-15T00:00:00Z"), grace, open),
+            Some(Month::new(2026, 12).unwrap())
+        );
+        let closed = |m: Month| m == Month::new(2026, 12).unwrap();
+        assert_eq!(
+            Month::due_for_close(at("2027-01-15T00:00:00Z"), grace, closed),
+            None
+        );
+        assert_eq!(
+            Month::new(2027, 1).unwrap().previous().to_string(),
+            "2026-12"
+        );
+    }
 
     #[test]
     fn month_of_a_timestamp_is_utc() {
