@@ -86,6 +86,9 @@ sha256 = "{viewer_hash}"
 roles = ["viewer"]
 [log]
 level = "info"
+[money]
+# Tests replay 2026 history: no month closes unless a test closes it.
+auto_close = false
 "#,
             brokers = self.brokers,
             group = self.group,
