@@ -1,9 +1,8 @@
 //! Checks for the admin API's request bodies: `warden::http::error::parse_json` of each
 //! body type, which must never panic and must accept exactly the bodies of its shape.
 //!
-//! Input: the raw request body, parsed as every body type reachable from outside the
-//! crate. `ManualLevel` (POST /v1/partners/{id}/enforcement) lives in the private module
-//! `http::enforcement` and joins [`admin_bodies`] once it is exported.
+//! Input: the raw request body, parsed as every body type of the API: `NewSwitch`,
+//! `ManualLevel` and `PaidBody`.
 //!
 //! The oracle reads the body with `serde_json::Value` and the body's field list: a body is
 //! valid when it is an object with each field at most once (exactly once unless it is an
@@ -15,8 +14,10 @@ use std::fmt;
 
 use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde_json::Value;
+use warden::http::enforcement::ManualLevel;
 use warden::http::error::{parse_json, ApiError};
 use warden::http::kill_switches::NewSwitch;
+use warden::http::statements::PaidBody;
 
 /// A body field's JSON type, as its Rust type reads it.
 #[derive(Debug, Clone, Copy)]
@@ -35,9 +36,18 @@ const NEW_SWITCH: [(&str, Kind); 4] = [
     ("ttl_seconds", Kind::OptU64),
 ];
 
+/// `ManualLevel` (POST /v1/partners/{id}/enforcement).
+const MANUAL_LEVEL: [(&str, Kind); 2] = [("level", Kind::Str), ("reason", Kind::Str)];
+
+/// `PaidBody` (POST /v1/partners/{id}/statement/{month}/paid).
+const PAID: [(&str, Kind); 1] = [("reference", Kind::Str)];
+
 /// True when some body type accepts `body`.
 pub fn admin_bodies(body: &[u8]) -> bool {
-    check_body::<NewSwitch>(body, &NEW_SWITCH)
+    let switch = check_body::<NewSwitch>(body, &NEW_SWITCH);
+    let manual = check_body::<ManualLevel>(body, &MANUAL_LEVEL);
+    let paid = check_body::<PaidBody>(body, &PAID);
+    switch || manual || paid
 }
 
 fn check_body<T: DeserializeOwned + fmt::Debug>(body: &[u8], fields: &[(&str, Kind)]) -> bool {

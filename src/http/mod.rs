@@ -3,7 +3,7 @@
 
 pub mod audit;
 pub mod auth;
-mod enforcement;
+pub mod enforcement;
 pub mod error;
 pub mod guard;
 mod health;
