@@ -235,6 +235,11 @@ async fn run_with_io(
     let audit_sink = AuditSink::new(audit.clone(), producer.clone(), topics.audit.clone());
     // The audit topic follows the chain from the I/O runtime (ends with it).
     io.spawn(audit_sink.clone().tail());
+    io.spawn(crate::outage::watch(
+        config.store.failure_policy,
+        producer.clone(),
+        topics.enforcement.clone(),
+    ));
     let publisher = DecisionPublisher::new(
         decisions.clone(),
         producer.clone(),

@@ -215,6 +215,17 @@ pub enum FailurePolicy {
     FailClosed,
 }
 
+impl FailurePolicy {
+    pub const ALL: [FailurePolicy; 2] = [FailurePolicy::FailOpen, FailurePolicy::FailClosed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::FailOpen => "fail_open",
+            FailurePolicy::FailClosed => "fail_closed",
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {

@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod latency;
 pub mod loadgen;
 pub mod metrics;
+pub mod outage;
 pub mod people;
 pub mod publish;
 pub mod shutdown;

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
     pub mailbox_events: IntGauge,
     pub invoices_parked: IntGauge,
+    pub store_degraded: IntGaugeVec,
     pub apply_latency_quantiles: prometheus::GaugeVec,
     pub partner_top_requests: IntGaugeVec,
 }
@@ -218,6 +219,17 @@ impl Metrics {
                 "warden_mailbox_events",
                 "Events handed to partner actors and not yet applied (all mailboxes).",
             ),
+            store_degraded: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "warden_store_degraded",
+                        "1 while the state store is unreachable, by the failure policy applied (CONTRACT §9).",
+                    ),
+                    &["policy"],
+                )
+                .unwrap(),
+            ),
             invoices_parked: gauge(
                 "warden_invoices_parked",
                 "Invoice lines of live partners waiting for the first FX rate of their currency.",
@@ -264,6 +276,9 @@ impl Metrics {
         }
         for reason in DeadLetterReason::ALL {
             self.dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        for policy in crate::config::FailurePolicy::ALL {
+            self.store_degraded.with_label_values(&[policy.as_str()]);
         }
         for result in ["ok", "fenced", "error"] {
             self.flushes.with_label_values(&[result]);

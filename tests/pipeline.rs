@@ -13,20 +13,14 @@ use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::stream::{Stream, PARTITIONS, VIEWER_TOKEN};
+use common::durable::{assert_totals_exact, durable_totals, total_events};
+use common::group::{metric, restart_until_assigned, wait_assigned};
+use common::stream::{Stream, VIEWER_TOKEN};
 use common::{Daemon, RedisServer, TestProducer};
 use serde_json::json;
-use warden::domain::partner::PartnerState;
-use warden::store::redis::RedisStore;
-use warden::store::StateStore;
 
 /// Expected lifetime usage per partner, as produced.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Truth {
-    events: u64,
-    requests: u64,
-    errors: u64,
-}
+type Truth = warden::loadgen::UsageTruth;
 
 /// A deterministic usage event `i` over `partners` partners.
 fn usage_event(i: u64, partners: u64, base: DateTime<Utc>) -> (String, Vec<u8>, Truth) {
@@ -86,90 +80,6 @@ fn merge(into: &mut HashMap<String, Truth>, from: HashMap<String, Truth>) {
         e.requests += v.requests;
         e.errors += v.errors;
     }
-}
-
-/// Every partner's durable totals in Redis.
-fn durable_totals(redis_url: &str, prefix: &str) -> BTreeMap<String, Truth> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = RedisStore::connect(redis_url, prefix, Duration::from_secs(5))
-            .await
-            .unwrap();
-        let mut out = BTreeMap::new();
-        for p in 0..PARTITIONS {
-            for id in store.partner_ids(p).await.unwrap() {
-                let bytes = store.load_partner(p, &id).await.unwrap().unwrap();
-                let s: PartnerState = serde_json::from_slice(&bytes).unwrap();
-                out.insert(
-                    id,
-                    Truth {
-                        events: s.usage.events,
-                        requests: s.usage.requests,
-                        errors: s.usage.errors,
-                    },
-                );
-            }
-        }
-        out
-    })
-}
-
-fn total_events(totals: &BTreeMap<String, Truth>) -> u64 {
-    totals.values().map(|t| t.events).sum()
-}
-
-/// Waits until the durable event count reaches the truth's, then compares every partner.
-fn assert_totals_exact(
-    redis_url: &str,
-    prefix: &str,
-    truth: &HashMap<String, Truth>,
-    timeout: Duration,
-) {
-    let expected: u64 = truth.values().map(|t| t.events).sum();
-    let mut last = BTreeMap::new();
-    let reached = common::wait_until(timeout, Duration::from_millis(500), || {
-        last = durable_totals(redis_url, prefix);
-        total_events(&last) >= expected
-    });
-    if !reached {
-        let short: Vec<String> = truth
-            .iter()
-            .filter(|(k, v)| last.get(*k).map(|t| t.events) != Some(v.events))
-            .take(20)
-            .map(|(k, v)| {
-                let p = warden::kafka::topics::partition_for_key(k.as_bytes(), PARTITIONS);
-                format!(
-                    "{k} (partition {p}): want {} got {:?}",
-                    v.events,
-                    last.get(k).map(|t| t.events)
-                )
-            })
-            .collect();
-        panic!(
-            "durable events {} never reached {expected}; e.g. {short:#?}",
-            total_events(&last)
-        );
-    }
-    // Let a possible over-count show up before comparing.
-    thread::sleep(Duration::from_millis(300));
-    let actual = durable_totals(redis_url, prefix);
-    let want: BTreeMap<String, Truth> = truth.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    let diffs: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| actual.get(*k) != Some(v))
-        .take(10)
-        .map(|(k, v)| format!("{k}: want {v:?}, got {:?}", actual.get(k)))
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "{} partners differ, e.g. {diffs:#?}",
-        want.len()
-    );
-    assert_eq!(
-        actual.len(),
-        want.len(),
-        "partners with state that were never produced"
-    );
 }
 
 /// Acceptance 1: 200,000 usage events over 2,000 partners, totals exact.
@@ -418,16 +328,6 @@ fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
     assert!(daemon.terminate().success());
 }
 
-fn metric(daemon: &Daemon, prefix: &str) -> f64 {
-    let (_, m) = daemon.request("GET", "/metrics", None, None);
-    m.as_str()
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// With the smallest mailboxes, idle actors passivated after a second and revived from
 /// the store on their next event, totals stay exact.
 #[test]
@@ -494,39 +394,4 @@ fn an_emptied_store_is_detected_not_silently_replayed() {
         "nothing may be replayed into the empty store"
     );
     assert!(again.terminate().success());
-}
-
-/// Waits until the daemons between them own all partitions, each at least one.
-fn wait_assigned(daemons: &[&Daemon]) {
-    assert!(
-        settles(daemons, Duration::from_secs(90)),
-        "the consumer group did not settle"
-    );
-}
-
-fn settles(daemons: &[&Daemon], within: Duration) -> bool {
-    common::wait_until(within, Duration::from_millis(200), || {
-        let owned: Vec<f64> = daemons
-            .iter()
-            .map(|d| metric(d, "warden_partitions_assigned "))
-            .collect();
-        owned.iter().all(|n| *n > 0.0) && owned.iter().sum::<f64>() == PARTITIONS as f64
-    })
-}
-
-/// Starts a daemon after a crash and waits for it to own every partition (the dead
-/// member's session must expire first). tansu 0.6 sometimes never completes the join that
-/// follows a member's SIGKILL shortly after its assignment (a broker issue; Kafka evicts
-/// the member and rebalances): then this member is crashed too and another one started —
-/// one more crash, which the exactness check must survive anyway. At most three tries.
-fn restart_until_assigned(config: &str) -> Daemon {
-    for attempt in 1..=3 {
-        let mut daemon = Daemon::start(config);
-        if settles(&[&daemon], Duration::from_secs(45)) {
-            return daemon;
-        }
-        eprintln!("restart attempt {attempt}: the group did not assign partitions; crashing this member too");
-        daemon.kill9();
-    }
-    panic!("the consumer group never settled after three restarts");
 }

@@ -11,6 +11,8 @@
 //! - every child process started here is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod durable;
+pub mod group;
 pub mod stream;
 
 /// Runs heavy multi-process tests of one test binary one at a time: several daemons
@@ -389,6 +391,94 @@ pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
 
 // ---------------------------------------------------------------------- redis
 
+/// A tansu broker of the test's own on sqlite storage, so it keeps its data across a
+/// restart on the same port (the shared broker of `scripts/test` is never restarted).
+pub struct TansuServer {
+    port: u16,
+    dir: TempDir,
+    bin: String,
+    child: Option<Child>,
+}
+
+impl TansuServer {
+    pub fn start_new() -> TansuServer {
+        let bin = std::env::var("WARDEN_TEST_TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned());
+        let dir = tempfile::Builder::new()
+            .prefix("warden-tansu-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = TansuServer {
+            port: free_port(),
+            dir,
+            bin,
+            child: None,
+        };
+        server.start();
+        server
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts it on its port and database; waits until the port accepts connections.
+    pub fn start(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .expect("tansu log");
+        // As scripts/lib/services.sh starts it: cwd is its own dir (it reads a .env there),
+        // the database path is relative to it, optional exporters stay off.
+        let child = Command::new(&self.bin)
+            .args([
+                "broker",
+                "--cluster-id",
+                "warden-test",
+                "--listener-url",
+                &url,
+            ])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("tansu log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn tansu");
+        self.child = Some(child);
+        let port = self.port;
+        let up = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let log = std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
+        assert!(up, "tansu did not listen on {port}:\n{log}");
+    }
+
+    /// SIGTERM and wait: a broker restart, not a crash (sqlite keeps what it acknowledged).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            if wait_exit(&mut child, Duration::from_secs(20)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for TansuServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A redis-server of the test's own (AOF, fsync always) that it may stop and
 /// start again on the same port and directory, so its data survives.
 pub struct RedisServer {
@@ -704,6 +794,16 @@ impl Daemon {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process freezes (a long GC pause, a stalled VM), holding what it owns.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT after [`Daemon::pause`].
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
     }
 
     /// SIGTERM, then waits up to 60 s for the exit; panics if it does not exit.

@@ -24,7 +24,12 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(name: &str) -> Stream {
-        let brokers = brokers();
+        Stream::on(name, &brokers())
+    }
+
+    /// [`Stream::new`] on another broker (a test's own).
+    pub fn on(name: &str, brokers: &str) -> Stream {
+        let brokers = brokers.to_owned();
         let t = |role: &str| unique(&format!("{name}.{role}"));
         let s = Stream {
             usage: t("usage"),

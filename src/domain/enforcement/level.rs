@@ -118,10 +118,12 @@ pub enum Reason {
     Calm,
     Manual,
     KillSwitch,
+    /// The state store is unreachable and the policy is `fail_closed` (global scope).
+    StoreUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::QuotaWarn,
         Reason::QuotaExceeded,
         Reason::QuotaSoftOverage,
@@ -136,6 +138,7 @@ impl Reason {
         Reason::Calm,
         Reason::Manual,
         Reason::KillSwitch,
+        Reason::StoreUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -154,6 +157,7 @@ impl Reason {
             Reason::Calm => "calm",
             Reason::Manual => "manual",
             Reason::KillSwitch => "kill_switch",
+            Reason::StoreUnavailable => "store_unavailable",
         }
     }
 

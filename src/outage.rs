@@ -1,0 +1,112 @@
+//! The store's failure policy (CONTRACT §9): what warden does about new decisions while the
+//! state store is unreachable.
+//!
+//! The store is also the data plane, so while it is down no decision reaches a gateway
+//! through it, whatever warden does; and the pipeline keeps polling with the partitions it
+//! cannot make durable paused, so nothing is lost either way. The policy decides what
+//! gateways following `warden.enforcement.v1` are told:
+//! - `fail_open`: nothing. Decisions made meanwhile stay in their partners' outboxes and
+//!   are published once the store is back (traffic is not blocked because of the outage).
+//! - `fail_closed`: a global `suspend` (reason `store_unavailable`) is published at once,
+//!   and a global `ok` when the store answers again.
+//!
+//! Either way `warden_store_degraded{policy}` is 1 for the outage's length.
+
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+use crate::config::FailurePolicy;
+use crate::metrics::METRICS;
+
+/// The global target a `fail_closed` decision is about.
+pub const STORE_TARGET: &str = "store";
+
+/// The enforcement-topic record of a `fail_closed` global decision. Its seq is the
+/// decision time in milliseconds: it only grows, whichever instance decides.
+pub fn global_decision(down: bool, at: chrono::DateTime<Utc>) -> (String, String) {
+    let seq = at.timestamp_millis().max(0) as u64;
+    let (level, previous) = if down {
+        ("suspend", "ok")
+    } else {
+        ("ok", "suspend")
+    };
+    let value = json!({
+        "decision_id": format!("global:{STORE_TARGET}:{seq}"),
+        "scope": "global",
+        "id": STORE_TARGET,
+        "partner_id": null,
+        "level": level,
+        "previous": previous,
+        "reason": "store_unavailable",
+        "seq": seq,
+        "decided_at": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    (format!("global:{STORE_TARGET}"), value.to_string())
+}
+
+/// Follows the store's reachability (`warden_store_up`, kept by every store call of the
+/// pipeline) and applies `policy` on each change. Runs until the process ends.
+pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: String) {
+    let gauge = METRICS.store_degraded.with_label_values(&[policy.as_str()]);
+    let mut degraded = false;
+    loop {
+        let down = METRICS.store_up.get() == 0;
+        if down != degraded {
+            let told = match policy {
+                FailurePolicy::FailOpen => true,
+                FailurePolicy::FailClosed => {
+                    let (key, value) = global_decision(down, Utc::now());
+                    producer
+                        .send(
+                            FutureRecord::to(&topic).key(&key).payload(&value),
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .is_ok()
+                }
+            };
+            // Not told: tried again on the next round.
+            if told {
+                degraded = down;
+                gauge.set(i64::from(down));
+                if down {
+                    tracing::warn!(
+                        policy = policy.as_str(),
+                        "state store unreachable: failure policy applied"
+                    );
+                } else {
+                    tracing::info!(policy = policy.as_str(), "state store reachable again");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_closed_decisions_suspend_then_lift_with_growing_seq() {
+        let t0: chrono::DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+        let (key, down) = global_decision(true, t0);
+        let (_, up) = global_decision(false, t0 + chrono::Duration::seconds(30));
+        let down: serde_json::Value = serde_json::from_str(&down).unwrap();
+        let up: serde_json::Value = serde_json::from_str(&up).unwrap();
+        assert_eq!(key, "global:store");
+        assert_eq!(
+            (down["level"].as_str(), up["level"].as_str()),
+            (Some("suspend"), Some("ok"))
+        );
+        assert_eq!(down["reason"], "store_unavailable");
+        assert!(up["seq"].as_u64() > down["seq"].as_u64());
+        assert_eq!(
+            down["decision_id"],
+            format!("global:store:{}", down["seq"].as_u64().unwrap())
+        );
+    }
+}

@@ -1,0 +1,635 @@
+//! The fault-injection suite (issue: reliability, acceptance 1–7): real warden processes,
+//! the real broker and real Redis on loopback, one fault each, and every partner's durable
+//! totals compared with the ground truth of the generator that produced the events
+//! (`warden::loadgen`), never with the daemon's own figures.
+//!
+//! Size: `WARDEN_FAULT_EVENTS` events per scenario, 100,000 by default (what CI runs). The
+//! full suite is `WARDEN_FAULT_EVENTS=1000000 scripts/test --release --test faults`
+//! (README, "Faults"). `WARDEN_FAULT_OUTAGE_SECS` sets the Redis outage (default 30).
+//!
+//! Each scenario prints one `fault-report:` line (events, rates, duplicates, fenced
+//! writes) that the README quotes; timings are reported, never asserted.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::durable::{assert_totals_exact, durable_totals, total_events};
+use common::group::{metric, restart_until_assigned, settles, wait_assigned};
+use common::stream::{Stream, VIEWER_TOKEN};
+use common::{wait_until, Daemon, RedisServer, TansuServer, TestProducer};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use warden::loadgen::{Generator, Kind, LoadSpec, Record, Stream as LoadStream, UsageTruth};
+
+fn events() -> usize {
+    std::env::var("WARDEN_FAULT_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// Usage traffic over `partners`, a few misbehaving (so the ladder decides), with re-sent
+/// ids, and `malformed` of the records broken on purpose. Event time starts far enough in
+/// the past that no record is ahead of its broker timestamp.
+fn spec(seed: u64, partners: usize, malformed: f64) -> LoadSpec {
+    let step = chrono::Duration::milliseconds(1);
+    LoadSpec {
+        partners,
+        skew: 0.8,
+        misbehaving: 0.05,
+        invoice_fraction: 0.0,
+        control_fraction: 0.0,
+        malformed,
+        duplicates: 0.01,
+        seed,
+        start_ts: chrono::Utc::now() - step * (events() as i32) - chrono::Duration::hours(1),
+        event_step: step,
+    }
+}
+
+/// What a scenario produces and what the daemon must end up with.
+struct Load {
+    records: Vec<Record>,
+    truth: HashMap<String, UsageTruth>,
+    malformed: u64,
+}
+
+fn generate(spec: LoadSpec) -> Load {
+    let records: Vec<Record> = Generator::new(spec).take(events()).collect();
+    let mut truth: HashMap<String, UsageTruth> = HashMap::new();
+    let mut malformed = 0;
+    for r in &records {
+        match (r.kind, &r.key) {
+            (Kind::Usage { requests, errors }, Some(key)) => {
+                let t = truth.entry(key.clone()).or_default();
+                t.events += 1;
+                t.requests += requests;
+                t.errors += errors;
+            }
+            (Kind::Malformed(_), _) => malformed += 1,
+            _ => {}
+        }
+    }
+    Load {
+        records,
+        truth,
+        malformed,
+    }
+}
+
+/// Produces the records on a thread of its own (the stream flows while faults happen).
+fn produce(brokers: &str, stream: &Stream, records: Vec<Record>) -> thread::JoinHandle<()> {
+    let (brokers, usage, invoices) = (
+        brokers.to_owned(),
+        stream.usage.clone(),
+        stream.invoices.clone(),
+    );
+    thread::spawn(move || {
+        let mut p = TestProducer::new(&brokers);
+        for (i, r) in records.iter().enumerate() {
+            let topic = match r.stream {
+                LoadStream::Usage => &usage,
+                LoadStream::Invoices => &invoices,
+                LoadStream::Control => continue,
+            };
+            p.send(topic, r.key.as_deref(), &r.payload);
+            if i % 20_000 == 19_999 {
+                p.flush();
+            }
+        }
+        p.flush();
+    })
+}
+
+fn durable(redis: &str, stream: &Stream) -> u64 {
+    total_events(&durable_totals(redis, &stream.prefix))
+}
+
+/// Waits until `fraction` of the truth's events are durable.
+fn wait_progress(redis: &str, stream: &Stream, truth: &HashMap<String, UsageTruth>, fraction: f64) {
+    let total: u64 = truth.values().map(|t| t.events).sum();
+    let floor = (total as f64 * fraction) as u64;
+    let ok = wait_until(Duration::from_secs(600), Duration::from_millis(200), || {
+        durable(redis, stream) >= floor
+    });
+    assert!(ok, "durable events never reached {floor} of {total}");
+}
+
+fn report(scenario: &str, fields: &[(&str, String)]) {
+    let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!(
+        "fault-report: {scenario} events={} {}",
+        events(),
+        fields.join(" ")
+    );
+}
+
+/// Every record of the enforcement topic by decision id. Panics if an id was published
+/// with two different contents (CONTRACT §4); returns (distinct ids, repeated records).
+fn decisions_by_id(brokers: &str, topic: &str) -> (usize, usize) {
+    let n = common::topic_record_count(brokers, topic).max(0) as usize;
+    let records = common::consume_all(brokers, topic, n, Duration::from_secs(60));
+    assert_eq!(records.len(), n, "enforcement topic not read whole");
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    let mut repeats = 0;
+    for (_, _, _, payload) in &records {
+        let v: Value = serde_json::from_slice(payload).expect("a decision is JSON");
+        let id = v["decision_id"].as_str().expect("decision_id").to_owned();
+        match by_id.get(&id) {
+            Some(first) => {
+                assert_eq!(first, &v, "decision {id} published with two contents");
+                repeats += 1;
+            }
+            None => {
+                by_id.insert(id, v);
+            }
+        }
+    }
+    (by_id.len(), repeats)
+}
+
+/// Acceptance 1: SIGKILL at 5 random points while the events stream: every total exact,
+/// every decision id once (a re-publication after a crash repeats the same record, which
+/// consumers keep once; it is counted and reported).
+#[test]
+fn sigkill_at_five_random_points_loses_and_doubles_nothing() {
+    let _serial = common::serial();
+    let redis = common::redis_url();
+    let stream = Stream::new("fault-kill");
+    let load = generate(spec(11, 2_000, 0.0));
+    let cfg = stream.config(&redis);
+    let mut daemon = Daemon::start(&cfg);
+    wait_assigned(&[&daemon]);
+    let producing = produce(&stream.brokers, &stream, load.records);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut points: Vec<f64> = (0..5).map(|_| rng.gen_range(0.05..0.9)).collect();
+    points.sort_by(f64::total_cmp);
+    let started = Instant::now();
+    for (i, point) in points.iter().enumerate() {
+        wait_progress(&redis, &stream, &load.truth, *point);
+        daemon.kill9();
+        eprintln!("kill {} at {:.0} % durable", i + 1, point * 100.0);
+        daemon = restart_until_assigned(&cfg);
+    }
+    producing.join().unwrap();
+    assert_totals_exact(
+        &redis,
+        &stream.prefix,
+        &load.truth,
+        Duration::from_secs(900),
+    );
+    let took = started.elapsed();
+    let (ids, repeats) = decisions_by_id(&stream.brokers, &stream.enforcement);
+    assert!(ids > 0, "the misbehaving partners caused no decision");
+    report(
+        "sigkill-x5",
+        &[
+            ("seconds", format!("{:.1}", took.as_secs_f64())),
+            ("decision_ids", ids.to_string()),
+            ("repeated_decision_records", repeats.to_string()),
+        ],
+    );
+    daemon.terminate();
+}
+
+/// Acceptance 2: instances scaled 1 → 3 → 2 → 3, then a rolling restart, while the events
+/// stream: totals exact. Fenced writes are reported (a graceful handover flushes before it
+/// revokes, so there may be none; acceptance 3 forces them).
+#[test]
+fn a_rebalance_storm_with_a_rolling_restart_keeps_totals_exact() {
+    let _serial = common::serial();
+    let redis = common::redis_url();
+    let stream = Stream::new("fault-storm");
+    let load = generate(spec(12, 2_000, 0.0));
+    let cfg = stream.config(&redis);
+    let mut members = vec![Daemon::start(&cfg)];
+    wait_assigned(&[&members[0]]);
+    let producing = produce(&stream.brokers, &stream, load.records);
+    let mut fenced = 0.0;
+    let settle = |members: &Vec<Daemon>| {
+        let refs: Vec<&Daemon> = members.iter().collect();
+        assert!(
+            settles(&refs, Duration::from_secs(120)),
+            "the group did not settle with {} members",
+            members.len()
+        );
+    };
+    wait_progress(&redis, &stream, &load.truth, 0.15);
+    members.push(Daemon::start(&cfg));
+    members.push(Daemon::start(&cfg));
+    settle(&members);
+    wait_progress(&redis, &stream, &load.truth, 0.35);
+    let mut leaving = members.pop().unwrap();
+    fenced += metric(&leaving, "warden_fenced_writes_total");
+    assert!(leaving.terminate().success());
+    settle(&members);
+    wait_progress(&redis, &stream, &load.truth, 0.5);
+    members.push(Daemon::start(&cfg));
+    settle(&members);
+    wait_progress(&redis, &stream, &load.truth, 0.65);
+    for i in 0..members.len() {
+        fenced += metric(&members[i], "warden_fenced_writes_total");
+        assert!(members[i].terminate().success());
+        members[i] = Daemon::start(&cfg);
+        settle(&members);
+    }
+    producing.join().unwrap();
+    assert_totals_exact(
+        &redis,
+        &stream.prefix,
+        &load.truth,
+        Duration::from_secs(900),
+    );
+    for m in &members {
+        fenced += metric(m, "warden_fenced_writes_total");
+    }
+    report("rebalance-storm", &[("fenced_writes", fenced.to_string())]);
+    for m in &mut members {
+        m.terminate();
+    }
+}
+
+/// Acceptance 3: an owner frozen (SIGSTOP) past its session, its partitions taken over,
+/// then resumed: its late writes are refused and counted, totals exact.
+#[test]
+fn a_paused_owner_is_fenced_when_it_resumes() {
+    let _serial = common::serial();
+    let redis = common::redis_url();
+    let stream = Stream::new("fault-stop");
+    let load = generate(spec(13, 1_000, 0.0));
+    let cfg = stream.config(&redis);
+    // The paused owner flushes rarely, so it certainly holds unflushed work when frozen.
+    let mut slow = Daemon::start_with_env(&cfg, &[("WARDEN_KAFKA__FLUSH_INTERVAL", "3s")]);
+    let mut other = Daemon::start(&cfg);
+    wait_assigned(&[&slow, &other]);
+    let producing = produce(&stream.brokers, &stream, load.records);
+    wait_progress(&redis, &stream, &load.truth, 0.3);
+    slow.pause();
+    let taken = wait_until(Duration::from_secs(120), Duration::from_millis(200), || {
+        metric(&other, "warden_partitions_assigned ") == common::stream::PARTITIONS as f64
+    });
+    assert!(
+        taken,
+        "the partitions of the paused owner were not taken over"
+    );
+    // Let the new owner write with its newer epoch before the old one wakes up.
+    wait_progress(&redis, &stream, &load.truth, 0.5);
+    slow.resume();
+    let fenced = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        metric(&slow, "warden_fenced_writes_total") >= 1.0
+    });
+    assert!(
+        fenced,
+        "the resumed owner's late write was not refused\n{}",
+        slow.output()
+    );
+    producing.join().unwrap();
+    assert_totals_exact(
+        &redis,
+        &stream.prefix,
+        &load.truth,
+        Duration::from_secs(900),
+    );
+    report(
+        "sigstop",
+        &[(
+            "fenced_writes",
+            metric(&slow, "warden_fenced_writes_total").to_string(),
+        )],
+    );
+    slow.terminate();
+    other.terminate();
+}
+
+fn outage() -> Duration {
+    Duration::from_secs(
+        std::env::var("WARDEN_FAULT_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    )
+}
+
+/// Acceptance 4: Redis unreachable for 30 s while the events stream: the daemon stays in
+/// the group and serves reads, applies `fail_closed` (a global suspend on the enforcement
+/// topic, lifted after) with its metric, loses nothing, and its lag returns to zero.
+#[test]
+fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
+    let _serial = common::serial();
+    let mut redis = RedisServer::start_new();
+    let url = redis.url();
+    let stream = Stream::new("fault-redis");
+    let load = generate(spec(14, 2_000, 0.0));
+    let cfg = stream
+        .config(&url)
+        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n");
+    let mut daemon = Daemon::start(&cfg);
+    wait_assigned(&[&daemon]);
+    let (first, second) = {
+        let mut records = load.records;
+        let second = records.split_off(records.len() / 2);
+        (records, second)
+    };
+    produce(&stream.brokers, &stream, first).join().unwrap();
+    wait_progress(&url, &stream, &load.truth, 0.3);
+    let live = durable_totals(&url, &stream.prefix)
+        .keys()
+        .next()
+        .cloned()
+        .expect("a durable partner");
+    redis.stop();
+    let down_at = Instant::now();
+    let producing = produce(&stream.brokers, &stream, second);
+    let degraded = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        metric(&daemon, "warden_store_degraded{policy=\"fail_closed\"}") == 1.0
+    });
+    assert!(
+        degraded,
+        "the failure policy was not applied\n{}",
+        daemon.output()
+    );
+    // Reads are served from memory meanwhile.
+    let (status, _) = daemon.request(
+        "GET",
+        &format!("/v1/partners/{live}"),
+        Some(VIEWER_TOKEN),
+        None,
+    );
+    assert_eq!(
+        status, 200,
+        "a live partner was not readable during the outage"
+    );
+    thread::sleep(outage().saturating_sub(down_at.elapsed()));
+    assert!(
+        daemon.wait_exit(Duration::from_millis(10)).is_none(),
+        "exited during the outage"
+    );
+    redis.start();
+    producing.join().unwrap();
+    assert_totals_exact(&url, &stream.prefix, &load.truth, Duration::from_secs(900));
+    let caught_up = wait_until(Duration::from_secs(120), Duration::from_millis(250), || {
+        metric(&daemon, "warden_consumer_lag{") == 0.0
+            && metric(&daemon, "warden_store_degraded{policy=\"fail_closed\"}") == 0.0
+    });
+    assert!(caught_up, "lag did not return to zero after the outage");
+    let revoked = daemon.output().contains("partitions revoked");
+    assert!(!revoked, "the daemon left the group during the outage");
+    // The global decision went out, and was lifted.
+    let n = common::topic_record_count(&stream.brokers, &stream.enforcement).max(0) as usize;
+    let global: Vec<String> = common::consume_all(
+        &stream.brokers,
+        &stream.enforcement,
+        n,
+        Duration::from_secs(30),
+    )
+    .iter()
+    .filter_map(|(_, _, _, v)| serde_json::from_slice::<Value>(v).ok())
+    .filter(|v| v["scope"] == "global" && v["id"] == "store")
+    .map(|v| v["level"].as_str().unwrap_or_default().to_owned())
+    .collect();
+    assert_eq!(global, ["suspend", "ok"], "fail_closed decisions");
+    report(
+        "redis-outage",
+        &[("outage_seconds", outage().as_secs().to_string())],
+    );
+    assert!(daemon.terminate().success());
+}
+
+/// Acceptance 5: the broker restarted (sqlite storage keeps its data): consumption resumes
+/// by itself, nothing lost or doubled.
+#[test]
+fn a_broker_restart_resumes_by_itself() {
+    let _serial = common::serial();
+    let redis = common::redis_url();
+    let mut broker = TansuServer::start_new();
+    let stream = Stream::on("fault-broker", &broker.brokers());
+    let load = generate(spec(15, 1_000, 0.0));
+    let mut daemon = Daemon::start(&stream.config(&redis));
+    wait_assigned(&[&daemon]);
+    let (first, second) = {
+        let mut records = load.records;
+        let second = records.split_off(records.len() / 2);
+        (records, second)
+    };
+    produce(&broker.brokers(), &stream, first).join().unwrap();
+    wait_progress(&redis, &stream, &load.truth, 0.25);
+    broker.stop();
+    thread::sleep(Duration::from_secs(3));
+    broker.start();
+    produce(&broker.brokers(), &stream, second).join().unwrap();
+    assert_totals_exact(
+        &redis,
+        &stream.prefix,
+        &load.truth,
+        Duration::from_secs(900),
+    );
+    report("broker-restart", &[]);
+    assert!(daemon.terminate().success());
+}
+
+/// Acceptance 6: 1 % malformed records among the stream: exactly that many dead letters
+/// (distinct source coordinates), the valid totals exact, no partition stuck.
+#[test]
+fn one_percent_malformed_gives_exactly_that_many_dead_letters() {
+    let _serial = common::serial();
+    let redis = common::redis_url();
+    let stream = Stream::new("fault-malformed");
+    let load = generate(spec(16, 2_000, 0.01));
+    let daemon = Daemon::start(&stream.config(&redis));
+    wait_assigned(&[&daemon]);
+    let malformed = load.malformed;
+    assert!(malformed > 0);
+    produce(&stream.brokers, &stream, load.records)
+        .join()
+        .unwrap();
+    assert_totals_exact(
+        &redis,
+        &stream.prefix,
+        &load.truth,
+        Duration::from_secs(900),
+    );
+    let dead = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        common::topic_record_count(&stream.brokers, &stream.deadletter) >= malformed as i64
+    });
+    assert!(dead, "dead letters missing");
+    let records = common::consume_all(
+        &stream.brokers,
+        &stream.deadletter,
+        malformed as usize,
+        Duration::from_secs(60),
+    );
+    let sources: HashSet<(String, i64, i64)> = records
+        .iter()
+        .filter_map(|(_, _, _, v)| serde_json::from_slice::<Value>(v).ok())
+        .map(|v| {
+            (
+                v["source_topic"].as_str().unwrap_or_default().to_owned(),
+                v["partition"].as_i64().unwrap_or(-1),
+                v["offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        common::topic_record_count(&stream.brokers, &stream.deadletter),
+        malformed as i64,
+        "dead letters on the topic"
+    );
+    assert_eq!(sources.len() as u64, malformed, "distinct dead letters");
+    let (_, m) = daemon.request("GET", "/metrics", None, None);
+    let counted: f64 = m
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("warden_events_total{"))
+        .filter(|l| l.contains("outcome=\"dead_letter\"") && l.contains("topic=\"usage\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, malformed as f64, "dead letters counted");
+    let drained = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        metric(&daemon, "warden_consumer_lag{") == 0.0
+    });
+    assert!(drained, "a partition is stuck");
+    report("malformed", &[("dead_letters", malformed.to_string())]);
+}
+
+/// Consumes `records` with a fresh daemon and returns events per second, while `abuse`
+/// runs against its admin API.
+fn consumption_rate(
+    redis: &str,
+    name: &str,
+    records: &[Record],
+    truth: &HashMap<String, UsageTruth>,
+    abuse: impl FnOnce(String, Arc<AtomicBool>) -> thread::JoinHandle<u64>,
+) -> (f64, u64) {
+    let stream = Stream::new(name);
+    produce(&stream.brokers, &stream, records.to_vec())
+        .join()
+        .unwrap();
+    let env = [
+        ("WARDEN_ADMIN__RATE_LIMIT_PER_SECOND", "100"),
+        ("WARDEN_ADMIN__RATE_LIMIT_BURST", "50"),
+        ("WARDEN_ADMIN__BODY_LIMIT_BYTES", "4096"),
+    ];
+    let daemon = Daemon::start_with_env(&stream.config(redis), &env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let abusing = abuse(daemon.base_url().to_owned(), stop.clone());
+    let started = Instant::now();
+    let total: u64 = truth.values().map(|t| t.events).sum();
+    let done = wait_until(Duration::from_secs(900), Duration::from_millis(100), || {
+        durable(redis, &stream) >= total
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let requests = abusing.join().unwrap();
+    assert!(done, "{name}: not every event became durable");
+    assert_totals_exact(redis, &stream.prefix, truth, Duration::from_secs(60));
+    (total as f64 / seconds, requests)
+}
+
+/// Acceptance 7: admin API abuse on loopback. A burst of 5,000 requests from one token
+/// gets 429 after the configured burst; bodies over the cap get 413; slow clients holding
+/// connections open do not block others; event throughput during the abuse is reported
+/// next to the quiet run's.
+#[test]
+fn admin_api_abuse_is_refused_without_slowing_consumption() {
+    let _serial = common::serial();
+    let redis = common::redis_url();
+    let load = generate(spec(17, 1_000, 0.0));
+    let (quiet, _) = consumption_rate(&redis, "fault-quiet", &load.records, &load.truth, |_, _| {
+        thread::spawn(|| 0)
+    });
+    let (abused, requests) = consumption_rate(
+        &redis,
+        "fault-abuse",
+        &load.records,
+        &load.truth,
+        |base, stop| {
+            thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                let auth = format!("Bearer {VIEWER_TOKEN}");
+                // Slow clients: connections that send a byte of their request now and then.
+                let addr = base.trim_start_matches("http://").to_owned();
+                let mut slow: Vec<std::net::TcpStream> = (0..32)
+                    .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+                    .collect();
+                let mut sent = 0u64;
+                // The burst: 5,000 requests back to back from one token.
+                let mut statuses = Vec::with_capacity(5_000);
+                for _ in 0..5_000 {
+                    let status = match agent
+                        .get(&format!("{base}/v1/partners"))
+                        .set("Authorization", &auth)
+                        .call()
+                    {
+                        Ok(r) => r.status(),
+                        Err(ureq::Error::Status(s, _)) => s,
+                        Err(e) => panic!("request failed: {e}"),
+                    };
+                    statuses.push(status);
+                    sent += 1;
+                }
+                let first_429 = statuses.iter().position(|s| *s == 429);
+                assert!(
+                    first_429.is_some_and(|i| i >= 40),
+                    "429 must start after the burst of 50, at {first_429:?}"
+                );
+                assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+                // An oversized body: 413 (the token has to wait for its bucket first).
+                let big = "x".repeat(8_192);
+                let status = loop {
+                    let r = agent
+                        .post(&format!("{base}/v1/kill-switches"))
+                        .set("Authorization", &auth)
+                        .send_string(&big);
+                    let s = match r {
+                        Ok(r) => r.status(),
+                        Err(ureq::Error::Status(s, _)) => s,
+                        Err(e) => panic!("request failed: {e}"),
+                    };
+                    sent += 1;
+                    if s != 429 {
+                        break s;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                };
+                assert_eq!(status, 413, "oversized body");
+                // Others are served while the slow clients hold their connections.
+                for (i, s) in slow.iter_mut().enumerate() {
+                    let _ = s.write_all(&b"GET /healthz HTTP/1.1\r\nHost: x\r\n"[i % 8..i % 8 + 1]);
+                }
+                let r = agent
+                    .get(&format!("{base}/healthz"))
+                    .call()
+                    .map(|r| r.status());
+                assert!(matches!(r, Ok(200)), "a slow client blocked others: {r:?}");
+                // Keep up the pressure until the consumption is done.
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = agent
+                        .get(&format!("{base}/v1/partners"))
+                        .set("Authorization", &auth)
+                        .call();
+                    sent += 1;
+                }
+                drop(slow);
+                sent
+            })
+        },
+    );
+    report(
+        "admin-abuse",
+        &[
+            ("quiet_events_per_s", format!("{quiet:.0}")),
+            ("abused_events_per_s", format!("{abused:.0}")),
+            ("ratio", format!("{:.3}", abused / quiet)),
+            ("admin_requests", requests.to_string()),
+        ],
+    );
+}
