@@ -701,9 +701,11 @@ mod tests {
 
     impl World {
         fn new(program: &str) -> Self {
-            let mut env = ApplyEnv::default();
-            env.program = Program::builtin(program).unwrap().unwrap();
-            env.wall_now = at("2026-06-30T00:00:00Z");
+            let env = ApplyEnv {
+                program: Program::builtin(program).unwrap().unwrap(),
+                wall_now: at("2026-06-30T00:00:00Z"),
+                ..ApplyEnv::default()
+            };
             World {
                 table: ControlTable::default(),
                 env,
