@@ -288,20 +288,7 @@ impl Pipeline {
         let Some(ps) = self.partitions.get_mut(&p) else {
             return;
         };
-        for (id, state) in loaded {
-            if !state.outbox().is_empty() {
-                // Decisions made durable before a crash but not yet published.
-                ps.dirty.insert(id.clone());
-            }
-            let addr = self.registry.start(state);
-            ps.partners.insert(
-                id,
-                Slot {
-                    addr,
-                    last_routed: Instant::now(),
-                },
-            );
-        }
+        start_loaded(ps, &self.registry, loaded);
         let mut actor_lost = false;
         for id in order {
             // unwrap: every id in `order` has a group.
@@ -583,6 +570,25 @@ impl Pipeline {
     }
 }
 
+/// Starts the actors of partners just loaded from the store. One whose outbox holds
+/// entries made durable before a crash but not yet published is marked dirty, so the next
+/// flush publishes them.
+fn start_loaded(ps: &mut PartitionState, registry: &Registry, loaded: Vec<(String, PartnerState)>) {
+    for (id, state) in loaded {
+        if !state.outbox().is_empty() {
+            ps.dirty.insert(id.clone());
+        }
+        let addr = registry.start(state);
+        ps.partners.insert(
+            id,
+            Slot {
+                addr,
+                last_routed: Instant::now(),
+            },
+        );
+    }
+}
+
 /// What to publish for an outbox entry (its outbox id is its stable identity).
 fn outgoing(outbox_id: String, e: &OutboxEntry) -> Outgoing {
     match &e.item {
@@ -623,16 +629,7 @@ impl Pipeline {
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
-            for (id, state) in loaded {
-                let addr = self.registry.start(state);
-                ps.partners.insert(
-                    id,
-                    Slot {
-                        addr,
-                        last_routed: Instant::now(),
-                    },
-                );
-            }
+            start_loaded(ps, &self.registry, loaded);
             // A partner the store could not give now is tried again at the next tick.
             if complete {
                 ps.control_cursor = next;
