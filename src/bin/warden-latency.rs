@@ -1,0 +1,258 @@
+//! warden-latency: the latency bench of BENCHMARKS.md, run by `scripts/bench-latency`
+//! against a running warden, its broker and its Redis.
+//!
+//! 1. Event → decision: background usage traffic at `--rate` events/s; every
+//!    `--probe-every-ms` a probe partner (quota: 10 requests a month, `block`) sends one
+//!    event of 11 requests, which crosses its quota: warden decides `throttle`. Latency =
+//!    from handing the event to the producer until the decision arrives on the Redis
+//!    channel `<prefix>:enf` (where gateways that cache hear it).
+//! 2. Kill switch: `POST /v1/kill-switches` → the switch's decision on the same channel.
+//!
+//! Prints p50/p99/p999 and max of each (hdrhistogram, microseconds).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[arg(long)]
+    brokers: String,
+    #[arg(long)]
+    redis_url: String,
+    /// The daemon's `store.key_prefix`.
+    #[arg(long)]
+    prefix: String,
+    #[arg(long)]
+    usage_topic: String,
+    #[arg(long)]
+    control_topic: String,
+    /// The daemon's admin API, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    admin_url: String,
+    /// A security token of the daemon.
+    #[arg(long, env = "WARDEN_TOKEN")]
+    token: String,
+    /// Background usage events per second.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    #[arg(long, default_value_t = 10)]
+    probe_every_ms: u64,
+    #[arg(long, default_value_t = 200)]
+    kill_switches: usize,
+}
+
+type Waiting = Arc<Mutex<HashMap<String, Instant>>>;
+
+fn producer(brokers: &str) -> Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
+}
+
+fn usage(partner: &str, id: &str, requests: u64) -> String {
+    json!({
+        "event_id": id, "ts": chrono::Utc::now(), "partner_id": partner,
+        "integration_id": format!("{partner}-i"), "requests": requests, "errors": 0,
+    })
+    .to_string()
+}
+
+fn send(p: &BaseProducer, topic: &str, key: &str, value: &str) {
+    let mut record = BaseRecord::to(topic).key(key).payload(value);
+    loop {
+        match p.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                p.poll(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn summary(name: &str, h: &Histogram<u64>) {
+    let ms = |v: u64| v as f64 / 1000.0;
+    println!(
+        "{name}: n={} p50={:.2}ms p99={:.2}ms p999={:.2}ms max={:.2}ms",
+        h.len(),
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+}
+
+/// Records, for each awaited target, the time from its start to its decision's arrival.
+async fn listen(url: String, channel: String, waiting: Waiting, hist: Arc<Mutex<Histogram<u64>>>) {
+    let client = match redis::Client::open(url) {
+        Ok(c) => c,
+        Err(e) => return eprintln!("redis: {e}"),
+    };
+    let mut pubsub = match client.get_async_pubsub().await {
+        Ok(p) => p,
+        Err(e) => return eprintln!("redis pubsub: {e}"),
+    };
+    if let Err(e) = pubsub.subscribe(&channel).await {
+        return eprintln!("subscribe: {e}");
+    }
+    let mut messages = pubsub.on_message();
+    while let Some(m) = messages.next().await {
+        let arrived = Instant::now();
+        let Ok(payload) = m.get_payload::<String>() else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&payload) else {
+            continue;
+        };
+        let Some(id) = v["id"].as_str() else { continue };
+        if let Some(started) = waiting.lock().remove(id) {
+            let micros = arrived.duration_since(started).as_micros() as u64;
+            let _ = hist.lock().record(micros.max(1));
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let channel = format!("{}:enf", args.prefix);
+    let waiting: Waiting = Arc::default();
+    let decisions = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let switches = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let events = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+
+    // Probe partners get a tiny quota first.
+    let probes = (args.seconds * 1000 / args.probe_every_ms.max(1)) as usize;
+    let p = producer(&args.brokers)?;
+    for i in 0..probes {
+        let id = format!("probe-{i}");
+        let fact = json!({
+            "type": "quota", "partner_id": id, "monthly_requests": 10,
+            "burst_rps": 1_000_000_000u64, "overage": "block",
+        });
+        send(&p, &args.control_topic, &id, &fact.to_string());
+    }
+    p.flush(Duration::from_secs(30))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    tokio::spawn(listen(
+        args.redis_url.clone(),
+        channel.clone(),
+        waiting.clone(),
+        events.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 1. Background traffic with a probe every `probe_every_ms`.
+    let (rate, seconds, every) = (args.rate, args.seconds, args.probe_every_ms.max(1));
+    let (brokers, topic, w) = (
+        args.brokers.clone(),
+        args.usage_topic.clone(),
+        waiting.clone(),
+    );
+    let sent = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let p = producer(&brokers)?;
+        let start = Instant::now();
+        let mut n = 0u64;
+        let mut next_probe = 0usize;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+            while n < due {
+                let partner = format!("bg-{}", n % 5_000);
+                send(
+                    &p,
+                    &topic,
+                    &partner,
+                    &usage(&partner, &format!("bg-{n}"), 1),
+                );
+                n += 1;
+            }
+            let probe_due = (start.elapsed().as_millis() as u64 / every) as usize;
+            while next_probe < probe_due.min(probes) {
+                let id = format!("probe-{next_probe}");
+                w.lock().insert(id.clone(), Instant::now());
+                send(&p, &topic, &id, &usage(&id, &format!("{id}-x"), 11));
+                next_probe += 1;
+            }
+            p.poll(Duration::from_micros(200));
+        }
+        p.flush(Duration::from_secs(30))?;
+        Ok(n)
+    })
+    .await??;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let missing = waiting.lock().len();
+    waiting.lock().clear();
+    *decisions.lock() = events.lock().clone();
+
+    // 2. Kill switches, one at a time.
+    tokio::spawn(listen(
+        args.redis_url.clone(),
+        channel,
+        waiting.clone(),
+        switches.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    for i in 0..args.kill_switches {
+        let target = format!("ks-probe-{i}");
+        let url = format!("{}/v1/kill-switches", args.admin_url);
+        let auth = format!("Bearer {}", args.token);
+        waiting.lock().insert(target.clone(), Instant::now());
+        let body = json!({"scope": "partner", "target": target, "reason": "latency bench"});
+        let response = tokio::task::spawn_blocking(move || {
+            agent_post(&url, &auth, body).context("POST /v1/kill-switches")
+        });
+        let (status, created) = response.await??;
+        if status != 201 {
+            bail!("kill switch refused: {status} {created}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while waiting.lock().contains_key(&target) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        if let Some(id) = created["id"].as_str() {
+            let url = format!("{}/v1/kill-switches/{id}", args.admin_url);
+            let _ = agent
+                .delete(&url)
+                .set("Authorization", &format!("Bearer {}", args.token))
+                .call();
+        }
+    }
+    println!(
+        "background: {sent} usage events in {seconds} s ({} /s); probes without a decision: {missing}",
+        sent / seconds.max(1)
+    );
+    summary("event -> decision on the Redis channel", &decisions.lock());
+    summary(
+        "kill switch POST -> decision on the Redis channel",
+        &switches.lock(),
+    );
+    Ok(())
+}
+
+fn agent_post(url: &str, auth: &str, body: Value) -> Result<(u16, Value)> {
+    let r = match ureq::post(url).set("Authorization", auth).send_json(body) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.into()),
+    };
+    let status = r.status();
+    Ok((status, r.into_json().unwrap_or(Value::Null)))
+}
