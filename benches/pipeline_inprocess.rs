@@ -200,21 +200,33 @@ impl Daemon {
             if ps.dirty.is_empty() {
                 continue;
             }
-            let partners = ps
-                .dirty
-                .drain()
-                .map(|id| {
-                    let bytes = serde_json::to_vec(&self.partners[&id]).unwrap();
-                    (id, bytes)
-                })
+            let mut partners = Vec::with_capacity(ps.dirty.len());
+            let mut dedup = Vec::new();
+            for id in ps.dirty.drain() {
+                let state = &self.partners[&id];
+                let delta = state.dedup_delta();
+                partners.push((id.clone(), serde_json::to_vec(state).unwrap()));
+                if !delta.is_empty() {
+                    dedup.push((id, delta));
+                }
+            }
+            let acks: Vec<(String, usize)> = dedup
+                .iter()
+                .map(|(id, d)| (id.clone(), d.added.len()))
                 .collect();
             let write = PartitionWrite {
                 partition: *p,
                 epoch: ps.epoch,
                 offsets: [(TOPIC.to_owned(), ps.next)].into_iter().collect(),
                 partners,
+                dedup,
             };
             rt.block_on(self.store.commit(write)).unwrap();
+            for (id, n) in acks {
+                if let Some(state) = self.partners.get_mut(&id) {
+                    state.dedup_acknowledged(n);
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use warden::domain::dedup::DedupDelta;
 use warden::store::keys::Keys;
 use warden::store::memory::MemoryStore;
 use warden::store::redis::RedisStore;
@@ -61,6 +62,7 @@ fn write(
             .iter()
             .map(|(id, snapshot)| (id.to_string(), snapshot.to_vec()))
             .collect(),
+        dedup: Vec::new(),
     }
 }
 
@@ -291,6 +293,7 @@ mod cases {
             epoch,
             offsets: offsets(&[("usage", 500)]),
             partners: partners.clone(),
+            dedup: Vec::new(),
         };
         store.commit(commit).await.expect("commit");
 
@@ -303,6 +306,42 @@ mod cases {
                 "{id}"
             );
         }
+    }
+
+    /// Dedup ids are written incrementally with the snapshot, evicted by event time, and
+    /// a fenced write adds none.
+    pub async fn dedup_deltas_accumulate_evict_and_are_fenced(store: &dyn StateStore) {
+        let id = |s: &str| s.to_owned();
+        let delta = |added: &[(i64, &str)], below: Option<i64>| DedupDelta {
+            added: added.iter().map(|(ms, i)| (*ms, i.to_string())).collect(),
+            evict_below_ms: below,
+        };
+        let epoch = store.acquire(4).await.expect("acquire");
+        let mut w = write(4, epoch, &[("usage", 2)], &[("p-1", b"{}")]);
+        w.dedup = vec![(id("p-1"), delta(&[(1_000, "a"), (2_000, "b")], None))];
+        store.commit(w).await.expect("commit");
+        // Sent again (an unacknowledged delta) with a new id and a horizon past "a".
+        let mut w = write(4, epoch, &[("usage", 3)], &[("p-1", b"{}")]);
+        w.dedup = vec![(
+            id("p-1"),
+            delta(&[(1_000, "a"), (2_000, "b"), (3_000, "c")], Some(1_500)),
+        )];
+        store.commit(w).await.expect("commit");
+        assert_eq!(
+            store.load_dedup(4, "p-1").await,
+            Ok(vec![(2_000, id("b")), (3_000, id("c"))])
+        );
+        assert_eq!(store.load_dedup(4, "p-2").await, Ok(Vec::new()));
+        // A stale owner writes no id.
+        let newer = store.acquire(4).await.expect("acquire");
+        assert!(newer > epoch);
+        let mut stale = write(4, epoch, &[("usage", 9)], &[]);
+        stale.dedup = vec![(id("p-1"), delta(&[(9_000, "z")], Some(8_000)))];
+        assert!(matches!(
+            store.commit(stale).await,
+            Err(StoreError::Fenced { .. })
+        ));
+        assert_eq!(store.load_dedup(4, "p-1").await.expect("load").len(), 2);
     }
 }
 
@@ -342,6 +381,7 @@ for_each_backend!(
     an_empty_commit_checks_the_epoch_only,
     a_large_snapshot_round_trips,
     five_hundred_partners_in_one_commit,
+    dedup_deltas_accumulate_evict_and_are_fenced,
 );
 
 /// What only a networked store can get wrong.

@@ -36,7 +36,14 @@ pub struct Snapshot {
     pub rejections: Vec<RejectedEvent>,
     /// Decisions in the snapshot's outbox: publish them once the snapshot is durable.
     pub outbox: Vec<OutboxEntry>,
+    /// What changed in the dedup window (written with the snapshot).
+    pub dedup: crate::domain::dedup::DedupDelta,
 }
+
+/// The store made the first `n` ids of the last snapshot's dedup delta durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DedupDurable(pub usize);
 
 /// Time passes: the partition's event-time watermark and the wall clock. Answers whether
 /// the state changed (a decision was made), so the pipeline knows to snapshot it.

@@ -8,7 +8,8 @@ use actix::{Actor, ActorContext, Context, Handler};
 use parking_lot::RwLock;
 
 use super::messages::{
-    AckOutbox, ApplyBatch, GetState, GetSummary, RejectedEvent, Snapshot, Stop, TakeSnapshot, Tick,
+    AckOutbox, ApplyBatch, DedupDurable, GetState, GetSummary, RejectedEvent, Snapshot, Stop,
+    TakeSnapshot, Tick,
 };
 use crate::domain::control::ControlTable;
 use crate::domain::enforcement::{EnforcementPolicy, Level};
@@ -194,6 +195,7 @@ impl Handler<TakeSnapshot> for PartnerActor {
             bytes,
             rejections: std::mem::take(&mut self.rejections),
             outbox: self.state.outbox().to_vec(),
+            dedup: self.state.dedup_delta(),
         })
     }
 }
@@ -234,6 +236,14 @@ impl Handler<Tick> for PartnerActor {
         self.count_level();
         self.count_money();
         decided || caught_up || self.state.outbox().len() != outbox_before
+    }
+}
+
+impl Handler<DedupDurable> for PartnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DedupDurable, _ctx: &mut Context<Self>) {
+        self.state.dedup_acknowledged(msg.0);
     }
 }
 

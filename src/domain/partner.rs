@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::control::ControlTable;
-use super::dedup::{Admission, DedupWindow};
+use super::dedup::{Admission, DedupDelta, DedupWindow};
 use super::enforcement::{
     Decision, EnforcementPolicy, EnforcementState, LevelView, QuotaSpec, QuotaView, TenantFact,
 };
@@ -551,6 +551,21 @@ impl PartnerState {
         }
     }
 
+    /// What the next flush writes of the dedup window (see [`DedupDelta`]).
+    pub fn dedup_delta(&self) -> DedupDelta {
+        self.usage_ids.delta()
+    }
+
+    /// The store made the first `n` ids of the last [`PartnerState::dedup_delta`] durable.
+    pub fn dedup_acknowledged(&mut self, n: usize) {
+        self.usage_ids.acknowledge(n);
+    }
+
+    /// A partner loaded from the store gets its dedup ids back.
+    pub fn restore_dedup(&mut self, stored: Vec<(i64, String)>) {
+        self.usage_ids.restore(stored);
+    }
+
     /// Ids currently held for dedup (a memory figure for metrics and docs).
     pub fn dedup_entries(&self) -> usize {
         self.usage_ids.len()
@@ -636,9 +651,15 @@ mod tests {
         let mut s = PartnerState::new("p-1");
         let env = ApplyEnv::default();
         s.apply(&usage("a", 0, 3, 1), &env.ctx()).unwrap();
+        // The snapshot leaves the ids out; the store keeps them from the delta.
         let bytes = serde_json::to_vec(&s).unwrap();
+        let delta = s.dedup_delta();
+        assert_eq!(delta.added.len(), 1);
         let mut back: PartnerState = serde_json::from_slice(&bytes).unwrap();
+        back.restore_dedup(delta.added.clone());
         assert_eq!(back, s);
+        s.dedup_acknowledged(delta.added.len());
+        assert!(s.dedup_delta().added.is_empty());
         assert_eq!(
             back.apply(&usage("a", 0, 3, 1), &env.ctx()),
             Ok(Applied::Duplicate)

@@ -28,9 +28,15 @@ struct FlushJob {
     dead_letters: Vec<DeadLetter>,
 }
 
+/// The outboxes of the snapshots written (to publish now), and how many dedup ids of each
+/// partner's delta became durable (to acknowledge to its actor).
+struct Written {
+    outboxes: Vec<(String, Vec<crate::domain::partner::OutboxEntry>)>,
+    dedup: Vec<(String, usize)>,
+}
+
 enum FlushResult {
-    /// Durable, with the outboxes of the snapshots written (to publish now).
-    Durable(Vec<(String, Vec<crate::domain::partner::OutboxEntry>)>),
+    Durable(Written),
     Fenced(StoreError),
     /// Not durable; retry later. Dead letters not yet acknowledged come back.
     Failed {
@@ -49,6 +55,8 @@ async fn run_job(
     let replies = join_all(job.actors.iter().map(|a| a.send(TakeSnapshot))).await;
     let mut partners = Vec::with_capacity(replies.len());
     let mut outboxes = Vec::new();
+    let mut dedup = Vec::new();
+    let mut dedup_acks = Vec::new();
     let mut dead_letters = job.dead_letters;
     let mut actor_error = None;
     for reply in replies {
@@ -65,6 +73,10 @@ async fn run_job(
                 }));
                 if !snap.outbox.is_empty() {
                     outboxes.push((snap.partner_id.clone(), snap.outbox));
+                }
+                if !snap.dedup.is_empty() {
+                    dedup_acks.push((snap.partner_id.clone(), snap.dedup.added.len()));
+                    dedup.push((snap.partner_id.clone(), snap.dedup));
                 }
                 partners.push((snap.partner_id, snap.bytes));
             }
@@ -96,6 +108,7 @@ async fn run_job(
         epoch: job.epoch,
         offsets: job.offsets,
         partners,
+        dedup,
     };
     let res = store.commit(write).await;
     METRICS
@@ -103,7 +116,13 @@ async fn run_job(
         .with_label_values(&["commit"])
         .observe(started.elapsed().as_secs_f64());
     match res {
-        Ok(()) => (p, FlushResult::Durable(outboxes)),
+        Ok(()) => (
+            p,
+            FlushResult::Durable(Written {
+                outboxes,
+                dedup: dedup_acks,
+            }),
+        ),
         Err(e @ StoreError::Fenced { .. }) => (p, FlushResult::Fenced(e)),
         Err(e) => (
             p,
@@ -171,8 +190,9 @@ impl Pipeline {
         let mut commit = TopicPartitionList::new();
         for (p, result) in results {
             match result {
-                FlushResult::Durable(outboxes) => {
-                    self.queue_outbox(p, outboxes);
+                FlushResult::Durable(written) => {
+                    self.queue_outbox(p, written.outboxes);
+                    self.acknowledge_dedup(p, written.dedup);
                     METRICS.flushes.with_label_values(&["ok"]).inc();
                     METRICS.store_up.set(1);
                     let Some(ps) = self.partitions.get_mut(&p) else {

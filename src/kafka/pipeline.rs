@@ -24,7 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::deadletter::{DeadLetter, DeadLetterSink};
 use super::decode::{decode_partner_record, DecodeLimits};
 use super::topics::{partition_for_key, TopicMap};
-use crate::actors::messages::{AckOutbox, Tick};
+use crate::actors::messages::{AckOutbox, DedupDurable, Tick};
 use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::PartnerActor;
 use crate::actors::registry::Registry;
@@ -333,10 +333,14 @@ impl Pipeline {
         }
         let store = &self.store;
         let started = Instant::now();
-        let results = self.io.block_on(join_all(
-            ids.iter()
-                .map(|id| async move { (id, store.load_partner(p, id).await) }),
-        ));
+        let results = self.io.block_on(join_all(ids.iter().map(|id| async move {
+            let loaded = match store.load_partner(p, id).await {
+                Ok(Some(bytes)) => store.load_dedup(p, id).await.map(|ids| Some((bytes, ids))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            (id, loaded)
+        })));
         METRICS
             .store_op_seconds
             .with_label_values(&["load"])
@@ -345,8 +349,11 @@ impl Pipeline {
         for (id, res) in results {
             match res {
                 Ok(None) => out.push((id.clone(), PartnerState::new(id.clone()))),
-                Ok(Some(bytes)) => match serde_json::from_slice::<PartnerState>(&bytes) {
-                    Ok(state) => out.push((id.clone(), state)),
+                Ok(Some((bytes, ids))) => match serde_json::from_slice::<PartnerState>(&bytes) {
+                    Ok(mut state) => {
+                        state.restore_dedup(ids);
+                        out.push((id.clone(), state));
+                    }
                     Err(e) => {
                         tracing::error!(partner_id = %id, partition = p, error = %e, "stored partner state is unreadable; its events are held");
                     }
@@ -508,6 +515,19 @@ impl Pipeline {
                     let item = outgoing(id.clone(), &e);
                     ps.to_publish.push((partner.clone(), e.n, id, item));
                 }
+            }
+        }
+    }
+
+    /// Tells each actor how many of its dedup ids the last durable write holds.
+    pub(super) fn acknowledge_dedup(&mut self, p: i32, acks: Vec<(String, usize)>) {
+        let Some(ps) = self.partitions.get(&p) else {
+            return;
+        };
+        for (partner, n) in acks {
+            if let Some(slot) = ps.partners.get(&partner) {
+                // Losing one only means the ids are written again with the next flush.
+                slot.addr.do_send(DedupDurable(n));
             }
         }
     }

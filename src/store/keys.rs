@@ -60,6 +60,11 @@ impl Keys {
         self.key(partition, "partners")
     }
 
+    /// Sorted set: one partner's dedup ids, scored by event time (epoch millis).
+    pub fn dedup(&self, partition: i32, partner_id: &str) -> String {
+        self.key(partition, &format!("dedup:{partner_id}"))
+    }
+
     fn key(&self, partition: i32, what: &str) -> String {
         format!("{}:{}:{what}", self.prefix, Keys::hash_tag(partition))
     }

@@ -27,6 +27,8 @@ struct Partition {
     epoch: u64,
     offsets: Offsets,
     partners: BTreeMap<String, Vec<u8>>,
+    /// Partner id → (dedup id → event time in millis).
+    dedup: HashMap<String, HashMap<String, i64>>,
 }
 
 impl MemoryStore {
@@ -91,6 +93,13 @@ impl StateStore for MemoryStore {
         let state = partitions.entry(write.partition).or_default();
         state.offsets.extend(write.offsets);
         state.partners.extend(write.partners);
+        for (partner, delta) in write.dedup {
+            let ids = state.dedup.entry(partner).or_default();
+            ids.extend(delta.added.into_iter().map(|(ms, id)| (id, ms)));
+            if let Some(below) = delta.evict_below_ms {
+                ids.retain(|_, ms| *ms >= below);
+            }
+        }
         Ok(())
     }
 
@@ -100,6 +109,22 @@ impl StateStore for MemoryStore {
         partner_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(partition, |state| state.partners.get(partner_id).cloned())
+    }
+
+    async fn load_dedup(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(partition, |state| {
+            let mut ids: Vec<(i64, String)> = state
+                .dedup
+                .get(partner_id)
+                .map(|ids| ids.iter().map(|(id, ms)| (*ms, id.clone())).collect())
+                .unwrap_or_default();
+            ids.sort();
+            ids
+        })
     }
 
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError> {
@@ -133,6 +158,7 @@ mod tests {
             epoch,
             offsets: [("usage".to_owned(), 5)].into_iter().collect(),
             partners: vec![("p".to_owned(), b"{}".to_vec())],
+            dedup: Vec::new(),
         };
         let failed = store.commit(write.clone()).await.expect_err("unavailable");
         assert!(failed.is_retryable());

@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::domain::dedup::DedupDelta;
+
 /// Next offset to read, per input topic name, for one partition number.
 pub type Offsets = BTreeMap<String, i64>;
 
@@ -36,6 +38,8 @@ pub struct PartitionWrite {
     pub offsets: Offsets,
     /// Serialized partner state (JSON bytes), by partner id.
     pub partners: Vec<(String, Vec<u8>)>,
+    /// What changed in each partner's dedup window (written in the same atomic write).
+    pub dedup: Vec<(String, DedupDelta)>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -83,6 +87,13 @@ pub trait StateStore: Send + Sync + 'static {
         partition: i32,
         partner_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The dedup ids of one partner of `partition` as `[epoch millis, id]`, oldest first.
+    async fn load_dedup(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
 
     /// Every partner id with a snapshot in `partition` (operators and tests; not on hot paths).
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError>;

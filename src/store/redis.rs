@@ -172,11 +172,17 @@ impl StateStore for RedisStore {
 
     async fn commit(&self, write: PartitionWrite) -> Result<(), StoreError> {
         let (partition, epoch) = (write.partition, write.epoch);
-        let keys = [
+        let mut keys = vec![
             self.keys.epoch(partition),
             self.keys.offsets(partition),
             self.keys.partners(partition),
         ];
+        keys.extend(
+            write
+                .dedup
+                .iter()
+                .map(|(partner, _)| self.keys.dedup(partition, partner)),
+        );
         let script = Arc::clone(&self.commit);
         let reply = self
             .run("commit", |mut conn| async move {
@@ -215,6 +221,27 @@ impl StateStore for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| classify("load_partner", e))
+        })
+        .await
+    }
+
+    async fn load_dedup(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let key = self.keys.dedup(partition, partner_id);
+        self.run("load_dedup", |mut conn| async move {
+            // Scores come back as doubles; millis are far below 2^53, so they are exact.
+            let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("load_dedup", e))?;
+            Ok(raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect())
         })
         .await
     }

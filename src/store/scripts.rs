@@ -9,43 +9,81 @@ use redis::Script;
 
 use super::PartitionWrite;
 
-/// COMMIT: one partition's offsets and partner snapshots, fenced by its ownership epoch.
+/// COMMIT: one partition's offsets, partner snapshots and dedup-window changes, fenced by
+/// its ownership epoch.
 ///
-/// KEYS[1] = epoch key (string, decimal), KEYS[2] = offsets hash, KEYS[3] = partners hash
-/// (all three with the partition's hash tag, see `keys.rs`).
+/// KEYS[1] = epoch key (string, decimal), KEYS[2] = offsets hash, KEYS[3] = partners hash,
+/// KEYS[4..] = the dedup sorted set of each partner with a dedup change, in ARGV's order
+/// (all with the partition's hash tag, see `keys.rs`).
 /// ARGV[1] = the epoch the writer holds (decimal);
-/// ARGV[2] = n, the number of (topic, offset) pairs;
-/// ARGV[3 .. 2+2n] = n pairs topic, next offset (decimal);
-/// ARGV[3+2n ..] = pairs partner id, snapshot bytes.
+/// ARGV[2] = n, the number of (topic, offset) pairs, then n pairs topic, next offset;
+/// then m, the number of partners, then m pairs partner id, snapshot bytes;
+/// then, for each dedup key: the eviction horizon (millis, "" for none), k, and k pairs
+/// score (millis), id.
 ///
 /// Returns `{"ok"}` after writing everything, or `{"fenced", current}` (current epoch as
-/// decimal, "0" if the partition was never acquired) having written nothing. Offsets are
-/// written as given, never compared with the stored ones: the epoch already guarantees
-/// that only the current owner writes, and it knows where it is.
+/// decimal, "0" if the partition was never acquired) having written nothing. The layout is
+/// checked whole before anything is written. Offsets are written as given, never compared
+/// with the stored ones: the epoch already guarantees that only the current owner writes,
+/// and it knows where it is.
 pub(super) const COMMIT: &str = r#"
-local n = tonumber(ARGV[2])
-if n == nil or n < 0 or n ~= math.floor(n) then
-  return redis.error_reply('ERR warden commit: bad offset pair count')
+local function count(i)
+  local c = tonumber(ARGV[i])
+  if c == nil or c < 0 or c ~= math.floor(c) then return nil end
+  return c
 end
-local first_partner = 3 + 2 * n
-if #ARGV < first_partner - 1 or (#ARGV - first_partner + 1) % 2 ~= 0 then
-  return redis.error_reply('ERR warden commit: arguments are not whole pairs')
+local bad = 'ERR warden commit: arguments do not follow the layout'
+local n = count(2)
+if n == nil then return redis.error_reply('ERR warden commit: bad offset pair count') end
+local mi = 3 + 2 * n
+local m = count(mi)
+if m == nil then return redis.error_reply(bad) end
+local di = mi + 1 + 2 * m
+local i = di
+for d = 4, #KEYS do
+  local k = count(i + 1)
+  if k == nil then return redis.error_reply(bad) end
+  i = i + 2 + 2 * k
 end
-for i = 2, 3 do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= 'hash' and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE warden commit: ' .. KEYS[i] .. ' is a ' .. t)
+if i ~= #ARGV + 1 then return redis.error_reply(bad) end
+for t = 2, #KEYS do
+  local want = 'hash'
+  if t > 3 then want = 'zset' end
+  local got = redis.call('TYPE', KEYS[t]).ok
+  if got ~= want and got ~= 'none' then
+    return redis.error_reply('WRONGTYPE warden commit: ' .. KEYS[t] .. ' is a ' .. got)
   end
 end
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
   return {'fenced', current or '0'}
 end
-for i = 3, first_partner - 1, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+for j = 3, mi - 1, 2 do
+  redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
 end
-for i = first_partner, #ARGV, 2 do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+for j = mi + 1, di - 1, 2 do
+  redis.call('HSET', KEYS[3], ARGV[j], ARGV[j + 1])
+end
+i = di
+for d = 4, #KEYS do
+  local horizon = ARGV[i]
+  local k = tonumber(ARGV[i + 1])
+  i = i + 2
+  local j = 0
+  while j < k do
+    local args = {}
+    local upto = math.min(k, j + 1000)
+    for x = j, upto - 1 do
+      args[#args + 1] = ARGV[i + 2 * x]
+      args[#args + 1] = ARGV[i + 2 * x + 1]
+    end
+    redis.call('ZADD', KEYS[d], unpack(args))
+    j = upto
+  end
+  i = i + 2 * k
+  if horizon ~= '' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[d], '-inf', '(' .. horizon)
+  end
 end
 return {'ok'}
 "#;
@@ -54,18 +92,33 @@ pub(super) fn commit_script() -> Script {
     Script::new(COMMIT)
 }
 
-/// ARGV for [`COMMIT`], moving the snapshots rather than copying them.
+/// ARGV for [`COMMIT`], moving the snapshots rather than copying them. The dedup keys
+/// (KEYS[4..]) follow `write.dedup`'s order.
 pub(super) fn commit_argv(write: PartitionWrite) -> Vec<Vec<u8>> {
-    let mut argv = Vec::with_capacity(2 + 2 * (write.offsets.len() + write.partners.len()));
+    let ids: usize = write.dedup.iter().map(|(_, d)| 2 + 2 * d.added.len()).sum();
+    let mut argv = Vec::with_capacity(3 + 2 * (write.offsets.len() + write.partners.len()) + ids);
     argv.push(write.epoch.to_string().into_bytes());
     argv.push(write.offsets.len().to_string().into_bytes());
     for (topic, offset) in write.offsets {
         argv.push(topic.into_bytes());
         argv.push(offset.to_string().into_bytes());
     }
+    argv.push(write.partners.len().to_string().into_bytes());
     for (partner_id, snapshot) in write.partners {
         argv.push(partner_id.into_bytes());
         argv.push(snapshot);
+    }
+    for (_, delta) in write.dedup {
+        let horizon = delta
+            .evict_below_ms
+            .map(|ms| ms.to_string())
+            .unwrap_or_default();
+        argv.push(horizon.into_bytes());
+        argv.push(delta.added.len().to_string().into_bytes());
+        for (ms, id) in delta.added {
+            argv.push(ms.to_string().into_bytes());
+            argv.push(id.into_bytes());
+        }
     }
     argv
 }
@@ -172,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn argv_layout_is_epoch_count_offsets_then_partners() {
+    fn argv_layout_is_epoch_offsets_partners_then_dedup() {
         let write = PartitionWrite {
             partition: 3,
             epoch: 12,
@@ -181,6 +234,13 @@ mod tests {
                 (s("p-1"), b"{\"a\":1}".to_vec()),
                 (s("p-2"), b"{}".to_vec()),
             ],
+            dedup: vec![(
+                s("p-1"),
+                crate::domain::dedup::DedupDelta {
+                    added: vec![(1_000, s("e-1"))],
+                    evict_below_ms: Some(500),
+                },
+            )],
         };
         let argv: Vec<String> = commit_argv(write)
             .into_iter()
@@ -196,22 +256,30 @@ mod tests {
                 "7",
                 "usage",
                 "40",
+                "2",
                 "p-1",
                 "{\"a\":1}",
                 "p-2",
-                "{}"
+                "{}",
+                "500",
+                "1",
+                "1000",
+                "e-1"
             ]
         );
     }
 
     #[test]
-    fn argv_of_an_empty_write_is_epoch_and_zero() {
+    fn argv_of_an_empty_write_is_epoch_and_two_zeros() {
         let write = PartitionWrite {
             partition: 0,
             epoch: 1,
             ..PartitionWrite::default()
         };
-        assert_eq!(commit_argv(write), vec![b"1".to_vec(), b"0".to_vec()]);
+        assert_eq!(
+            commit_argv(write),
+            vec![b"1".to_vec(), b"0".to_vec(), b"0".to_vec()]
+        );
     }
 
     #[test]
