@@ -315,6 +315,51 @@ fn two_members_with_range_own_the_same_partition_numbers_of_every_topic() {
     );
 }
 
+/// Why the daemon resumes every partition it is assigned (src/kafka/consumer.rs): a
+/// partition paused by its previous owner (back-pressure, or fenced) stays paused across
+/// an unassign and a new assign in librdkafka, and is read again only once resumed.
+#[test]
+fn a_pause_survives_reassignment_until_resumed() {
+    let brokers = brokers();
+    let topic = unique("smoke-pause");
+    create_topics(&brokers, &[(&topic, 1)]);
+    let mut producer = TestProducer::new(&brokers);
+    for i in 0..10 {
+        producer.send(&topic, Some("k"), format!("r{i}").as_bytes());
+    }
+    producer.flush();
+    let consumer: BaseConsumer = common::kafka_config(&brokers)
+        .set("group.id", unique("smoke-pause-group"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    consumer.pause(&tpl).expect("pause");
+    consumer.unassign().expect("unassign");
+    consumer.assign(&tpl).expect("assign again");
+    let read = |consumer: &BaseConsumer, within: Duration| {
+        let deadline = Instant::now() + within;
+        let mut n = 0;
+        while Instant::now() < deadline {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(
+        read(&consumer, Duration::from_secs(3)),
+        0,
+        "librdkafka no longer keeps the pause across assignments: the resume in \
+         src/kafka/consumer.rs may go"
+    );
+    consumer.resume(&tpl).expect("resume");
+    assert_eq!(read(&consumer, Duration::from_secs(10)), 10);
+}
+
 #[test]
 fn record_timestamps_come_back_as_produced() {
     let brokers = brokers();

@@ -74,6 +74,12 @@ impl ConsumerContext for WardenContext {
                 if let Err(e) = consumer.assign(&assignment) {
                     tracing::error!(error = %e, "assign failed");
                 }
+                // A fresh owner starts unpaused: librdkafka keeps a partition's pause flag
+                // across assignments, so one paused by its previous owner here (back-pressure,
+                // or fenced) would otherwise never be read again.
+                if let Err(e) = consumer.resume(&assignment) {
+                    tracing::warn!(error = %e, "resume after assign failed");
+                }
             }
             other => {
                 if other != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
