@@ -199,15 +199,16 @@ pub struct PartnerState {
     pub duplicates_skipped: u64,
     usage_ids: DedupWindow,
     /// The money side (CONTRACT §2): it keeps `(invoice_id, kind)` and `attribution_id`
-    /// of everything applied, forever.
-    #[serde(default)]
+    /// of everything applied, forever. Left out of the snapshot while untouched (most
+    /// partners that only send usage): half a kilobyte per flush otherwise.
+    #[serde(default, skip_serializing_if = "Ledger::is_untouched")]
     ledger: Ledger,
     /// Next control-topic offset to apply (partner-scoped facts below it are applied).
     #[serde(default)]
     pub control_applied: i64,
     #[serde(default)]
     enforcement: EnforcementState,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     outbox: Vec<OutboxEntry>,
     #[serde(default)]
     next_outbox: u64,
@@ -561,8 +562,10 @@ impl PartnerState {
         self.usage_ids.acknowledge(n);
     }
 
-    /// A partner loaded from the store gets its dedup ids back.
+    /// A partner loaded from the store gets its dedup ids back (and the parts a snapshot
+    /// leaves out while untouched).
     pub fn restore_dedup(&mut self, stored: Vec<(i64, String)>) {
+        self.ensure_owner();
         self.usage_ids.restore(stored);
     }
 

@@ -72,6 +72,15 @@ impl Ledger {
         &self.partner_id
     }
 
+    /// Nothing was ever applied to it (what a new partner's ledger is).
+    pub fn is_untouched(&self) -> bool {
+        *self
+            == Ledger {
+                partner_id: self.partner_id.clone(),
+                ..Ledger::default()
+            }
+    }
+
     /// Applies a paid invoice, refund or chargeback of this partner (CONTRACT §2).
     pub fn apply_invoice(
         &mut self,
