@@ -42,6 +42,15 @@ pub struct ApiState {
     pub payouts: Arc<dyn crate::store::statements::PayoutStore>,
     /// Where `month_close` facts are written.
     pub control_topic: String,
+    /// The last scan of the live partners for `GET /v1/partners` (see `partners.rs`).
+    pub partner_list: Arc<
+        parking_lot::Mutex<
+            Option<(
+                std::time::Instant,
+                Arc<Vec<crate::domain::partner::PartnerSummary>>,
+            )>,
+        >,
+    >,
     generated_token: Option<String>,
 }
 
@@ -86,6 +95,7 @@ impl ApiState {
             policy: Arc::new(config.enforcement.clone()),
             payouts: outputs.payouts,
             control_topic: outputs.control_topic,
+            partner_list: Arc::default(),
             generated_token,
         }
     }

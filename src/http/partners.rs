@@ -95,6 +95,31 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
     })
 }
 
+/// How long one scan of the live partners serves the list: asking every actor costs one
+/// message per live partner, so a client polling the list (within its rate limit) must
+/// not cost the event path more than one scan per second.
+const LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The summaries of every live partner, at most [`LIST_TTL`] old.
+async fn live_summaries(state: &ApiState) -> std::sync::Arc<Vec<PartnerSummary>> {
+    if let Some((at, list)) = state.partner_list.lock().as_ref() {
+        if at.elapsed() < LIST_TTL {
+            return list.clone();
+        }
+    }
+    let replies = futures::future::join_all(
+        state
+            .registry
+            .addresses()
+            .iter()
+            .map(|a| a.send(GetSummary)),
+    )
+    .await;
+    let list = std::sync::Arc::new(replies.into_iter().flatten().collect::<Vec<_>>());
+    *state.partner_list.lock() = Some((std::time::Instant::now(), list.clone()));
+    list
+}
+
 #[derive(Debug, serde::Deserialize)]
 pub struct ListQuery {
     level: Option<String>,
@@ -110,17 +135,9 @@ pub async fn list_partners(
 ) -> Result<HttpResponse, ApiError> {
     super::guard::authorize(&req, &state, super::guard::Need::Read, "partners.list").await?;
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let replies = futures::future::join_all(
-        state
-            .registry
-            .addresses()
-            .iter()
-            .map(|a| a.send(GetSummary)),
-    )
-    .await;
-    let mut summaries: Vec<PartnerSummary> = replies
-        .into_iter()
-        .flatten()
+    let live = live_summaries(&state).await;
+    let mut summaries: Vec<PartnerSummary> = live
+        .iter()
         .filter(|s| {
             q.level.as_deref().is_none_or(|l| {
                 s.enforcement
@@ -130,6 +147,7 @@ pub async fn list_partners(
                     == l
             })
         })
+        .cloned()
         .collect();
     summaries.sort_by(|a, b| {
         let la = a.enforcement.as_ref().map(|v| v.level);
