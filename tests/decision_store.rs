@@ -56,6 +56,19 @@ async fn seq_grows_and_replays_keep_their_seq(s: &dyn DecisionStore) {
     assert_eq!(stored["decision_id"], format!("partner:p-1:{}", b.seq));
 }
 
+/// A decision whose topic record the broker acknowledged is known as produced, so its
+/// re-publication after a crash does not produce it twice; one never acknowledged is not.
+async fn produced_decisions_are_remembered(s: &dyn DecisionStore) {
+    let first = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    assert!(first.applied && !first.produced);
+    s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
+    s.mark_produced(&[write("p-1:1", "warn", false)]).await.unwrap();
+    let replay = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    assert!(!replay.applied && replay.produced);
+    let unacked = s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
+    assert!(!unacked.produced, "never acknowledged: must be produced again");
+}
+
 async fn ok_deletes_the_key(s: &dyn DecisionStore) {
     s.publish(&write("p-1:1", "warn", false)).await.unwrap();
     let ok = s.publish(&write("p-1:2", "ok", false)).await.unwrap();
@@ -138,6 +151,7 @@ macro_rules! suite {
 
 suite!(
     seq_grows_and_replays_keep_their_seq,
+    produced_decisions_are_remembered,
     ok_deletes_the_key,
     killed_is_never_lowered_by_the_ladder,
     lifting_is_compare_and_delete,

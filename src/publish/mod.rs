@@ -33,6 +33,16 @@ pub enum Outgoing {
     Audit(AuditNote),
 }
 
+/// What publishing one decision needs next.
+enum DecisionStep {
+    /// Produce this (key, value) to the enforcement topic.
+    Produce(String, String),
+    /// Its record is on the topic already (a re-publication after a crash).
+    AlreadyProduced,
+    /// The data plane or the audit log did not take it: retry later.
+    Retry,
+}
+
 /// Publishes decisions in the order given (callers keep per-target order).
 #[derive(Clone)]
 pub struct DecisionPublisher {
@@ -70,15 +80,19 @@ impl DecisionPublisher {
     pub async fn publish_outbox(&self, items: &[Outgoing]) -> usize {
         // (topic, key, value, index of the item it belongs to)
         let mut records: Vec<(&str, String, String, usize)> = Vec::with_capacity(items.len());
+        // (record index, write) of each decision record, to mark produced once acknowledged.
+        let mut decisions: Vec<(usize, &DecisionWrite)> = Vec::new();
         let mut prepared = items.len();
         for (i, item) in items.iter().enumerate() {
             let ok = match item {
                 Outgoing::Decision(w) => match self.write_decision(w).await {
-                    Some(record) => {
-                        records.push((&self.topic, record.0, record.1, i));
+                    DecisionStep::Produce(key, value) => {
+                        decisions.push((records.len(), w));
+                        records.push((&self.topic, key, value, i));
                         true
                     }
-                    None => false,
+                    DecisionStep::AlreadyProduced => true,
+                    DecisionStep::Retry => false,
                 },
                 Outgoing::Attribution(a) => match serde_json::to_string(a) {
                     Ok(json) => {
@@ -108,15 +122,26 @@ impl DecisionPublisher {
             }
         }
         let acked = self.produce_to(&records).await;
+        let produced: Vec<DecisionWrite> = decisions
+            .iter()
+            .filter(|(r, _)| *r < acked)
+            .map(|(_, w)| (*w).clone())
+            .collect();
+        if let Err(e) = self.store.mark_produced(&produced).await {
+            // Only costs a repeated record if these are ever re-published.
+            tracing::debug!(error = %e, "decisions not marked produced");
+        }
         match records.get(acked) {
             Some((_, _, _, first_failed)) => (*first_failed).min(prepared),
             None => prepared,
         }
     }
 
-    /// The data-plane write and audit of one decision; its enforcement-topic record.
-    async fn write_decision(&self, w: &DecisionWrite) -> Option<(String, String)> {
+    /// The data-plane write and audit of one decision; its enforcement-topic record, unless
+    /// a crash before the outbox was acknowledged brought back one the broker already has.
+    async fn write_decision(&self, w: &DecisionWrite) -> DecisionStep {
         match self.store.publish(w).await {
+            Ok(p) if !p.applied && p.produced => DecisionStep::AlreadyProduced,
             Ok(p) => {
                 if p.applied {
                     METRICS
@@ -125,14 +150,14 @@ impl DecisionPublisher {
                         .inc();
                 }
                 if p.applied && !self.audit_decision(w, p.seq).await {
-                    return None;
+                    return DecisionStep::Retry;
                 }
                 // Keyed by target: one partition per target keeps its decisions in order.
-                Some((format!("{}:{}", w.scope, w.id), decision_json(w, p.seq)))
+                DecisionStep::Produce(format!("{}:{}", w.scope, w.id), decision_json(w, p.seq))
             }
             Err(e) => {
                 tracing::warn!(error = %e, partner_id = %w.partner_id, "decision not written to the data plane; will retry");
-                None
+                DecisionStep::Retry
             }
         }
     }

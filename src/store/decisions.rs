@@ -57,6 +57,9 @@ pub struct Published {
     pub applied: bool,
     /// The level stored before this write (`ok` when there was no key).
     pub previous_was_held: bool,
+    /// This outbox id's enforcement-topic record was acknowledged before: a re-publication
+    /// after a crash need not produce it again.
+    pub produced: bool,
 }
 
 /// A kill switch as kept in the registry (survives restarts; listed by the API).
@@ -76,6 +79,9 @@ pub struct KillSwitch {
 #[async_trait]
 pub trait DecisionStore: Send + Sync + 'static {
     async fn publish(&self, write: &DecisionWrite) -> Result<Published, StoreError>;
+    /// Records that the enforcement-topic records of `writes` were acknowledged by the
+    /// broker (kept as long as the outbox id's seq).
+    async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError>;
     /// Deletes the key if its seq is still `seq` (a kill switch being lifted); returns
     /// whether it was deleted. A later decision on the key is left alone.
     async fn lift_if_seq(&self, scope: &str, id: &str, seq: u64) -> Result<bool, StoreError>;
@@ -94,9 +100,12 @@ pub trait DecisionStore: Send + Sync + 'static {
 /// ARGV[1] = outbox id, [2] level, [3] reason, [4] rate_limit_rps ("" = none), [5] since,
 /// [6] "1" when a person decides, [7] scope, [8] id, [9] ttl of the outbox map (s),
 /// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it).
-/// Returns {seq, applied (0|1), previous_was_held (0|1)}; an applied decision is also
-/// published on the channel as JSON. Validates before writing.
+/// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1)}; an applied
+/// decision is also published on the channel as JSON. `produced` says the outbox id's
+/// enforcement-topic record was acknowledged before (see `mark_produced`). Validates
+/// before writing.
 const PUBLISH: &str = r#"
+local produced = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':produced')
 local seq = redis.call('HGET', KEYS[3], ARGV[1])
 if seq then
   seq = tonumber(seq)
@@ -108,8 +117,8 @@ end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local level = redis.call('HGET', KEYS[1], 'level')
 local held = (level == 'killed' or level == 'terminated')
-if seq <= cur then return {seq, 0, held and 1 or 0} end
-if held and ARGV[6] ~= '1' then return {seq, 0, 1} end
+if seq <= cur then return {seq, 0, held and 1 or 0, produced} end
+if held and ARGV[6] ~= '1' then return {seq, 0, 1, produced} end
 local decision_id = ARGV[7] .. ':' .. ARGV[8] .. ':' .. seq
 if ARGV[2] == 'ok' then
   redis.call('DEL', KEYS[1])
@@ -122,7 +131,7 @@ if ARGV[4] ~= '' then rps = tonumber(ARGV[4]) end
 redis.call('PUBLISH', ARGV[10], cjson.encode({decision_id = decision_id, scope = ARGV[7], id = ARGV[8],
   partner_id = ARGV[11], level = ARGV[2], previous = ARGV[12], reason = ARGV[3],
   rate_limit_rps = rps, seq = seq, decided_at = ARGV[5]}))
-return {seq, 1, held and 1 or 0}
+return {seq, 1, held and 1 or 0, produced}
 "#;
 
 /// KEYS[1] = enf hash; ARGV[1] = seq. Deletes only if the stored seq is still ARGV[1].
@@ -238,13 +247,38 @@ impl DecisionStore for RedisDecisions {
                 for a in &args {
                     inv.arg(a);
                 }
-                let (seq, applied, held): (u64, u8, u8) =
+                let (seq, applied, held, produced): (u64, u8, u8, u8) =
                     inv.invoke_async(&mut conn).await.map_err(unavailable)?;
                 Ok(Published {
                     seq,
                     applied: applied == 1,
                     previous_was_held: held == 1,
+                    produced: produced == 1,
                 })
+            })
+            .await
+    }
+
+    async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let marks: Vec<(String, String)> = writes
+            .iter()
+            .map(|w| {
+                (
+                    self.keys.published(&w.scope, &w.id),
+                    format!("{}:produced", w.outbox_id),
+                )
+            })
+            .collect();
+        self.store
+            .run("mark produced", move |mut conn| async move {
+                let mut pipe = redis::pipe();
+                for (key, field) in &marks {
+                    pipe.hset(key, field, 1).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
             })
             .await
     }
@@ -350,13 +384,23 @@ struct MemoryPlane {
     keys: HashMap<(String, String), BTreeMap<String, String>>,
     counters: HashMap<(String, String), u64>,
     published: HashMap<String, u64>,
+    produced: std::collections::HashSet<String>,
     switches: BTreeMap<String, KillSwitch>,
 }
 
 #[async_trait]
 impl DecisionStore for MemoryDecisions {
+    async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
+        let mut p = self.inner.lock();
+        for w in writes {
+            p.produced.insert(w.outbox_id.clone());
+        }
+        Ok(())
+    }
+
     async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
         let mut p = self.inner.lock();
+        let produced = p.produced.contains(&w.outbox_id);
         let target = (w.scope.clone(), w.id.clone());
         let seq = match p.published.get(&w.outbox_id) {
             Some(s) => *s,
@@ -381,6 +425,7 @@ impl DecisionStore for MemoryDecisions {
                 seq,
                 applied: false,
                 previous_was_held: held,
+                produced,
             });
         }
         if w.level == "ok" {
@@ -402,6 +447,7 @@ impl DecisionStore for MemoryDecisions {
             seq,
             applied: true,
             previous_was_held: held,
+            produced,
         })
     }
 
