@@ -323,6 +323,11 @@ pub struct AdminConfig {
     /// Admin API requests per second allowed per token (429 beyond the burst).
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// How long a 429 is held before it is sent: a client hammering in a loop is slowed to
+    /// a few requests per second per connection instead of costing the event path CPU.
+    /// The wait holds a timer, not a worker, so other clients are not blocked.
+    #[serde(with = "duration_str")]
+    pub rate_limit_delay: Duration,
 }
 
 impl Default for AdminConfig {
@@ -334,6 +339,7 @@ impl Default for AdminConfig {
             tokens: Vec::new(),
             rate_limit_per_second: 50,
             rate_limit_burst: 100,
+            rate_limit_delay: Duration::from_millis(50),
         }
     }
 }

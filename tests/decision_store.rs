@@ -62,11 +62,16 @@ async fn produced_decisions_are_remembered(s: &dyn DecisionStore) {
     let first = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
     assert!(first.applied && !first.produced);
     s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
-    s.mark_produced(&[write("p-1:1", "warn", false)]).await.unwrap();
+    s.mark_produced(&[write("p-1:1", "warn", false)])
+        .await
+        .unwrap();
     let replay = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
     assert!(!replay.applied && replay.produced);
     let unacked = s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
-    assert!(!unacked.produced, "never acknowledged: must be produced again");
+    assert!(
+        !unacked.produced,
+        "never acknowledged: must be produced again"
+    );
 }
 
 async fn ok_deletes_the_key(s: &dyn DecisionStore) {

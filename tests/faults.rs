@@ -171,11 +171,17 @@ fn sigkill_at_five_random_points_loses_and_doubles_nothing() {
     let mut points: Vec<f64> = (0..5).map(|_| rng.gen_range(0.05..0.9)).collect();
     points.sort_by(f64::total_cmp);
     let started = Instant::now();
+    let mut alive_since = Instant::now();
     for (i, point) in points.iter().enumerate() {
         wait_progress(&redis, &stream, &load.truth, *point);
+        // tansu 0.6 never completes the rebalance after a member that joined seconds ago
+        // is killed (seen at 1M events: every restart then waits forever; Kafka evicts the
+        // dead member after its session). Each member lives at least 10 s.
+        thread::sleep(Duration::from_secs(10).saturating_sub(alive_since.elapsed()));
         daemon.kill9();
         eprintln!("kill {} at {:.0} % durable", i + 1, point * 100.0);
         daemon = restart_until_assigned(&cfg);
+        alive_since = Instant::now();
     }
     producing.join().unwrap();
     assert_totals_exact(
@@ -561,27 +567,44 @@ fn admin_api_abuse_is_refused_without_slowing_consumption() {
                     .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
                     .collect();
                 let mut sent = 0u64;
-                // The burst: 5,000 requests back to back from one token.
-                let mut statuses = Vec::with_capacity(5_000);
-                for _ in 0..5_000 {
-                    let status = match agent
-                        .get(&format!("{base}/v1/partners"))
-                        .set("Authorization", &auth)
-                        .call()
-                    {
-                        Ok(r) => r.status(),
-                        Err(ureq::Error::Status(s, _)) => s,
-                        Err(e) => panic!("request failed: {e}"),
-                    };
-                    statuses.push(status);
-                    sent += 1;
-                }
-                let first_429 = statuses.iter().position(|s| *s == 429);
+                // The burst: 5,000 requests from one token, 50 connections at once.
+                let burst_started = Instant::now();
+                let statuses: Vec<u16> = thread::scope(|s| {
+                    let workers: Vec<_> = (0..50)
+                        .map(|_| {
+                            let (agent, auth, base) = (&agent, &auth, &base);
+                            s.spawn(move || {
+                                (0..100)
+                                    .map(|_| {
+                                        match agent
+                                            .get(&format!("{base}/v1/partners"))
+                                            .set("Authorization", auth)
+                                            .call()
+                                        {
+                                            Ok(r) => r.status(),
+                                            Err(ureq::Error::Status(s, _)) => s,
+                                            Err(e) => panic!("request failed: {e}"),
+                                        }
+                                    })
+                                    .collect::<Vec<u16>>()
+                            })
+                        })
+                        .collect();
+                    workers
+                        .into_iter()
+                        .flat_map(|w| w.join().unwrap())
+                        .collect()
+                });
+                sent += statuses.len() as u64;
+                let allowed = statuses.iter().filter(|s| **s == 200).count() as f64;
+                let refused = statuses.iter().filter(|s| **s == 429).count();
+                // At most the burst (50) plus the refill (100/s) over the burst's length.
+                let ceiling = 50.0 + 100.0 * burst_started.elapsed().as_secs_f64() + 1.0;
+                assert!(allowed <= ceiling, "{allowed} allowed, ceiling {ceiling}");
                 assert!(
-                    first_429.is_some_and(|i| i >= 40),
-                    "429 must start after the burst of 50, at {first_429:?}"
+                    refused > 0 && allowed + refused as f64 == 5_000.0,
+                    "{statuses:?}"
                 );
-                assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
                 // An oversized body: 413 (the token has to wait for its bucket first).
                 let big = "x".repeat(8_192);
                 let status = loop {

@@ -43,6 +43,9 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        if matches!(self, ApiError::TooManyRequests) {
+            resp.insert_header(("Retry-After", "1"));
+        }
         resp.json(json!({ "error": self.to_string() }))
     }
 }

@@ -18,15 +18,18 @@ use crate::domain::audit::AuditEntry;
 /// Requests per second and burst, per token.
 pub struct ApiRateLimit {
     limiter: DefaultKeyedRateLimiter<String>,
+    /// How long a refusal is held before it is answered (`admin.rate_limit_delay`).
+    pub delay: std::time::Duration,
 }
 
 impl ApiRateLimit {
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    pub fn new(per_second: u32, burst: u32, delay: std::time::Duration) -> Self {
         let quota =
             Quota::per_second(NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN));
         ApiRateLimit {
             limiter: RateLimiter::keyed(quota),
+            delay,
         }
     }
 
@@ -64,6 +67,8 @@ pub async fn authorize(
         }
     };
     if !state.rate_limit.check(&principal.name) {
+        // Held on a timer (no worker waits): a client retrying in a tight loop slows down.
+        actix_rt::time::sleep(state.rate_limit.delay).await;
         return Err(ApiError::TooManyRequests);
     }
     let allowed = match need {

@@ -91,6 +91,7 @@ impl ApiState {
             rate_limit: Arc::new(guard::ApiRateLimit::new(
                 config.admin.rate_limit_per_second,
                 config.admin.rate_limit_burst,
+                config.admin.rate_limit_delay,
             )),
             policy: Arc::new(config.enforcement.clone()),
             payouts: outputs.payouts,
