@@ -200,7 +200,9 @@ async fn main() -> Result<()> {
     waiting.lock().clear();
     *decisions.lock() = events.lock().clone();
 
-    // 2. Kill switches, one at a time.
+    // 2. Kill switches, one at a time (their own waiting list: the first listener is
+    // still subscribed).
+    let waiting: Waiting = Arc::default();
     tokio::spawn(listen(
         args.redis_url.clone(),
         channel,

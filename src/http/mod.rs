@@ -25,6 +25,12 @@ use crate::config::{AdminConfig, Config, Role};
 use crate::domain::control::ControlTable;
 use crate::store::StateStore;
 
+/// One scan of the live partners and when it was taken.
+pub type ListScan = (
+    std::time::Instant,
+    Arc<Vec<crate::domain::partner::PartnerSummary>>,
+);
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -43,14 +49,7 @@ pub struct ApiState {
     /// Where `month_close` facts are written.
     pub control_topic: String,
     /// The last scan of the live partners for `GET /v1/partners` (see `partners.rs`).
-    pub partner_list: Arc<
-        parking_lot::Mutex<
-            Option<(
-                std::time::Instant,
-                Arc<Vec<crate::domain::partner::PartnerSummary>>,
-            )>,
-        >,
-    >,
+    pub partner_list: Arc<parking_lot::Mutex<Option<ListScan>>>,
     generated_token: Option<String>,
 }
 
