@@ -340,10 +340,11 @@ fn a_pause_survives_reassignment_until_resumed() {
     consumer.pause(&tpl).expect("pause");
     consumer.unassign().expect("unassign");
     consumer.assign(&tpl).expect("assign again");
-    let read = |consumer: &BaseConsumer, within: Duration| {
+    // Reads until `want` records came or `within` passed.
+    let read = |consumer: &BaseConsumer, want: usize, within: Duration| {
         let deadline = Instant::now() + within;
         let mut n = 0;
-        while Instant::now() < deadline {
+        while n < want && Instant::now() < deadline {
             if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
                 n += 1;
             }
@@ -351,13 +352,13 @@ fn a_pause_survives_reassignment_until_resumed() {
         n
     };
     assert_eq!(
-        read(&consumer, Duration::from_secs(3)),
+        read(&consumer, 1, Duration::from_secs(3)),
         0,
         "librdkafka no longer keeps the pause across assignments: the resume in \
          src/kafka/consumer.rs may go"
     );
     consumer.resume(&tpl).expect("resume");
-    assert_eq!(read(&consumer, Duration::from_secs(10)), 10);
+    assert_eq!(read(&consumer, 10, WAIT), 10);
 }
 
 #[test]
