@@ -317,31 +317,28 @@ fn two_members_with_range_own_the_same_partition_numbers_of_every_topic() {
 
 /// Why the daemon resumes every partition it is assigned (src/kafka/consumer.rs): a
 /// partition paused by its previous owner (back-pressure, or fenced) stays paused across
-/// an unassign and a new assign in librdkafka, and is read again only once resumed.
+/// an unassign and a new assign at a stored offset in librdkafka, and is read again only
+/// once resumed.
 #[test]
 fn a_pause_survives_reassignment_until_resumed() {
     let brokers = brokers();
     let topic = unique("smoke-pause");
     create_topics(&brokers, &[(&topic, 1)]);
     let mut producer = TestProducer::new(&brokers);
-    for i in 0..10 {
-        producer.send(&topic, Some("k"), format!("r{i}").as_bytes());
-    }
-    producer.flush();
+    let mut produce = |from: usize| {
+        for i in from..from + 10 {
+            producer.send(&topic, Some("k"), format!("r{i}").as_bytes());
+        }
+        producer.flush();
+    };
+    produce(0);
     let consumer: BaseConsumer = common::kafka_config(&brokers)
         .set("group.id", unique("smoke-pause-group"))
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
-        .expect("offset");
-    consumer.assign(&tpl).expect("assign");
-    consumer.pause(&tpl).expect("pause");
-    consumer.unassign().expect("unassign");
-    consumer.assign(&tpl).expect("assign again");
     // Reads until `want` records came or `within` passed.
-    let read = |consumer: &BaseConsumer, want: usize, within: Duration| {
+    let read = |want: usize, within: Duration| {
         let deadline = Instant::now() + within;
         let mut n = 0;
         while n < want && Instant::now() < deadline {
@@ -351,14 +348,29 @@ fn a_pause_survives_reassignment_until_resumed() {
         }
         n
     };
+    let at = |offset: Offset| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, offset).expect("offset");
+        tpl
+    };
+    consumer.assign(&at(Offset::Beginning)).expect("assign");
+    assert_eq!(read(10, WAIT), 10, "the first owner reads the partition");
+    // The owner pauses it (back-pressure), then loses it; a new assignment at the offset
+    // the store holds starts paused.
+    consumer.pause(&at(Offset::Offset(10))).expect("pause");
+    consumer.unassign().expect("unassign");
+    produce(10);
+    consumer
+        .assign(&at(Offset::Offset(10)))
+        .expect("assign again");
     assert_eq!(
-        read(&consumer, 1, Duration::from_secs(3)),
+        read(1, Duration::from_secs(3)),
         0,
         "librdkafka no longer keeps the pause across assignments: the resume in \
          src/kafka/consumer.rs may go"
     );
-    consumer.resume(&tpl).expect("resume");
-    assert_eq!(read(&consumer, 10, WAIT), 10);
+    consumer.resume(&at(Offset::Offset(10))).expect("resume");
+    assert_eq!(read(10, WAIT), 10);
 }
 
 #[test]
