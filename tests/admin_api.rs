@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::stream::{Stream, VIEWER_TOKEN};
@@ -30,12 +29,6 @@ fn config(stream: &Stream, redis: &str, extra: &str) -> String {
     }
     c.push_str(extra);
     c
-}
-
-fn redis_hash(url: &str, key: &str) -> BTreeMap<String, String> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap()
 }
 
 fn decisions_on_topic(stream: &Stream, at_least: usize) -> Vec<Value> {
@@ -67,7 +60,7 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
         daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
     assert_eq!(status, 201, "{created}");
     let key = format!("{}:enf:partner:p-9", stream.prefix);
-    let h = redis_hash(&redis, &key);
+    let h = common::redis_hash(&redis, &key);
     assert_eq!(h["level"], "killed");
     assert_eq!(h["reason"], "kill_switch");
     assert_eq!(h["seq"], created["seq"].to_string());
@@ -89,7 +82,7 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
         1,
         "{listed}"
     );
-    assert_eq!(redis_hash(&redis, &key)["level"], "killed");
+    assert_eq!(common::redis_hash(&redis, &key)["level"], "killed");
 
     // DELETE lifts it: no key (= ok), an `ok` decision on the topic.
     let id = created["id"].as_str().unwrap();
@@ -100,7 +93,7 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
         None,
     );
     assert_eq!(status, 200);
-    assert!(redis_hash(&redis, &key).is_empty());
+    assert!(common::redis_hash(&redis, &key).is_empty());
     let on_topic = decisions_on_topic(&stream, 2);
     assert_eq!(on_topic.len(), 2);
     assert_eq!(on_topic[1]["level"], "ok");
@@ -113,9 +106,9 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
         daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
     assert_eq!(status, 201);
     let ikey = format!("{}:enf:integration:int-3", stream.prefix);
-    assert_eq!(redis_hash(&redis, &ikey)["level"], "killed");
+    assert_eq!(common::redis_hash(&redis, &ikey)["level"], "killed");
     let lifted = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        redis_hash(&redis, &ikey).is_empty()
+        common::redis_hash(&redis, &ikey).is_empty()
             && daemon.get_json_with_token("/v1/kill-switches", Some(VIEWER_TOKEN))["kill_switches"]
                 .as_array()
                 .is_some_and(|a| a.is_empty())
@@ -204,7 +197,7 @@ fn authorization_matrix_with_no_side_effect_on_refusal_and_every_attempt_audited
         assert_eq!(status, expect_terminate, "{who} terminate: {body}");
         if status != 200 {
             refused += 1;
-            let h = redis_hash(&redis, &format!("{}:enf:partner:p-3", stream.prefix));
+            let h = common::redis_hash(&redis, &format!("{}:enf:partner:p-3", stream.prefix));
             assert!(
                 h.is_empty() || who == "operator",
                 "a refused terminate changed the key: {h:?}"
@@ -221,7 +214,7 @@ fn authorization_matrix_with_no_side_effect_on_refusal_and_every_attempt_audited
     assert_eq!(status, 403);
     refused += 1;
     assert_eq!(
-        redis_hash(&redis, &format!("{}:enf:partner:p-3", stream.prefix))["level"],
+        common::redis_hash(&redis, &format!("{}:enf:partner:p-3", stream.prefix))["level"],
         "terminated"
     );
 
@@ -409,7 +402,7 @@ fn a_kill_switch_that_cannot_be_audited_is_not_executed() {
     let (status, answer) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
     assert_eq!(status, 503, "{answer}");
     redis.start();
-    assert!(redis_hash(&url, &format!("{}:enf:partner:p-5", stream.prefix)).is_empty());
+    assert!(common::redis_hash(&url, &format!("{}:enf:partner:p-5", stream.prefix)).is_empty());
     // Once the store answers again (the client reconnects with backoff):
     let mut listed = Value::Null;
     let back = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
@@ -481,7 +474,7 @@ fn the_people_cli_kills_reports_and_lifts() {
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        redis_hash(&redis, &format!("{}:enf:partner:p-7", stream.prefix))["level"],
+        common::redis_hash(&redis, &format!("{}:enf:partner:p-7", stream.prefix))["level"],
         "killed"
     );
     // A viewer's token cannot kill: the CLI reports the refusal and exits non-zero.
@@ -510,6 +503,6 @@ fn the_people_cli_kills_reports_and_lifts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(redis_hash(&redis, &format!("{}:enf:partner:p-7", stream.prefix)).is_empty());
+    assert!(common::redis_hash(&redis, &format!("{}:enf:partner:p-7", stream.prefix)).is_empty());
     assert!(daemon.terminate().success());
 }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -53,12 +52,6 @@ fn usage(partner: &str, i: u64, ts: DateTime<Utc>, errors_share: f64) -> Vec<u8>
         "errors": (requests as f64 * errors_share) as u64,
     }))
     .unwrap()
-}
-
-fn redis_hash(url: &str, key: &str) -> BTreeMap<String, String> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap()
 }
 
 #[test]
@@ -136,7 +129,7 @@ fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywh
         );
     }
     // Back at ok: no key.
-    assert!(redis_hash(&redis, &format!("{}:enf:partner:p-err", stream.prefix)).is_empty());
+    assert!(common::redis_hash(&redis, &format!("{}:enf:partner:p-err", stream.prefix)).is_empty());
 
     // Once on the topic: distinct ids, no repeats.
     let ids: Vec<String> = decisions
@@ -205,17 +198,22 @@ fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
     daemon.wait_ready(Duration::from_secs(60));
     let key = format!("{}:enf:tenant:t-pilot", stream.prefix);
     let suspended = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-        redis_hash(&redis, &key).get("level").map(String::as_str) == Some("suspend")
+        common::redis_hash(&redis, &key)
+            .get("level")
+            .map(String::as_str)
+            == Some("suspend")
     });
     assert!(
         suspended,
         "expired pilot not suspended\n{}",
         daemon.output()
     );
-    assert_eq!(redis_hash(&redis, &key)["reason"], "pilot_expired");
-    assert!(redis_hash(&redis, &format!("{}:enf:tenant:t-young", stream.prefix)).is_empty());
+    assert_eq!(common::redis_hash(&redis, &key)["reason"], "pilot_expired");
     assert!(
-        redis_hash(&redis, &format!("{}:enf:partner:p-pilot", stream.prefix)).is_empty(),
+        common::redis_hash(&redis, &format!("{}:enf:tenant:t-young", stream.prefix)).is_empty()
+    );
+    assert!(
+        common::redis_hash(&redis, &format!("{}:enf:partner:p-pilot", stream.prefix)).is_empty(),
         "tenant scope only"
     );
 
@@ -228,7 +226,7 @@ fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
     );
     producer.flush();
     let lifted = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-        redis_hash(&redis, &key).is_empty()
+        common::redis_hash(&redis, &key).is_empty()
     });
     assert!(
         lifted,

@@ -25,7 +25,9 @@ use common::stream::{Stream, VIEWER_TOKEN};
 use common::{wait_until, Daemon, RedisServer, TansuServer, TestProducer};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use warden::loadgen::{Generator, Kind, LoadSpec, Record, Stream as LoadStream, UsageTruth};
+use warden::loadgen::{
+    Generator, GroundTruth, LoadSpec, Record, Stream as LoadStream, Tally, UsageTruth,
+};
 
 fn events() -> usize {
     std::env::var("WARDEN_FAULT_EVENTS")
@@ -62,24 +64,15 @@ struct Load {
 
 fn generate(spec: LoadSpec) -> Load {
     let records: Vec<Record> = Generator::new(spec).take(events()).collect();
-    let mut truth: HashMap<String, UsageTruth> = HashMap::new();
-    let mut malformed = 0;
+    let (mut truth, mut tally) = (GroundTruth::default(), Tally::default());
     for r in &records {
-        match (r.kind, &r.key) {
-            (Kind::Usage { requests, errors }, Some(key)) => {
-                let t = truth.entry(key.clone()).or_default();
-                t.events += 1;
-                t.requests += requests;
-                t.errors += errors;
-            }
-            (Kind::Malformed(_), _) => malformed += 1,
-            _ => {}
-        }
+        truth.observe(r);
+        tally.observe(r);
     }
     Load {
         records,
-        truth,
-        malformed,
+        truth: truth.0.into_iter().collect(),
+        malformed: tally.malformed,
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use common::group::metric;
 use common::stream::{Stream, VIEWER_TOKEN};
 use common::{wait_until, Daemon, TestProducer};
 use rust_decimal::Decimal;
@@ -73,15 +74,6 @@ fn statement(d: &Daemon, id: &str, month: &str) -> Value {
     )
 }
 
-/// The value of a counter or gauge without labels in the daemon's /metrics (0 if absent).
-fn metric(d: &Daemon, name: &str) -> f64 {
-    let (_, body) = d.request("GET", "/metrics", None, None);
-    let text = body.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn send_records(p: &mut TestProducer, stream: &Stream, records: &[worked::Record]) {
     for r in records {
         let topic = match r.topic {
@@ -137,7 +129,7 @@ fn play(
         done.1 += invoices as u64;
         let (want_facts, want_invoices) = *done;
         let applied = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-            metric(d, "warden_control_facts_total") >= want_facts as f64
+            metric(d, "warden_control_facts_total ") >= want_facts as f64
                 && invoices_applied(d) >= want_invoices
         });
         assert!(applied, "phase not applied in time\n{}", d.output());
@@ -207,10 +199,10 @@ fn the_worked_scenario_gives_every_hand_computed_figure() {
 
     // The parked CHF line is visible, and so is the metric.
     assert_eq!(partner(&d, "gold-1")["parked_invoices"], json!(1));
-    assert!(metric(&d, "warden_invoices_parked") >= 1.0);
+    assert!(metric(&d, "warden_invoices_parked ") >= 1.0);
     // Gross commission metrics: accrued and reversed both counted.
-    assert!(metric(&d, "warden_commission_usd_total") > 0.0);
-    assert!(metric(&d, "warden_commission_reversed_usd_total") > 0.0);
+    assert!(metric(&d, "warden_commission_usd_total ") > 0.0);
+    assert!(metric(&d, "warden_commission_reversed_usd_total ") > 0.0);
 
     // MDF: approved and drawn, refused for balance, rejected — in the wallet's records.
     let june = statement(&d, "gold-1", "2026-06");
@@ -520,12 +512,6 @@ fn the_reseller_promo_goes_to_exactly_the_first_three_approved_partners_with_two
     b.terminate();
 }
 
-fn redis_hash(url: &str, key: &str) -> BTreeMap<String, String> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap()
-}
-
 #[test]
 fn running_out_of_credits_blocks_new_activations_through_enforcement() {
     let redis = common::redis_url();
@@ -566,14 +552,14 @@ fn running_out_of_credits_blocks_new_activations_through_enforcement() {
     let partner_key = format!("{}:enf:partner:cred-1", stream.prefix);
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-            let h = redis_hash(&redis, &tenant_key);
+            let h = common::redis_hash(&redis, &tenant_key);
             h.get("level").map(String::as_str) == Some("suspend")
                 && h.get("reason").map(String::as_str) == Some("insufficient_credits")
         }),
         "t-b not blocked\n{}",
         d.output()
     );
-    let warned = redis_hash(&redis, &partner_key);
+    let warned = common::redis_hash(&redis, &partner_key);
     assert_eq!(
         warned.get("level").map(String::as_str),
         Some("warn"),
@@ -584,7 +570,7 @@ fn running_out_of_credits_blocks_new_activations_through_enforcement() {
         Decimal::new(500, 0)
     );
     // t-a got its credits: it is not blocked.
-    assert!(redis_hash(&redis, &format!("{}:enf:tenant:t-a", stream.prefix)).is_empty());
+    assert!(common::redis_hash(&redis, &format!("{}:enf:tenant:t-a", stream.prefix)).is_empty());
 
     // A purchase lets t-b through: its block and the warning are lifted.
     p.send(
@@ -595,8 +581,8 @@ fn running_out_of_credits_blocks_new_activations_through_enforcement() {
     p.flush();
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-            redis_hash(&redis, &tenant_key).is_empty()
-                && redis_hash(&redis, &partner_key).is_empty()
+            common::redis_hash(&redis, &tenant_key).is_empty()
+                && common::redis_hash(&redis, &partner_key).is_empty()
         }),
         "t-b not lifted\n{}",
         d.output()

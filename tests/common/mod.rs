@@ -391,6 +391,13 @@ pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
 
 // ---------------------------------------------------------------------- redis
 
+/// A hash in Redis (a data-plane key, as a gateway reads it); empty if absent.
+pub fn redis_hash(url: &str, key: &str) -> std::collections::BTreeMap<String, String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap()
+}
+
 /// A tansu broker of the test's own on sqlite storage, so it keeps its data across a
 /// restart on the same port (the shared broker of `scripts/test` is never restarted).
 pub struct TansuServer {
