@@ -221,6 +221,7 @@ async fn run_with_io(
     let shared = crate::actors::partner::Shared {
         rules,
         mailbox_capacity: config.runtime.mailbox_capacity,
+        outbox_waiting: Default::default(),
         control: control.clone(),
         policy: Arc::new(config.enforcement.clone()),
         program: Arc::new(

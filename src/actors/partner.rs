@@ -1,11 +1,12 @@
 //! The partner actor: owns one [`PartnerState`] and applies its events in order, with the
 //! partner-scoped control facts applied before the events that follow them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Actor, ActorContext, Context, Handler};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::messages::{
     AckOutbox, ApplyBatch, DedupDurable, GetState, GetSummary, RejectedEvent, Snapshot, Stop,
@@ -27,6 +28,35 @@ pub struct Shared {
     pub control: Arc<RwLock<ControlTable>>,
     pub policy: Arc<EnforcementPolicy>,
     pub program: Arc<Program>,
+    pub outbox_waiting: Arc<OutboxWaiting>,
+}
+
+/// Partners whose outbox grew since the consumer thread last looked. Their partitions
+/// flush at once instead of at the next interval: a decision is published only once the
+/// snapshot holding it is durable, so this is what bounds a decision's latency.
+#[derive(Debug, Default)]
+pub struct OutboxWaiting {
+    any: AtomicBool,
+    partners: Mutex<Vec<String>>,
+}
+
+impl OutboxWaiting {
+    pub fn note(&self, partner_id: &str) {
+        self.partners.lock().push(partner_id.to_owned());
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether a partner was noted since the last [`Self::take`].
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        if !self.any.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.partners.lock())
+    }
 }
 
 impl Shared {
@@ -140,6 +170,7 @@ impl Handler<ApplyBatch> for PartnerActor {
 
     fn handle(&mut self, batch: ApplyBatch, _ctx: &mut Context<Self>) {
         METRICS.mailbox_events.sub(batch.0.len() as i64);
+        let outbox_before = self.state.outbox().len();
         let rejections = &mut self.rejections;
         let nanos = self
             .shared
@@ -180,6 +211,9 @@ impl Handler<ApplyBatch> for PartnerActor {
                 nanos
             });
         crate::latency::APPLY_LATENCY.record_all(&nanos);
+        if self.state.outbox().len() > outbox_before {
+            self.shared.outbox_waiting.note(&self.state.partner_id);
+        }
         self.count_level();
         self.count_money();
     }
@@ -235,6 +269,9 @@ impl Handler<Tick> for PartnerActor {
                 });
         self.count_level();
         self.count_money();
+        if self.state.outbox().len() > outbox_before {
+            self.shared.outbox_waiting.note(&self.state.partner_id);
+        }
         decided || caught_up || self.state.outbox().len() != outbox_before
     }
 }

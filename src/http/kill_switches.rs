@@ -63,20 +63,23 @@ pub async fn create(
     let expires_at = body
         .ttl_seconds
         .map(|s| now + chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64));
-    // Audit first: no record, no kill.
-    record(
-        &state,
-        AuditEntry {
-            ref_id: format!("kill:{id}"),
-            at: now,
-            actor: who.name.clone(),
-            action: "kill_switch.create".into(),
-            target: format!("{}:{}", body.scope, body.target),
-            detail: json!({ "id": id, "reason": body.reason, "ttl_seconds": body.ttl_seconds }),
-        },
-    )
-    .await?;
-    let previous = current_level(&state, &body.scope, &body.target).await;
+    // Audit first: no record, no kill. The level it replaces is read meanwhile (one round
+    // trip less before the switch reaches the data plane).
+    let (audited, previous) = futures::join!(
+        record(
+            &state,
+            AuditEntry {
+                ref_id: format!("kill:{id}"),
+                at: now,
+                actor: who.name.clone(),
+                action: "kill_switch.create".into(),
+                target: format!("{}:{}", body.scope, body.target),
+                detail: json!({ "id": id, "reason": body.reason, "ttl_seconds": body.ttl_seconds }),
+            },
+        ),
+        current_level(&state, &body.scope, &body.target)
+    );
+    audited?;
     let write = switch_write(
         &format!("ks:{id}:set"),
         &body.scope,

@@ -124,9 +124,12 @@ pub fn spawn(
             let deadline = Instant::now() + settings.shutdown_grace;
             let durable = {
                 let mut pipeline = consumer.context().pipeline.lock();
+                let started = Instant::now();
                 let durable = pipeline.drain(&consumer, deadline);
+                let drained = started.elapsed();
                 // Decisions of the final snapshots reach the data plane before we leave.
-                pipeline.publish_decisions();
+                pipeline.finish_publishing(&consumer, deadline);
+                tracing::info!(?drained, published = ?started.elapsed(), "consumer drained and published");
                 durable
             };
             tracing::info!(durable, "consumer drained; leaving the group");
@@ -148,7 +151,13 @@ fn poll_loop(
     while !health.stopping.load(Ordering::SeqCst) {
         batch.clear();
         let mut generation = ctx.generation.load(Ordering::SeqCst);
-        let mut timeout = Duration::from_millis(50);
+        // Briefly while the io runtime works for this thread, so what it finishes (a
+        // flush, a publication) is taken in at once; otherwise long enough to idle cheaply.
+        let mut timeout = if ctx.pipeline.lock().busy() {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(5)
+        };
         while batch.len() < settings.poll_batch {
             match consumer.poll(timeout) {
                 Some(Ok(m)) => {
@@ -170,6 +179,7 @@ fn poll_loop(
             batch.clear();
         }
         let mut pipeline = ctx.pipeline.lock();
+        pipeline.take_completions(consumer);
         pipeline.route(&batch, consumer);
         pipeline.retry_stalled(consumer);
         pipeline.flush(consumer, false);

@@ -1,41 +1,51 @@
 //! Making a partition's progress durable: snapshots of its dirty partners, their dead
 //! letters acknowledged by the broker, then one atomic write of snapshots + offsets
 //! guarded by the ownership epoch; Kafka's group offsets are committed only after that.
+//!
+//! The write runs on the io runtime while the consumer thread goes on polling and
+//! applying: a flush is *started* on the consumer thread (the snapshot requests are queued
+//! in each actor's mailbox right there, behind every batch already routed to it, so each
+//! snapshot holds exactly the events below the offsets captured with it) and *finished*
+//! when its [`Completion`] comes back. One flush per partition is in flight at a time, so
+//! a partition's writes reach the store in order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
+use actix::dev::Request;
 use futures::future::join_all;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink};
-use super::pipeline::{pause, Pipeline};
+use super::pipeline::{pause, Completion, InFlight, Pipeline};
 use super::topics::TopicMap;
 use crate::actors::messages::TakeSnapshot;
 use crate::actors::partner::PartnerActor;
 use crate::metrics::METRICS;
 use crate::store::{PartitionWrite, StateStore, StoreError};
 
-/// Everything one flush of one partition needs, owned, so flushes run concurrently.
-struct FlushJob {
-    partition: i32,
-    epoch: u64,
-    offsets: BTreeMap<String, i64>,
-    actors: Vec<Addr<PartnerActor>>,
-    dead_letters: Vec<DeadLetter>,
+/// A flush on its way to the store: what the consumer thread handed over when it started.
+pub(super) struct FlushJob {
+    pub partition: i32,
+    pub epoch: u64,
+    /// The offsets the snapshots include (the partition's `next` when it started).
+    pub offsets: BTreeMap<String, i64>,
+    /// The partners snapshotted (they stay live until the flush ends).
+    pub partners: Vec<String>,
+    /// Events routed before the flush started: durable once it succeeds.
+    pub events: usize,
 }
 
 /// The outboxes of the snapshots written (to publish now), and how many dedup ids of each
 /// partner's delta became durable (to acknowledge to its actor).
-struct Written {
+pub(super) struct Written {
     outboxes: Vec<(String, Vec<crate::domain::partner::OutboxEntry>)>,
     dedup: Vec<(String, usize)>,
 }
 
-enum FlushResult {
+pub(super) enum FlushResult {
     Durable(Written),
     Fenced(StoreError),
     /// Not durable; retry later. Dead letters not yet acknowledged come back.
@@ -45,19 +55,22 @@ enum FlushResult {
     },
 }
 
-async fn run_job(
-    job: FlushJob,
-    store: Arc<dyn StateStore>,
-    dlq: DeadLetterSink,
-    topics: TopicMap,
-) -> (i32, FlushResult) {
-    let p = job.partition;
-    let replies = join_all(job.actors.iter().map(|a| a.send(TakeSnapshot))).await;
+type SnapshotRequest = Request<PartnerActor, TakeSnapshot>;
+
+async fn write_snapshots(
+    partition: i32,
+    epoch: u64,
+    offsets: BTreeMap<String, i64>,
+    requests: Vec<SnapshotRequest>,
+    dead_letters: Vec<DeadLetter>,
+    (store, dlq, topics): (Arc<dyn StateStore>, DeadLetterSink, TopicMap),
+) -> FlushResult {
+    let replies = join_all(requests).await;
     let mut partners = Vec::with_capacity(replies.len());
     let mut outboxes = Vec::new();
     let mut dedup = Vec::new();
     let mut dedup_acks = Vec::new();
-    let mut dead_letters = job.dead_letters;
+    let mut dead_letters = dead_letters;
     let mut actor_error = None;
     for reply in replies {
         match reply {
@@ -85,28 +98,22 @@ async fn run_job(
         }
     }
     if let Err(unacked) = dlq.send_all(dead_letters).await {
-        return (
-            p,
-            FlushResult::Failed {
-                error: "dead letters not acknowledged".into(),
-                dead_letters: unacked,
-            },
-        );
+        return FlushResult::Failed {
+            error: "dead letters not acknowledged".into(),
+            dead_letters: unacked,
+        };
     }
     if let Some(error) = actor_error {
-        return (
-            p,
-            FlushResult::Failed {
-                error,
-                dead_letters: Vec::new(),
-            },
-        );
+        return FlushResult::Failed {
+            error,
+            dead_letters: Vec::new(),
+        };
     }
     let started = Instant::now();
     let write = PartitionWrite {
-        partition: p,
-        epoch: job.epoch,
-        offsets: job.offsets,
+        partition,
+        epoch,
+        offsets,
         partners,
         dedup,
     };
@@ -116,21 +123,15 @@ async fn run_job(
         .with_label_values(&["commit"])
         .observe(started.elapsed().as_secs_f64());
     match res {
-        Ok(()) => (
-            p,
-            FlushResult::Durable(Written {
-                outboxes,
-                dedup: dedup_acks,
-            }),
-        ),
-        Err(e @ StoreError::Fenced { .. }) => (p, FlushResult::Fenced(e)),
-        Err(e) => (
-            p,
-            FlushResult::Failed {
-                error: e.to_string(),
-                dead_letters: Vec::new(),
-            },
-        ),
+        Ok(()) => FlushResult::Durable(Written {
+            outboxes,
+            dedup: dedup_acks,
+        }),
+        Err(e @ StoreError::Fenced { .. }) => FlushResult::Fenced(e),
+        Err(e) => FlushResult::Failed {
+            error: e.to_string(),
+            dead_letters: Vec::new(),
+        },
     }
 }
 
@@ -145,108 +146,150 @@ fn event_json(event: &crate::domain::event::PartnerEvent) -> Vec<u8> {
 }
 
 impl Pipeline {
-    /// Flushes every partition that is due (or every partition with changes, when `force`).
-    /// Returns whether every owned partition is now durable.
+    /// Starts a flush of every partition that is due (or of every partition with changes,
+    /// when `force`) and has none in flight, after taking in the flushes that ended.
+    /// Returns whether every owned partition is durable, with nothing in flight.
     pub fn flush<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, force: bool) -> bool {
+        self.take_completions(consumer);
+        self.mark_urgent();
         let now = Instant::now();
         let interval = self.settings.flush_interval;
         let max_unflushed = self.settings.max_unflushed;
-        let mut jobs = Vec::new();
+        let mut started = Vec::new();
         for (p, ps) in self.partitions.iter_mut() {
-            if !ps.stalled.is_empty() || !ps.has_changes() {
+            if ps.flushing.is_some() || !ps.stalled.is_empty() || !ps.has_changes() {
                 continue;
             }
             let due = force
                 || (now >= ps.retry_at
-                    && (now.duration_since(ps.last_flush) >= interval
+                    && (ps.urgent
+                        || now.duration_since(ps.last_flush) >= interval
                         || ps.unflushed >= max_unflushed / 2));
             if !due {
                 continue;
             }
-            let actors = ps
-                .dirty
+            let partners: Vec<String> = ps.dirty.drain().collect();
+            // Queued now, on this thread: each lands behind the batches routed so far.
+            let requests: Vec<SnapshotRequest> = partners
                 .iter()
                 .filter_map(|id| ps.partners.get(id))
-                .map(|s| s.addr.clone())
+                .map(|s| s.addr.send(TakeSnapshot))
                 .collect();
-            jobs.push(FlushJob {
+            let job = FlushJob {
                 partition: *p,
                 epoch: ps.epoch,
                 offsets: ps.next.clone(),
-                actors,
-                dead_letters: std::mem::take(&mut ps.pending_dlq),
+                partners,
+                events: std::mem::take(&mut ps.unflushed),
+            };
+            ps.urgent = false;
+            ps.last_flush = now;
+            ps.flushing = Some(InFlight {
+                events: job.events,
+                partners: job.partners.iter().cloned().collect(),
+            });
+            let dead_letters = std::mem::take(&mut ps.pending_dlq);
+            started.push((job, requests, dead_letters));
+        }
+        for (job, requests, dead_letters) in started {
+            let io = (self.store.clone(), self.dlq.clone(), self.topics.clone());
+            let done = self.completions.0.clone();
+            let offsets = job.offsets.clone();
+            self.io.spawn(async move {
+                let result = write_snapshots(
+                    job.partition,
+                    job.epoch,
+                    offsets,
+                    requests,
+                    dead_letters,
+                    io,
+                )
+                .await;
+                // The pipeline is gone only when the consumer thread has ended.
+                let _ = done.send(Completion::Flush(job, result));
             });
         }
-        if jobs.is_empty() {
-            return self.partitions.values().all(|ps| !ps.has_changes());
+        self.all_durable()
+    }
+
+    /// Every owned partition durable, and no flush in flight.
+    pub(super) fn all_durable(&self) -> bool {
+        self.partitions
+            .values()
+            .all(|ps| ps.flushing.is_none() && !ps.has_changes())
+    }
+
+    /// Takes in one ended flush: on success the offsets it wrote become the durable ones
+    /// (and are committed to the group, for lag), its outboxes are queued for publication
+    /// and its dedup ids acknowledged; on failure its partners are dirty again.
+    pub(super) fn flush_ended<C: ConsumerContext>(
+        &mut self,
+        job: FlushJob,
+        result: FlushResult,
+        consumer: &BaseConsumer<C>,
+    ) {
+        let p = job.partition;
+        match self.partitions.get_mut(&p) {
+            // A flush of an ownership that ended (revoked, fenced, reassigned) changes nothing.
+            Some(ps) if ps.epoch == job.epoch && ps.flushing.is_some() => ps.flushing = None,
+            _ => return,
         }
-        let store = self.store.clone();
-        let dlq = self.dlq.clone();
-        let topics = self.topics.clone();
-        let results = self.io.block_on(join_all(
-            jobs.into_iter()
-                .map(|j| run_job(j, store.clone(), dlq.clone(), topics.clone())),
-        ));
-        let mut commit = TopicPartitionList::new();
-        for (p, result) in results {
-            match result {
-                FlushResult::Durable(written) => {
-                    self.queue_outbox(p, written.outboxes);
-                    self.acknowledge_dedup(p, written.dedup);
-                    METRICS.flushes.with_label_values(&["ok"]).inc();
-                    METRICS.store_up.set(1);
-                    let Some(ps) = self.partitions.get_mut(&p) else {
-                        continue;
-                    };
-                    ps.durable = ps.next.clone();
-                    ps.dirty.clear();
-                    ps.unflushed = 0;
-                    ps.failures = 0;
-                    ps.last_flush = Instant::now();
-                    for (topic, offset) in &ps.durable {
-                        // unwrap-free: a bad offset only skips lag reporting.
-                        let _ = commit.add_partition_offset(topic, p, Offset::Offset(*offset));
-                    }
+        match result {
+            FlushResult::Durable(written) => {
+                self.queue_outbox(p, written.outboxes);
+                self.acknowledge_dedup(p, written.dedup);
+                METRICS.flushes.with_label_values(&["ok"]).inc();
+                METRICS.store_up.set(1);
+                let Some(ps) = self.partitions.get_mut(&p) else {
+                    return;
+                };
+                ps.failures = 0;
+                let mut commit = TopicPartitionList::new();
+                for (topic, offset) in &job.offsets {
+                    // unwrap-free: a bad offset only skips lag reporting.
+                    let _ = commit.add_partition_offset(topic, p, Offset::Offset(*offset));
                 }
-                FlushResult::Fenced(e) => {
-                    METRICS.flushes.with_label_values(&["fenced"]).inc();
-                    METRICS.fenced_writes.inc();
-                    tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
-                    self.drop_partition(p);
+                ps.durable = job.offsets;
+                if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+                    tracing::debug!(error = %e, "group offset commit failed (lag reporting only)");
+                }
+            }
+            FlushResult::Fenced(e) => {
+                METRICS.flushes.with_label_values(&["fenced"]).inc();
+                METRICS.fenced_writes.inc();
+                tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
+                self.drop_partition(p);
+                pause(consumer, &self.topics, p, true);
+            }
+            FlushResult::Failed {
+                error,
+                dead_letters,
+            } => {
+                METRICS.flushes.with_label_values(&["error"]).inc();
+                METRICS.store_errors.with_label_values(&["commit"]).inc();
+                let max_unflushed = self.settings.max_unflushed;
+                let Some(ps) = self.partitions.get_mut(&p) else {
+                    return;
+                };
+                if error.contains("unavailable") {
+                    METRICS.store_up.set(0);
+                }
+                // Not durable: its partners are written again with the next flush (their
+                // actors kept every change, the dedup delta and the outbox).
+                ps.dirty.extend(job.partners);
+                ps.unflushed += job.events;
+                ps.pending_dlq.extend(dead_letters);
+                ps.failures = ps.failures.saturating_add(1);
+                let backoff = Duration::from_millis(50u64.saturating_mul(1 << ps.failures.min(6)));
+                ps.retry_at = Instant::now() + backoff.min(Duration::from_secs(2));
+                tracing::warn!(partition = p, error = %error, failures = ps.failures, "flush failed; will retry");
+                if ps.unflushed >= max_unflushed && !ps.paused {
+                    METRICS.mailbox_full.inc();
+                    ps.paused = true;
                     pause(consumer, &self.topics, p, true);
                 }
-                FlushResult::Failed {
-                    error,
-                    dead_letters,
-                } => {
-                    METRICS.flushes.with_label_values(&["error"]).inc();
-                    METRICS.store_errors.with_label_values(&["commit"]).inc();
-                    let Some(ps) = self.partitions.get_mut(&p) else {
-                        continue;
-                    };
-                    if error.contains("unavailable") {
-                        METRICS.store_up.set(0);
-                    }
-                    ps.pending_dlq.extend(dead_letters);
-                    ps.failures = ps.failures.saturating_add(1);
-                    let backoff =
-                        Duration::from_millis(50u64.saturating_mul(1 << ps.failures.min(6)));
-                    ps.retry_at = Instant::now() + backoff.min(Duration::from_secs(2));
-                    tracing::warn!(partition = p, error = %error, failures = ps.failures, "flush failed; will retry");
-                    if ps.unflushed >= max_unflushed && !ps.paused {
-                        METRICS.mailbox_full.inc();
-                        ps.paused = true;
-                        pause(consumer, &self.topics, p, true);
-                    }
-                }
             }
         }
-        if commit.count() > 0 {
-            if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
-                tracing::debug!(error = %e, "group offset commit failed (lag reporting only)");
-            }
-        }
-        self.partitions.values().all(|ps| !ps.has_changes())
     }
 
     /// Shutdown or revocation: deliver what is stalled, then flush until durable or the
@@ -262,10 +305,11 @@ impl Pipeline {
             if !stalled && self.flush(consumer, true) {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            self.wait_for_completion(consumer, (deadline - now).min(Duration::from_millis(20)));
         }
     }
 }

@@ -11,7 +11,7 @@
 //! - offsets are committed to Kafka only after that write succeeded (lag reporting only).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use actix::dev::SendError;
@@ -76,11 +76,69 @@ pub(super) struct PartitionState {
     pub last_record: Instant,
     /// Outbox items from durable snapshots, waiting to be published, in outbox order:
     /// (partner, outbox number, outbox id, item).
-    pub to_publish: Vec<(String, u64, String, Outgoing)>,
+    pub to_publish: Vec<ToPublish>,
     pub queued: HashSet<String>,
     /// Control offset up to which this partition's partners with money-moving facts
     /// (MDF, credit purchases, tenants) were woken to apply them.
     pub control_cursor: i64,
+    /// The flush on its way to the store, if any (one at a time per partition).
+    pub flushing: Option<InFlight>,
+    /// A partner of this partition has an outbox item waiting: flush without waiting for
+    /// the interval, so a decision reaches the data plane as soon as it can be durable.
+    pub urgent: bool,
+    /// A publication's data-plane stage is on its way (one at a time, so a later decision
+    /// never reaches the data plane before an earlier one; broker stages overlap).
+    pub publishing: bool,
+    /// After a publication that got nothing out, the next waits until then.
+    pub retry_publish_at: Instant,
+}
+
+/// What a partition's flush in flight holds back.
+pub(super) struct InFlight {
+    /// Events it makes durable (back-pressure counts them until it ends).
+    pub events: usize,
+    /// Partners it snapshotted: they stay live until it ends, since a failed write is
+    /// written again from their actors.
+    pub partners: HashSet<String>,
+}
+
+/// Work the io runtime finished for the consumer thread.
+pub(super) enum Completion {
+    Flush(super::flush::FlushJob, super::flush::FlushResult),
+    /// A publication's data-plane stage ended: of the items handed to it (`ids`, in
+    /// order), the first `passed` are on the data plane; the rest wait to be tried again.
+    DataPlane {
+        partition: i32,
+        epoch: u64,
+        ids: Vec<String>,
+        passed: usize,
+    },
+    /// Its broker stage ended: `done[i]` says whether `ids[i]` is fully published.
+    Produced {
+        partition: i32,
+        epoch: u64,
+        ids: Vec<String>,
+        done: Vec<bool>,
+    },
+}
+
+/// An outbox item of a durable snapshot, on its way out.
+pub(super) struct ToPublish {
+    pub partner: String,
+    /// Its number in the partner's outbox (acknowledged to the actor once published).
+    pub n: u64,
+    /// Its outbox id, `<partner>:<n>`: its stable identity.
+    pub id: String,
+    pub item: Outgoing,
+    pub stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    Waiting,
+    DataPlane,
+    Producing,
+    Done,
 }
 
 impl PartitionState {
@@ -104,7 +162,16 @@ impl PartitionState {
             to_publish: Vec::new(),
             queued: HashSet::new(),
             control_cursor: 0,
+            flushing: None,
+            urgent: false,
+            publishing: false,
+            retry_publish_at: now,
         }
+    }
+
+    /// Events applied in memory and not yet durable, in flight or not.
+    pub fn not_durable(&self) -> usize {
+        self.unflushed + self.flushing.as_ref().map_or(0, |f| f.events)
     }
 
     /// The watermark ticks use: the newest event time, moved on by the wall clock while
@@ -145,6 +212,8 @@ pub struct Pipeline {
     pub(super) last_maintenance: Instant,
     /// High watermarks from librdkafka's statistics, for the lag gauge.
     pub(super) high_watermarks: HashMap<(String, i32), i64>,
+    /// Flushes and publications ended on the io runtime, taken in by the consumer thread.
+    pub(super) completions: (mpsc::Sender<Completion>, mpsc::Receiver<Completion>),
 }
 
 impl Pipeline {
@@ -170,6 +239,7 @@ impl Pipeline {
             partitions: BTreeMap::new(),
             last_maintenance: Instant::now(),
             high_watermarks: HashMap::new(),
+            completions: mpsc::channel(),
         }
     }
 
@@ -370,7 +440,8 @@ impl Pipeline {
 
     fn resume_if_clear<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         for (p, ps) in self.partitions.iter_mut() {
-            if ps.paused && ps.stalled.is_empty() && ps.unflushed < self.settings.max_unflushed {
+            if ps.paused && ps.stalled.is_empty() && ps.not_durable() < self.settings.max_unflushed
+            {
                 ps.paused = false;
                 pause(consumer, &self.topics, *p, false);
             }
@@ -384,9 +455,28 @@ impl Pipeline {
         p: i32,
         consumer: &BaseConsumer<C>,
     ) {
+        // A flush in flight may still make later offsets durable: re-read from the end of
+        // what is durable once it has ended, never from before it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .partitions
+            .get(&p)
+            .is_some_and(|ps| ps.flushing.is_some())
+        {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::error!(
+                    partition = p,
+                    "flush in flight did not end; resetting anyway"
+                );
+                break;
+            }
+            self.wait_for_completion(consumer, deadline - now);
+        }
         let Some(ps) = self.partitions.get_mut(&p) else {
             return;
         };
+        ps.flushing = None;
         for id in ps.partners.keys() {
             self.registry.stop(id);
         }
@@ -441,11 +531,13 @@ impl Pipeline {
         let mut paused = 0;
         for (p, ps) in self.partitions.iter_mut() {
             let dirty = &ps.dirty;
+            let in_flight = ps.flushing.as_ref().map(|f| &f.partners);
             let stalled_ids: HashSet<&str> =
                 ps.stalled.iter().map(|s| s.event.partner_id()).collect();
             let registry = &self.registry;
             ps.partners.retain(|id, slot| {
                 let keep = dirty.contains(id)
+                    || in_flight.is_some_and(|f| f.contains(id))
                     || stalled_ids.contains(id.as_str())
                     || slot.last_routed.elapsed() < idle;
                 if !keep {
@@ -454,7 +546,7 @@ impl Pipeline {
                 }
                 keep
             });
-            unflushed += ps.unflushed;
+            unflushed += ps.not_durable();
             paused += ps.paused as i64;
             for topic in self.topics.keyed() {
                 if let Some(high) = self.high_watermarks.get(&(topic.to_owned(), *p)) {
@@ -513,7 +605,13 @@ impl Pipeline {
                 let id = format!("{partner}:{}", e.n);
                 if ps.queued.insert(id.clone()) {
                     let item = outgoing(id.clone(), &e);
-                    ps.to_publish.push((partner.clone(), e.n, id, item));
+                    ps.to_publish.push(ToPublish {
+                        partner: partner.clone(),
+                        n: e.n,
+                        id,
+                        item,
+                        stage: Stage::Waiting,
+                    });
                 }
             }
         }
@@ -532,33 +630,201 @@ impl Pipeline {
         }
     }
 
-    /// Publishes the queued outbox items of every owned partition and tells each actor
-    /// what is published, so the next snapshot drops it from the outbox.
+    /// Starts publishing the waiting outbox items of every owned partition whose previous
+    /// data-plane stage has ended: the data plane first, in order, then the broker.
     pub fn publish_decisions(&mut self) {
-        for ps in self.partitions.values_mut() {
-            if ps.to_publish.is_empty() {
+        let now = Instant::now();
+        for (p, ps) in self.partitions.iter_mut() {
+            if ps.publishing || now < ps.retry_publish_at {
                 continue;
             }
-            let items: Vec<Outgoing> = ps.to_publish.iter().map(|(_, _, _, o)| o.clone()).collect();
-            let publisher = self.publisher.clone();
-            let done = self
-                .io
-                .block_on(async move { publisher.publish_outbox(&items).await });
-            let published: Vec<(String, u64, String, Outgoing)> =
-                ps.to_publish.drain(..done).collect();
-            let mut acks: HashMap<String, u64> = HashMap::new();
-            for (partner, n, id, _) in published {
-                ps.queued.remove(&id);
-                let e = acks.entry(partner).or_default();
-                *e = (*e).max(n);
+            let mut ids = Vec::new();
+            let mut items = Vec::new();
+            for q in ps
+                .to_publish
+                .iter_mut()
+                .filter(|q| q.stage == Stage::Waiting)
+            {
+                q.stage = Stage::DataPlane;
+                ids.push(q.id.clone());
+                items.push(q.item.clone());
             }
-            for (partner, n) in acks {
-                if let Some(slot) = ps.partners.get(&partner) {
-                    // Losing an ack is harmless: the entry is re-published with its seq.
-                    slot.addr.do_send(AckOutbox(n));
-                    ps.dirty.insert(partner);
+            if items.is_empty() {
+                continue;
+            }
+            ps.publishing = true;
+            let publisher = self.publisher.clone();
+            let done = self.completions.0.clone();
+            let (partition, epoch) = (*p, ps.epoch);
+            self.io.spawn(async move {
+                let staged = publisher.write_data_plane(&items).await;
+                let passed = staged.items;
+                let produced_ids = ids[..passed].to_vec();
+                let _ = done.send(Completion::DataPlane {
+                    partition,
+                    epoch,
+                    ids,
+                    passed,
+                });
+                let produced = publisher.produce_staged(staged).await;
+                let _ = done.send(Completion::Produced {
+                    partition,
+                    epoch,
+                    ids: produced_ids,
+                    done: produced,
+                });
+            });
+        }
+    }
+
+    /// Moves the items of `ids` to their next stage (`next(i)` for the i-th), then tells
+    /// each actor what is published in order, so its next snapshot drops it from the outbox.
+    fn advance(&mut self, p: i32, epoch: u64, ids: &[String], next: impl Fn(usize) -> Stage) {
+        let Some(ps) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        if ps.epoch != epoch {
+            return;
+        }
+        let index: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        for q in ps.to_publish.iter_mut() {
+            if let Some(i) = index.get(q.id.as_str()) {
+                q.stage = next(*i);
+            }
+        }
+        // Only the published prefix is acknowledged: an actor keeps everything from its
+        // first unpublished item on.
+        let published = ps
+            .to_publish
+            .iter()
+            .position(|q| q.stage != Stage::Done)
+            .unwrap_or(ps.to_publish.len());
+        let mut acks: HashMap<String, u64> = HashMap::new();
+        for q in ps.to_publish.drain(..published) {
+            ps.queued.remove(&q.id);
+            let e = acks.entry(q.partner).or_default();
+            *e = (*e).max(q.n);
+        }
+        for (partner, n) in acks {
+            if let Some(slot) = ps.partners.get(&partner) {
+                // Losing an ack is harmless: the entry is re-published with its seq.
+                slot.addr.do_send(AckOutbox(n));
+                ps.dirty.insert(partner);
+            }
+        }
+    }
+
+    /// A data-plane stage ended; what it did not pass is tried again after a pause.
+    fn data_plane_written(&mut self, p: i32, epoch: u64, ids: &[String], passed: usize) {
+        if let Some(ps) = self.partitions.get_mut(&p) {
+            if ps.epoch == epoch {
+                ps.publishing = false;
+                if passed < ids.len() {
+                    // The data plane or the audit log is not taking them now.
+                    ps.retry_publish_at = Instant::now() + Duration::from_millis(100);
                 }
             }
+        }
+        self.advance(p, epoch, ids, |i| {
+            if i < passed {
+                Stage::Producing
+            } else {
+                Stage::Waiting
+            }
+        });
+    }
+
+    /// A broker stage ended; what the broker did not acknowledge is published again (its
+    /// data-plane write is not repeated: the store knows its outbox id).
+    fn produced(&mut self, p: i32, epoch: u64, ids: &[String], done: &[bool]) {
+        self.advance(p, epoch, ids, |i| {
+            if done.get(i).copied().unwrap_or(false) {
+                Stage::Done
+            } else {
+                Stage::Waiting
+            }
+        });
+    }
+
+    /// Takes in every flush and publication that ended, without waiting.
+    pub fn take_completions<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        while let Ok(c) = self.completions.1.try_recv() {
+            self.completed(c, consumer);
+        }
+    }
+
+    /// Waits up to `timeout` for one flush or publication to end, then takes in all that did.
+    pub fn wait_for_completion<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        timeout: Duration,
+    ) {
+        if let Ok(c) = self.completions.1.recv_timeout(timeout) {
+            self.completed(c, consumer);
+            self.take_completions(consumer);
+        }
+    }
+
+    fn completed<C: ConsumerContext>(&mut self, c: Completion, consumer: &BaseConsumer<C>) {
+        match c {
+            Completion::Flush(job, result) => self.flush_ended(job, result, consumer),
+            Completion::DataPlane {
+                partition,
+                epoch,
+                ids,
+                passed,
+            } => self.data_plane_written(partition, epoch, &ids, passed),
+            Completion::Produced {
+                partition,
+                epoch,
+                ids,
+                done,
+            } => self.produced(partition, epoch, &ids, &done),
+        }
+    }
+
+    /// Whether the io runtime is working for this thread (a flush or a publication in
+    /// flight), or a flush should start as soon as possible: the poll loop then polls
+    /// briefly, so what ends is taken in without delay.
+    pub fn busy(&self) -> bool {
+        self.registry.shared().outbox_waiting.any()
+            || self.partitions.values().any(|ps| {
+                ps.flushing.is_some() || ps.publishing || ps.urgent || !ps.to_publish.is_empty()
+            })
+    }
+
+    /// Marks the partitions of partners whose outbox grew: they flush without waiting.
+    pub(super) fn mark_urgent(&mut self) {
+        for id in self.registry.shared().outbox_waiting.take() {
+            let p = partition_for_key(id.as_bytes(), self.settings.partitions);
+            if let Some(ps) = self.partitions.get_mut(&p) {
+                ps.urgent = true;
+            }
+        }
+    }
+
+    /// Shutdown: publishes what durable snapshots hold, until done or `deadline`.
+    pub fn finish_publishing<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        deadline: Instant,
+    ) {
+        loop {
+            self.take_completions(consumer);
+            self.publish_decisions();
+            let pending = self
+                .partitions
+                .values()
+                .any(|ps| ps.publishing || !ps.to_publish.is_empty());
+            let now = Instant::now();
+            if !pending || now >= deadline {
+                return;
+            }
+            self.wait_for_completion(consumer, (deadline - now).min(Duration::from_millis(20)));
         }
     }
 

@@ -43,6 +43,17 @@ enum DecisionStep {
     Retry,
 }
 
+/// What the data-plane stage of a publication leaves for the broker stage.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// How many of the items (a prefix) passed the data-plane stage.
+    pub items: usize,
+    /// (topic, key, value, index of the item it belongs to).
+    records: Vec<(String, String, String, usize)>,
+    /// (record index, write) of each decision record, to mark produced once acknowledged.
+    decisions: Vec<(usize, DecisionWrite)>,
+}
+
 /// Publishes decisions in the order given (callers keep per-target order).
 #[derive(Clone)]
 pub struct DecisionPublisher {
@@ -78,17 +89,32 @@ impl DecisionPublisher {
     /// and the audit log; attributions to their topic; audit notes to the audit log.
     /// Returns how many of `items` (a prefix) are fully published; the rest must be retried.
     pub async fn publish_outbox(&self, items: &[Outgoing]) -> usize {
-        // (topic, key, value, index of the item it belongs to)
-        let mut records: Vec<(&str, String, String, usize)> = Vec::with_capacity(items.len());
-        // (record index, write) of each decision record, to mark produced once acknowledged.
-        let mut decisions: Vec<(usize, &DecisionWrite)> = Vec::new();
-        let mut prepared = items.len();
+        let staged = self.write_data_plane(items).await;
+        let prepared = staged.items;
+        let produced = self.produce_staged(staged).await;
+        produced
+            .iter()
+            .position(|ok| !ok)
+            .unwrap_or(produced.len())
+            .min(prepared)
+    }
+
+    /// The first stage, in order: each decision's data-plane write (Redis hash + channel,
+    /// where gateways read it) and audit record, each audit note's record. It stops at the
+    /// first item the store does not take, so a later decision never overtakes an earlier
+    /// one of the same target there. What the broker must still get is in the result.
+    pub async fn write_data_plane(&self, items: &[Outgoing]) -> Staged {
+        let mut staged = Staged {
+            items: items.len(),
+            records: Vec::with_capacity(items.len()),
+            decisions: Vec::new(),
+        };
         for (i, item) in items.iter().enumerate() {
             let ok = match item {
                 Outgoing::Decision(w) => match self.write_decision(w).await {
                     DecisionStep::Produce(key, value) => {
-                        decisions.push((records.len(), w));
-                        records.push((&self.topic, key, value, i));
+                        staged.decisions.push((staged.records.len(), w.clone()));
+                        staged.records.push((self.topic.clone(), key, value, i));
                         true
                     }
                     DecisionStep::AlreadyProduced => true,
@@ -96,7 +122,8 @@ impl DecisionPublisher {
                 },
                 Outgoing::Attribution(a) => match serde_json::to_string(a) {
                     Ok(json) => {
-                        records.push((&self.attribution_topic, a.ancestor_id.clone(), json, i));
+                        let topic = self.attribution_topic.clone();
+                        staged.records.push((topic, a.ancestor_id.clone(), json, i));
                         true
                     }
                     Err(e) => {
@@ -117,24 +144,42 @@ impl DecisionPublisher {
                 }
             };
             if !ok {
-                prepared = i;
+                staged.items = i;
                 break;
             }
         }
-        let acked = self.produce_to(&records).await;
-        let produced: Vec<DecisionWrite> = decisions
+        staged
+    }
+
+    /// The second stage: produces the staged records and marks the decisions among them
+    /// produced. Returns, for each of the first `staged.items` items, whether it is now
+    /// fully published (an item with no record is).
+    pub async fn produce_staged(&self, staged: Staged) -> Vec<bool> {
+        let records: Vec<(&str, String, String, usize)> = staged
+            .records
             .iter()
-            .filter(|(r, _)| *r < acked)
-            .map(|(_, w)| (*w).clone())
+            .map(|(t, k, v, i)| (t.as_str(), k.clone(), v.clone(), *i))
+            .collect();
+        let results = self.produce_each(&records).await;
+        let mut done = vec![true; staged.items];
+        for (ok, (_, _, _, i)) in results.iter().zip(&records) {
+            if !ok {
+                if let Some(d) = done.get_mut(*i) {
+                    *d = false;
+                }
+            }
+        }
+        let produced: Vec<DecisionWrite> = staged
+            .decisions
+            .into_iter()
+            .filter(|(r, _)| results.get(*r).copied().unwrap_or(false))
+            .map(|(_, w)| w)
             .collect();
         if let Err(e) = self.store.mark_produced(&produced).await {
             // Only costs a repeated record if these are ever re-published.
             tracing::debug!(error = %e, "decisions not marked produced");
         }
-        match records.get(acked) {
-            Some((_, _, _, first_failed)) => (*first_failed).min(prepared),
-            None => prepared,
-        }
+        done
     }
 
     /// The data-plane write and audit of one decision; its enforcement-topic record, unless
@@ -234,6 +279,12 @@ impl DecisionPublisher {
 
     /// Produces `(topic, key, value, _)` records; returns the acknowledged prefix's length.
     async fn produce_to(&self, records: &[(&str, String, String, usize)]) -> usize {
+        let results = self.produce_each(records).await;
+        results.iter().position(|ok| !ok).unwrap_or(results.len())
+    }
+
+    /// Produces `(topic, key, value, _)` records; returns whether each was acknowledged.
+    async fn produce_each(&self, records: &[(&str, String, String, usize)]) -> Vec<bool> {
         let sends = records.iter().map(|(topic, key, value, _)| {
             let producer = self.producer.clone();
             async move {
@@ -247,10 +298,6 @@ impl DecisionPublisher {
                     .map_err(|(e, _)| e)
             }
         });
-        let results = join_all(sends).await;
-        results
-            .iter()
-            .position(|r| r.is_err())
-            .unwrap_or(results.len())
+        join_all(sends).await.iter().map(Result::is_ok).collect()
     }
 }
