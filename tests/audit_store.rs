@@ -187,6 +187,71 @@ mod cases {
         assert_eq!(verify_log(&*log).await, Ok(Ok(2)));
     }
 
+    /// A batch is recorded as its entries would be one by one: in order, chained, a ref
+    /// already in the chain (before the batch or earlier in it) skipped and the rest kept.
+    pub async fn a_batch_appends_in_order_and_skips_recorded_refs(log: Arc<dyn AuditLog>) {
+        let before = append_new(&*log, entry("b-2")).await;
+        let batch = ["b-1", "b-2", "b-3", "b-3", "b-4"].map(entry).to_vec();
+        let (outcomes, error) = log.append_many(batch).await;
+        assert_eq!(error, None);
+        let seqs_of: Vec<Option<u64>> = outcomes
+            .iter()
+            .map(|o| match o {
+                AppendOutcome::Appended(r) => Some(r.seq),
+                AppendOutcome::AlreadyRecorded(_) => None,
+            })
+            .collect();
+        assert_eq!(seqs_of, [Some(2), None, Some(3), None, Some(4)]);
+        assert_eq!(outcomes[1], AppendOutcome::AlreadyRecorded(before.seq));
+        assert_eq!(outcomes[3], AppendOutcome::AlreadyRecorded(3));
+        let all = log.all().await.expect("all");
+        let refs: Vec<&str> = all.iter().map(|r| r.ref_id.as_str()).collect();
+        assert_eq!(refs, ["b-2", "b-1", "b-3", "b-4"]);
+        assert_eq!(verify_log(&*log).await, Ok(Ok(4)));
+        assert_eq!(log.append_many(Vec::new()).await, (Vec::new(), None));
+        assert_eq!(
+            append_new(&*log, entry("b-5")).await.seq,
+            5,
+            "the head moved on"
+        );
+    }
+
+    /// Batches and single appends racing make one gap-free chain, every ref once.
+    pub async fn concurrent_batches_make_one_gap_free_chain(log: Arc<dyn AuditLog>) {
+        const TASKS: usize = 6;
+        const BATCHES: usize = 10;
+        const EACH: usize = 7;
+        let appenders: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    for b in 0..BATCHES {
+                        if task % 2 == 0 {
+                            let batch = (0..EACH)
+                                .map(|i| entry(&format!("t{task}-{b}-{i}")))
+                                .collect();
+                            let (outcomes, error) = log.append_many(batch).await;
+                            assert_eq!((outcomes.len(), error), (EACH, None));
+                        } else {
+                            for i in 0..EACH {
+                                append_new(&*log, entry(&format!("t{task}-{b}-{i}"))).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for appender in appenders {
+            appender.await.expect("appender task");
+        }
+        let total = TASKS * BATCHES * EACH;
+        let all = log.all().await.expect("all");
+        assert_eq!(seqs(&all), (1..=total as u64).collect::<Vec<_>>());
+        let refs: HashSet<&str> = all.iter().map(|r| r.ref_id.as_str()).collect();
+        assert_eq!(refs.len(), total, "every ref once");
+        assert_eq!(verify_log(&*log).await, Ok(Ok(total)));
+    }
+
     pub async fn after_paginates_in_seq_order(log: Arc<dyn AuditLog>) {
         let records = append_n(&*log, 25).await;
         let first = log.after(0, 10).await.expect("page 1");
@@ -259,6 +324,8 @@ for_each_backend!(
     a_repeated_ref_is_recorded_once,
     concurrent_appenders_make_one_gap_free_chain,
     concurrent_appends_of_one_ref_record_it_once,
+    a_batch_appends_in_order_and_skips_recorded_refs,
+    concurrent_batches_make_one_gap_free_chain,
     after_paginates_in_seq_order,
     records_keep_their_content,
 );

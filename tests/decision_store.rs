@@ -56,6 +56,29 @@ async fn seq_grows_and_replays_keep_their_seq(s: &dyn DecisionStore) {
     assert_eq!(stored["decision_id"], format!("partner:p-1:{}", b.seq));
 }
 
+/// A batch does what the same writes one by one would: in order, a replay inside it
+/// refused with its first seq, the last applied write standing.
+async fn a_batch_publishes_as_one_by_one(s: &dyn DecisionStore) {
+    let batch = [
+        write("p-1:1", "warn", false),
+        write("p-1:2", "throttle", false),
+        write("p-1:1", "warn", false),
+        write("p-1:3", "suspend", false),
+    ];
+    let out = s.publish_many(&batch).await.unwrap();
+    let applied: Vec<bool> = out.iter().map(|p| p.applied).collect();
+    assert_eq!(applied, [true, true, false, true]);
+    assert!(out[0].seq < out[1].seq && out[1].seq < out[3].seq);
+    assert_eq!(out[2].seq, out[0].seq);
+    assert!(out[2].applied_before);
+    let stored = s.read("partner", "p-1").await.unwrap().unwrap();
+    assert_eq!(stored["level"], "suspend");
+    assert_eq!(stored["seq"], out[3].seq.to_string());
+    assert_eq!(s.publish_many(&[]).await.unwrap(), Vec::new());
+    let again = s.publish_many(&batch[..2]).await.unwrap();
+    assert!(again.iter().all(|p| !p.applied && p.applied_before));
+}
+
 /// A decision whose topic record the broker acknowledged is known as produced, so its
 /// re-publication after a crash does not produce it twice; one never acknowledged is not.
 async fn produced_decisions_are_remembered(s: &dyn DecisionStore) {
@@ -72,6 +95,21 @@ async fn produced_decisions_are_remembered(s: &dyn DecisionStore) {
         !unacked.produced,
         "never acknowledged: must be produced again"
     );
+}
+
+/// A re-publication knows whether its outbox id was applied before (so the publisher can
+/// make the audit record a failed first attempt missed); a refused one never was.
+async fn a_replay_knows_it_was_applied_before(s: &dyn DecisionStore) {
+    let first = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    assert!(first.applied && !first.applied_before);
+    let replay = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
+    assert!(!replay.applied && replay.applied_before);
+    assert_eq!(replay.seq, first.seq);
+    s.publish(&write("ks:1:set", "killed", true)).await.unwrap();
+    let refused = s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
+    assert!(!refused.applied && !refused.applied_before);
+    let refused_again = s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
+    assert!(!refused_again.applied && !refused_again.applied_before);
 }
 
 async fn ok_deletes_the_key(s: &dyn DecisionStore) {
@@ -157,6 +195,8 @@ macro_rules! suite {
 suite!(
     seq_grows_and_replays_keep_their_seq,
     produced_decisions_are_remembered,
+    a_replay_knows_it_was_applied_before,
+    a_batch_publishes_as_one_by_one,
     ok_deletes_the_key,
     killed_is_never_lowered_by_the_ladder,
     lifting_is_compare_and_delete,

@@ -50,19 +50,30 @@ impl AuditSink {
         loop {
             match self.log.after(published, PAGE).await {
                 Ok(records) if !records.is_empty() => {
-                    for rec in records {
-                        let value = serde_json::to_string(&rec).unwrap_or_default();
+                    // A page at a time, in flight together; the position moves past the
+                    // acknowledged prefix (a record after a failed one is sent again: same
+                    // seq, same content).
+                    let sends = records.iter().map(|rec| {
+                        let value = serde_json::to_string(rec).unwrap_or_default();
                         let key = rec.seq.to_string();
-                        let sent = self
-                            .producer
-                            .send(
-                                FutureRecord::to(&self.topic).key(&key).payload(&value),
-                                Duration::from_secs(5),
-                            )
-                            .await;
-                        match sent {
-                            Ok(_) => published = rec.seq,
-                            Err((e, _)) => {
+                        let producer = self.producer.clone();
+                        let topic = self.topic.clone();
+                        async move {
+                            producer
+                                .send(
+                                    FutureRecord::to(&topic).key(&key).payload(&value),
+                                    Duration::from_secs(5),
+                                )
+                                .await
+                                .map(|_| ())
+                                .map_err(|(e, _)| e)
+                        }
+                    });
+                    let results = futures::future::join_all(sends).await;
+                    for (rec, result) in records.iter().zip(results) {
+                        match result {
+                            Ok(()) => published = rec.seq,
+                            Err(e) => {
                                 tracing::warn!(seq = rec.seq, error = %e, "audit record not on the topic yet; will retry");
                                 break;
                             }

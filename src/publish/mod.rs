@@ -22,7 +22,7 @@ use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::metrics::METRICS;
-use crate::store::decisions::{decision_json, DecisionStore, DecisionWrite};
+use crate::store::decisions::{decision_json, DecisionStore, DecisionWrite, Published};
 
 /// One output of a partner's outbox, ready to publish.
 #[derive(Debug, Clone)]
@@ -35,8 +35,9 @@ pub enum Outgoing {
 
 /// What publishing one decision needs next.
 enum DecisionStep {
-    /// Produce this (key, value) to the enforcement topic.
-    Produce(String, String),
+    /// Produce this (key, value) to the enforcement topic, once this audit record (the
+    /// ladder's decisions; people's are audited by the API first) is in the chain.
+    Produce(String, String, Option<AuditEntry>),
     /// Its record is on the topic already (a re-publication after a crash).
     AlreadyProduced,
     /// The data plane or the audit log did not take it: retry later.
@@ -109,12 +110,33 @@ impl DecisionPublisher {
             records: Vec::with_capacity(items.len()),
             decisions: Vec::new(),
         };
+        // Every decision's data-plane write, in order, in one go.
+        let writes: Vec<DecisionWrite> = items
+            .iter()
+            .filter_map(|item| match item {
+                Outgoing::Decision(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect();
+        let written = match self.store.publish_many(&writes).await {
+            Ok(written) => written,
+            Err(e) => {
+                if !writes.is_empty() {
+                    tracing::warn!(error = %e, "decisions not written to the data plane; will retry");
+                }
+                Vec::new()
+            }
+        };
+        let mut written = written.iter();
+        // The audit records the items need, in item order, appended in one go below.
+        let mut audits: Vec<(usize, AuditEntry)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ok = match item {
-                Outgoing::Decision(w) => match self.write_decision(w).await {
-                    DecisionStep::Produce(key, value) => {
+                Outgoing::Decision(w) => match self.decision_step(w, written.next()) {
+                    DecisionStep::Produce(key, value, audit) => {
                         staged.decisions.push((staged.records.len(), w.clone()));
                         staged.records.push((self.topic.clone(), key, value, i));
+                        audits.extend(audit.map(|a| (i, a)));
                         true
                     }
                     DecisionStep::AlreadyProduced => true,
@@ -132,15 +154,18 @@ impl DecisionPublisher {
                     }
                 },
                 Outgoing::Audit(note) => {
-                    let entry = AuditEntry {
-                        ref_id: note.ref_id.clone(),
-                        at: Utc::now(),
-                        actor: "warden".into(),
-                        action: note.action.clone(),
-                        target: note.target.clone(),
-                        detail: note.detail.clone(),
-                    };
-                    self.audit.record(entry).await.is_ok()
+                    audits.push((
+                        i,
+                        AuditEntry {
+                            ref_id: note.ref_id.clone(),
+                            at: Utc::now(),
+                            actor: "warden".into(),
+                            action: note.action.clone(),
+                            target: note.target.clone(),
+                            detail: note.detail.clone(),
+                        },
+                    ));
+                    true
                 }
             };
             if !ok {
@@ -148,6 +173,19 @@ impl DecisionPublisher {
                 break;
             }
         }
+        let (positions, entries): (Vec<usize>, Vec<AuditEntry>) = audits.into_iter().unzip();
+        let (recorded, error) = self.audit.log.append_many(entries).await;
+        if let Some(e) = error {
+            // The item whose audit record is missing, and every later one, is not through.
+            if let Some(&first) = positions.get(recorded.len()) {
+                tracing::warn!(error = %e, "outbox item not audited yet; will retry");
+                staged.items = staged.items.min(first);
+            }
+        }
+        let through = staged.items;
+        staged.records.retain(|(_, _, _, i)| *i < through);
+        let kept = staged.records.len();
+        staged.decisions.retain(|(r, _)| *r < kept);
         staged
     }
 
@@ -184,58 +222,33 @@ impl DecisionPublisher {
 
     /// The data-plane write and audit of one decision; its enforcement-topic record, unless
     /// a crash before the outbox was acknowledged brought back one the broker already has.
-    async fn write_decision(&self, w: &DecisionWrite) -> DecisionStep {
-        match self.store.publish(w).await {
-            Ok(p) if !p.applied && p.produced => DecisionStep::AlreadyProduced,
-            Ok(p) => {
+    fn decision_step(&self, w: &DecisionWrite, written: Option<&Published>) -> DecisionStep {
+        match written {
+            Some(p) if !p.applied && p.produced => DecisionStep::AlreadyProduced,
+            Some(p) => {
                 if p.applied {
                     METRICS
                         .enforcement_transitions
                         .with_label_values(&[&w.previous, &w.level, &w.reason])
                         .inc();
                 }
-                if p.applied && !self.audit_decision(w, p.seq).await {
-                    return DecisionStep::Retry;
-                }
+                // A re-publication audits too: if the first one failed between the data
+                // plane and the audit log, this is the only chance (a recorded ref is skipped).
+                let audit = ((p.applied || p.applied_before) && !w.by_person)
+                    .then(|| decision_audit(w, p.seq));
                 // Keyed by target: one partition per target keeps its decisions in order.
-                DecisionStep::Produce(format!("{}:{}", w.scope, w.id), decision_json(w, p.seq))
+                DecisionStep::Produce(
+                    format!("{}:{}", w.scope, w.id),
+                    decision_json(w, p.seq),
+                    audit,
+                )
             }
-            Err(e) => {
-                tracing::warn!(error = %e, partner_id = %w.partner_id, "decision not written to the data plane; will retry");
-                DecisionStep::Retry
-            }
+            None => DecisionStep::Retry,
         }
     }
 
     pub fn audit(&self) -> &AuditSink {
         &self.audit
-    }
-
-    /// The ladder's own decisions are audited here, once per decision id (people's
-    /// decisions are audited by the API before they take effect).
-    async fn audit_decision(&self, w: &DecisionWrite, seq: u64) -> bool {
-        if w.by_person {
-            return true;
-        }
-        let decision_id = format!("{}:{}:{seq}", w.scope, w.id);
-        let entry = AuditEntry {
-            ref_id: decision_id.clone(),
-            at: Utc::now(),
-            actor: "warden".into(),
-            action: "enforcement.decision".into(),
-            target: format!("{}:{}", w.scope, w.id),
-            detail: json!({
-                "decision_id": decision_id, "partner_id": w.partner_id, "from": w.previous,
-                "to": w.level, "reason": w.reason, "rate_limit_rps": w.rate_limit_rps, "since": w.since,
-            }),
-        };
-        match self.audit.record(entry).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, %decision_id, "decision not audited yet; will retry");
-                false
-            }
-        }
     }
 
     pub fn store(&self) -> &std::sync::Arc<dyn DecisionStore> {
@@ -299,5 +312,22 @@ impl DecisionPublisher {
             }
         });
         join_all(sends).await.iter().map(Result::is_ok).collect()
+    }
+}
+
+/// The audit record of one of the ladder's decisions: its ref is the decision id, so a
+/// re-publication is recorded once.
+fn decision_audit(w: &DecisionWrite, seq: u64) -> AuditEntry {
+    let decision_id = format!("{}:{}:{seq}", w.scope, w.id);
+    AuditEntry {
+        ref_id: decision_id.clone(),
+        at: Utc::now(),
+        actor: "warden".into(),
+        action: "enforcement.decision".into(),
+        target: format!("{}:{}", w.scope, w.id),
+        detail: json!({
+            "decision_id": decision_id, "partner_id": w.partner_id, "from": w.previous,
+            "to": w.level, "reason": w.reason, "rate_limit_rps": w.rate_limit_rps, "since": w.since,
+        }),
     }
 }

@@ -60,6 +60,9 @@ pub struct Published {
     /// This outbox id's enforcement-topic record was acknowledged before: a re-publication
     /// after a crash need not produce it again.
     pub produced: bool,
+    /// This outbox id was applied by an earlier publication (whose audit record may be
+    /// missing, if that one failed after the data-plane write).
+    pub applied_before: bool,
 }
 
 /// A kill switch as kept in the registry (survives restarts; listed by the API).
@@ -79,6 +82,15 @@ pub struct KillSwitch {
 #[async_trait]
 pub trait DecisionStore: Send + Sync + 'static {
     async fn publish(&self, write: &DecisionWrite) -> Result<Published, StoreError>;
+    /// [`Self::publish`] of each write, in order (Redis: one round trip for the lot).
+    /// On `Err`, any prefix may have been applied: publishing again is safe.
+    async fn publish_many(&self, writes: &[DecisionWrite]) -> Result<Vec<Published>, StoreError> {
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            out.push(self.publish(w).await?);
+        }
+        Ok(out)
+    }
     /// Records that the enforcement-topic records of `writes` were acknowledged by the
     /// broker (kept as long as the outbox id's seq).
     async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError>;
@@ -100,12 +112,14 @@ pub trait DecisionStore: Send + Sync + 'static {
 /// ARGV[1] = outbox id, [2] level, [3] reason, [4] rate_limit_rps ("" = none), [5] since,
 /// [6] "1" when a person decides, [7] scope, [8] id, [9] ttl of the outbox map (s),
 /// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it).
-/// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1)}; an applied
+/// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1), applied before
+/// (0|1)}; an applied
 /// decision is also published on the channel as JSON. `produced` says the outbox id's
 /// enforcement-topic record was acknowledged before (see `mark_produced`). Validates
 /// before writing.
 const PUBLISH: &str = r#"
 local produced = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':produced')
+local before = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':applied')
 local seq = redis.call('HGET', KEYS[3], ARGV[1])
 if seq then
   seq = tonumber(seq)
@@ -117,8 +131,9 @@ end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local level = redis.call('HGET', KEYS[1], 'level')
 local held = (level == 'killed' or level == 'terminated')
-if seq <= cur then return {seq, 0, held and 1 or 0, produced} end
-if held and ARGV[6] ~= '1' then return {seq, 0, 1, produced} end
+if seq <= cur then return {seq, 0, held and 1 or 0, produced, before} end
+if held and ARGV[6] ~= '1' then return {seq, 0, 1, produced, before} end
+redis.call('HSET', KEYS[3], ARGV[1] .. ':applied', 1)
 local decision_id = ARGV[7] .. ':' .. ARGV[8] .. ':' .. seq
 if ARGV[2] == 'ok' then
   redis.call('DEL', KEYS[1])
@@ -131,7 +146,7 @@ if ARGV[4] ~= '' then rps = tonumber(ARGV[4]) end
 redis.call('PUBLISH', ARGV[10], cjson.encode({decision_id = decision_id, scope = ARGV[7], id = ARGV[8],
   partner_id = ARGV[11], level = ARGV[2], previous = ARGV[12], reason = ARGV[3],
   rate_limit_rps = rps, seq = seq, decided_at = ARGV[5]}))
-return {seq, 1, held and 1 or 0, produced}
+return {seq, 1, held and 1 or 0, produced, before}
 "#;
 
 /// KEYS[1] = enf hash; ARGV[1] = seq. Deletes only if the stored seq is still ARGV[1].
@@ -215,10 +230,9 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-#[async_trait]
-impl DecisionStore for RedisDecisions {
-    async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
-        let script = self.publish.clone();
+impl RedisDecisions {
+    /// The keys and arguments of `PUBLISH` for one write.
+    fn publish_call(&self, w: &DecisionWrite) -> ([String; 3], Vec<String>) {
         let keys = [
             self.keys.enf(&w.scope, &w.id),
             self.keys.seq(&w.scope, &w.id),
@@ -238,6 +252,56 @@ impl DecisionStore for RedisDecisions {
             w.partner_id.clone(),
             w.previous.clone(),
         ];
+        (keys, args)
+    }
+}
+
+/// `PUBLISH`'s reply: {seq, applied, held, produced, applied before}.
+fn published((seq, applied, held, produced, before): (u64, u8, u8, u8, u8)) -> Published {
+    Published {
+        seq,
+        applied: applied == 1,
+        previous_was_held: held == 1,
+        produced: produced == 1,
+        applied_before: before == 1,
+    }
+}
+
+#[async_trait]
+impl DecisionStore for RedisDecisions {
+    async fn publish_many(&self, writes: &[DecisionWrite]) -> Result<Vec<Published>, StoreError> {
+        if writes.len() < 2 {
+            let mut out = Vec::with_capacity(1);
+            for w in writes {
+                out.push(self.publish(w).await?);
+            }
+            return Ok(out);
+        }
+        let script = self.publish.clone();
+        let calls: Vec<([String; 3], Vec<String>)> =
+            writes.iter().map(|w| self.publish_call(w)).collect();
+        self.store
+            .run("publish decisions", move |mut conn| async move {
+                // In order, back to back: what one-by-one calls would do, in one round trip.
+                let mut pipe = redis::pipe();
+                pipe.load_script(&script).ignore();
+                for (keys, args) in &calls {
+                    let mut inv = script.key(&keys[..]);
+                    for a in args {
+                        inv.arg(a);
+                    }
+                    pipe.invoke_script(&inv);
+                }
+                let replies: Vec<(u64, u8, u8, u8, u8)> =
+                    pipe.query_async(&mut conn).await.map_err(unavailable)?;
+                Ok(replies.into_iter().map(published).collect())
+            })
+            .await
+    }
+
+    async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+        let script = self.publish.clone();
+        let (keys, args) = self.publish_call(w);
         self.store
             .run("publish decision", move |mut conn| async move {
                 let mut inv = script.prepare_invoke();
@@ -247,14 +311,9 @@ impl DecisionStore for RedisDecisions {
                 for a in &args {
                     inv.arg(a);
                 }
-                let (seq, applied, held, produced): (u64, u8, u8, u8) =
+                let reply: (u64, u8, u8, u8, u8) =
                     inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-                Ok(Published {
-                    seq,
-                    applied: applied == 1,
-                    previous_was_held: held == 1,
-                    produced: produced == 1,
-                })
+                Ok(published(reply))
             })
             .await
     }
@@ -385,6 +444,7 @@ struct MemoryPlane {
     counters: HashMap<(String, String), u64>,
     published: HashMap<String, u64>,
     produced: std::collections::HashSet<String>,
+    applied: std::collections::HashSet<String>,
     switches: BTreeMap<String, KillSwitch>,
 }
 
@@ -401,6 +461,7 @@ impl DecisionStore for MemoryDecisions {
     async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
         let mut p = self.inner.lock();
         let produced = p.produced.contains(&w.outbox_id);
+        let applied_before = p.applied.contains(&w.outbox_id);
         let target = (w.scope.clone(), w.id.clone());
         let seq = match p.published.get(&w.outbox_id) {
             Some(s) => *s,
@@ -426,6 +487,7 @@ impl DecisionStore for MemoryDecisions {
                 applied: false,
                 previous_was_held: held,
                 produced,
+                applied_before,
             });
         }
         if w.level == "ok" {
@@ -443,11 +505,13 @@ impl DecisionStore for MemoryDecisions {
             m.insert("decision_id".into(), format!("{}:{}:{seq}", w.scope, w.id));
             p.keys.insert(target, m);
         }
+        p.applied.insert(w.outbox_id.clone());
         Ok(Published {
             seq,
             applied: true,
             previous_was_held: held,
             produced,
+            applied_before,
         })
     }
 

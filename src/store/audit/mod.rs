@@ -44,6 +44,15 @@ pub trait AuditLog: Send + Sync {
     /// Seals `entry` as the next record of the chain, unless its `ref` is already in it.
     async fn append(&self, entry: AuditEntry) -> Result<AppendOutcome, StoreError>;
 
+    /// Appends `entries` in order, as [`Self::append`] would one by one. Returns the
+    /// outcomes of the prefix that is recorded and, if it stopped early, why.
+    async fn append_many(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> (Vec<AppendOutcome>, Option<StoreError>) {
+        append_one_by_one(self, entries).await
+    }
+
     /// Up to `limit` records with `seq > after_seq`, in `seq` order.
     async fn after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 
@@ -52,6 +61,21 @@ pub trait AuditLog: Send + Sync {
 
     /// Where the chain ends, as the store keeps it ([`ChainHead::genesis`] when empty).
     async fn head(&self) -> Result<ChainHead, StoreError>;
+}
+
+/// [`AuditLog::append_many`] as plain appends, one after the other.
+pub async fn append_one_by_one<L: AuditLog + ?Sized>(
+    log: &L,
+    entries: Vec<AuditEntry>,
+) -> (Vec<AppendOutcome>, Option<StoreError>) {
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match log.append(entry).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => return (outcomes, Some(e)),
+        }
+    }
+    (outcomes, None)
 }
 
 /// Reads the whole log and checks it, through the head the store keeps (which also

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::{AppendOutcome, AuditLog};
+use super::{append_one_by_one, AppendOutcome, AuditLog};
 use crate::domain::audit::{AuditEntry, AuditRecord, ChainHead};
 use crate::store::redis::{classify, RedisStore};
 use crate::store::scripts::AUDIT_APPEND;
@@ -95,6 +95,97 @@ impl AuditLog for RedisStore {
             }
         })
         .await
+    }
+
+    /// One round trip for the lot: each entry is sealed after the one before it and every
+    /// append script goes in one pipeline, so Redis runs them back to back (one fsync) and
+    /// the chain's turn is held once. The first entry a script refuses (a ref already
+    /// recorded, another process's append in between) and everything after it take the
+    /// one-by-one way, with its conflict handling.
+    async fn append_many(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> (Vec<AppendOutcome>, Option<StoreError>) {
+        if entries.len() < 2 {
+            return append_one_by_one(self, entries).await;
+        }
+        let keys = [
+            self.keys.audit_head(),
+            self.keys.audit_log(),
+            self.keys.audit_refs(),
+            self.keys.audit_claim(),
+        ];
+        let turn = append_turn(self.keys.prefix());
+        let batch = entries.clone();
+        let pipelined = self
+            .run("audit append", move |mut conn| async move {
+                let mut known_head = turn.lock_owned().await;
+                let mut head = match known_head.take() {
+                    Some(head) => head,
+                    None => read_head(&mut conn, &keys[0]).await?,
+                };
+                let claimant = format!("{:016x}", rand::random::<u64>());
+                let mut sealed = Vec::with_capacity(batch.len());
+                let mut pipe = redis::pipe();
+                pipe.load_script(&APPEND_SCRIPT).ignore();
+                let mut after = head.clone();
+                for entry in batch {
+                    let record = after.seal_next(entry);
+                    // unwrap: an AuditRecord is strings, integers and a serde_json::Value.
+                    let json = serde_json::to_string(&record).expect("an audit record serializes");
+                    pipe.invoke_script(
+                        APPEND_SCRIPT
+                            .key(&keys[..])
+                            .arg(after.seq)
+                            .arg(&after.hash)
+                            .arg(record.seq)
+                            .arg(&record.hash)
+                            .arg(&record.ref_id)
+                            .arg(json)
+                            .arg(&claimant)
+                            .arg("0")
+                            .arg(CLAIM_MS),
+                    );
+                    after = record.head();
+                    sealed.push(record);
+                }
+                let replies: Vec<Vec<String>> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| classify("audit append", e))?;
+                let mut outcomes = Vec::with_capacity(sealed.len());
+                for (record, reply) in sealed.into_iter().zip(&replies) {
+                    match AppendReply::parse(reply) {
+                        Ok(AppendReply::Appended) => {
+                            head = record.head();
+                            outcomes.push(AppendOutcome::Appended(record));
+                        }
+                        // Everything sealed after this one was refused as a conflict.
+                        Ok(AppendReply::Duplicate { seq }) => {
+                            outcomes.push(AppendOutcome::AlreadyRecorded(seq));
+                            break;
+                        }
+                        Ok(AppendReply::Conflict { .. }) => break,
+                        Err(problem) => {
+                            return Err(StoreError::Corrupt(format!(
+                                "redis audit append: {problem}"
+                            )))
+                        }
+                    }
+                }
+                // Only what this process knows was appended: the next append checks it.
+                *known_head = Some(head);
+                Ok(outcomes)
+            })
+            .await;
+        let mut outcomes = match pipelined {
+            Ok(outcomes) => outcomes,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        let rest: Vec<AuditEntry> = entries.into_iter().skip(outcomes.len()).collect();
+        let (more, error) = append_one_by_one(self, rest).await;
+        outcomes.extend(more);
+        (outcomes, error)
     }
 
     async fn after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
