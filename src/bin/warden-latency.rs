@@ -36,6 +36,10 @@ struct Args {
     usage_topic: String,
     #[arg(long)]
     control_topic: String,
+    /// The daemon's other keyed topics (invoices, attribution): the floor consumer reads
+    /// them too, as the daemon does, so both fetch the same partitions.
+    #[arg(long = "also-read")]
+    also_read: Vec<String>,
     /// The daemon's admin API, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     admin_url: String,
@@ -49,16 +53,23 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 10)]
     probe_every_ms: u64,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 1000)]
     kill_switches: usize,
+    /// The floor consumer's `fetch.wait.max.ms`: give it the daemon's value. (A broker
+    /// that holds a fetch for its whole wait when nothing was there at the start, as tansu
+    /// 0.6 does, adds up to this much to every record's latency.)
+    #[arg(long, default_value_t = 500)]
+    fetch_wait_ms: u32,
 }
 
 type Waiting = Arc<Mutex<HashMap<String, Instant>>>;
 
-fn producer(brokers: &str) -> Result<BaseProducer> {
+/// `linger_ms`: 0 for the probes (each sent at once), larger for the background traffic,
+/// whose batching only lightens the broker's load.
+fn producer(brokers: &str, linger_ms: u32) -> Result<BaseProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "1")
+        .set("linger.ms", linger_ms.to_string())
         .set("partitioner", "murmur2_random")
         .set("queue.buffering.max.messages", "1000000")
         .create()?)
@@ -138,7 +149,7 @@ async fn main() -> Result<()> {
 
     // Probe partners get a tiny quota first.
     let probes = (args.seconds * 1000 / args.probe_every_ms.max(1)) as usize;
-    let p = producer(&args.brokers)?;
+    let p = producer(&args.brokers, 1)?;
     for i in 0..probes {
         let id = format!("probe-{i}");
         let fact = json!({
@@ -165,8 +176,33 @@ async fn main() -> Result<()> {
         args.usage_topic.clone(),
         waiting.clone(),
     );
+    // The broker's own floor, in the same run: when a bare consumer of the usage topic
+    // (assigned at its end, no group) sees each probe.
+    let floor = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let floor_waiting: Waiting = Arc::default();
+    let stop_floor = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fetch_wait_ms = args.fetch_wait_ms;
+    let also = args.also_read.clone();
+    let floor_thread = {
+        let (brokers, topic) = (args.brokers.clone(), args.usage_topic.clone());
+        let (hist, waiting, stop) = (floor.clone(), floor_waiting.clone(), stop_floor.clone());
+        std::thread::spawn(move || {
+            bare_consumer(
+                &brokers,
+                &topic,
+                &waiting,
+                &hist,
+                &stop,
+                fetch_wait_ms,
+                &also,
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fw = floor_waiting.clone();
     let sent = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let p = producer(&brokers)?;
+        let p = producer(&brokers, 20)?;
+        let probe_producer = producer(&brokers, 0)?;
         let start = Instant::now();
         let mut n = 0u64;
         let mut next_probe = 0usize;
@@ -185,18 +221,31 @@ async fn main() -> Result<()> {
             let probe_due = (start.elapsed().as_millis() as u64 / every) as usize;
             while next_probe < probe_due.min(probes) {
                 let id = format!("probe-{next_probe}");
-                w.lock().insert(id.clone(), Instant::now());
-                send(&p, &topic, &id, &usage(&id, &format!("{id}-x"), 11));
+                let now = Instant::now();
+                w.lock().insert(id.clone(), now);
+                fw.lock().insert(id.clone(), now);
+                send(
+                    &probe_producer,
+                    &topic,
+                    &id,
+                    &usage(&id, &format!("{id}-x"), 11),
+                );
                 next_probe += 1;
             }
-            p.poll(Duration::from_micros(200));
+            p.poll(Duration::from_micros(100));
+            probe_producer.poll(Duration::ZERO);
         }
         p.flush(Duration::from_secs(30))?;
+        probe_producer.flush(Duration::from_secs(30))?;
         Ok(n)
     })
     .await??;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let missing = waiting.lock().len();
+    stop_floor.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(Err(e)) = floor_thread.join() {
+        eprintln!("bare consumer: {e}");
+    }
     waiting.lock().clear();
     *decisions.lock() = events.lock().clone();
 
@@ -213,14 +262,19 @@ async fn main() -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
-    for i in 0..args.kill_switches {
+    // The first few warm the paths up (connections, scripts) and are not recorded.
+    const WARM_UP: usize = 20;
+    for i in 0..WARM_UP + args.kill_switches {
         let target = format!("ks-probe-{i}");
         let url = format!("{}/v1/kill-switches", args.admin_url);
         let auth = format!("Bearer {}", args.token);
-        waiting.lock().insert(target.clone(), Instant::now());
+        if i >= WARM_UP {
+            waiting.lock().insert(target.clone(), Instant::now());
+        }
         let body = json!({"scope": "partner", "target": target, "reason": "latency bench"});
+        let post_agent = agent.clone();
         let response = tokio::task::spawn_blocking(move || {
-            agent_post(&url, &auth, body).context("POST /v1/kill-switches")
+            agent_post(&post_agent, &url, &auth, body).context("POST /v1/kill-switches")
         });
         let (status, created) = response.await??;
         if status != 201 {
@@ -242,6 +296,10 @@ async fn main() -> Result<()> {
         "background: {sent} usage events in {seconds} s ({} /s); probes without a decision: {missing}",
         sent / seconds.max(1)
     );
+    summary(
+        "event -> read by a bare consumer (the broker's floor)",
+        &floor.lock(),
+    );
     summary("event -> decision on the Redis channel", &decisions.lock());
     summary(
         "kill switch POST -> decision on the Redis channel",
@@ -250,8 +308,55 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn agent_post(url: &str, auth: &str, body: Value) -> Result<(u16, Value)> {
-    let r = match ureq::post(url).set("Authorization", auth).send_json(body) {
+/// Reads every partition of `topic` from its end (assigned, no group) and records, for
+/// each awaited probe, the time from its production until this consumer got it.
+fn bare_consumer(
+    brokers: &str,
+    topic: &str,
+    waiting: &Waiting,
+    hist: &Mutex<Histogram<u64>>,
+    stop: &std::sync::atomic::AtomicBool,
+    fetch_wait_ms: u32,
+    also_read: &[String],
+) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "warden-latency-floor")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for name in std::iter::once(topic).chain(also_read.iter().map(String::as_str)) {
+        let metadata = consumer.fetch_metadata(Some(name), Duration::from_secs(10))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment.add_partition_offset(name, p.id(), Offset::End)?;
+            }
+        }
+    }
+    consumer.assign(&assignment)?;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let arrived = Instant::now();
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        if let Some(started) = waiting.lock().remove(key) {
+            let micros = arrived.duration_since(started).as_micros() as u64;
+            let _ = hist.lock().record(micros.max(1));
+        }
+    }
+    Ok(())
+}
+
+/// One POST on the bench's agent (kept-alive connections, as a security tool would hold).
+fn agent_post(agent: &ureq::Agent, url: &str, auth: &str, body: Value) -> Result<(u16, Value)> {
+    let r = match agent.post(url).set("Authorization", auth).send_json(body) {
         Ok(r) | Err(ureq::Error::Status(_, r)) => r,
         Err(e) => return Err(e.into()),
     };
