@@ -157,7 +157,11 @@ impl Pipeline {
         let max_unflushed = self.settings.max_unflushed;
         let mut started = Vec::new();
         for (p, ps) in self.partitions.iter_mut() {
-            if ps.flushing.is_some() || !ps.stalled.is_empty() || !ps.has_changes() {
+            if ps.flushing.is_some()
+                || !ps.stalled.is_empty()
+                || !ps.loading.is_empty()
+                || !ps.has_changes()
+            {
                 continue;
             }
             let due = force

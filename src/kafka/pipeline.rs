@@ -91,6 +91,13 @@ pub(super) struct PartitionState {
     pub publishing: bool,
     /// After a publication that got nothing out, the next waits until then.
     pub retry_publish_at: Instant,
+    /// Partners whose state is being read from the store, with their events meanwhile (in
+    /// offset order). The partition is not flushed until they are applied.
+    pub loading: HashMap<String, Vec<Sourced>>,
+    /// After a load that failed, stalled events are not delivered again until then.
+    pub load_retry_at: Instant,
+    /// Bumped by every reset: loads started before one are stale.
+    pub resets: u64,
 }
 
 /// What a partition's flush in flight holds back.
@@ -113,6 +120,8 @@ pub(super) enum Completion {
         ids: Vec<String>,
         passed: usize,
     },
+    /// Partner states read for events waiting on them: (partition, epoch, resets).
+    Loaded((i32, u64, u64), Vec<(String, Option<PartnerState>)>),
     /// Its broker stage ended: `done[i]` says whether `ids[i]` is fully published.
     Produced {
         partition: i32,
@@ -166,6 +175,9 @@ impl PartitionState {
             urgent: false,
             publishing: false,
             retry_publish_at: now,
+            loading: HashMap::new(),
+            load_retry_at: now,
+            resets: 0,
         }
     }
 
@@ -304,10 +316,11 @@ impl Pipeline {
 
     /// Retries every stalled queue; resumes partitions whose queue drained.
     pub fn retry_stalled<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let now = Instant::now();
         let stalled: Vec<i32> = self
             .partitions
             .iter()
-            .filter(|(_, ps)| !ps.stalled.is_empty())
+            .filter(|(_, ps)| !ps.stalled.is_empty() && now >= ps.load_retry_at)
             .map(|(p, _)| *p)
             .collect();
         for p in stalled {
@@ -349,22 +362,23 @@ impl Pipeline {
                 groups.insert(id.to_owned(), vec![s]);
             }
         }
-        let missing: Vec<String> = order
-            .iter()
-            .filter(|id| !ps.partners.contains_key(*id))
-            .cloned()
-            .collect();
-        let loaded = self.load_partners(p, &missing);
         let Some(ps) = self.partitions.get_mut(&p) else {
             return;
         };
-        start_loaded(ps, &self.registry, loaded);
+        let mut to_load = Vec::new();
         let mut actor_lost = false;
         for id in order {
             // unwrap: every id in `order` has a group.
             let group = groups.remove(&id).unwrap();
+            // A partner without a live actor waits, with its events, for its state to be
+            // read from the store; the other partners' events go on meanwhile.
+            if let Some(pending) = ps.loading.get_mut(&id) {
+                pending.extend(group);
+                continue;
+            }
             let Some(slot) = ps.partners.get_mut(&id) else {
-                ps.stalled.extend(group);
+                ps.loading.insert(id.clone(), group);
+                to_load.push(id);
                 continue;
             };
             let n = group.len() as i64;
@@ -384,6 +398,14 @@ impl Pipeline {
                 }
             }
         }
+        if !to_load.is_empty() {
+            let (store, done) = (self.store.clone(), self.completions.0.clone());
+            let key = (p, ps.epoch, ps.resets);
+            self.io.spawn(async move {
+                let states = load_states(store, p, to_load).await;
+                let _ = done.send(Completion::Loaded(key, states));
+            });
+        }
         if actor_lost {
             self.reset_partition(p, consumer);
             return;
@@ -395,47 +417,70 @@ impl Pipeline {
         }
     }
 
-    /// Loads the durable state of partners without a live actor. A partner whose state
-    /// cannot be read now is left out; its events stall until the store answers.
+    /// Loads the durable state of partners without a live actor, waiting for it (the
+    /// control wake-up path; events load without waiting, see [`Self::deliver`]). A partner
+    /// whose state cannot be read now is left out.
     fn load_partners(&self, p: i32, ids: &[String]) -> Vec<(String, PartnerState)> {
         if ids.is_empty() {
             return Vec::new();
         }
-        let store = &self.store;
-        let started = Instant::now();
-        let results = self.io.block_on(join_all(ids.iter().map(|id| async move {
-            let loaded = match store.load_partner(p, id).await {
-                Ok(Some(bytes)) => store.load_dedup(p, id).await.map(|ids| Some((bytes, ids))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
+        let loaded = self
+            .io
+            .block_on(load_states(self.store.clone(), p, ids.to_vec()));
+        loaded
+            .into_iter()
+            .filter_map(|(id, state)| state.map(|s| (id, s)))
+            .collect()
+    }
+
+    /// Partner states loaded for events that were waiting for them: each partner's actor
+    /// starts and gets its events; a partner whose state could not be read puts its events
+    /// at the head of the stalled queue (in their order), to be loaded again.
+    fn loaded<C: ConsumerContext>(
+        &mut self,
+        (p, epoch, resets): (i32, u64, u64),
+        states: Vec<(String, Option<PartnerState>)>,
+        consumer: &BaseConsumer<C>,
+    ) {
+        let Some(ps) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        if ps.epoch != epoch || ps.resets != resets {
+            return;
+        }
+        for (id, state) in states {
+            let Some(pending) = ps.loading.remove(&id) else {
+                continue;
             };
-            (id, loaded)
-        })));
-        METRICS
-            .store_op_seconds
-            .with_label_values(&["load"])
-            .observe(started.elapsed().as_secs_f64());
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, res) in results {
-            match res {
-                Ok(None) => out.push((id.clone(), PartnerState::new(id.clone()))),
-                Ok(Some((bytes, ids))) => match serde_json::from_slice::<PartnerState>(&bytes) {
-                    Ok(mut state) => {
-                        state.restore_dedup(ids);
-                        out.push((id.clone(), state));
-                    }
-                    Err(e) => {
-                        tracing::error!(partner_id = %id, partition = p, error = %e, "stored partner state is unreadable; its events are held");
-                    }
-                },
-                Err(e) => {
-                    METRICS.store_errors.with_label_values(&["load"]).inc();
-                    METRICS.store_up.set(0);
-                    tracing::warn!(partner_id = %id, partition = p, error = %e, "cannot load partner state; holding its events");
+            let Some(state) = state else {
+                ps.load_retry_at = Instant::now() + Duration::from_millis(100);
+                requeue_front(&mut ps.stalled, pending);
+                continue;
+            };
+            if !ps.partners.contains_key(&id) {
+                start_loaded(ps, &self.registry, vec![(id.clone(), state)]);
+            }
+            let Some(slot) = ps.partners.get_mut(&id) else {
+                requeue_front(&mut ps.stalled, pending);
+                continue;
+            };
+            let n = pending.len() as i64;
+            match slot.addr.try_send(ApplyBatch(pending)) {
+                Ok(()) => {
+                    METRICS.mailbox_events.add(n);
+                    ps.dirty.insert(id);
+                }
+                Err(SendError::Full(ApplyBatch(pending)))
+                | Err(SendError::Closed(ApplyBatch(pending))) => {
+                    requeue_front(&mut ps.stalled, pending);
                 }
             }
         }
-        out
+        if !ps.stalled.is_empty() && !ps.paused {
+            METRICS.mailbox_full.inc();
+            ps.paused = true;
+            pause(consumer, &self.topics, p, true);
+        }
     }
 
     fn resume_if_clear<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
@@ -477,6 +522,8 @@ impl Pipeline {
             return;
         };
         ps.flushing = None;
+        ps.loading.clear();
+        ps.resets += 1;
         for id in ps.partners.keys() {
             self.registry.stop(id);
         }
@@ -711,9 +758,13 @@ impl Pipeline {
         }
         for (partner, n) in acks {
             if let Some(slot) = ps.partners.get(&partner) {
-                // Losing an ack is harmless: the entry is re-published with its seq.
+                // Losing an ack is harmless: the entry is re-published with its seq. The
+                // partner is not made dirty for it: its next snapshot, whenever something
+                // else changes, drops the entry; until then a revival re-publishes it, which
+                // the store recognises (same seq, already produced). Rewriting every
+                // partner after each publication doubled the snapshot writes of a
+                // decision storm.
                 slot.addr.do_send(AckOutbox(n));
-                ps.dirty.insert(partner);
             }
         }
     }
@@ -772,6 +823,7 @@ impl Pipeline {
     fn completed<C: ConsumerContext>(&mut self, c: Completion, consumer: &BaseConsumer<C>) {
         match c {
             Completion::Flush(job, result) => self.flush_ended(job, result, consumer),
+            Completion::Loaded(key, states) => self.loaded(key, states, consumer),
             Completion::DataPlane {
                 partition,
                 epoch,
@@ -793,7 +845,11 @@ impl Pipeline {
     pub fn busy(&self) -> bool {
         self.registry.shared().outbox_waiting.any()
             || self.partitions.values().any(|ps| {
-                ps.flushing.is_some() || ps.publishing || ps.urgent || !ps.to_publish.is_empty()
+                ps.flushing.is_some()
+                    || ps.publishing
+                    || ps.urgent
+                    || !ps.to_publish.is_empty()
+                    || !ps.loading.is_empty()
             })
     }
 
@@ -875,6 +931,63 @@ fn start_loaded(ps: &mut PartitionState, registry: &Registry, loaded: Vec<(Strin
     }
 }
 
+/// Reads partners' durable states (snapshot and dedup ids) concurrently. `None` for a
+/// partner whose state cannot be read now (the store is down, or it is unreadable).
+async fn load_states(
+    store: Arc<dyn StateStore>,
+    p: i32,
+    ids: Vec<String>,
+) -> Vec<(String, Option<PartnerState>)> {
+    let started = Instant::now();
+    let store = &store;
+    let results = join_all(ids.into_iter().map(|id| async move {
+        let loaded = match store.load_partner(p, &id).await {
+            Ok(Some(bytes)) => store.load_dedup(p, &id).await.map(|ids| Some((bytes, ids))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        (id, loaded)
+    }))
+    .await;
+    METRICS
+        .store_op_seconds
+        .with_label_values(&["load"])
+        .observe(started.elapsed().as_secs_f64());
+    results
+        .into_iter()
+        .map(|(id, res)| {
+            let state = match res {
+                Ok(None) => Some(PartnerState::new(id.clone())),
+                Ok(Some((bytes, ids))) => match serde_json::from_slice::<PartnerState>(&bytes) {
+                    Ok(mut state) => {
+                        state.restore_dedup(ids);
+                        Some(state)
+                    }
+                    Err(e) => {
+                        tracing::error!(partner_id = %id, partition = p, error = %e, "stored partner state is unreadable; its events are held");
+                        None
+                    }
+                },
+                Err(e) => {
+                    METRICS.store_errors.with_label_values(&["load"]).inc();
+                    METRICS.store_up.set(0);
+                    tracing::warn!(partner_id = %id, partition = p, error = %e, "cannot load partner state; holding its events");
+                    None
+                }
+            };
+            (id, state)
+        })
+        .collect()
+}
+
+/// Puts one partner's events back at the head of the stalled queue, in their order: they
+/// come before any later event of that partner already queued there.
+fn requeue_front(stalled: &mut VecDeque<Sourced>, events: Vec<Sourced>) {
+    for e in events.into_iter().rev() {
+        stalled.push_front(e);
+    }
+}
+
 /// What to publish for an outbox entry (its outbox id is its stable identity).
 fn outgoing(outbox_id: String, e: &OutboxEntry) -> Outgoing {
     match &e.item {
@@ -902,6 +1015,7 @@ impl Pipeline {
                     .into_iter()
                     .filter(|id| {
                         !ps.partners.contains_key(*id)
+                            && !ps.loading.contains_key(*id)
                             && partition_for_key(id.as_bytes(), self.settings.partitions) == p
                     })
                     .map(str::to_owned)
