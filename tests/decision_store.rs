@@ -112,6 +112,24 @@ async fn a_replay_knows_it_was_applied_before(s: &dyn DecisionStore) {
     assert!(!refused_again.applied && !refused_again.applied_before);
 }
 
+/// An outbox id is applied once: re-publishing an old decision after a later `ok` removed
+/// the key (so no stored seq stands in its way) must not bring it back.
+async fn a_replay_after_the_key_was_removed_is_refused(s: &dyn DecisionStore) {
+    let throttle = s.publish(&write("p-1:1", "throttle", false)).await.unwrap();
+    assert!(throttle.applied);
+    assert!(
+        s.publish(&write("p-1:2", "ok", false))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert_eq!(s.read("partner", "p-1").await.unwrap(), None);
+    let replay = s.publish(&write("p-1:1", "throttle", false)).await.unwrap();
+    assert!(!replay.applied && replay.applied_before);
+    assert_eq!(replay.seq, throttle.seq);
+    assert_eq!(s.read("partner", "p-1").await.unwrap(), None, "still ok");
+}
+
 async fn ok_deletes_the_key(s: &dyn DecisionStore) {
     s.publish(&write("p-1:1", "warn", false)).await.unwrap();
     let ok = s.publish(&write("p-1:2", "ok", false)).await.unwrap();
@@ -197,6 +215,7 @@ suite!(
     produced_decisions_are_remembered,
     a_replay_knows_it_was_applied_before,
     a_batch_publishes_as_one_by_one,
+    a_replay_after_the_key_was_removed_is_refused,
     ok_deletes_the_key,
     killed_is_never_lowered_by_the_ladder,
     lifting_is_compare_and_delete,

@@ -89,6 +89,9 @@ pub struct PartnerActor {
     counted_level: Level,
     /// The parked invoices counted in `warden_invoices_parked` for this partner.
     counted_parked: i64,
+    /// Published outbox entries were dropped since the last snapshot: the next tick asks
+    /// for one, so the durable copy does not keep them (a publication does not).
+    trimmed: bool,
 }
 
 impl PartnerActor {
@@ -99,6 +102,7 @@ impl PartnerActor {
             rejections: Vec::new(),
             counted_level: Level::Ok,
             counted_parked: 0,
+            trimmed: false,
         }
     }
 
@@ -224,6 +228,7 @@ impl Handler<TakeSnapshot> for PartnerActor {
 
     fn handle(&mut self, _msg: TakeSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
         let bytes = serde_json::to_vec(&self.state).map_err(|e| e.to_string())?;
+        self.trimmed = false;
         Ok(Snapshot {
             partner_id: self.state.partner_id.clone(),
             bytes,
@@ -272,7 +277,7 @@ impl Handler<Tick> for PartnerActor {
         if self.state.outbox().len() > outbox_before {
             self.shared.outbox_waiting.note(&self.state.partner_id);
         }
-        decided || caught_up || self.state.outbox().len() != outbox_before
+        decided || caught_up || self.trimmed || self.state.outbox().len() != outbox_before
     }
 }
 
@@ -296,7 +301,9 @@ impl Handler<AckOutbox> for PartnerActor {
     type Result = ();
 
     fn handle(&mut self, ack: AckOutbox, _ctx: &mut Context<Self>) {
+        let before = self.state.outbox().len();
         self.state.ack_outbox(ack.0);
+        self.trimmed |= self.state.outbox().len() != before;
     }
 }
 

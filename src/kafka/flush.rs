@@ -30,6 +30,8 @@ use crate::store::{PartitionWrite, StateStore, StoreError};
 pub(super) struct FlushJob {
     pub partition: i32,
     pub epoch: u64,
+    /// This partition's flush number: an abandoned flush's late result is not the next's.
+    pub seq: u64,
     /// The offsets the snapshots include (the partition's `next` when it started).
     pub offsets: BTreeMap<String, i64>,
     /// The partners snapshotted (they stay live until the flush ends).
@@ -157,6 +159,21 @@ impl Pipeline {
         let max_unflushed = self.settings.max_unflushed;
         let mut started = Vec::new();
         for (p, ps) in self.partitions.iter_mut() {
+            // Loads hold a flush back (their events are below the offsets). A partition
+            // that keeps meeting new partners could hold it back for ever: once half the
+            // unflushed bound is reached, it stops fetching until its loads are in. Not
+            // sooner: a pause costs a fetch round trip when it ends, and with cold
+            // partners arriving all the time, pausing at every due flush cut the end-to-end
+            // rate by half.
+            if ps.unflushed >= max_unflushed / 2
+                && !ps.loading.is_empty()
+                && !ps.paused
+                && ps.flushing.is_none()
+            {
+                METRICS.mailbox_full.inc();
+                ps.paused = true;
+                pause(consumer, &self.topics, *p, true);
+            }
             if ps.flushing.is_some()
                 || !ps.stalled.is_empty()
                 || !ps.loading.is_empty()
@@ -173,15 +190,20 @@ impl Pipeline {
                 continue;
             }
             let partners: Vec<String> = ps.dirty.drain().collect();
-            // Queued now, on this thread: each lands behind the batches routed so far.
+            // Queued now, on this thread: each lands behind the batches routed so far. A
+            // fresh clone of the address, because `try_send` may have parked the slot's
+            // own sender, and a parked sender's request would only be queued when the io
+            // runtime first polls it, possibly behind a later batch.
             let requests: Vec<SnapshotRequest> = partners
                 .iter()
                 .filter_map(|id| ps.partners.get(id))
-                .map(|s| s.addr.send(TakeSnapshot))
+                .map(|s| s.addr.clone().send(TakeSnapshot))
                 .collect();
+            ps.flush_seq += 1;
             let job = FlushJob {
                 partition: *p,
                 epoch: ps.epoch,
+                seq: ps.flush_seq,
                 offsets: ps.next.clone(),
                 partners,
                 events: std::mem::take(&mut ps.unflushed),
@@ -189,6 +211,7 @@ impl Pipeline {
             ps.urgent = false;
             ps.last_flush = now;
             ps.flushing = Some(InFlight {
+                seq: job.seq,
                 events: job.events,
                 partners: job.partners.iter().cloned().collect(),
             });
@@ -235,7 +258,12 @@ impl Pipeline {
         let p = job.partition;
         match self.partitions.get_mut(&p) {
             // A flush of an ownership that ended (revoked, fenced, reassigned) changes nothing.
-            Some(ps) if ps.epoch == job.epoch && ps.flushing.is_some() => ps.flushing = None,
+            Some(ps)
+                if ps.epoch == job.epoch
+                    && ps.flushing.as_ref().is_some_and(|f| f.seq == job.seq) =>
+            {
+                ps.flushing = None
+            }
             _ => return,
         }
         match result {

@@ -98,10 +98,14 @@ pub(super) struct PartitionState {
     pub load_retry_at: Instant,
     /// Bumped by every reset: loads started before one are stale.
     pub resets: u64,
+    /// Flushes started so far (numbers them).
+    pub flush_seq: u64,
 }
 
 /// What a partition's flush in flight holds back.
 pub(super) struct InFlight {
+    /// Its number among this partition's flushes.
+    pub seq: u64,
     /// Events it makes durable (back-pressure counts them until it ends).
     pub events: usize,
     /// Partners it snapshotted: they stay live until it ends, since a failed write is
@@ -178,6 +182,7 @@ impl PartitionState {
             loading: HashMap::new(),
             load_retry_at: now,
             resets: 0,
+            flush_seq: 0,
         }
     }
 
@@ -485,7 +490,10 @@ impl Pipeline {
 
     fn resume_if_clear<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         for (p, ps) in self.partitions.iter_mut() {
-            if ps.paused && ps.stalled.is_empty() && ps.not_durable() < self.settings.max_unflushed
+            if ps.paused
+                && ps.stalled.is_empty()
+                && ps.loading.is_empty()
+                && ps.not_durable() < self.settings.max_unflushed
             {
                 ps.paused = false;
                 pause(consumer, &self.topics, *p, false);
@@ -758,12 +766,10 @@ impl Pipeline {
         }
         for (partner, n) in acks {
             if let Some(slot) = ps.partners.get(&partner) {
-                // Losing an ack is harmless: the entry is re-published with its seq. The
-                // partner is not made dirty for it: its next snapshot, whenever something
-                // else changes, drops the entry; until then a revival re-publishes it, which
-                // the store recognises (same seq, already produced). Rewriting every
-                // partner after each publication doubled the snapshot writes of a
-                // decision storm.
+                // Losing an ack is harmless: the entry is re-published with its seq, and
+                // the store applies an outbox id once. The partner is not made dirty here:
+                // its next tick does (at most a second later), so in a decision storm a
+                // partner is rewritten once a second, not after every publication.
                 slot.addr.do_send(AckOutbox(n));
             }
         }

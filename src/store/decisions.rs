@@ -131,7 +131,7 @@ end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local level = redis.call('HGET', KEYS[1], 'level')
 local held = (level == 'killed' or level == 'terminated')
-if seq <= cur then return {seq, 0, held and 1 or 0, produced, before} end
+if before == 1 or seq <= cur then return {seq, 0, held and 1 or 0, produced, before} end
 if held and ARGV[6] ~= '1' then return {seq, 0, 1, produced, before} end
 redis.call('HSET', KEYS[3], ARGV[1] .. ':applied', 1)
 local decision_id = ARGV[7] .. ':' .. ARGV[8] .. ':' .. seq
@@ -481,7 +481,7 @@ impl DecisionStore for MemoryDecisions {
         let held = current
             .and_then(|m| m.get("level"))
             .is_some_and(|l| l == "killed" || l == "terminated");
-        if seq <= cur_seq || (held && !w.by_person) {
+        if applied_before || seq <= cur_seq || (held && !w.by_person) {
             return Ok(Published {
                 seq,
                 applied: false,
