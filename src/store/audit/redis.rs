@@ -57,12 +57,7 @@ static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(AUDIT_APPE
 #[async_trait]
 impl AuditLog for RedisStore {
     async fn append(&self, entry: AuditEntry) -> Result<AppendOutcome, StoreError> {
-        let keys = [
-            self.keys.audit_head(),
-            self.keys.audit_log(),
-            self.keys.audit_refs(),
-            self.keys.audit_claim(),
-        ];
+        let keys = self.audit_keys();
         let turn = append_turn(self.keys.prefix());
         self.run("audit append", move |mut conn| async move {
             // Waiting for our turn counts against the timeout too.
@@ -109,12 +104,7 @@ impl AuditLog for RedisStore {
         if entries.len() < 2 {
             return append_one_by_one(self, entries).await;
         }
-        let keys = [
-            self.keys.audit_head(),
-            self.keys.audit_log(),
-            self.keys.audit_refs(),
-            self.keys.audit_claim(),
-        ];
+        let keys = self.audit_keys();
         let turn = append_turn(self.keys.prefix());
         let batch = entries.clone();
         let pipelined = self
@@ -131,21 +121,9 @@ impl AuditLog for RedisStore {
                 let mut after = head.clone();
                 for entry in batch {
                     let record = after.seal_next(entry);
-                    // unwrap: an AuditRecord is strings, integers and a serde_json::Value.
-                    let json = serde_json::to_string(&record).expect("an audit record serializes");
-                    pipe.invoke_script(
-                        APPEND_SCRIPT
-                            .key(&keys[..])
-                            .arg(after.seq)
-                            .arg(&after.hash)
-                            .arg(record.seq)
-                            .arg(&record.hash)
-                            .arg(&record.ref_id)
-                            .arg(json)
-                            .arg(&claimant)
-                            .arg("0")
-                            .arg(CLAIM_MS),
-                    );
+                    pipe.invoke_script(&append_invocation(
+                        &keys, &after, &record, &claimant, false,
+                    ));
                     after = record.head();
                     sealed.push(record);
                 }
@@ -245,6 +223,42 @@ impl AuditLog for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The chain's keys in `AUDIT_APPEND`'s order: head, log, refs, claim.
+    fn audit_keys(&self) -> [String; 4] {
+        [
+            self.keys.audit_head(),
+            self.keys.audit_log(),
+            self.keys.audit_refs(),
+            self.keys.audit_claim(),
+        ]
+    }
+}
+
+/// `AUDIT_APPEND` for `record`, sealed after `head` (ARGV as `scripts.rs` lays it out).
+fn append_invocation(
+    keys: &[String; 4],
+    head: &ChainHead,
+    record: &AuditRecord,
+    claimant: &str,
+    want_claim: bool,
+) -> redis::ScriptInvocation<'static> {
+    // unwrap: an AuditRecord is strings, integers and a serde_json::Value.
+    let json = serde_json::to_string(record).expect("an audit record serializes");
+    let mut invocation = APPEND_SCRIPT.key(&keys[..]);
+    invocation
+        .arg(head.seq)
+        .arg(&head.hash)
+        .arg(record.seq)
+        .arg(&record.hash)
+        .arg(&record.ref_id)
+        .arg(json)
+        .arg(claimant)
+        .arg(if want_claim { "1" } else { "0" })
+        .arg(CLAIM_MS);
+    invocation
+}
+
 async fn read_head(conn: &mut ConnectionManager, key: &str) -> Result<ChainHead, StoreError> {
     let (seq, hash): (Option<String>, Option<String>) = redis::cmd("HMGET")
         .arg(key)
@@ -297,20 +311,8 @@ impl Attempt {
         head: &ChainHead,
         record: &AuditRecord,
     ) -> Result<AppendReply, StoreError> {
-        // unwrap: an AuditRecord is strings, integers and a serde_json::Value.
-        let json = serde_json::to_string(record).expect("an audit record serializes");
         let want_claim = self.conflicts >= CLAIM_AFTER_CONFLICTS;
-        let reply: Vec<String> = APPEND_SCRIPT
-            .key(&keys[..])
-            .arg(head.seq)
-            .arg(&head.hash)
-            .arg(record.seq)
-            .arg(&record.hash)
-            .arg(&record.ref_id)
-            .arg(json)
-            .arg(&self.claimant)
-            .arg(if want_claim { "1" } else { "0" })
-            .arg(CLAIM_MS)
+        let reply: Vec<String> = append_invocation(keys, head, record, &self.claimant, want_claim)
             .invoke_async(conn)
             .await
             .map_err(|e| classify("audit append", e))?;
