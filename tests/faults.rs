@@ -275,7 +275,8 @@ fn a_paused_owner_is_fenced_when_it_resumes() {
     });
     assert!(
         taken,
-        "the partitions of the paused owner were not taken over"
+        "the partitions of the paused owner were not taken over\n--- the other owner:\n{}",
+        other.output()
     );
     // Let the new owner write with its newer epoch before the old one wakes up.
     wait_progress(&redis, &stream, &load.truth, 0.5);
