@@ -86,20 +86,6 @@ impl DecisionPublisher {
         &self.producer
     }
 
-    /// Publishes outbox items in order: decisions to the data plane, the enforcement topic
-    /// and the audit log; attributions to their topic; audit notes to the audit log.
-    /// Returns how many of `items` (a prefix) are fully published; the rest must be retried.
-    pub async fn publish_outbox(&self, items: &[Outgoing]) -> usize {
-        let staged = self.write_data_plane(items).await;
-        let prepared = staged.items;
-        let produced = self.produce_staged(staged).await;
-        produced
-            .iter()
-            .position(|ok| !ok)
-            .unwrap_or(produced.len())
-            .min(prepared)
-    }
-
     /// The first stage, in order: each decision's data-plane write (Redis hash + channel,
     /// where gateways read it) and audit record, each audit note's record. It stops at the
     /// first item the store does not take, so a later decision never overtakes an earlier
@@ -287,12 +273,7 @@ impl DecisionPublisher {
             .iter()
             .map(|(k, v)| (self.topic.as_str(), k.clone(), v.clone(), 0))
             .collect();
-        self.produce_to(&records).await
-    }
-
-    /// Produces `(topic, key, value, _)` records; returns the acknowledged prefix's length.
-    async fn produce_to(&self, records: &[(&str, String, String, usize)]) -> usize {
-        let results = self.produce_each(records).await;
+        let results = self.produce_each(&records).await;
         results.iter().position(|ok| !ok).unwrap_or(results.len())
     }
 
