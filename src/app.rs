@@ -185,7 +185,16 @@ async fn run_with_io(
             .set("message.timeout.ms", "30000");
         c.create().map_err(|e| fatal("producer")(e.to_string()))?
     };
-    let dlq = DeadLetterSink::new(producer.clone(), topics.deadletter.clone());
+    // Dead letters have a producer (and a broker connection) of their own: a flush waits
+    // for their acknowledgement, and it must not queue behind a storm of decisions.
+    let dlq_producer: FutureProducer = {
+        let mut c = base.clone();
+        c.set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "30000");
+        c.create().map_err(|e| fatal("producer")(e.to_string()))?
+    };
+    let dlq = DeadLetterSink::new(dlq_producer, topics.deadletter.clone());
     let limits = DecodeLimits {
         max_record_bytes: kafka.max_record_bytes,
         max_clock_skew: chrono::Duration::from_std(kafka.max_clock_skew)

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub fenced_writes: IntCounter,
     pub store_up: IntGauge,
     pub store_op_seconds: HistogramVec,
+    pub flush_stage_seconds: HistogramVec,
     pub store_errors: IntCounterVec,
     pub flushes: IntCounterVec,
     pub actors_active: IntGauge,
@@ -77,6 +78,9 @@ pub const LEVELS: [&str; 6] = ["ok", "warn", "throttle", "suspend", "terminated"
 pub const SCOPES: [&str; 4] = ["global", "partner", "integration", "tenant"];
 
 /// `outcome` label values of `warden_events_total`.
+/// The stages of a partition flush, in order (`warden_flush_stage_seconds{stage}`).
+pub const FLUSH_STAGES: [&str; 3] = ["snapshots", "dead_letters", "commit"];
+
 pub const OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_letter"];
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -146,8 +150,20 @@ impl Metrics {
                 &r,
                 HistogramVec::new(
                     HistogramOpts::new("warden_store_op_seconds", "State store call latency by operation.")
-                        .buckets(latency_buckets),
+                        .buckets(latency_buckets.clone()),
                     &["op"],
+                )
+                .unwrap(),
+            ),
+            flush_stage_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "warden_flush_stage_seconds",
+                        "Time a partition flush spends in each stage: snapshots (actors answer), dead_letters (broker acknowledges), commit (the store's atomic write).",
+                    )
+                    .buckets(latency_buckets),
+                    &["stage"],
                 )
                 .unwrap(),
             ),
@@ -283,6 +299,9 @@ impl Metrics {
         for result in ["ok", "fenced", "error"] {
             self.flushes.with_label_values(&[result]);
         }
+        for stage in FLUSH_STAGES {
+            self.flush_stage_seconds.with_label_values(&[stage]);
+        }
         for op in ["acquire", "offsets", "commit", "load", "ping"] {
             self.store_op_seconds.with_label_values(&[op]);
             self.store_errors.with_label_values(&[op]);
@@ -301,6 +320,13 @@ impl Metrics {
                 self.admin_requests.with_label_values(&[route, status]);
             }
         }
+    }
+
+    /// Records how long a flush stage (one of [`FLUSH_STAGES`]) took since `started`.
+    pub fn flush_stage(&self, stage: &str, started: std::time::Instant) {
+        self.flush_stage_seconds
+            .with_label_values(&[stage])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     pub fn dead_letter(&self, topic: TopicKind, reason: DeadLetterReason) {

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::deadletter::{DeadLetter, DeadLetterSink};
+use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
 use super::decode::{decode_control_record, DecodeLimits};
 use crate::app::Health;
 use crate::domain::control::ControlTable;
@@ -87,7 +87,7 @@ impl ControlReader {
                         payload: m.payload().unwrap_or_default().to_vec(),
                     };
                     // Retry until acknowledged: a control dead letter must not go missing.
-                    let mut pending = vec![dl];
+                    let mut pending = vec![PendingDeadLetter::Unsent(dl)];
                     while let Err(unacked) = self
                         .io
                         .block_on(self.dlq.send_all(std::mem::take(&mut pending)))

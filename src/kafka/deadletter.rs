@@ -3,12 +3,16 @@
 //! offset past the bad record is stored. The id is (source_topic, partition, offset), so
 //! a re-delivery after a crash is recognisable as the same dead letter.
 
+use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine;
-use futures::future::join_all;
+use futures::future::{join_all, Either};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use crate::domain::event::DeadLetterReason;
 
@@ -58,6 +62,15 @@ impl DeadLetter {
     }
 }
 
+/// A dead letter waiting for the flush that stores the offset past it.
+pub enum PendingDeadLetter {
+    /// Sent when it was found: the flush waits only for an acknowledgement that has
+    /// usually arrived by then, instead of a broker round trip of its own.
+    Sent(DeadLetter, JoinHandle<KafkaResult<()>>),
+    /// To send (with the flush).
+    Unsent(DeadLetter),
+}
+
 /// Produces dead letters and waits for the broker's acknowledgement.
 #[derive(Clone)]
 pub struct DeadLetterSink {
@@ -70,38 +83,71 @@ impl DeadLetterSink {
         DeadLetterSink { producer, topic }
     }
 
-    /// Sends every record and waits for all acknowledgements. On failure returns the
-    /// records that were not acknowledged, so the caller keeps them and retries.
-    pub async fn send_all(&self, records: Vec<DeadLetter>) -> Result<(), Vec<DeadLetter>> {
-        if records.is_empty() {
+    fn send(&self, r: &DeadLetter) -> impl Future<Output = KafkaResult<()>> + Send + 'static {
+        let id = r.id();
+        let value = r.to_json();
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        async move {
+            let rec = FutureRecord::to(&topic).key(&id).payload(&value);
+            producer
+                .send(rec, Duration::from_secs(5))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        }
+    }
+
+    /// Starts sending `letter` on `io` now; [`Self::send_all`] waits for it later. A send
+    /// whose offset never becomes durable (a crash, a reset) is sent again under the same
+    /// id when the record is read again: at least once, as CONTRACT §4 allows.
+    pub fn start(&self, io: &Handle, letter: DeadLetter) -> PendingDeadLetter {
+        let ack = io.spawn(self.send(&letter));
+        PendingDeadLetter::Sent(letter, ack)
+    }
+
+    /// Sends every record not sent yet and waits for all acknowledgements. On failure
+    /// returns the records that were not acknowledged, so the caller keeps them and
+    /// retries.
+    pub async fn send_all(
+        &self,
+        pending: Vec<PendingDeadLetter>,
+    ) -> Result<(), Vec<PendingDeadLetter>> {
+        if pending.is_empty() {
             return Ok(());
         }
-        let sends = records.iter().map(|r| {
-            let id = r.id();
-            let value = r.to_json();
-            let producer = self.producer.clone();
-            let topic = self.topic.clone();
-            async move {
-                let rec = FutureRecord::to(&topic).key(&id).payload(&value);
-                producer
-                    .send(rec, Duration::from_secs(5))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
+        let mut records = Vec::with_capacity(pending.len());
+        let mut acks = Vec::with_capacity(pending.len());
+        for p in pending {
+            match p {
+                PendingDeadLetter::Sent(r, ack) => {
+                    acks.push(Either::Left(async move {
+                        ack.await.unwrap_or_else(|e| {
+                            Err(KafkaError::Canceled).inspect_err(|_| {
+                                tracing::warn!(error = %e, "dead letter send task ended");
+                            })
+                        })
+                    }));
+                    records.push(r);
+                }
+                PendingDeadLetter::Unsent(r) => {
+                    acks.push(Either::Right(self.send(&r)));
+                    records.push(r);
+                }
             }
-        });
-        let results = join_all(sends).await;
-        let failed: Vec<DeadLetter> = records
+        }
+        let results = join_all(acks).await;
+        let failed: Vec<PendingDeadLetter> = records
             .into_iter()
             .zip(results)
             .filter_map(|(r, res)| match res {
                 Ok(()) => None,
                 Err(e) => {
                     tracing::warn!(id = %r.id(), error = %e, "dead letter not acknowledged; will retry");
-                    Some(r)
+                    Some(PendingDeadLetter::Unsent(r))
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         if failed.is_empty() {
             Ok(())
         } else {

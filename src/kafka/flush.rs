@@ -18,8 +18,8 @@ use futures::future::join_all;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::deadletter::{DeadLetter, DeadLetterSink};
-use super::pipeline::{pause, Completion, InFlight, Pipeline};
+use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
+use super::pipeline::{pause, Barrier, Completion, InFlight, Pipeline};
 use super::topics::TopicMap;
 use crate::actors::messages::TakeSnapshot;
 use crate::actors::partner::PartnerActor;
@@ -53,7 +53,7 @@ pub(super) enum FlushResult {
     /// Not durable; retry later. Dead letters not yet acknowledged come back.
     Failed {
         error: String,
-        dead_letters: Vec<DeadLetter>,
+        dead_letters: Vec<PendingDeadLetter>,
     },
 }
 
@@ -64,10 +64,12 @@ async fn write_snapshots(
     epoch: u64,
     offsets: BTreeMap<String, i64>,
     requests: Vec<SnapshotRequest>,
-    dead_letters: Vec<DeadLetter>,
+    dead_letters: Vec<PendingDeadLetter>,
     (store, dlq, topics): (Arc<dyn StateStore>, DeadLetterSink, TopicMap),
 ) -> FlushResult {
+    let stage = Instant::now();
     let replies = join_all(requests).await;
+    METRICS.flush_stage("snapshots", stage);
     let mut partners = Vec::with_capacity(replies.len());
     let mut outboxes = Vec::new();
     let mut dedup = Vec::new();
@@ -77,14 +79,16 @@ async fn write_snapshots(
     for reply in replies {
         match reply {
             Ok(Ok(snap)) => {
-                dead_letters.extend(snap.rejections.into_iter().map(|r| DeadLetter {
-                    source_topic: topics.name(r.source.topic).to_owned(),
-                    partition: r.source.partition,
-                    offset: r.source.offset,
-                    reason: r.rejection.reason,
-                    detail: r.rejection.detail,
-                    // The typed event, re-serialized: the domain saw only the decoded form.
-                    payload: event_json(&r.source.event),
+                dead_letters.extend(snap.rejections.into_iter().map(|r| {
+                    PendingDeadLetter::Unsent(DeadLetter {
+                        source_topic: topics.name(r.source.topic).to_owned(),
+                        partition: r.source.partition,
+                        offset: r.source.offset,
+                        reason: r.rejection.reason,
+                        detail: r.rejection.detail,
+                        // The typed event, re-serialized: the domain saw only the decoded form.
+                        payload: event_json(&r.source.event),
+                    })
                 }));
                 if !snap.outbox.is_empty() {
                     outboxes.push((snap.partner_id.clone(), snap.outbox));
@@ -99,7 +103,10 @@ async fn write_snapshots(
             Err(e) => actor_error = Some(format!("actor mailbox: {e}")),
         }
     }
-    if let Err(unacked) = dlq.send_all(dead_letters).await {
+    let stage = Instant::now();
+    let acknowledged = dlq.send_all(dead_letters).await;
+    METRICS.flush_stage("dead_letters", stage);
+    if let Err(unacked) = acknowledged {
         return FlushResult::Failed {
             error: "dead letters not acknowledged".into(),
             dead_letters: unacked,
@@ -124,6 +131,7 @@ async fn write_snapshots(
         .store_op_seconds
         .with_label_values(&["commit"])
         .observe(started.elapsed().as_secs_f64());
+    METRICS.flush_stage("commit", started);
     match res {
         Ok(()) => FlushResult::Durable(Written {
             outboxes,
@@ -158,30 +166,20 @@ impl Pipeline {
         let interval = self.settings.flush_interval;
         let max_unflushed = self.settings.max_unflushed;
         let mut started = Vec::new();
+        let mut released = Vec::new();
         for (p, ps) in self.partitions.iter_mut() {
-            // Loads hold a flush back (their events are below the offsets). A partition
-            // that keeps meeting new partners could hold it back for ever: once half the
-            // unflushed bound is reached, it stops fetching until its loads are in. Not
-            // sooner: a pause costs a fetch round trip when it ends, and with cold
-            // partners arriving all the time, pausing at every due flush cut the end-to-end
-            // rate by half.
-            if ps.unflushed >= max_unflushed / 2
-                && !ps.loading.is_empty()
-                && !ps.paused
-                && ps.flushing.is_none()
-            {
+            // Records held behind a barrier are bounded like unflushed ones: past the
+            // bound the partition stops fetching until the barrier's flush has started.
+            if ps.not_durable() >= max_unflushed && !ps.paused {
                 METRICS.mailbox_full.inc();
                 ps.paused = true;
                 pause(consumer, &self.topics, *p, true);
             }
-            if ps.flushing.is_some()
-                || !ps.stalled.is_empty()
-                || !ps.loading.is_empty()
-                || !ps.has_changes()
-            {
+            if ps.flushing.is_some() || !ps.has_changes() {
                 continue;
             }
-            let due = force
+            let due = ps.barrier.is_some()
+                || force
                 || (now >= ps.retry_at
                     && (ps.urgent
                         || now.duration_since(ps.last_flush) >= interval
@@ -189,6 +187,25 @@ impl Pipeline {
             if !due {
                 continue;
             }
+            // Loads (and a full mailbox) hold a flush back: their events are below the
+            // offsets. Later records wait behind a barrier meanwhile, so a partition that
+            // keeps meeting new partners still flushes one load round trip later.
+            if !ps.stalled.is_empty() || !ps.loading.is_empty() {
+                if ps.barrier.is_none() {
+                    ps.barrier = Some(Barrier {
+                        offsets: ps.next.clone(),
+                        held: Vec::new(),
+                        dead_letters: Vec::new(),
+                        records: 0,
+                    });
+                }
+                continue;
+            }
+            let barrier = ps.barrier.take();
+            let offsets = match &barrier {
+                Some(b) => b.offsets.clone(),
+                None => ps.next.clone(),
+            };
             let partners: Vec<String> = ps.dirty.drain().collect();
             // Queued now, on this thread: each lands behind the batches routed so far. A
             // fresh clone of the address, because `try_send` may have parked the slot's
@@ -204,7 +221,7 @@ impl Pipeline {
                 partition: *p,
                 epoch: ps.epoch,
                 seq: ps.flush_seq,
-                offsets: ps.next.clone(),
+                offsets,
                 partners,
                 events: std::mem::take(&mut ps.unflushed),
             };
@@ -217,6 +234,16 @@ impl Pipeline {
             });
             let dead_letters = std::mem::take(&mut ps.pending_dlq);
             started.push((job, requests, dead_letters));
+            // The held records go to their actors behind the snapshot requests queued
+            // above, so the snapshots hold exactly what is below the barrier's offsets.
+            if let Some(b) = barrier {
+                ps.unflushed = b.records;
+                ps.pending_dlq = b.dead_letters;
+                released.push((*p, b.held));
+            }
+        }
+        for (p, held) in released {
+            self.deliver(p, held, false, consumer);
         }
         for (job, requests, dead_letters) in started {
             let io = (self.store.clone(), self.dlq.clone(), self.topics.clone());

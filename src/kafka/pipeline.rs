@@ -8,6 +8,9 @@
 //!   partner's events reach its actor in offset order;
 //! - a partition is flushed only while nothing is stalled, so the offsets written with the
 //!   snapshots are exactly "everything below was applied, nothing above was";
+//! - a flush that is due while partners load sets a [`Barrier`]: its offsets are taken then,
+//!   and later records wait behind it (not delivered, not paused) until the loads are in
+//!   and the flush has started, so cold partners cannot hold a partition's flush back;
 //! - offsets are committed to Kafka only after that write succeeded (lag reporting only).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -21,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::deadletter::{DeadLetter, DeadLetterSink};
+use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
 use super::decode::{decode_partner_record, DecodeLimits};
 use super::topics::{partition_for_key, TopicMap};
 use crate::actors::messages::{AckOutbox, DedupDurable, Tick};
@@ -64,7 +67,8 @@ pub(super) struct PartitionState {
     pub partners: HashMap<String, Slot>,
     pub dirty: HashSet<String>,
     pub stalled: VecDeque<Sourced>,
-    pub pending_dlq: Vec<DeadLetter>,
+    /// Dead letters the next flush must see acknowledged before it stores their offsets.
+    pub pending_dlq: Vec<PendingDeadLetter>,
     pub unflushed: usize,
     pub paused: bool,
     pub last_flush: Instant,
@@ -100,6 +104,20 @@ pub(super) struct PartitionState {
     pub resets: u64,
     /// Flushes started so far (numbers them).
     pub flush_seq: u64,
+    /// A flush that is due but waits for loads, with the records polled since.
+    pub barrier: Option<Barrier>,
+}
+
+/// A flush decided while partners of the partition were loading. Its offsets are the
+/// partition's at that moment; records polled after wait here, so the loads it waits for
+/// are the ones already started, and it starts a load round trip later at most. Released
+/// (delivered in order, behind the flush's snapshot requests) when the flush starts.
+pub(super) struct Barrier {
+    pub offsets: BTreeMap<String, i64>,
+    pub held: Vec<Sourced>,
+    pub dead_letters: Vec<PendingDeadLetter>,
+    /// Records polled behind the barrier (they count toward the unflushed bound).
+    pub records: usize,
 }
 
 /// What a partition's flush in flight holds back.
@@ -183,12 +201,15 @@ impl PartitionState {
             load_retry_at: now,
             resets: 0,
             flush_seq: 0,
+            barrier: None,
         }
     }
 
-    /// Events applied in memory and not yet durable, in flight or not.
+    /// Events polled and not yet durable: applied, in flight or held behind a barrier.
     pub fn not_durable(&self) -> usize {
-        self.unflushed + self.flushing.as_ref().map_or(0, |f| f.events)
+        self.unflushed
+            + self.flushing.as_ref().map_or(0, |f| f.events)
+            + self.barrier.as_ref().map_or(0, |b| b.records)
     }
 
     /// The watermark ticks use: the newest event time, moved on by the wall clock while
@@ -281,36 +302,56 @@ impl Pipeline {
                     ps.next.insert(m.topic().to_owned(), m.offset() + 1);
                 }
             }
-            ps.unflushed += 1;
             ps.last_record = Instant::now();
-            match decode_partner_record(
+            if ps.barrier.is_none() {
+                ps.unflushed += 1;
+            }
+            let decoded = decode_partner_record(
                 kind,
                 m.key(),
                 m.payload(),
                 m.timestamp().to_millis(),
                 &self.settings.limits,
-            ) {
+            );
+            match decoded {
                 Ok(event) => {
                     if ps.watermark.is_none_or(|w| event.ts() > w) {
                         ps.watermark = Some(event.ts());
                     }
-                    per_partition.entry(p).or_default().push(Sourced {
+                    let sourced = Sourced {
                         topic: kind,
                         partition: p,
                         offset: m.offset(),
                         event,
-                    });
+                    };
+                    match ps.barrier.as_mut() {
+                        Some(b) => {
+                            b.records += 1;
+                            b.held.push(sourced);
+                        }
+                        None => per_partition.entry(p).or_default().push(sourced),
+                    }
                 }
                 Err(rejection) => {
                     METRICS.dead_letter(kind, rejection.reason);
-                    ps.pending_dlq.push(DeadLetter {
-                        source_topic: m.topic().to_owned(),
-                        partition: p,
-                        offset: m.offset(),
-                        reason: rejection.reason,
-                        detail: rejection.detail,
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                    });
+                    let dead = self.dlq.start(
+                        &self.io,
+                        DeadLetter {
+                            source_topic: m.topic().to_owned(),
+                            partition: p,
+                            offset: m.offset(),
+                            reason: rejection.reason,
+                            detail: rejection.detail,
+                            payload: m.payload().unwrap_or_default().to_vec(),
+                        },
+                    );
+                    match ps.barrier.as_mut() {
+                        Some(b) => {
+                            b.records += 1;
+                            b.dead_letters.push(dead);
+                        }
+                        None => ps.pending_dlq.push(dead),
+                    }
                 }
             }
         }
@@ -341,7 +382,7 @@ impl Pipeline {
     /// Hands `events` (one partition, offset order) to their actors, starting or reviving
     /// actors as needed. Whatever cannot be handed over now joins the stalled queue and the
     /// partition is paused: back-pressure reaches Kafka, never an unbounded queue.
-    fn deliver<C: ConsumerContext>(
+    pub(super) fn deliver<C: ConsumerContext>(
         &mut self,
         p: i32,
         events: Vec<Sourced>,
@@ -539,6 +580,7 @@ impl Pipeline {
         ps.dirty.clear();
         ps.stalled.clear();
         ps.pending_dlq.clear();
+        ps.barrier = None;
         ps.unflushed = 0;
         ps.next = ps.durable.clone();
         for topic in self.topics.keyed() {
@@ -587,8 +629,13 @@ impl Pipeline {
         for (p, ps) in self.partitions.iter_mut() {
             let dirty = &ps.dirty;
             let in_flight = ps.flushing.as_ref().map(|f| &f.partners);
-            let stalled_ids: HashSet<&str> =
-                ps.stalled.iter().map(|s| s.event.partner_id()).collect();
+            let held = ps.barrier.iter().flat_map(|b| b.held.iter());
+            let stalled_ids: HashSet<&str> = ps
+                .stalled
+                .iter()
+                .chain(held)
+                .map(|s| s.event.partner_id())
+                .collect();
             let registry = &self.registry;
             ps.partners.retain(|id, slot| {
                 let keep = dirty.contains(id)
@@ -854,6 +901,7 @@ impl Pipeline {
                 ps.flushing.is_some()
                     || ps.publishing
                     || ps.urgent
+                    || ps.barrier.is_some()
                     || !ps.to_publish.is_empty()
                     || !ps.loading.is_empty()
             })
