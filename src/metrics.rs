@@ -77,10 +77,10 @@ pub const LEVELS: [&str; 6] = ["ok", "warn", "throttle", "suspend", "terminated"
 /// Kill-switch scopes (CONTRACT §4): the `scope` label's closed set.
 pub const SCOPES: [&str; 4] = ["global", "partner", "integration", "tenant"];
 
-/// `outcome` label values of `warden_events_total`.
 /// The stages of a partition flush, in order (`warden_flush_stage_seconds{stage}`).
 pub const FLUSH_STAGES: [&str; 3] = ["snapshots", "dead_letters", "commit"];
 
+/// `outcome` label values of `warden_events_total`.
 pub const OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_letter"];
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

@@ -242,9 +242,6 @@ impl Pipeline {
                 released.push((*p, b.held));
             }
         }
-        for (p, held) in released {
-            self.deliver(p, held, false, consumer);
-        }
         for (job, requests, dead_letters) in started {
             let io = (self.store.clone(), self.dlq.clone(), self.topics.clone());
             let done = self.completions.0.clone();
@@ -262,6 +259,11 @@ impl Pipeline {
                 // The pipeline is gone only when the consumer thread has ended.
                 let _ = done.send(Completion::Flush(job, result));
             });
+        }
+        // Only once every started flush is on its way: a delivery that finds an actor gone
+        // resets its partition, and a reset waits for the partition's flush to end.
+        for (p, held) in released {
+            self.deliver(p, held, false, consumer);
         }
         self.all_durable()
     }
