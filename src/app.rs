@@ -178,22 +178,17 @@ async fn run_with_io(
             })?
     };
 
-    let producer: FutureProducer = {
+    let producer_lingering = |linger_ms: &str| -> Result<FutureProducer, RunError> {
         let mut c = base.clone();
         c.set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", linger_ms)
             .set("message.timeout.ms", "30000");
-        c.create().map_err(|e| fatal("producer")(e.to_string()))?
+        c.create().map_err(|e| fatal("producer")(e.to_string()))
     };
+    let producer = producer_lingering("5")?;
     // Dead letters have a producer (and a broker connection) of their own: a flush waits
     // for their acknowledgement, and it must not queue behind a storm of decisions.
-    let dlq_producer: FutureProducer = {
-        let mut c = base.clone();
-        c.set("acks", "all")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", "30000");
-        c.create().map_err(|e| fatal("producer")(e.to_string()))?
-    };
+    let dlq_producer = producer_lingering("0")?;
     let dlq = DeadLetterSink::new(dlq_producer, topics.deadletter.clone());
     let limits = DecodeLimits {
         max_record_bytes: kafka.max_record_bytes,

@@ -119,22 +119,23 @@ impl DeadLetterSink {
         let mut records = Vec::with_capacity(pending.len());
         let mut acks = Vec::with_capacity(pending.len());
         for p in pending {
-            match p {
-                PendingDeadLetter::Sent(r, ack) => {
-                    acks.push(Either::Left(async move {
+            let (r, ack) = match p {
+                PendingDeadLetter::Sent(r, ack) => (
+                    r,
+                    Either::Left(async move {
                         ack.await.unwrap_or_else(|e| {
-                            Err(KafkaError::Canceled).inspect_err(|_| {
-                                tracing::warn!(error = %e, "dead letter send task ended");
-                            })
+                            tracing::warn!(error = %e, "dead letter send task ended");
+                            Err(KafkaError::Canceled)
                         })
-                    }));
-                    records.push(r);
-                }
+                    }),
+                ),
                 PendingDeadLetter::Unsent(r) => {
-                    acks.push(Either::Right(self.send(&r)));
-                    records.push(r);
+                    let send = self.send(&r);
+                    (r, Either::Right(send))
                 }
-            }
+            };
+            records.push(r);
+            acks.push(ack);
         }
         let results = join_all(acks).await;
         let failed: Vec<PendingDeadLetter> = records
@@ -147,7 +148,7 @@ impl DeadLetterSink {
                     Some(PendingDeadLetter::Unsent(r))
                 }
             })
-            .collect::<Vec<_>>();
+            .collect();
         if failed.is_empty() {
             Ok(())
         } else {

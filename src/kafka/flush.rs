@@ -170,10 +170,8 @@ impl Pipeline {
         for (p, ps) in self.partitions.iter_mut() {
             // Records held behind a barrier are bounded like unflushed ones: past the
             // bound the partition stops fetching until the barrier's flush has started.
-            if ps.not_durable() >= max_unflushed && !ps.paused {
-                METRICS.mailbox_full.inc();
-                ps.paused = true;
-                pause(consumer, &self.topics, *p, true);
+            if ps.not_durable() >= max_unflushed {
+                ps.pause_for_backpressure(consumer, &self.topics, *p);
             }
             if ps.flushing.is_some() || !ps.has_changes() {
                 continue;
@@ -196,15 +194,13 @@ impl Pipeline {
                         offsets: ps.next.clone(),
                         held: Vec::new(),
                         dead_letters: Vec::new(),
-                        records: 0,
                     });
                 }
                 continue;
             }
-            let barrier = ps.barrier.take();
-            let offsets = match &barrier {
-                Some(b) => b.offsets.clone(),
-                None => ps.next.clone(),
+            let (offsets, release) = match ps.barrier.take() {
+                Some(b) => (b.offsets, Some((b.held, b.dead_letters))),
+                None => (ps.next.clone(), None),
             };
             let partners: Vec<String> = ps.dirty.drain().collect();
             // Queued now, on this thread: each lands behind the batches routed so far. A
@@ -236,10 +232,10 @@ impl Pipeline {
             started.push((job, requests, dead_letters));
             // The held records go to their actors behind the snapshot requests queued
             // above, so the snapshots hold exactly what is below the barrier's offsets.
-            if let Some(b) = barrier {
-                ps.unflushed = b.records;
-                ps.pending_dlq = b.dead_letters;
-                released.push((*p, b.held));
+            if let Some((held, dead_letters)) = release {
+                ps.unflushed = held.len() + dead_letters.len();
+                ps.pending_dlq = dead_letters;
+                released.push((*p, held));
             }
         }
         for (job, requests, dead_letters) in started {
@@ -344,10 +340,8 @@ impl Pipeline {
                 let backoff = Duration::from_millis(50u64.saturating_mul(1 << ps.failures.min(6)));
                 ps.retry_at = Instant::now() + backoff.min(Duration::from_secs(2));
                 tracing::warn!(partition = p, error = %error, failures = ps.failures, "flush failed; will retry");
-                if ps.unflushed >= max_unflushed && !ps.paused {
-                    METRICS.mailbox_full.inc();
-                    ps.paused = true;
-                    pause(consumer, &self.topics, p, true);
+                if ps.unflushed >= max_unflushed {
+                    ps.pause_for_backpressure(consumer, &self.topics, p);
                 }
             }
         }

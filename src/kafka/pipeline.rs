@@ -116,8 +116,13 @@ pub(super) struct Barrier {
     pub offsets: BTreeMap<String, i64>,
     pub held: Vec<Sourced>,
     pub dead_letters: Vec<PendingDeadLetter>,
+}
+
+impl Barrier {
     /// Records polled behind the barrier (they count toward the unflushed bound).
-    pub records: usize,
+    pub fn records(&self) -> usize {
+        self.held.len() + self.dead_letters.len()
+    }
 }
 
 /// What a partition's flush in flight holds back.
@@ -209,7 +214,22 @@ impl PartitionState {
     pub fn not_durable(&self) -> usize {
         self.unflushed
             + self.flushing.as_ref().map_or(0, |f| f.events)
-            + self.barrier.as_ref().map_or(0, |b| b.records)
+            + self.barrier.as_ref().map_or(0, Barrier::records)
+    }
+
+    /// Stops fetching partition `p` for back-pressure (`warden_backpressure_total`),
+    /// unless it is paused already.
+    pub fn pause_for_backpressure<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        topics: &TopicMap,
+        p: i32,
+    ) {
+        if !self.paused {
+            METRICS.mailbox_full.inc();
+            self.paused = true;
+            pause(consumer, topics, p, true);
+        }
     }
 
     /// The watermark ticks use: the newest event time, moved on by the wall clock while
@@ -325,10 +345,7 @@ impl Pipeline {
                         event,
                     };
                     match ps.barrier.as_mut() {
-                        Some(b) => {
-                            b.records += 1;
-                            b.held.push(sourced);
-                        }
+                        Some(b) => b.held.push(sourced),
                         None => per_partition.entry(p).or_default().push(sourced),
                     }
                 }
@@ -346,10 +363,7 @@ impl Pipeline {
                         },
                     );
                     match ps.barrier.as_mut() {
-                        Some(b) => {
-                            b.records += 1;
-                            b.dead_letters.push(dead);
-                        }
+                        Some(b) => b.dead_letters.push(dead),
                         None => ps.pending_dlq.push(dead),
                     }
                 }
@@ -456,10 +470,8 @@ impl Pipeline {
             self.reset_partition(p, consumer);
             return;
         }
-        if !ps.stalled.is_empty() && !ps.paused {
-            METRICS.mailbox_full.inc();
-            ps.paused = true;
-            pause(consumer, &self.topics, p, true);
+        if !ps.stalled.is_empty() {
+            ps.pause_for_backpressure(consumer, &self.topics, p);
         }
     }
 
@@ -522,10 +534,8 @@ impl Pipeline {
                 }
             }
         }
-        if !ps.stalled.is_empty() && !ps.paused {
-            METRICS.mailbox_full.inc();
-            ps.paused = true;
-            pause(consumer, &self.topics, p, true);
+        if !ps.stalled.is_empty() {
+            ps.pause_for_backpressure(consumer, &self.topics, p);
         }
     }
 
