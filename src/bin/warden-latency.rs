@@ -6,7 +6,9 @@
 //!    event of 11 requests, which crosses its quota: warden decides `throttle`. Latency =
 //!    from handing the event to the producer until the decision arrives on the Redis
 //!    channel `<prefix>:enf` (where gateways that cache hear it).
-//! 2. Kill switch: `POST /v1/kill-switches` → the switch's decision on the same channel.
+//! 2. Kill switch: `POST /v1/kill-switches` → the switch's decision on the same channel,
+//!    each next to its floor: the same client doing what any audited switch must (an HTTP
+//!    round trip, then two fsynced Redis writes, the second publishing on the channel).
 //!
 //! Prints p50/p99/p999 and max of each (hdrhistogram, microseconds).
 
@@ -254,10 +256,25 @@ async fn main() -> Result<()> {
     let waiting: Waiting = Arc::default();
     tokio::spawn(listen(
         args.redis_url.clone(),
-        channel,
+        channel.clone(),
         waiting.clone(),
         switches.clone(),
     ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The floor of a kill switch, on the same channel through its own listener: what any
+    // audited switch costs this client at least (see `floor_switch`).
+    let floor_waiting: Waiting = Arc::default();
+    let floor_switches = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    tokio::spawn(listen(
+        args.redis_url.clone(),
+        channel.clone(),
+        floor_waiting.clone(),
+        floor_switches.clone(),
+    ));
+    let mut floor_redis = redis::Client::open(args.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .context("redis connection for the kill-switch floor")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
@@ -265,6 +282,19 @@ async fn main() -> Result<()> {
     // The first few warm the paths up (connections, scripts) and are not recorded.
     const WARM_UP: usize = 20;
     for i in 0..WARM_UP + args.kill_switches {
+        // The floor first, then the real switch: both meet the same conditions.
+        let floor_target = format!("ks-floor-{i}");
+        if i >= WARM_UP {
+            floor_waiting
+                .lock()
+                .insert(floor_target.clone(), Instant::now());
+        }
+        floor_switch(&agent, &args, &mut floor_redis, &channel, &floor_target).await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while floor_waiting.lock().contains_key(&floor_target) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+
         let target = format!("ks-probe-{i}");
         let url = format!("{}/v1/kill-switches", args.admin_url);
         let auth = format!("Bearer {}", args.token);
@@ -305,6 +335,47 @@ async fn main() -> Result<()> {
         "kill switch POST -> decision on the Redis channel",
         &switches.lock(),
     );
+    summary(
+        "kill-switch floor (HTTP round trip + 2 fsynced Redis writes) -> Redis channel",
+        &floor_switches.lock(),
+    );
+    Ok(())
+}
+
+/// What any audited kill switch must do, done by this client with nothing of warden's in
+/// between: one HTTP round trip to the daemon (`GET /healthz`, on the same agent as the
+/// switches), one durable write for the audit record, then one durable write of the level
+/// that publishes the decision on the channel. Redis runs with `appendfsync always`, so
+/// each write waits for its fsync, as warden's do.
+async fn floor_switch(
+    agent: &ureq::Agent,
+    args: &Args,
+    redis: &mut redis::aio::MultiplexedConnection,
+    channel: &str,
+    target: &str,
+) -> Result<()> {
+    let url = format!("{}/healthz", args.admin_url);
+    let get_agent = agent.clone();
+    tokio::task::spawn_blocking(move || get_agent.get(&url).call().map(|_| ()))
+        .await?
+        .context("GET /healthz")?;
+    let prefix = &args.prefix;
+    let record = json!({"ref": format!("floor:{target}"), "action": "kill_switch.create"});
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{prefix}:bench-floor:audit"))
+        .arg(chrono::Utc::now().timestamp_micros())
+        .arg(record.to_string())
+        .query_async(redis)
+        .await?;
+    let decision = json!({"id": target, "level": "killed", "reason": "kill_switch"});
+    let _: () = redis::Script::new(
+        "redis.call('HSET', KEYS[1], 'level', 'killed') redis.call('PUBLISH', ARGV[1], ARGV[2])",
+    )
+    .key(format!("{prefix}:bench-floor:enf:{target}"))
+    .arg(channel)
+    .arg(decision.to_string())
+    .invoke_async(redis)
+    .await?;
     Ok(())
 }
 
