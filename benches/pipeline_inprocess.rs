@@ -15,7 +15,7 @@
 //!   `warden_event_apply_seconds` histogram, `warden_events_total`, and the hdrhistogram
 //!   window once per partner batch;
 //! - every 10,000 events (a 100 ms `flush_interval` at 100k events/s) and at the end:
-//!   serialize every dirty partner and commit one `PartitionWrite` per partition with its
+//!   encode every dirty partner (`store::snapshot::encode`) and commit one `PartitionWrite` per partition with its
 //!   offsets to a `MemoryStore` through the `StateStore` trait (tokio current-thread).
 //!
 //! Not here: the hop from the consumer thread to the actors' arbiters (actix mailboxes)
@@ -42,7 +42,7 @@ use warden::latency::APPLY_LATENCY;
 use warden::loadgen::{Generator, LoadSpec};
 use warden::metrics::METRICS;
 use warden::store::memory::MemoryStore;
-use warden::store::{PartitionWrite, StateStore};
+use warden::store::{snapshot, PartitionWrite, StateStore};
 
 const EVENTS: usize = 100_000;
 const PARTNERS: usize = 10_000;
@@ -180,7 +180,7 @@ impl Daemon {
             ));
             for (id, res) in loaded {
                 let state = match res.unwrap() {
-                    Some(bytes) => serde_json::from_slice(&bytes).unwrap(),
+                    Some(bytes) => snapshot::decode(&bytes).unwrap(),
                     None => PartnerState::new(id.clone()),
                 };
                 self.partners.insert(id.clone(), state);
@@ -205,7 +205,7 @@ impl Daemon {
             for id in ps.dirty.drain() {
                 let state = &self.partners[&id];
                 let delta = state.dedup_delta();
-                partners.push((id.clone(), serde_json::to_vec(state).unwrap()));
+                partners.push((id.clone(), snapshot::encode(state).unwrap()));
                 if !delta.is_empty() {
                     dedup.push((id, delta));
                 }

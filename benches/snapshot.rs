@@ -1,5 +1,6 @@
 //! `snapshot`: the serde_json encode (every flush, per dirty partner) and decode (every
-//! revival from the store) of a `PartnerState` holding a realistic dedup window of 1,000
+//! revival from the store) of a `PartnerState`, alone and as stored (`store::snapshot`:
+//! the JSON, LZ4-compressed), holding a realistic dedup window of 1,000
 //! usage ids and 100 invoice ids, next to the floor: the same ids and counters as a plain
 //! `#[derive(Serialize, Deserialize)]` struct.
 //!
@@ -14,6 +15,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use warden::domain::event::{InvoiceEvent, InvoiceKind, PartnerEvent, UsageEvent};
 use warden::domain::partner::{ApplyEnv, PartnerState};
+use warden::store::snapshot;
 
 const USAGE_IDS: i64 = 1_000;
 const INVOICE_IDS: i64 = 100;
@@ -103,6 +105,7 @@ fn bare() -> BareSnapshot {
 fn bench_snapshot(c: &mut Criterion) {
     let state = state();
     let bytes = serde_json::to_vec(&state).unwrap();
+    let stored = snapshot::encode(&state).unwrap();
     let bare = bare();
     let bare_bytes = serde_json::to_vec(&bare).unwrap();
     let env = ApplyEnv::default();
@@ -114,6 +117,9 @@ fn bench_snapshot(c: &mut Criterion) {
     group.bench_function("warden_partner_state", |b| {
         b.iter(|| black_box(serde_json::to_vec(black_box(&state)).unwrap()))
     });
+    group.bench_function("warden_stored_lz4", |b| {
+        b.iter(|| black_box(snapshot::encode(black_box(&state)).unwrap()))
+    });
     group.bench_function("baseline_plain_struct", |b| {
         b.iter(|| black_box(serde_json::to_vec(black_box(&bare)).unwrap()))
     });
@@ -124,9 +130,12 @@ fn bench_snapshot(c: &mut Criterion) {
     group.bench_function("warden_partner_state", |b| {
         b.iter(|| black_box(serde_json::from_slice::<PartnerState>(black_box(&bytes)).unwrap()))
     });
+    group.bench_function("warden_stored_lz4", |b| {
+        b.iter(|| black_box(snapshot::decode(black_box(&stored)).unwrap()))
+    });
     group.bench_function("warden_decode_then_apply", |b| {
         b.iter(|| {
-            let mut s: PartnerState = serde_json::from_slice(black_box(&bytes)).unwrap();
+            let mut s = snapshot::decode(black_box(&stored)).unwrap();
             black_box(s.apply(black_box(&next), &rules).unwrap());
             black_box(s)
         })
@@ -138,8 +147,9 @@ fn bench_snapshot(c: &mut Criterion) {
     });
     group.finish();
     eprintln!(
-        "snapshot sizes: PartnerState {} bytes, plain struct {} bytes",
+        "snapshot sizes: PartnerState {} bytes of JSON, {} bytes stored, plain struct {} bytes",
         bytes.len(),
+        stored.len(),
         bare_bytes.len()
     );
 }

@@ -227,7 +227,7 @@ impl Handler<TakeSnapshot> for PartnerActor {
     type Result = Result<Snapshot, String>;
 
     fn handle(&mut self, _msg: TakeSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
-        let bytes = serde_json::to_vec(&self.state).map_err(|e| e.to_string())?;
+        let bytes = crate::store::snapshot::encode(&self.state).map_err(|e| e.to_string())?;
         self.trimmed = false;
         Ok(Snapshot {
             partner_id: self.state.partner_id.clone(),

@@ -356,9 +356,14 @@ async fn floor_switch(
 ) -> Result<()> {
     let url = format!("{}/healthz", args.admin_url);
     let get_agent = agent.clone();
-    tokio::task::spawn_blocking(move || get_agent.get(&url).call().map(|_| ()))
-        .await?
-        .context("GET /healthz")?;
+    tokio::task::spawn_blocking(move || {
+        get_agent
+            .get(&url)
+            .call()
+            .map(|_| ())
+            .context("GET /healthz")
+    })
+    .await??;
     let prefix = &args.prefix;
     let record = json!({"ref": format!("floor:{target}"), "action": "kill_switch.create"});
     let _: () = redis::cmd("ZADD")

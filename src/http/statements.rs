@@ -60,7 +60,7 @@ pub(super) async fn current_state(state: &ApiState, id: &str) -> Result<PartnerS
                 .store_call(async move { store.load_partner(p, &key).await })
                 .await?;
             match bytes {
-                Some(b) => serde_json::from_slice::<PartnerState>(&b)
+                Some(b) => crate::store::snapshot::decode(&b)
                     .map_err(|e| ApiError::Internal(format!("stored state unreadable: {e}")))?,
                 None if state.control.read().partner(id).is_some() => PartnerState::new(id),
                 None => return Err(ApiError::NotFound(format!("partner {id}"))),

@@ -1022,7 +1022,7 @@ async fn load_states(
         .map(|(id, res)| {
             let state = match res {
                 Ok(None) => Some(PartnerState::new(id.clone())),
-                Ok(Some((bytes, ids))) => match serde_json::from_slice::<PartnerState>(&bytes) {
+                Ok(Some((bytes, ids))) => match crate::store::snapshot::decode(&bytes) {
                     Ok(mut state) => {
                         state.restore_dedup(ids);
                         Some(state)

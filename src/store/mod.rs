@@ -15,6 +15,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 mod scripts;
+pub mod snapshot;
 pub mod statements;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ pub struct PartitionWrite {
     pub epoch: u64,
     /// Next offset to read per topic (the offset of the last applied record + 1).
     pub offsets: Offsets,
-    /// Serialized partner state (JSON bytes), by partner id.
+    /// Encoded partner state ([`snapshot::encode`]), by partner id.
     pub partners: Vec<(String, Vec<u8>)>,
     /// What changed in each partner's dedup window (written in the same atomic write).
     pub dedup: Vec<(String, DedupDelta)>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use warden::domain::partner::PartnerState;
 use warden::loadgen::UsageTruth;
 use warden::store::redis::RedisStore;
-use warden::store::StateStore;
+use warden::store::{snapshot, StateStore};
 
 use super::stream::PARTITIONS;
 
@@ -23,7 +23,7 @@ pub fn durable_totals(redis_url: &str, prefix: &str) -> BTreeMap<String, UsageTr
         for p in 0..PARTITIONS {
             for id in store.partner_ids(p).await.unwrap() {
                 let bytes = store.load_partner(p, &id).await.unwrap().unwrap();
-                let s: PartnerState = serde_json::from_slice(&bytes).unwrap();
+                let s: PartnerState = snapshot::decode(&bytes).unwrap();
                 out.insert(
                     id,
                     UsageTruth {
