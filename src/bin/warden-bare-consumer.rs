@@ -4,6 +4,9 @@
 //! its bytes. What warden adds on top (decode, routing, actors, durable snapshots) is the
 //! difference between the two figures.
 //!
+//! `--also-read` adds topics to fetch (all their records count too): warden fetches its
+//! three input topics, so that is the broker's work it must be compared with.
+//!
 //! Prints one JSON line: records read, seconds from the first record to the last, and
 //! records per second over that span. Exit 1 if `--expect` records did not arrive within
 //! `--timeout`.
@@ -28,6 +31,10 @@ struct Args {
     brokers: String,
     #[arg(long)]
     topic: String,
+    /// Also fetch every partition of these topics (warden's other input topics, which it
+    /// fetches alongside the usage topic, so the broker serves the same partitions).
+    #[arg(long = "also-read")]
+    also_read: Vec<String>,
     /// Stop after this many records.
     #[arg(long)]
     expect: u64,
@@ -60,23 +67,27 @@ fn run(args: &Args) -> Result<bool, String> {
         .set("enable.partition.eof", "false")
         .create()
         .map_err(|e| format!("consumer: {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
-        .map_err(|e| format!("metadata: {e}"))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == args.topic)
-        .map_or(0, |t| t.partitions().len());
-    if partitions == 0 {
-        return Err(format!("topic {} not found", args.topic));
-    }
     // Assigned, not subscribed: no group join in the timed span.
     let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        assignment
-            .add_partition_offset(&args.topic, p, Offset::Beginning)
-            .map_err(|e| format!("assignment: {e}"))?;
+    let mut partitions = 0;
+    for topic in std::iter::once(&args.topic).chain(&args.also_read) {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| format!("metadata: {e}"))?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        if count == 0 {
+            return Err(format!("topic {topic} not found"));
+        }
+        for p in 0..count as i32 {
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| format!("assignment: {e}"))?;
+        }
+        partitions += count;
     }
     consumer
         .assign(&assignment)
