@@ -117,7 +117,21 @@ impl RedisStore {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let timeout = self.timeout;
+        self.run_within(what, self.timeout, op).await
+    }
+
+    /// [`run`](Self::run) with another deadline.
+    async fn run_within<T, F, Fut>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
         let op = op(self.conn.clone());
         let task = self
             .runtime
@@ -132,6 +146,34 @@ impl RedisStore {
             ))),
         }
     }
+}
+
+/// How long a commit may take: the store's timeout, plus what Redis needs to take in and
+/// apply a big one (about 50 ms a MiB and 10 µs an entry, several times what it needs on
+/// the bench machine). A commit that times out has still been sent, so Redis runs it all
+/// the same; failing it only made the next try bigger, and a partition holding 100,000
+/// fresh partners never got a flush through a flat 500 ms.
+pub(crate) fn commit_deadline(timeout: Duration, write: &PartitionWrite) -> Duration {
+    let bytes: usize = write
+        .partners
+        .iter()
+        .map(|(id, snapshot)| id.len() + snapshot.len())
+        .chain(
+            write
+                .dedup
+                .iter()
+                .flat_map(|(_, d)| d.added.iter().map(|(_, id)| id.len() + 16)),
+        )
+        .sum();
+    let entries = write.partners.len()
+        + write
+            .dedup
+            .iter()
+            .map(|(_, d)| d.added.len())
+            .sum::<usize>();
+    timeout
+        + Duration::from_micros((bytes as u64).saturating_mul(50_000) >> 20)
+        + Duration::from_micros(10 * entries as u64)
 }
 
 #[async_trait]
@@ -184,8 +226,9 @@ impl StateStore for RedisStore {
                 .map(|(partner, _)| self.keys.dedup(partition, partner)),
         );
         let script = Arc::clone(&self.commit);
+        let deadline = commit_deadline(self.timeout, &write);
         let reply = self
-            .run("commit", |mut conn| async move {
+            .run_within("commit", deadline, |mut conn| async move {
                 let argv = scripts::commit_argv(write);
                 let mut invocation = script.prepare_invoke();
                 invocation.key(&keys[..]).arg(argv);
@@ -297,6 +340,43 @@ fn is_bad_data(err: &RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_big_commit_gets_time_for_its_size_and_a_small_one_the_timeout() {
+        let timeout = Duration::from_millis(500);
+        let small = PartitionWrite {
+            partners: vec![("p-1".into(), vec![0; 700])],
+            ..Default::default()
+        };
+        let small_deadline = commit_deadline(timeout, &small);
+        assert!(small_deadline >= timeout && small_deadline < timeout + Duration::from_millis(1));
+        // 12,500 fresh partners (700-byte snapshots, 5 new ids each): one partition's
+        // first flush when 100,000 partners arrive at once.
+        let big = PartitionWrite {
+            partners: (0..12_500)
+                .map(|i| (format!("p-{i:07}"), vec![0; 700]))
+                .collect(),
+            dedup: (0..12_500)
+                .map(|i| {
+                    let added = (0..5).map(|k| (k, format!("p-{i:07}-e{k}"))).collect();
+                    (
+                        format!("p-{i:07}"),
+                        crate::domain::dedup::DedupDelta {
+                            added,
+                            evict_below_ms: None,
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let big_deadline = commit_deadline(timeout, &big);
+        assert!(
+            big_deadline > timeout + Duration::from_millis(1_000),
+            "{big_deadline:?}"
+        );
+        assert!(big_deadline < Duration::from_secs(10), "{big_deadline:?}");
+    }
 
     #[test]
     fn wrong_types_and_non_integers_are_corrupt() {
