@@ -83,9 +83,11 @@ impl RedisStore {
         // The error does not include the URL, which may hold a password.
         let client =
             Client::open(url).map_err(|err| StoreError::Corrupt(format!("redis url: {err}")))?;
+        // No response timeout on the connection: every call is bounded by `run`, and a
+        // commit's bound grows with its size (`commit_deadline`), which a flat per-response
+        // timeout here would cut short.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_factor(RECONNECT_BACKOFF_FACTOR)
             .set_max_delay(RECONNECT_MAX_DELAY_MS);
