@@ -15,8 +15,9 @@
 //!   `warden_event_apply_seconds` histogram, `warden_events_total`, and the hdrhistogram
 //!   window once per partner batch;
 //! - every 10,000 events (a 100 ms `flush_interval` at 100k events/s) and at the end:
-//!   encode every dirty partner (`store::snapshot::encode`) and commit one `PartitionWrite` per partition with its
-//!   offsets to a `MemoryStore` through the `StateStore` trait (tokio current-thread).
+//!   encode every dirty partner (`store::snapshot::encode`) and commit one `PartitionWrite`
+//!   per partition with its offsets to a `MemoryStore` through the `StateStore` trait
+//!   (tokio current-thread).
 //!
 //! Not here: the hop from the consumer thread to the actors' arbiters (actix mailboxes)
 //! and the broker and Redis round trips: `scripts/bench-e2e` measures those.

@@ -155,7 +155,7 @@ impl RedisStore {
 /// the bench machine). A commit that times out has still been sent, so Redis runs it all
 /// the same; failing it only made the next try bigger, and a partition holding 100,000
 /// fresh partners never got a flush through a flat 500 ms.
-pub(crate) fn commit_deadline(timeout: Duration, write: &PartitionWrite) -> Duration {
+fn commit_deadline(timeout: Duration, write: &PartitionWrite) -> Duration {
     let bytes: usize = write
         .partners
         .iter()

@@ -56,19 +56,18 @@ pub fn to_json(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, SnapshotError
         None => Err(SnapshotError::Empty),
         Some(&LEGACY_JSON) => Ok(std::borrow::Cow::Borrowed(bytes)),
         Some(&TAG_LZ4_JSON) => {
-            let body = &bytes[1..];
-            let size = body
-                .get(..4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .ok_or_else(|| SnapshotError::Decompress("truncated size".into()))?;
+            let decompress =
+                |e: lz4_flex::block::DecompressError| SnapshotError::Decompress(e.to_string());
+            let (size, block) =
+                lz4_flex::block::uncompressed_size(&bytes[1..]).map_err(decompress)?;
             if size > MAX_DECODED_BYTES {
                 return Err(SnapshotError::Decompress(format!(
                     "claims {size} bytes, over the {MAX_DECODED_BYTES}-byte limit"
                 )));
             }
-            lz4_flex::decompress_size_prepended(body)
+            lz4_flex::block::decompress(block, size)
                 .map(std::borrow::Cow::Owned)
-                .map_err(|e| SnapshotError::Decompress(e.to_string()))
+                .map_err(decompress)
         }
         Some(&other) => Err(SnapshotError::UnknownTag(other)),
     }
