@@ -52,7 +52,11 @@ fn embedded_default_serves_partners_metrics_and_stops_cleanly() {
     // The busiest simulated partner is known, with live usage totals.
     let view = daemon.get_json_with_token("/v1/partners/p-00000", Some(&token));
     assert_eq!(view["partner_id"], "p-00000");
-    assert!(view["usage"]["requests"].as_u64().unwrap() > 0, "{view}");
+    assert!(
+        view["usage"]["requests"].as_u64().unwrap() > 0,
+        "{view}\n{}",
+        daemon.output()
+    );
     assert!(view["last_seen"].is_string(), "{view}");
     assert_eq!(view["tier"], "platinum");
 
@@ -176,6 +180,6 @@ fn the_top_partners_view_is_opt_in_and_bounded() {
             .collect();
         series.len() == 5 && series.iter().any(|l| l.contains("partner_id=\"p-00000\""))
     });
-    assert!(shown, "top-5 view: {series:#?}");
+    assert!(shown, "top-5 view: {series:#?}\n{}", daemon.output());
     assert!(daemon.terminate().success());
 }

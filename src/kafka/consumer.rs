@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::TopicPartitionList;
 
@@ -71,14 +71,8 @@ impl ConsumerContext for WardenContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let assignment = self.pipeline.lock().on_assign(tpl, consumer);
-                if let Err(e) = consumer.assign(&assignment) {
+                if let Err(e) = take_assignment(consumer, &assignment) {
                     tracing::error!(error = %e, "assign failed");
-                }
-                // A fresh owner starts unpaused: librdkafka keeps a partition's pause flag
-                // across assignments, so one paused by its previous owner here (back-pressure,
-                // or fenced) would otherwise never be read again.
-                if let Err(e) = consumer.resume(&assignment) {
-                    tracing::warn!(error = %e, "resume after assign failed");
                 }
             }
             other => {
@@ -93,6 +87,25 @@ impl ConsumerContext for WardenContext {
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Starts fetching `assignment` (each partition at its offset), unpaused.
+///
+/// librdkafka keeps a partition's pause flag across assignments, so a partition paused
+/// here before (back-pressure, or fenced) must be resumed or it is never read again. The
+/// resume comes *before* `assign`: one issued right after it bumps the partition's op
+/// version past the fetch start `assign` queued, which librdkafka then drops as outdated
+/// (librdkafka #2190, #5591), and the partition stays assigned and silent, with no log
+/// line and no error. Resuming a partition that is not paused, or not known yet, is a
+/// no-op.
+pub fn take_assignment<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    assignment: &TopicPartitionList,
+) -> KafkaResult<()> {
+    if let Err(e) = consumer.resume(assignment) {
+        tracing::warn!(error = %e, "resume before assign failed");
+    }
+    consumer.assign(assignment)
 }
 
 pub struct ConsumerSettings {
@@ -185,5 +198,89 @@ fn poll_loop(
         pipeline.flush(consumer, false);
         pipeline.publish_decisions();
         pipeline.maintenance();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Offset;
+
+    use super::*;
+
+    const TOPIC: &str = "assign-after-pause";
+    const PARTITIONS: i32 = 8;
+    const ROUNDS: i64 = 12;
+
+    /// Every partition is paused (back-pressure), let go and assigned again at the offset
+    /// reached, as in a rebalance, round after round: each time, every partition is read
+    /// again, from that offset. (Resuming after `assign`, as warden once did, can lose a
+    /// race with the fetch start and leave a partition silent; that race needs the
+    /// client's threads scheduled just so, and this test has not caught it. What it does
+    /// catch is a partition left paused.)
+    #[test]
+    fn a_partition_paused_before_reassignment_is_read_again_after_it() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for i in 0..ROUNDS {
+            for p in 0..PARTITIONS {
+                let payload = i.to_string();
+                producer
+                    .send(
+                        BaseRecord::<(), _>::to(TOPIC)
+                            .partition(p)
+                            .payload(&payload),
+                    )
+                    .unwrap();
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "assign-after-pause")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut next: HashMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+        for round in 0..ROUNDS {
+            let mut assignment = TopicPartitionList::new();
+            for (p, o) in &next {
+                assignment
+                    .add_partition_offset(TOPIC, *p, Offset::Offset(*o))
+                    .unwrap();
+            }
+            take_assignment(&consumer, &assignment).unwrap();
+            // One record of each partition per round.
+            let mut read: HashMap<i32, i64> = HashMap::new();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while read.len() < PARTITIONS as usize && Instant::now() < deadline {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                    if m.offset() == next[&m.partition()] {
+                        read.insert(m.partition(), m.offset());
+                    }
+                }
+            }
+            let silent: Vec<i32> = (0..PARTITIONS).filter(|p| !read.contains_key(p)).collect();
+            assert!(
+                silent.is_empty(),
+                "round {round}: partitions {silent:?} were never read"
+            );
+            for p in 0..PARTITIONS {
+                *next.get_mut(&p).unwrap() += 1;
+            }
+            consumer.pause(&assignment).unwrap();
+            consumer.unassign().unwrap();
+        }
     }
 }
