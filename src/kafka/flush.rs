@@ -170,7 +170,7 @@ impl Pipeline {
         for (p, ps) in self.partitions.iter_mut() {
             // Records held behind a barrier are bounded like unflushed ones: past the
             // bound the partition stops fetching until the barrier's flush has started.
-            if ps.not_durable() >= max_unflushed {
+            if ps.over_bounds(max_unflushed) {
                 ps.pause_for_backpressure(consumer, &self.topics, *p);
             }
             if ps.flushing.is_some() || !ps.has_changes() {
@@ -179,9 +179,8 @@ impl Pipeline {
             let due = ps.barrier.is_some()
                 || force
                 || (now >= ps.retry_at
-                    && (ps.urgent
-                        || now.duration_since(ps.last_flush) >= interval
-                        || ps.unflushed >= max_unflushed / 2));
+                    && (ps.flush_pressing(max_unflushed)
+                        || now.duration_since(ps.last_flush) >= interval));
             if !due {
                 continue;
             }

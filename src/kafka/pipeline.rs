@@ -175,6 +175,19 @@ pub(super) struct ToPublish {
 /// sent again whole, for ever, while Redis still ran every script of each try.
 pub(super) const PUBLISH_BATCH: usize = 512;
 
+/// Most partners one flush snapshots. A flush's write is one Redis script, and Redis runs
+/// nothing else meanwhile: 48,000 fresh partners in one write held every other client
+/// (loads, decisions, kill switches) for a second, their calls timed out and were retried,
+/// and the retries piled up in memory. A partition whose dirty partners reach half of this
+/// flushes at once; at the whole of it, it stops fetching until its flush has started.
+/// Offsets stay exact: a flush still snapshots every partner that is dirty.
+pub(super) const MAX_FLUSH_PARTNERS: usize = 2_048;
+
+/// Most outbox items of a partition waiting to be published. Publication needs the audit
+/// log and the data plane; while they lag, the partition stops fetching rather than
+/// queueing the decisions of every later event in memory.
+pub(super) const MAX_PUBLISH_BACKLOG: usize = 10_000;
+
 /// Moves the first [`PUBLISH_BATCH`] waiting items, in order, to the data-plane stage and
 /// returns their ids and items.
 fn next_publish_batch(to_publish: &mut [ToPublish]) -> (Vec<String>, Vec<Outgoing>) {
@@ -271,6 +284,21 @@ impl PartitionState {
 
     pub fn has_changes(&self) -> bool {
         !self.dirty.is_empty() || !self.pending_dlq.is_empty() || self.next != self.durable
+    }
+
+    /// Whether the partition holds as much as it may before it stops fetching: events not
+    /// durable, partners for its next flush, or items waiting to be published.
+    pub fn over_bounds(&self, max_unflushed: usize) -> bool {
+        self.not_durable() >= max_unflushed
+            || self.dirty.len() >= MAX_FLUSH_PARTNERS
+            || self.to_publish.len() >= MAX_PUBLISH_BACKLOG
+    }
+
+    /// Whether enough is pending to flush without waiting for the interval.
+    pub fn flush_pressing(&self, max_unflushed: usize) -> bool {
+        self.urgent
+            || self.unflushed >= max_unflushed / 2
+            || self.dirty.len() >= MAX_FLUSH_PARTNERS / 2
     }
 }
 
@@ -567,7 +595,7 @@ impl Pipeline {
             if ps.paused
                 && ps.stalled.is_empty()
                 && ps.loading.is_empty()
-                && ps.not_durable() < self.settings.max_unflushed
+                && !ps.over_bounds(self.settings.max_unflushed)
             {
                 ps.paused = false;
                 pause(consumer, &self.topics, *p, false);
@@ -1151,6 +1179,39 @@ mod tests {
                 stage: Stage::Waiting,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_partition_stops_fetching_at_any_of_its_bounds_and_flushes_before() {
+        let max_unflushed = 1_000;
+        let mut ps = PartitionState::new(1, BTreeMap::new());
+        assert!(!ps.over_bounds(max_unflushed));
+        assert!(!ps.flush_pressing(max_unflushed));
+
+        // Many fresh partners with one event each: a flush is pressing at half the
+        // partner bound, fetching stops at the whole of it, whatever the event count.
+        ps.dirty = (0..MAX_FLUSH_PARTNERS / 2)
+            .map(|i| format!("p-{i}"))
+            .collect();
+        assert!(ps.flush_pressing(max_unflushed));
+        assert!(!ps.over_bounds(max_unflushed));
+        ps.dirty = (0..MAX_FLUSH_PARTNERS).map(|i| format!("p-{i}")).collect();
+        assert!(ps.over_bounds(max_unflushed));
+        ps.dirty.clear();
+
+        // Events not yet durable.
+        ps.unflushed = max_unflushed / 2;
+        assert!(ps.flush_pressing(max_unflushed));
+        ps.unflushed = max_unflushed;
+        assert!(ps.over_bounds(max_unflushed));
+        ps.unflushed = 0;
+
+        // Decisions waiting for the audit log and the data plane.
+        ps.to_publish = waiting(MAX_PUBLISH_BACKLOG - 1);
+        assert!(!ps.over_bounds(max_unflushed));
+        ps.to_publish = waiting(MAX_PUBLISH_BACKLOG);
+        assert!(ps.over_bounds(max_unflushed));
+        assert!(!ps.flush_pressing(max_unflushed));
     }
 
     #[test]
