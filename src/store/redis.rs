@@ -47,6 +47,13 @@ const RECONNECT_MAX_DELAY_MS: u64 = 4_000;
 #[derive(Clone)]
 pub struct RedisStore {
     pub(super) conn: ConnectionManager,
+    /// Commits only, one at a time. A commit is megabytes of arguments and a script Redis
+    /// runs alone; on the shared connection, every load, decision and kill switch queued
+    /// behind each commit already sent, and under an influx of new partners loads timed
+    /// out by the ten thousand. On its own connection, Redis serves the other clients
+    /// between commits, so a call waits for one script at most. One at a time, so a
+    /// commit's deadline runs while Redis works on it, not while it waits behind others.
+    bulk: Arc<tokio::sync::Mutex<ConnectionManager>>,
     runtime: Handle,
     pub(super) keys: Keys,
     commit: Arc<Script>,
@@ -91,20 +98,21 @@ impl RedisStore {
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_factor(RECONNECT_BACKOFF_FACTOR)
             .set_max_delay(RECONNECT_MAX_DELAY_MS);
-        let conn =
-            match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
-                .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(err)) => return Err(classify("connect", err)),
-                Err(_) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "redis connect: no connection within {timeout:?}"
-                    )))
-                }
-            };
+        let connect = || async {
+            let manager = ConnectionManager::new_with_config(client.clone(), config.clone());
+            match tokio::time::timeout(timeout, manager).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(err)) => Err(classify("connect", err)),
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "redis connect: no connection within {timeout:?}"
+                ))),
+            }
+        };
+        let conn = connect().await?;
+        let bulk = Arc::new(tokio::sync::Mutex::new(connect().await?));
         Ok(RedisStore {
             conn,
+            bulk,
             runtime: Handle::current(),
             keys: Keys::new(key_prefix),
             commit: Arc::new(scripts::commit_script()),
@@ -119,12 +127,13 @@ impl RedisStore {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.run_within(what, self.timeout, op).await
+        self.run_on(self.conn.clone(), what, self.timeout, op).await
     }
 
-    /// [`run`](Self::run) with another deadline.
-    async fn run_within<T, F, Fut>(
+    /// [`run`](Self::run) on the given connection, with the given deadline.
+    async fn run_on<T, F, Fut>(
         &self,
+        conn: ConnectionManager,
         what: &'static str,
         timeout: Duration,
         op: F,
@@ -134,7 +143,7 @@ impl RedisStore {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let op = op(self.conn.clone());
+        let op = op(conn);
         let task = self
             .runtime
             .spawn(async move { tokio::time::timeout(timeout, op).await });
@@ -229,8 +238,9 @@ impl StateStore for RedisStore {
         );
         let script = Arc::clone(&self.commit);
         let deadline = commit_deadline(self.timeout, &write);
+        let turn = self.bulk.lock().await;
         let reply = self
-            .run_within("commit", deadline, |mut conn| async move {
+            .run_on(turn.clone(), "commit", deadline, |mut conn| async move {
                 let argv = scripts::commit_argv(write);
                 let mut invocation = script.prepare_invoke();
                 invocation.key(&keys[..]).arg(argv);
