@@ -1,11 +1,16 @@
 //! The `warden` binary: parse the command line, load the configuration, run. Exit codes
 //! (CONTRACT §8): 0 clean stop, 1 fatal runtime error, 2 bad configuration.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use warden::cli::{AuditAction, Cli, Command, TokenAction, DEFAULT_CONFIG};
 use warden::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
