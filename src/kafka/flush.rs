@@ -201,7 +201,7 @@ impl Pipeline {
                 Some(b) => (b.offsets, Some((b.held, b.dead_letters))),
                 None => (ps.next.clone(), None),
             };
-            let partners: Vec<String> = ps.dirty.drain().collect();
+            let partners = ps.take_flush_partners();
             // Queued now, on this thread: each lands behind the batches routed so far. A
             // fresh clone of the address, because `try_send` may have parked the slot's
             // own sender, and a parked sender's request would only be queued when the io

@@ -65,7 +65,13 @@ pub(super) struct PartitionState {
     /// Next offset per topic as stored with the last successful snapshot.
     pub durable: BTreeMap<String, i64>,
     pub partners: HashMap<String, Slot>,
+    /// Partners with events applied since their last snapshot: the next flush must take
+    /// them all, since its offsets cover their events.
     pub dirty: HashSet<String>,
+    /// Partners changed by time alone (a ladder calming down, a quota month, a control
+    /// fact): no offset depends on them, so a flush takes what fits under
+    /// [`MAX_FLUSH_PARTNERS`] and leaves the rest for the next one.
+    pub ticked: HashSet<String>,
     pub stalled: VecDeque<Sourced>,
     /// Dead letters the next flush must see acknowledged before it stores their offsets.
     pub pending_dlq: Vec<PendingDeadLetter>,
@@ -180,8 +186,9 @@ pub(super) const PUBLISH_BATCH: usize = 512;
 /// (loads, decisions, kill switches) for a second, their calls timed out and were retried,
 /// and the retries piled up in memory. A partition whose dirty partners reach half of this
 /// flushes at once; at the whole of it, it stops fetching until its flush has started.
-/// Offsets stay exact: a flush still snapshots every partner that is dirty.
-pub(super) const MAX_FLUSH_PARTNERS: usize = 2_048;
+/// Offsets stay exact: a flush still snapshots every partner with events below its
+/// offsets; only partners changed by time alone wait for a later flush.
+pub(super) const MAX_FLUSH_PARTNERS: usize = 1_024;
 
 /// Most outbox items of a partition waiting to be published. Publication needs the audit
 /// log and the data plane; while they lag, the partition stops fetching rather than
@@ -222,6 +229,7 @@ impl PartitionState {
             durable: offsets,
             partners: HashMap::new(),
             dirty: HashSet::new(),
+            ticked: HashSet::new(),
             stalled: VecDeque::new(),
             pending_dlq: Vec::new(),
             unflushed: 0,
@@ -283,7 +291,32 @@ impl PartitionState {
     }
 
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty() || !self.pending_dlq.is_empty() || self.next != self.durable
+        !self.dirty.is_empty()
+            || !self.ticked.is_empty()
+            || !self.pending_dlq.is_empty()
+            || self.next != self.durable
+    }
+
+    /// The partners the next flush snapshots: every dirty one, and as many of those
+    /// changed by time alone as fit under [`MAX_FLUSH_PARTNERS`]. A storm of ladders
+    /// calming down at once (every partner throttled in the same second) is written over
+    /// several flushes instead of one commit that holds Redis for seconds.
+    pub fn take_flush_partners(&mut self) -> Vec<String> {
+        let mut taken = std::mem::take(&mut self.dirty);
+        let room = MAX_FLUSH_PARTNERS.saturating_sub(taken.len());
+        let mut moved = 0;
+        self.ticked.retain(|id| {
+            if taken.contains(id) {
+                false
+            } else if moved < room {
+                moved += 1;
+                taken.insert(id.clone());
+                false
+            } else {
+                true
+            }
+        });
+        taken.into_iter().collect()
     }
 
     /// Whether the partition holds as much as it may before it stops fetching: events not
@@ -639,6 +672,7 @@ impl Pipeline {
         }
         ps.partners.clear();
         ps.dirty.clear();
+        ps.ticked.clear();
         ps.stalled.clear();
         ps.pending_dlq.clear();
         ps.barrier = None;
@@ -688,7 +722,7 @@ impl Pipeline {
         let mut unflushed = 0;
         let mut paused = 0;
         for (p, ps) in self.partitions.iter_mut() {
-            let dirty = &ps.dirty;
+            let (dirty, ticked) = (&ps.dirty, &ps.ticked);
             let in_flight = ps.flushing.as_ref().map(|f| &f.partners);
             let held = ps.barrier.iter().flat_map(|b| b.held.iter());
             let stalled_ids: HashSet<&str> = ps
@@ -700,6 +734,7 @@ impl Pipeline {
             let registry = &self.registry;
             ps.partners.retain(|id, slot| {
                 let keep = dirty.contains(id)
+                    || ticked.contains(id)
                     || in_flight.is_some_and(|f| f.contains(id))
                     || stalled_ids.contains(id.as_str())
                     || slot.last_routed.elapsed() < idle;
@@ -865,7 +900,7 @@ impl Pipeline {
         for (partner, n) in acks {
             if let Some(slot) = ps.partners.get(&partner) {
                 // Losing an ack is harmless: the entry is re-published with its seq, and
-                // the store applies an outbox id once. The partner is not made dirty here:
+                // the store applies an outbox id once. The partner is not marked for a flush here:
                 // its next tick does (at most a second later), so in a decision storm a
                 // partner is rewritten once a second, not after every publication.
                 slot.addr.do_send(AckOutbox(n));
@@ -990,7 +1025,8 @@ impl Pipeline {
     }
 
     /// Lets time pass for every live partner (ladder calm-down and dwell, quota months,
-    /// pilot expiry); partners whose state changed are snapshotted at the next flush.
+    /// pilot expiry); partners whose state changed are snapshotted by the next flushes
+    /// (`ticked`).
     pub fn tick(&mut self) {
         self.wake_for_control();
         let wall_now = Utc::now();
@@ -1009,8 +1045,8 @@ impl Pipeline {
                 })
             })));
             for ((id, _), changed) in actors.into_iter().zip(replies) {
-                if matches!(changed, Ok(true)) {
-                    ps.dirty.insert(id);
+                if matches!(changed, Ok(true)) && !ps.dirty.contains(&id) {
+                    ps.ticked.insert(id);
                 }
             }
         }
@@ -1212,6 +1248,29 @@ mod tests {
         ps.to_publish = waiting(MAX_PUBLISH_BACKLOG);
         assert!(ps.over_bounds(max_unflushed));
         assert!(!ps.flush_pressing(max_unflushed));
+    }
+
+    #[test]
+    fn a_flush_takes_every_dirty_partner_and_only_as_many_ticked_as_fit() {
+        let mut ps = PartitionState::new(1, BTreeMap::new());
+        ps.dirty = (0..10).map(|i| format!("d-{i}")).collect();
+        // Ticked partners, two of which also had events.
+        ps.ticked = (0..MAX_FLUSH_PARTNERS + 5)
+            .map(|i| format!("t-{i}"))
+            .chain(["d-0".to_owned(), "d-1".to_owned()])
+            .collect();
+        let first: HashSet<String> = ps.take_flush_partners().into_iter().collect();
+        assert_eq!(first.len(), MAX_FLUSH_PARTNERS);
+        assert!((0..10).all(|i| first.contains(&format!("d-{i}"))));
+        assert!(ps.dirty.is_empty());
+        // What did not fit waits, and keeps the partition's changes pending.
+        assert_eq!(ps.ticked.len(), 15);
+        assert!(ps.ticked.iter().all(|id| !first.contains(id)));
+        assert!(ps.has_changes());
+        let second: HashSet<String> = ps.take_flush_partners().into_iter().collect();
+        assert_eq!(second.len(), 15);
+        assert!(first.is_disjoint(&second));
+        assert!(!ps.has_changes());
     }
 
     #[test]
