@@ -160,10 +160,12 @@ impl RedisStore {
 }
 
 /// How long a commit may take: the store's timeout, plus what Redis needs to take in and
-/// apply a big one (about 50 ms a MiB and 10 µs an entry, several times what it needs on
-/// the bench machine). A commit that times out has still been sent, so Redis runs it all
-/// the same; failing it only made the next try bigger, and a partition holding 100,000
-/// fresh partners never got a flush through a flat 500 ms.
+/// apply and fsync a big one: about 200 ms a MiB and 10 µs an entry. With
+/// `appendfsync always`, Redis answers a commit only once its megabytes are on disk, and
+/// on the bench machine's disk that alone took a second for 3 MiB now and then (at 50 ms
+/// a MiB, such commits failed and were sent again). A commit that times out has still
+/// been sent, so Redis runs it all the same; failing it only made the next try bigger, and
+/// a partition holding 100,000 fresh partners never got a flush through a flat 500 ms.
 fn commit_deadline(timeout: Duration, write: &PartitionWrite) -> Duration {
     let bytes: usize = write
         .partners
@@ -183,7 +185,7 @@ fn commit_deadline(timeout: Duration, write: &PartitionWrite) -> Duration {
             .map(|(_, d)| d.added.len())
             .sum::<usize>();
     timeout
-        + Duration::from_micros((bytes as u64).saturating_mul(50_000) >> 20)
+        + Duration::from_micros((bytes as u64).saturating_mul(200_000) >> 20)
         + Duration::from_micros(10 * entries as u64)
 }
 
