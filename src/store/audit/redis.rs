@@ -105,11 +105,14 @@ impl AuditLog for RedisStore {
             return append_one_by_one(self, entries).await;
         }
         let keys = self.audit_keys();
-        let turn = append_turn(self.keys.prefix());
+        // A batch is the publication's, in the background: its wait for the turn does not
+        // count against the timeout (8 partitions' batches queue here in a decision storm,
+        // and counting the wait failed them and sent them again). A single append (a
+        // person's request) still counts it.
+        let mut known_head = append_turn(self.keys.prefix()).lock_owned().await;
         let batch = entries.clone();
         let pipelined = self
             .run("audit append", move |mut conn| async move {
-                let mut known_head = turn.lock_owned().await;
                 let mut head = match known_head.take() {
                     Some(head) => head,
                     None => read_head(&mut conn, &keys[0]).await?,
