@@ -208,12 +208,13 @@ wait_for_tansu() {
   return 1
 }
 
-# SIGTERM, a grace period, then SIGKILL. Only ever the pid we started.
+# stop_pid PID NAME [SECONDS]: SIGTERM, SECONDS of grace (5), then SIGKILL. Only ever
+# the pid we started.
 stop_pid() {
-  local pid=$1 name=$2 i
+  local pid=$1 name=$2 seconds=${3:-5} i
   pid_alive "$pid" || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
+  for ((i = 0; i < seconds * 10; i++)); do
     pid_alive "$pid" || break
     sleep 0.1
   done
