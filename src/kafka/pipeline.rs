@@ -323,15 +323,27 @@ impl PartitionState {
     /// durable, partners for its next flush, or items waiting to be published.
     pub fn over_bounds(&self, max_unflushed: usize) -> bool {
         self.not_durable() >= max_unflushed
-            || self.dirty.len() >= MAX_FLUSH_PARTNERS
+            || self.partners_to_flush() >= MAX_FLUSH_PARTNERS
             || self.to_publish.len() >= MAX_PUBLISH_BACKLOG
+    }
+
+    /// At most how many partners the next flush will take: the dirty ones, and one for
+    /// every partner loading and every record stalled or held behind a barrier (each may
+    /// make one more partner dirty once delivered). Counting only the dirty ones let an
+    /// influx of new partners (every one loads, later records wait behind a barrier) make
+    /// flushes of tens of thousands of partners.
+    fn partners_to_flush(&self) -> usize {
+        self.dirty.len()
+            + self.loading.len()
+            + self.stalled.len()
+            + self.barrier.as_ref().map_or(0, |b| b.held.len())
     }
 
     /// Whether enough is pending to flush without waiting for the interval.
     pub fn flush_pressing(&self, max_unflushed: usize) -> bool {
         self.urgent
             || self.unflushed >= max_unflushed / 2
-            || self.dirty.len() >= MAX_FLUSH_PARTNERS / 2
+            || self.partners_to_flush() >= MAX_FLUSH_PARTNERS / 2
     }
 }
 
@@ -1200,6 +1212,25 @@ mod tests {
     use super::*;
     use crate::domain::partner::AuditNote;
 
+    fn usage(partner: &str) -> Sourced {
+        Sourced {
+            topic: crate::domain::event::TopicKind::Usage,
+            partition: 0,
+            offset: 0,
+            event: crate::domain::event::PartnerEvent::Usage(crate::domain::event::UsageEvent {
+                event_id: format!("{partner}-e"),
+                ts: Utc::now(),
+                partner_id: partner.to_owned(),
+                integration_id: "i".into(),
+                tenant_id: None,
+                requests: 1,
+                errors: 0,
+                auth_failures: 0,
+                bytes: 0,
+            }),
+        }
+    }
+
     fn waiting(n: usize) -> Vec<ToPublish> {
         (0..n)
             .map(|i| ToPublish {
@@ -1234,6 +1265,24 @@ mod tests {
         ps.dirty = (0..MAX_FLUSH_PARTNERS).map(|i| format!("p-{i}")).collect();
         assert!(ps.over_bounds(max_unflushed));
         ps.dirty.clear();
+
+        // Partners still loading, and records waiting behind a barrier, count too: each
+        // makes a partner dirty once delivered.
+        ps.loading = (0..MAX_FLUSH_PARTNERS / 2)
+            .map(|i| (format!("l-{i}"), Vec::new()))
+            .collect();
+        assert!(!ps.over_bounds(max_unflushed));
+        ps.barrier = Some(Barrier {
+            offsets: BTreeMap::new(),
+            held: (0..MAX_FLUSH_PARTNERS / 2)
+                .map(|i| usage(&format!("h-{i}")))
+                .collect(),
+            dead_letters: Vec::new(),
+        });
+        assert!(ps.over_bounds(max_unflushed));
+        ps.loading.clear();
+        ps.barrier = None;
+        assert!(!ps.over_bounds(max_unflushed));
 
         // Events not yet durable.
         ps.unflushed = max_unflushed / 2;
