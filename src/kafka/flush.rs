@@ -189,11 +189,7 @@ impl Pipeline {
             // keeps meeting new partners still flushes one load round trip later.
             if !ps.stalled.is_empty() || !ps.loading.is_empty() {
                 if ps.barrier.is_none() {
-                    ps.barrier = Some(Barrier {
-                        offsets: ps.next.clone(),
-                        held: Vec::new(),
-                        dead_letters: Vec::new(),
-                    });
+                    ps.barrier = Some(Barrier::new(ps.next.clone()));
                 }
                 continue;
             }
