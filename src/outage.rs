@@ -11,8 +11,13 @@
 //!   and a global `ok` when the store answers again.
 //!
 //! Either way `warden_store_degraded{policy}` is 1 for the outage's length.
+//!
+//! The outage starts at the first failed call and ends only once every call has succeeded
+//! for [`STEADY`]: warden's Redis connections reconnect each on its own schedule, and
+//! lifting at the first success flapped a global suspension on and off while the last of
+//! them came back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -47,13 +52,54 @@ pub fn global_decision(down: bool, at: chrono::DateTime<Utc>) -> (String, String
     (format!("global:{STORE_TARGET}"), value.to_string())
 }
 
+/// How long the store must answer every call before an outage ends.
+pub const STEADY: Duration = Duration::from_secs(3);
+
+/// Whether the store is degraded, from samples of its reachability: degraded at the first
+/// sample down, not any more once every sample for [`STEADY`] was up.
+#[derive(Debug, Default)]
+pub struct Reachability {
+    degraded: bool,
+    up_since: Option<Instant>,
+}
+
+impl Reachability {
+    /// Takes one sample; returns whether the store is degraded now.
+    pub fn observe(&mut self, up: bool, now: Instant) -> bool {
+        if !up {
+            self.degraded = true;
+            self.up_since = None;
+        } else if self.degraded {
+            let since = *self.up_since.get_or_insert(now);
+            if now.duration_since(since) >= STEADY {
+                self.degraded = false;
+            }
+        }
+        self.degraded
+    }
+}
+
+/// Store calls of the pipeline that failed so far.
+fn store_errors() -> u64 {
+    ["load", "commit", "acquire"]
+        .iter()
+        .map(|op| METRICS.store_errors.with_label_values(&[op]).get())
+        .sum()
+}
+
 /// Follows the store's reachability (`warden_store_up`, kept by every store call of the
 /// pipeline) and applies `policy` on each change. Runs until the process ends.
 pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: String) {
     let gauge = METRICS.store_degraded.with_label_values(&[policy.as_str()]);
     let mut degraded = false;
+    let mut reachability = Reachability::default();
+    let mut errors = store_errors();
     loop {
-        let down = METRICS.store_up.get() == 0;
+        // Down if the last call failed, or any call failed since the last sample.
+        let (now_errors, last_up) = (store_errors(), METRICS.store_up.get() == 1);
+        let up = last_up && now_errors == errors;
+        errors = now_errors;
+        let down = reachability.observe(up, Instant::now());
         if down != degraded {
             let told = match policy {
                 FailurePolicy::FailOpen => true,
@@ -89,6 +135,29 @@ pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_starts_at_once_and_ends_only_after_steady_answers() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut r = Reachability::default();
+        assert!(!r.observe(true, at(0)));
+        assert!(
+            r.observe(false, at(250)),
+            "the first failure starts the outage"
+        );
+        // One connection back, another not yet: answers and failures alternate.
+        assert!(r.observe(true, at(500)));
+        assert!(r.observe(false, at(750)));
+        assert!(r.observe(true, at(1_000)));
+        assert!(r.observe(true, at(1_000 + STEADY.as_millis() as u64 - 1)));
+        assert!(!r.observe(true, at(1_000 + STEADY.as_millis() as u64)));
+        assert!(!r.observe(true, at(60_000)));
+        assert!(
+            r.observe(false, at(60_250)),
+            "a new outage starts at once again"
+        );
+    }
 
     #[test]
     fn fail_closed_decisions_suspend_then_lift_with_growing_seq() {
