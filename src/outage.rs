@@ -79,11 +79,15 @@ impl Reachability {
     }
 }
 
-/// Store calls of the pipeline that failed so far.
+/// Store calls that failed so far, whatever their `op` (`warden_store_errors_total`).
 fn store_errors() -> u64 {
-    ["load", "commit", "acquire"]
+    use prometheus::core::Collector;
+    METRICS
+        .store_errors
+        .collect()
         .iter()
-        .map(|op| METRICS.store_errors.with_label_values(&[op]).get())
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
         .sum()
 }
 

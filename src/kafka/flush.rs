@@ -168,8 +168,9 @@ impl Pipeline {
         let mut started = Vec::new();
         let mut released = Vec::new();
         for (p, ps) in self.partitions.iter_mut() {
-            // Records held behind a barrier are bounded like unflushed ones: past the
-            // bound the partition stops fetching until the barrier's flush has started.
+            // Past any of its bounds (events not durable, held records included; partners
+            // for the next flush; items to publish) the partition stops fetching until a
+            // flush or the publication brings it back under.
             if ps.over_bounds(max_unflushed) {
                 ps.pause_for_backpressure(consumer, &self.topics, *p);
             }

@@ -209,8 +209,9 @@ pub(super) const PUBLISH_BATCH: usize = 512;
 /// until its flush has started. Stopping costs a refetch (librdkafka drops what it had
 /// prefetched), so the bound sits above what a partition meets in a normal start (10,000
 /// new partners over 8 partitions never reach it); at 1,024, counting held records rather
-/// than their partners, `bench-e2e` fell from 0.75 to 0.28 of the bare consumer. Offsets stay exact: a flush still snapshots every partner
-/// with events below its offsets; only partners changed by time alone wait for a later one.
+/// than their partners, `bench-e2e` fell from 0.75 to 0.28 of the bare consumer. Offsets
+/// stay exact: a flush still snapshots every partner with events below its offsets; only
+/// partners changed by time alone wait for a later one.
 pub(super) const MAX_FLUSH_PARTNERS: usize = 4_096;
 
 /// Most outbox items of a partition waiting to be published. Publication needs the audit
