@@ -180,7 +180,14 @@ async fn run_with_io(
 
     let producer_lingering = |linger_ms: &str| -> Result<FutureProducer, RunError> {
         let mut c = base.clone();
+        // Keyed like every producer of the input topics (Kafka's Java default, murmur2):
+        // attribution records are keyed by the parent partner and read back by warden.
+        // With librdkafka's own default (CRC32), a parent's attribution landed on another
+        // partition than its usage, so two partition states each started an actor for
+        // the same partner, and the registry, the admin view and the snapshots saw one
+        // or the other.
         c.set("acks", "all")
+            .set("partitioner", "murmur2_random")
             .set("linger.ms", linger_ms)
             .set("message.timeout.ms", "30000");
         c.create().map_err(|e| fatal("producer")(e.to_string()))
