@@ -9,39 +9,51 @@
 //!   `decode_partner_record`, advance the partition's next offset, group by partition
 //!   and then by partner in offset order;
 //! - a partner seen for the first time is loaded from the store (a miss: a new state);
-//! - per partner batch, the actor's control catch-up (a read of the shared control table);
-//! - apply each event with enforcement (`PartnerState::apply_with`, the default program)
-//!   and the actor's per-event bookkeeping: two clock reads, the
-//!   `warden_event_apply_seconds` histogram, `warden_events_total`, and the hdrhistogram
-//!   window once per partner batch;
+//! - per partner batch, what the partner actor's `ApplyBatch` handler does, by the same
+//!   function (`actors::partner::Shared::apply_batch`): the control catch-up (a read of
+//!   the shared control table), then each event applied with enforcement (the default
+//!   program) and its metrics: two clock reads, the `warden_event_apply_seconds`
+//!   histogram, `warden_events_total`, and the hdrhistogram window;
 //! - every 10,000 events (a 100 ms `flush_interval` at 100k events/s) and at the end:
 //!   encode every dirty partner (`store::snapshot::encode`) and commit one `PartitionWrite`
 //!   per partition with its offsets to a `MemoryStore` through the `StateStore` trait
 //!   (tokio current-thread).
 //!
-//! Not here: the hop from the consumer thread to the actors' arbiters (actix mailboxes)
-//! and the broker and Redis round trips: `scripts/bench-e2e` measures those.
+//! Two ways of driving it:
+//! - `warden_decode_route_apply_snapshot`: one thread, a flush every 10,000 events (a
+//!   100 ms `flush_interval` at 100k events/s); the figure of every earlier pass;
+//! - `warden_2_workers_timed_flush`: the configuration, two cores. Two threads
+//!   each own half of the partitions (the daemon spreads partitions' actors over its
+//!   arbiters) and share one store; a partition flushes as the daemon's does, when its
+//!   `flush_interval` (100 ms) has passed or when it is pressing (half of
+//!   `max_unflushed_events`, or half of `MAX_FLUSH_PARTNERS` partners). So the work of a
+//!   flush is spread over more events as the rate rises, as in the daemon.
+//!
+//! Both use the daemon's allocator (mimalloc). Not here: the hop from the consumer thread
+//! to the actors' arbiters (actix mailboxes) and the broker and Redis round trips:
+//! `scripts/bench-e2e` measures those.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use futures::future::join_all;
 use parking_lot::RwLock;
 use serde::Deserialize;
+use warden::actors::messages::Sourced;
+use warden::actors::partner::{OutboxWaiting, Shared};
 use warden::domain::control::ControlTable;
 use warden::domain::enforcement::EnforcementPolicy;
-use warden::domain::event::{PartnerEvent, TopicKind};
+use warden::domain::event::TopicKind;
 use warden::domain::money::Program;
-use warden::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
+use warden::domain::partner::{ApplyRules, PartnerState};
 use warden::kafka::decode::{decode_partner_record, DecodeLimits};
+use warden::kafka::pipeline::MAX_FLUSH_PARTNERS;
 use warden::kafka::topics::partition_for_key;
-use warden::latency::APPLY_LATENCY;
 use warden::loadgen::{Generator, LoadSpec};
-use warden::metrics::METRICS;
 use warden::store::memory::MemoryStore;
 use warden::store::{snapshot, PartitionWrite, StateStore};
 
@@ -51,7 +63,15 @@ const PARTITIONS: i32 = 12;
 const POLL_BATCH: usize = 2_000;
 const FLUSH_EVERY: usize = 10_000;
 const TOPIC: &str = "warden.usage.v1";
+/// The daemon's defaults: `kafka.flush_interval`, `runtime.max_unflushed_events`.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_UNFLUSHED: usize = 50_000;
+const WORKERS: i32 = 2;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Clone)]
 struct Polled {
     partition: i32,
     offset: i64,
@@ -103,11 +123,12 @@ fn records() -> Vec<Polled> {
 }
 
 /// One owned partition: what the pipeline keeps about it between flushes.
-#[derive(Default)]
 struct Partition {
     epoch: u64,
     next: i64,
     dirty: HashSet<String>,
+    unflushed: usize,
+    last_flush: Instant,
 }
 
 struct Daemon {
@@ -118,19 +139,30 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Assignment: take every partition's epoch (untimed: once per rebalance, not per event).
+    /// Assignment of every partition (untimed: once per rebalance, not per event).
     fn assigned(rt: &tokio::runtime::Runtime, shared: &Arc<Shared>) -> Daemon {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-        let partitions = (0..PARTITIONS)
+        Daemon::owning(rt, shared, store, 0..PARTITIONS)
+    }
+
+    /// Assignment of `owned`: take each partition's epoch in `store`.
+    fn owning(
+        rt: &tokio::runtime::Runtime,
+        shared: &Arc<Shared>,
+        store: Arc<dyn StateStore>,
+        owned: impl Iterator<Item = i32>,
+    ) -> Daemon {
+        let partitions = owned
             .map(|p| {
                 let epoch = rt.block_on(store.acquire(p)).unwrap();
-                (
-                    p,
-                    Partition {
-                        epoch,
-                        ..Partition::default()
-                    },
-                )
+                let partition = Partition {
+                    epoch,
+                    next: 0,
+                    dirty: HashSet::new(),
+                    unflushed: 0,
+                    last_flush: Instant::now(),
+                };
+                (p, partition)
             })
             .collect();
         Daemon {
@@ -143,11 +175,12 @@ impl Daemon {
 
     fn route(&mut self, rt: &tokio::runtime::Runtime, batch: &[Polled], record_ts: i64) {
         let limits = DecodeLimits::default();
-        let mut per_partition: BTreeMap<i32, Vec<PartnerEvent>> = BTreeMap::new();
+        let mut per_partition: BTreeMap<i32, Vec<Sourced>> = BTreeMap::new();
         for m in batch {
             // unwrap: every partition is owned.
             let ps = self.partitions.get_mut(&m.partition).unwrap();
             ps.next = m.offset + 1;
+            ps.unflushed += 1;
             let event = decode_partner_record(
                 TopicKind::Usage,
                 Some(m.key.as_slice()),
@@ -156,17 +189,23 @@ impl Daemon {
                 &limits,
             )
             .expect("generated records are valid");
-            per_partition.entry(m.partition).or_default().push(event);
+            per_partition.entry(m.partition).or_default().push(Sourced {
+                topic: TopicKind::Usage,
+                partition: m.partition,
+                offset: m.offset,
+                event,
+            });
         }
         for (p, events) in per_partition {
             let mut order: Vec<String> = Vec::new();
-            let mut groups: HashMap<String, Vec<PartnerEvent>> = HashMap::new();
+            let mut groups: HashMap<String, Vec<Sourced>> = HashMap::new();
             for e in events {
-                if let Some(g) = groups.get_mut(e.partner_id()) {
+                let id = e.event.partner_id();
+                if let Some(g) = groups.get_mut(id) {
                     g.push(e);
                 } else {
-                    order.push(e.partner_id().to_owned());
-                    groups.insert(e.partner_id().to_owned(), vec![e]);
+                    order.push(id.to_owned());
+                    groups.insert(id.to_owned(), vec![e]);
                 }
             }
             let missing: Vec<&String> = order
@@ -190,17 +229,37 @@ impl Daemon {
             for id in order {
                 let group = groups.remove(&id).unwrap();
                 let state = self.partners.get_mut(&id).unwrap();
-                apply_batch(&self.shared, state, group);
+                let rejected = self.shared.apply_batch(state, group);
+                assert!(rejected.is_empty(), "generated records are valid");
                 ps.dirty.insert(id);
             }
         }
     }
 
+    /// Flushes every partition with changes.
     fn flush(&mut self, rt: &tokio::runtime::Runtime) {
+        self.flush_where(rt, |_| true);
+    }
+
+    /// Flushes the partitions that the daemon's pipeline would flush now.
+    fn flush_due(&mut self, rt: &tokio::runtime::Runtime) {
+        let now = Instant::now();
+        self.flush_where(rt, |ps| {
+            now.duration_since(ps.last_flush) >= FLUSH_INTERVAL
+                || ps.unflushed >= MAX_UNFLUSHED / 2
+                || ps.dirty.len() >= MAX_FLUSH_PARTNERS / 2
+        });
+    }
+
+    /// Snapshots the dirty partners of each partition with changes that is `due`, and
+    /// commits them with the partition's offsets.
+    fn flush_where(&mut self, rt: &tokio::runtime::Runtime, due: impl Fn(&Partition) -> bool) {
         for (p, ps) in self.partitions.iter_mut() {
-            if ps.dirty.is_empty() {
+            if ps.dirty.is_empty() || !due(ps) {
                 continue;
             }
+            ps.unflushed = 0;
+            ps.last_flush = Instant::now();
             let mut partners = Vec::with_capacity(ps.dirty.len());
             let mut dedup = Vec::new();
             for id in ps.dirty.drain() {
@@ -232,47 +291,6 @@ impl Daemon {
     }
 }
 
-/// What the partner actors share: the control table (empty here: no control facts) and
-/// the enforcement policy (the default program).
-struct Shared {
-    control: RwLock<ControlTable>,
-    policy: EnforcementPolicy,
-    rules: ApplyRules,
-    program: Program,
-}
-
-/// The partner actor's `ApplyBatch` handler, without the mailbox: control catch-up, then
-/// apply with enforcement, with its per-event metrics.
-fn apply_batch(shared: &Shared, state: &mut PartnerState, events: Vec<PartnerEvent>) {
-    let table = shared.control.read();
-    let tier = table.tier_of(&state.partner_id).to_owned();
-    let ctx = ApplyContext {
-        rules: &shared.rules,
-        tier: &tier,
-        policy: &shared.policy,
-        money: table.money(),
-        program: &shared.program,
-        wall_now: chrono::Utc::now(),
-    };
-    let caught_up = state.catch_up(&table, &ctx);
-    assert!(!caught_up, "the bench has no control facts");
-    let mut nanos = Vec::with_capacity(events.len());
-    for event in events {
-        let started = Instant::now();
-        let outcome = state.apply(&event, &ctx);
-        let took = started.elapsed();
-        METRICS.event_apply_seconds.observe(took.as_secs_f64());
-        nanos.push(took.as_nanos() as u64);
-        let outcome = match outcome {
-            Ok(Applied::Counted) => "applied",
-            Ok(Applied::Duplicate) => "duplicate",
-            Err(_) => "dead_letter",
-        };
-        METRICS.events.with_label_values(&["usage", outcome]).inc();
-    }
-    APPLY_LATENCY.record_all(&nanos);
-}
-
 fn bench_pipeline(c: &mut Criterion) {
     let records = records();
     let record_ts = "2026-05-14T10:00:00Z"
@@ -283,11 +301,14 @@ fn bench_pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
 
+    // The control table is empty (no control facts); the default program and policy.
     let shared = Arc::new(Shared {
-        control: RwLock::new(ControlTable::default()),
-        policy: EnforcementPolicy::default(),
         rules: ApplyRules::default(),
-        program: Program::builtin("default").unwrap().unwrap(),
+        mailbox_capacity: 1,
+        control: Arc::new(RwLock::new(ControlTable::default())),
+        policy: Arc::new(EnforcementPolicy::default()),
+        program: Arc::new(Program::builtin("default").unwrap().unwrap()),
+        outbox_waiting: Arc::new(OutboxWaiting::default()),
     });
 
     let mut group = c.benchmark_group("pipeline_inprocess");
@@ -323,6 +344,36 @@ fn bench_pipeline(c: &mut Criterion) {
     let counted: u64 = daemon.partners.values().map(|s| s.usage.events).sum();
     assert_eq!(counted, EVENTS as u64);
 
+    // The configuration: two workers on two cores, the daemon's timed flush.
+    let shares: Vec<Vec<Polled>> = (0..WORKERS)
+        .map(|w| {
+            let mine = records.iter().filter(|m| m.partition % WORKERS == w);
+            mine.cloned().collect()
+        })
+        .collect();
+    group.bench_function("warden_2_workers_timed_flush", |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            for _ in 0..iters {
+                let mut workers = workers(&shared);
+                let started = Instant::now();
+                run_workers(&mut workers, &shares, record_ts);
+                took += started.elapsed();
+                // Dropping 10k states is not timed.
+                drop(workers);
+            }
+            took
+        })
+    });
+    let mut workers = workers(&shared);
+    run_workers(&mut workers, &shares, record_ts);
+    let counted: u64 = workers
+        .iter()
+        .flat_map(|(_, d)| d.partners.values())
+        .map(|s| s.usage.events)
+        .sum();
+    assert_eq!(counted, EVENTS as u64);
+
     group.bench_function("baseline_serde_json_hashmap", |b| {
         b.iter_batched(
             HashMap::<String, (u64, u64, u64)>::new,
@@ -340,6 +391,42 @@ fn bench_pipeline(c: &mut Criterion) {
         )
     });
     group.finish();
+}
+
+/// One daemon per worker, each owning the partitions `p % WORKERS == w`, all on one store;
+/// each with its own current-thread runtime, as each of the daemon's arbiters has.
+fn workers(shared: &Arc<Shared>) -> Vec<(tokio::runtime::Runtime, Daemon)> {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    (0..WORKERS)
+        .map(|w| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let owned = (0..PARTITIONS).filter(|p| p % WORKERS == w);
+            let daemon = Daemon::owning(&rt, shared, Arc::clone(&store), owned);
+            (rt, daemon)
+        })
+        .collect()
+}
+
+/// Each worker on its own thread routes its share in poll batches and flushes what is
+/// due after each, then flushes the rest at the end (a drain).
+fn run_workers(
+    workers: &mut [(tokio::runtime::Runtime, Daemon)],
+    shares: &[Vec<Polled>],
+    record_ts: i64,
+) {
+    std::thread::scope(|scope| {
+        for ((rt, daemon), share) in workers.iter_mut().zip(shares) {
+            scope.spawn(move || {
+                for batch in share.chunks(POLL_BATCH) {
+                    daemon.route(rt, black_box(batch), record_ts);
+                    daemon.flush_due(rt);
+                }
+                daemon.flush(rt);
+            });
+        }
+    });
 }
 
 criterion_group!(benches, bench_pipeline);

@@ -9,12 +9,12 @@ use actix::{Actor, ActorContext, Context, Handler};
 use parking_lot::{Mutex, RwLock};
 
 use super::messages::{
-    AckOutbox, ApplyBatch, DedupDurable, GetState, GetSummary, RejectedEvent, Snapshot, Stop,
-    TakeSnapshot, Tick,
+    AckOutbox, ApplyBatch, DedupDurable, GetState, GetSummary, RejectedEvent, Snapshot, Sourced,
+    Stop, TakeSnapshot, Tick,
 };
 use crate::domain::control::ControlTable;
 use crate::domain::enforcement::{EnforcementPolicy, Level};
-use crate::domain::event::DeadLetterReason;
+use crate::domain::event::{DeadLetterReason, TopicKind};
 use crate::domain::money::Program;
 use crate::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
 use crate::metrics::METRICS;
@@ -29,6 +29,34 @@ pub struct Shared {
     pub policy: Arc<EnforcementPolicy>,
     pub program: Arc<Program>,
     pub outbox_waiting: Arc<OutboxWaiting>,
+}
+
+/// Events counted per (topic, outcome) within one batch: a batch holds a few topics at
+/// most, so a short list beats a map.
+#[derive(Default)]
+struct OutcomeCounts(Vec<(TopicKind, &'static str, u64)>);
+
+impl OutcomeCounts {
+    fn add(&mut self, topic: TopicKind, outcome: &'static str) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(t, o, _)| *t == topic && *o == outcome)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((topic, outcome, 1)),
+        }
+    }
+
+    /// Adds the counts to `warden_events_total`.
+    fn publish(self) {
+        for (topic, outcome, n) in self.0 {
+            METRICS
+                .events
+                .with_label_values(&[topic.as_str(), outcome])
+                .inc_by(n);
+        }
+    }
 }
 
 /// Partners whose outbox grew since the consumer thread last looked. Their partitions
@@ -60,6 +88,53 @@ impl OutboxWaiting {
 }
 
 impl Shared {
+    /// Applies a batch of one partner's events in offset order, after the control facts
+    /// that came before them, and counts each in the metrics. Returns the events the
+    /// rules rejected, for the dead-letter topic.
+    ///
+    /// The per-event metrics are gathered locally and published once per batch: a
+    /// labelled counter's lookup hashes its labels under a lock, and the histogram's sum
+    /// is a compare-and-swap loop, both shared by every arbiter.
+    pub fn apply_batch(&self, state: &mut PartnerState, batch: Vec<Sourced>) -> Vec<RejectedEvent> {
+        let mut rejected = Vec::new();
+        let mut counted = OutcomeCounts::default();
+        let apply_seconds = METRICS.event_apply_seconds.local();
+        let nanos = self.with_context(state, |state, table, ctx| {
+            state.catch_up(table, ctx);
+            let mut nanos = Vec::with_capacity(batch.len());
+            for sourced in batch {
+                let started = Instant::now();
+                let outcome = state.apply(&sourced.event, ctx);
+                let took = started.elapsed();
+                apply_seconds.observe(took.as_secs_f64());
+                nanos.push(took.as_nanos() as u64);
+                match outcome {
+                    Ok(Applied::Counted) => counted.add(sourced.topic, "applied"),
+                    Ok(Applied::Duplicate) => counted.add(sourced.topic, "duplicate"),
+                    Err(rejection) => {
+                        if rejection.reason == DeadLetterReason::OutsideDedupWindow {
+                            tracing::warn!(
+                                partner_id = %state.partner_id,
+                                offset = sourced.offset,
+                                "event older than the dedup window: dead-lettered"
+                            );
+                        }
+                        METRICS.dead_letter(sourced.topic, rejection.reason);
+                        rejected.push(RejectedEvent {
+                            source: sourced,
+                            rejection,
+                        });
+                    }
+                }
+            }
+            nanos
+        });
+        apply_seconds.flush();
+        counted.publish();
+        crate::latency::APPLY_LATENCY.record_all(&nanos);
+        rejected
+    }
+
     /// Runs `f` on `state` with the context of now, under one read of the control table:
     /// the facts a batch is applied with cannot move under it.
     pub fn with_context<R>(
@@ -175,46 +250,8 @@ impl Handler<ApplyBatch> for PartnerActor {
     fn handle(&mut self, batch: ApplyBatch, _ctx: &mut Context<Self>) {
         METRICS.mailbox_events.sub(batch.0.len() as i64);
         let outbox_before = self.state.outbox().len();
-        let rejections = &mut self.rejections;
-        let nanos = self
-            .shared
-            .with_context(&mut self.state, |state, table, ctx| {
-                state.catch_up(table, ctx);
-                let mut nanos = Vec::with_capacity(batch.0.len());
-                for sourced in batch.0 {
-                    let started = Instant::now();
-                    let outcome = state.apply(&sourced.event, ctx);
-                    let took = started.elapsed();
-                    METRICS.event_apply_seconds.observe(took.as_secs_f64());
-                    nanos.push(took.as_nanos() as u64);
-                    let topic = sourced.topic.as_str();
-                    match outcome {
-                        Ok(Applied::Counted) => {
-                            METRICS.events.with_label_values(&[topic, "applied"]).inc()
-                        }
-                        Ok(Applied::Duplicate) => METRICS
-                            .events
-                            .with_label_values(&[topic, "duplicate"])
-                            .inc(),
-                        Err(rejection) => {
-                            if rejection.reason == DeadLetterReason::OutsideDedupWindow {
-                                tracing::warn!(
-                                    partner_id = %state.partner_id,
-                                    offset = sourced.offset,
-                                    "event older than the dedup window: dead-lettered"
-                                );
-                            }
-                            METRICS.dead_letter(sourced.topic, rejection.reason);
-                            rejections.push(RejectedEvent {
-                                source: sourced,
-                                rejection,
-                            });
-                        }
-                    }
-                }
-                nanos
-            });
-        crate::latency::APPLY_LATENCY.record_all(&nanos);
+        let rejected = self.shared.apply_batch(&mut self.state, batch.0);
+        self.rejections.extend(rejected);
         if self.state.outbox().len() > outbox_before {
             self.shared.outbox_waiting.note(&self.state.partner_id);
         }
@@ -312,5 +349,85 @@ impl Handler<Stop> for PartnerActor {
 
     fn handle(&mut self, _msg: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{PartnerEvent, UsageEvent};
+    use chrono::DateTime;
+
+    fn usage(id: &str, ts_secs: i64) -> Sourced {
+        let event = PartnerEvent::Usage(UsageEvent {
+            event_id: id.into(),
+            ts: DateTime::from_timestamp(ts_secs, 0).unwrap(),
+            partner_id: "p-1".into(),
+            integration_id: "p-1-i0".into(),
+            tenant_id: None,
+            requests: 10,
+            errors: 0,
+            auth_failures: 0,
+            bytes: 100,
+        });
+        Sourced {
+            topic: TopicKind::Usage,
+            partition: 0,
+            offset: 0,
+            event,
+        }
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            rules: ApplyRules::default(),
+            mailbox_capacity: 8,
+            control: Arc::new(RwLock::new(ControlTable::default())),
+            policy: Arc::new(EnforcementPolicy::default()),
+            program: Arc::new(Program::builtin("default").unwrap().unwrap()),
+            outbox_waiting: Arc::new(OutboxWaiting::default()),
+        }
+    }
+
+    #[test]
+    fn a_batch_counts_new_events_skips_repeats_and_returns_what_the_rules_reject() {
+        let mut state = PartnerState::new("p-1");
+        let day = 86_400;
+        let batch = vec![
+            usage("u-1", 1_780_000_000),
+            usage("u-1", 1_780_000_000),
+            usage("u-2", 1_780_000_001),
+            usage("u-old", 1_780_000_000 - 2 * day),
+        ];
+        let rejected = shared().apply_batch(&mut state, batch);
+        assert_eq!(state.usage.events, 2);
+        assert_eq!(state.usage.requests, 20);
+        assert_eq!(state.duplicates_skipped, 1);
+        let reasons: Vec<_> = rejected.iter().map(|r| r.rejection.reason).collect();
+        assert_eq!(reasons, [DeadLetterReason::OutsideDedupWindow]);
+        assert!(
+            matches!(&rejected[0].source.event, PartnerEvent::Usage(u) if u.event_id == "u-old")
+        );
+    }
+
+    #[test]
+    fn outcomes_are_summed_per_topic_and_outcome() {
+        let mut counts = OutcomeCounts::default();
+        for (topic, outcome) in [
+            (TopicKind::Usage, "applied"),
+            (TopicKind::Invoices, "applied"),
+            (TopicKind::Usage, "applied"),
+            (TopicKind::Usage, "duplicate"),
+        ] {
+            counts.add(topic, outcome);
+        }
+        assert_eq!(
+            counts.0,
+            [
+                (TopicKind::Usage, "applied", 2),
+                (TopicKind::Invoices, "applied", 1),
+                (TopicKind::Usage, "duplicate", 1),
+            ]
+        );
     }
 }

@@ -212,7 +212,7 @@ pub(super) const PUBLISH_BATCH: usize = 512;
 /// than their partners, `bench-e2e` fell from 0.75 to 0.28 of the bare consumer. Offsets
 /// stay exact: a flush still snapshots every partner with events below its offsets; only
 /// partners changed by time alone wait for a later one.
-pub(super) const MAX_FLUSH_PARTNERS: usize = 4_096;
+pub const MAX_FLUSH_PARTNERS: usize = 4_096;
 
 /// Most outbox items of a partition waiting to be published. Publication needs the audit
 /// log and the data plane; while they lag, the partition stops fetching rather than
