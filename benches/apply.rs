@@ -21,6 +21,10 @@ use warden::domain::enforcement::DEFAULT_TIER;
 use warden::domain::event::{InvoiceEvent, InvoiceKind, PartnerEvent, UsageEvent};
 use warden::domain::partner::{Applied, ApplyEnv, PartnerState};
 
+/// The daemon's allocator, so each figure and its baseline are measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WINDOW_IDS: i64 = 1_000;
 const PARTNERS: usize = 10_000;
 

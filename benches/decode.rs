@@ -16,6 +16,10 @@ use warden::domain::event::TopicKind;
 use warden::kafka::decode::{decode_partner_record, DecodeLimits};
 use warden::loadgen::{Generator, LoadSpec, Record, Stream};
 
+/// The daemon's allocator, so each figure and its baseline are measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(dead_code)]
 #[derive(Deserialize)]
 struct BareUsage {

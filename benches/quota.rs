@@ -20,6 +20,10 @@ use warden::domain::enforcement::{
 };
 use warden::domain::event::OveragePolicy;
 
+/// The daemon's allocator, so each figure and its baseline are measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEYS: usize = 10_000;
 
 fn keys() -> Vec<String> {

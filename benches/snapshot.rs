@@ -17,6 +17,10 @@ use warden::domain::event::{InvoiceEvent, InvoiceKind, PartnerEvent, UsageEvent}
 use warden::domain::partner::{ApplyEnv, PartnerState};
 use warden::store::snapshot;
 
+/// The daemon's allocator, so each figure and its baseline are measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE_IDS: i64 = 1_000;
 const INVOICE_IDS: i64 = 100;
 
