@@ -8,3 +8,10 @@ pub mod enforcement;
 pub mod event;
 pub mod money;
 pub mod partner;
+
+/// For `skip_serializing_if`: a field at its default is left out of a snapshot (and
+/// restored by `#[serde(default)]`), so a flush encodes and writes only what a partner
+/// has actually used. Most partners never see a chargeback, a tenant or a control fact.
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}

@@ -193,9 +193,12 @@ impl ApplyEnv {
 pub struct PartnerState {
     pub partner_id: String,
     pub usage: UsageTotals,
+    /// Fields at their default are left out of the snapshot (`domain::is_default`).
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     pub invoices: InvoiceCounts,
     /// Newest event time applied (the partner's event-time watermark).
     pub last_seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     pub duplicates_skipped: u64,
     usage_ids: DedupWindow,
     /// The money side (CONTRACT §2): it keeps `(invoice_id, kind)` and `attribution_id`
@@ -204,13 +207,13 @@ pub struct PartnerState {
     #[serde(default, skip_serializing_if = "Ledger::is_untouched")]
     ledger: Ledger,
     /// Next control-topic offset to apply (partner-scoped facts below it are applied).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     pub control_applied: i64,
     #[serde(default)]
     enforcement: EnforcementState,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     outbox: Vec<OutboxEntry>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     next_outbox: u64,
     /// Not part of the state: what the actor still has to count in metrics.
     #[serde(skip)]

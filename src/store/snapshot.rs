@@ -123,6 +123,74 @@ mod tests {
     }
 
     #[test]
+    fn what_a_partner_never_used_is_left_out_and_read_back_as_default() {
+        // Usage without errors on two integrations: calm, no money, no tenants.
+        let mut s = PartnerState::new("p-0000043");
+        let env = ApplyEnv::default();
+        for i in 0..6 {
+            let e = PartnerEvent::Usage(UsageEvent {
+                event_id: format!("u-{i}"),
+                ts: DateTime::from_timestamp(1_780_000_000 + i * 7, 0).unwrap(),
+                partner_id: "p-0000043".into(),
+                integration_id: format!("p-0000043-i{}", i % 2),
+                tenant_id: None,
+                requests: 1,
+                errors: 0,
+                auth_failures: 0,
+                bytes: 100,
+            });
+            s.apply(&e, &env.ctx()).unwrap();
+        }
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        for key in ["invoices", "duplicates_skipped", "control_applied"] {
+            assert!(v.get(key).is_none(), "{key} is at its default: {v}");
+        }
+        let enforcement = &v["enforcement"];
+        for key in ["tenants", "untracked_integration_events"] {
+            assert!(enforcement.get(key).is_none(), "{key}: {enforcement}");
+        }
+        let calm = enforcement["integrations"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|i| i.get("subject").is_none())
+            .count();
+        assert!(
+            calm > 0,
+            "a calm integration's subject is left out: {enforcement}"
+        );
+        // The dedup ids are stored apart from the snapshot (`DedupWindow`).
+        let read_back = |bytes: &[u8]| {
+            let mut back = decode(bytes).unwrap();
+            back.restore_dedup(s.dedup_delta().added);
+            back
+        };
+        assert_eq!(read_back(&encode(&s).unwrap()), s);
+
+        // A snapshot written before they were left out spells them out, and still loads.
+        let mut spelled = v.clone();
+        spelled["invoices"] =
+            serde_json::json!({"paid": 0, "refunds": 0, "chargebacks": 0, "attributions": 0});
+        spelled["duplicates_skipped"] = 0.into();
+        spelled["control_applied"] = 0.into();
+        spelled["enforcement"]["tenants"] = serde_json::json!({"map": {}});
+        spelled["enforcement"]["untracked_integration_events"] = 0.into();
+        for i in spelled["enforcement"]["integrations"]
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+        {
+            if i.get("subject").is_none() {
+                i["subject"] = serde_json::json!({
+                    "ladder": {"level": "ok", "reason": "calm"},
+                    "published": {"level": "ok", "reason": "calm"}
+                });
+            }
+        }
+        assert_eq!(read_back(&serde_json::to_vec(&spelled).unwrap()), s);
+    }
+
+    #[test]
     fn reads_the_plain_json_written_before_the_tag() {
         let s = busy_partner();
         let legacy = serde_json::to_vec(&s).unwrap();

@@ -17,6 +17,8 @@ use crate::domain::event::UsageEvent;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metered {
+    /// Left out while calm (`ok`, never moved), as most integrations are.
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     pub subject: Subject,
     pub health: Health,
     pub meter: Meter,

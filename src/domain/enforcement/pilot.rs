@@ -72,12 +72,8 @@ pub struct TenantFact<'a> {
 pub struct Tenants {
     map: BTreeMap<String, Tenant>,
     /// Pilot facts not tracked because [`MAX_TRACKED_TENANTS`] was reached.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     untracked_facts: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// The clocks and rules a tenant evaluation needs.

@@ -74,9 +74,9 @@ pub struct EnforcementState {
     /// 300 bytes) made the first integration cost 3.6 KB.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     integrations: BTreeMap<String, Box<Metered>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     tenants: Tenants,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     untracked_integration_events: u64,
     /// The partner's activation credits are below the program's low-water mark: warned.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
