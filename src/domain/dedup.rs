@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DedupWindow {
     /// The newest event time seen by this partner.
+    #[serde(default, with = "crate::domain::stamp::opt")]
     newest: Option<DateTime<Utc>>,
     /// Ids in arrival order with their event time, oldest first, for eviction. Stored
     /// apart from the snapshot (see the module header); a snapshot written before that

@@ -8,6 +8,7 @@ pub mod enforcement;
 pub mod event;
 pub mod money;
 pub mod partner;
+pub mod stamp;
 
 /// For `skip_serializing_if`: a field at its default is left out of a snapshot (and
 /// restored by `#[serde(default)]`), so a flush encodes and writes only what a partner

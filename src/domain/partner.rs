@@ -197,6 +197,7 @@ pub struct PartnerState {
     #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     pub invoices: InvoiceCounts,
     /// Newest event time applied (the partner's event-time watermark).
+    #[serde(default, with = "crate::domain::stamp::opt")]
     pub last_seen: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     pub duplicates_skipped: u64,

@@ -20,6 +20,9 @@ const LEGACY_JSON: u8 = b'{';
 /// A snapshot never inflates past this; a bigger size prefix means corrupt bytes, and
 /// must not make the decoder allocate it.
 const MAX_DECODED_BYTES: usize = 64 << 20;
+/// The tag byte and LZ4's little-endian `u32` size prefix.
+const HEADER: usize = 1 + 4;
+const JSON_CAPACITY: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -37,10 +40,20 @@ pub enum SnapshotError {
 
 /// The bytes the store keeps for `state`.
 pub fn encode(state: &PartnerState) -> Result<Vec<u8>, SnapshotError> {
-    let json = serde_json::to_vec(state).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(json.len()));
-    out.push(TAG_LZ4_JSON);
-    out.extend_from_slice(&lz4_flex::compress_prepend_size(&json));
+    // Sized for a usage-only partner's JSON (1.5–2.5 KB), so it is rarely regrown.
+    let mut json = Vec::with_capacity(JSON_CAPACITY);
+    serde_json::to_writer(&mut json, state).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    // Tag, then LZ4's size prefix and block, compressed straight into the output.
+    let bound = lz4_flex::block::get_maximum_output_size(json.len());
+    let mut out = vec![0; HEADER + bound];
+    out[0] = TAG_LZ4_JSON;
+    let size = u32::try_from(json.len()).map_err(|_| {
+        SnapshotError::Encode(format!("{} bytes of JSON is over 4 GiB", json.len()))
+    })?;
+    out[1..HEADER].copy_from_slice(&size.to_le_bytes());
+    let written = lz4_flex::block::compress_into(&json, &mut out[HEADER..])
+        .map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    out.truncate(HEADER + written);
     Ok(out)
 }
 

@@ -21,6 +21,7 @@ pub struct Decision {
     /// Set on `throttle`: the quota's `burst_rps` × the throttle factor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_rps: Option<u64>,
+    #[serde(with = "crate::domain::stamp")]
     pub at: DateTime<Utc>,
 }
 

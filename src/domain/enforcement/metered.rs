@@ -23,7 +23,11 @@ pub struct Metered {
     pub health: Health,
     pub meter: Meter,
     /// Newest event time of this subject's own usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::domain::stamp::opt"
+    )]
     pub last_seen: Option<DateTime<Utc>>,
 }
 

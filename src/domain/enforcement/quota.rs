@@ -95,7 +95,11 @@ pub fn monthly_target(used: u64, spec: &QuotaSpec, policy: &EnforcementPolicy) -
 struct Burst {
     second: i64,
     count: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::domain::stamp::opt"
+    )]
     until: Option<DateTime<Utc>>,
 }
 

@@ -64,7 +64,11 @@ pub struct Capacity {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnforcementState {
     partner_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::domain::stamp::opt"
+    )]
     clock: Option<DateTime<Utc>>,
     /// The current quota month.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,11 @@ use super::level::{Level, Reason, Scope};
 struct Published {
     level: Level,
     reason: Reason,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::domain::stamp::opt"
+    )]
     since: Option<DateTime<Utc>>,
 }
 

@@ -47,6 +47,7 @@ pub struct Hold {
     pub level: Level,
     pub reason: Reason,
     pub actor: String,
+    #[serde(with = "crate::domain::stamp")]
     pub since: DateTime<Utc>,
 }
 
@@ -63,10 +64,18 @@ pub struct Ladder {
     level: Level,
     reason: Reason,
     /// When the last move happened: the next one may come `dwell` later.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::domain::stamp::opt"
+    )]
     moved_at: Option<DateTime<Utc>>,
     /// Since when the highest target has stayed below `level` (the calm clock).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::domain::stamp::opt"
+    )]
     below_since: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hold: Option<Hold>,
