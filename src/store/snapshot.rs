@@ -93,18 +93,26 @@ mod tests {
     use crate::domain::partner::ApplyEnv;
     use chrono::DateTime;
 
-    fn busy_partner() -> PartnerState {
-        let mut s = PartnerState::new("p-0000042");
+    /// A partner after `events` usage events 7 s apart, spread over `integrations`, the
+    /// `i`-th with `requests(i)` requests and `errors(i)` errors.
+    fn partner_after(
+        id: &str,
+        events: i64,
+        integrations: i64,
+        traffic: impl Fn(i64) -> (u64, u64),
+    ) -> PartnerState {
+        let mut s = PartnerState::new(id);
         let env = ApplyEnv::default();
-        for i in 0..60 {
+        for i in 0..events {
+            let (requests, errors) = traffic(i);
             let e = PartnerEvent::Usage(UsageEvent {
                 event_id: format!("u-{i}"),
                 ts: DateTime::from_timestamp(1_780_000_000 + i * 7, 0).unwrap(),
-                partner_id: "p-0000042".into(),
-                integration_id: format!("p-0000042-i{}", i % 3),
+                partner_id: id.into(),
+                integration_id: format!("{id}-i{}", i % integrations),
                 tenant_id: None,
-                requests: 10 + i as u64,
-                errors: (i % 4) as u64,
+                requests,
+                errors,
                 auth_failures: 0,
                 bytes: 100,
             });
@@ -113,8 +121,10 @@ mod tests {
         s
     }
 
-    /// What a snapshot holds: the dedup ids travel beside it (`PartitionWrite::dedup`), so
-    /// states are compared by their JSON, not with `==`.
+    fn busy_partner() -> PartnerState {
+        partner_after("p-0000042", 60, 3, |i| (10 + i as u64, (i % 4) as u64))
+    }
+
     fn json_of(s: &PartnerState) -> String {
         serde_json::to_string(s).unwrap()
     }
@@ -138,22 +148,7 @@ mod tests {
     #[test]
     fn what_a_partner_never_used_is_left_out_and_read_back_as_default() {
         // Usage without errors on two integrations: calm, no money, no tenants.
-        let mut s = PartnerState::new("p-0000043");
-        let env = ApplyEnv::default();
-        for i in 0..6 {
-            let e = PartnerEvent::Usage(UsageEvent {
-                event_id: format!("u-{i}"),
-                ts: DateTime::from_timestamp(1_780_000_000 + i * 7, 0).unwrap(),
-                partner_id: "p-0000043".into(),
-                integration_id: format!("p-0000043-i{}", i % 2),
-                tenant_id: None,
-                requests: 1,
-                errors: 0,
-                auth_failures: 0,
-                bytes: 100,
-            });
-            s.apply(&e, &env.ctx()).unwrap();
-        }
+        let s = partner_after("p-0000043", 6, 2, |_| (1, 0));
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         for key in ["invoices", "duplicates_skipped", "control_applied"] {
             assert!(v.get(key).is_none(), "{key} is at its default: {v}");
