@@ -22,11 +22,9 @@ use warden::store::StoreError;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn redis_url() -> String {
-    std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!("WARDEN_TEST_REDIS_URL is not set: run scripts/test (it starts Redis)")
-    })
-}
+mod common;
+
+use common::redis_url;
 
 fn unique_prefix() -> String {
     format!("warden-test-{:016x}", rand::random::<u64>())
@@ -335,14 +333,6 @@ mod redis_only {
     use super::*;
     use ::redis::AsyncCommands;
 
-    async fn raw_connection() -> ::redis::aio::MultiplexedConnection {
-        ::redis::Client::open(redis_url())
-            .expect("WARDEN_TEST_REDIS_URL parses")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection to the test Redis")
-    }
-
     /// The stored JSON of the record at `seq`.
     async fn stored_json(
         raw: &mut ::redis::aio::MultiplexedConnection,
@@ -361,7 +351,7 @@ mod redis_only {
     async fn an_edited_detail_is_detected_at_its_seq() {
         let (store, keys) = new_redis_store_with_keys().await;
         append_n(&store, 5).await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
 
         let original = stored_json(&mut raw, &keys, 3).await;
         let mut edited: serde_json::Value = serde_json::from_str(&original).expect("json");
@@ -389,7 +379,7 @@ mod redis_only {
     async fn a_deleted_record_is_detected_at_the_next_seq() {
         let (store, keys) = new_redis_store_with_keys().await;
         append_n(&store, 5).await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
         let removed: u64 = raw
             .zrembyscore(keys.audit_log(), 3, 3)
             .await
@@ -408,7 +398,7 @@ mod redis_only {
     async fn a_deleted_last_record_is_caught_by_the_head() {
         let (store, keys) = new_redis_store_with_keys().await;
         append_n(&store, 4).await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
         let _: u64 = raw
             .zrembyscore(keys.audit_log(), 4, 4)
             .await
@@ -426,7 +416,7 @@ mod redis_only {
     async fn keys_are_the_documented_ones() {
         let (store, keys) = new_redis_store_with_keys().await;
         let records = append_n(&store, 2).await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
 
         let head: (String, String) = raw
             .hget(keys.audit_head(), &["seq", "hash"])
@@ -454,7 +444,7 @@ mod redis_only {
     async fn data_warden_did_not_write_is_corrupt_and_appends_nothing() {
         let (store, keys) = new_redis_store_with_keys().await;
         append_n(&store, 1).await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
 
         let _: () = raw
             .zadd(keys.audit_log(), "not a record", 2)
@@ -514,7 +504,7 @@ mod redis_only {
 
         // Another instance appends seq 3 behind this one's back, as the script would.
         let foreign = records[1].head().seal_next(entry("elsewhere"));
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
         let json = serde_json::to_string(&foreign).expect("json");
         let _: () = raw.zadd(keys.audit_log(), json, 3).await.expect("zadd");
         let _: () = raw
@@ -543,7 +533,7 @@ mod redis_only {
     async fn a_claim_left_by_a_dead_writer_only_delays_appends() {
         let (store, keys) = new_redis_store_with_keys().await;
         append_new(&store, entry("first")).await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
         let _: () = ::redis::cmd("SET")
             .arg(keys.audit_claim())
             .arg("a-writer-that-died")

@@ -8,11 +8,9 @@ use std::time::Duration;
 use warden::store::decisions::{DecisionStore, DecisionWrite, KillSwitch, MemoryDecisions};
 use warden::store::redis::RedisStore;
 
-fn redis_url() -> String {
-    std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!("WARDEN_TEST_REDIS_URL is not set: run scripts/test (it starts Redis)")
-    })
-}
+mod common;
+
+use common::redis_url;
 
 fn unique_prefix() -> String {
     format!("warden-dec-{:016x}", rand::random::<u64>())

@@ -18,11 +18,9 @@ use warden::store::{Offsets, PartitionWrite, StateStore, StoreError};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-fn redis_url() -> String {
-    std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!("WARDEN_TEST_REDIS_URL is not set: run scripts/test (it starts Redis)")
-    })
-}
+mod common;
+
+use common::redis_url;
 
 fn unique_prefix() -> String {
     format!("warden-test-{:016x}", rand::random::<u64>())
@@ -389,14 +387,6 @@ mod redis_only {
     use super::*;
     use ::redis::AsyncCommands;
 
-    async fn raw_connection() -> ::redis::aio::MultiplexedConnection {
-        ::redis::Client::open(redis_url())
-            .expect("WARDEN_TEST_REDIS_URL parses")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection to the test Redis")
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unreachable_server_is_unavailable_not_a_hang() {
         let result = RedisStore::connect(
@@ -465,7 +455,7 @@ mod redis_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_warden_did_not_write_is_corrupt() {
         let (store, keys) = new_redis_store_with_keys().await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
 
         let _: () = raw
             .hset(keys.offsets(1), "usage", "forty-two")
@@ -496,7 +486,7 @@ mod redis_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_into_a_key_of_the_wrong_type_is_corrupt_and_writes_nothing() {
         let (store, keys) = new_redis_store_with_keys().await;
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
         let _: () = raw.set(keys.partners(4), "not a hash").await.expect("set");
 
         let epoch = store.acquire(4).await.expect("acquire");
@@ -517,7 +507,7 @@ mod redis_only {
             .await
             .expect("commit");
 
-        let mut raw = raw_connection().await;
+        let mut raw = common::raw_redis().await;
         let stored_epoch: String = raw.get(keys.epoch(6)).await.expect("get");
         assert_eq!(stored_epoch, epoch.to_string());
         let stored_offset: String = raw.hget(keys.offsets(6), "usage").await.expect("hget");

@@ -59,6 +59,16 @@ pub fn redis_url() -> String {
     std::env::var("WARDEN_TEST_REDIS_URL").expect(SERVICES_HINT)
 }
 
+/// A connection to the shared test Redis outside warden's own client: to read what a
+/// store wrote, or to write what warden never would.
+pub async fn raw_redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .expect("WARDEN_TEST_REDIS_URL parses")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection to the test Redis")
+}
+
 /// A name no other test, run or process uses: `<name>-<pid>-<counter>-<random>`.
 /// Only `[A-Za-z0-9._-]` is added, so it is a valid topic, group or key prefix
 /// when `name` is.
