@@ -125,6 +125,8 @@ mod tests {
         partner_after("p-0000042", 60, 3, |i| (10 + i as u64, (i % 4) as u64))
     }
 
+    /// What a snapshot holds: the dedup ids travel beside it (`PartitionWrite::dedup`), so
+    /// states are compared by their JSON, not with `==`.
     fn json_of(s: &PartnerState) -> String {
         serde_json::to_string(s).unwrap()
     }
