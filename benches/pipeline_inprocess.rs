@@ -25,9 +25,10 @@
 //! - `warden_2_workers_timed_flush`: the configuration, two cores. Two threads
 //!   each own half of the partitions (the daemon spreads partitions' actors over its
 //!   arbiters) and share one store; a partition flushes as the daemon's does, when its
-//!   `flush_interval` (100 ms) has passed or when it is pressing (half of
-//!   `max_unflushed_events`, or half of `MAX_FLUSH_PARTNERS` partners). So the work of a
-//!   flush is spread over more events as the rate rises, as in the daemon.
+//!   `flush_interval` (the default, 100 ms) has passed or when it is pressing by the
+//!   daemon's own rule (`kafka::pipeline::pressing`, with the default
+//!   `max_unflushed_events`). So the work of a flush is spread over more events as the
+//!   rate rises, as in the daemon.
 //!
 //! Both use the daemon's allocator (mimalloc). Not here: the hop from the consumer thread
 //! to the actors' arbiters (actix mailboxes) and the broker and Redis round trips:
@@ -45,13 +46,14 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 use warden::actors::messages::Sourced;
 use warden::actors::partner::{OutboxWaiting, Shared};
+use warden::config::{KafkaConfig, RuntimeConfig};
 use warden::domain::control::ControlTable;
 use warden::domain::enforcement::EnforcementPolicy;
 use warden::domain::event::TopicKind;
 use warden::domain::money::Program;
 use warden::domain::partner::{ApplyRules, PartnerState};
 use warden::kafka::decode::{decode_partner_record, DecodeLimits};
-use warden::kafka::pipeline::MAX_FLUSH_PARTNERS;
+use warden::kafka::pipeline::pressing;
 use warden::kafka::topics::partition_for_key;
 use warden::loadgen::{Generator, LoadSpec};
 use warden::store::memory::MemoryStore;
@@ -63,9 +65,6 @@ const PARTITIONS: i32 = 12;
 const POLL_BATCH: usize = 2_000;
 const FLUSH_EVERY: usize = 10_000;
 const TOPIC: &str = "warden.usage.v1";
-/// The daemon's defaults: `kafka.flush_interval`, `runtime.max_unflushed_events`.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-const MAX_UNFLUSHED: usize = 50_000;
 const WORKERS: i32 = 2;
 
 #[global_allocator]
@@ -136,6 +135,9 @@ struct Daemon {
     store: Arc<dyn StateStore>,
     partitions: BTreeMap<i32, Partition>,
     partners: HashMap<String, PartnerState>,
+    /// The daemon's defaults: `kafka.flush_interval`, `runtime.max_unflushed_events`.
+    flush_interval: Duration,
+    max_unflushed: usize,
 }
 
 impl Daemon {
@@ -170,6 +172,8 @@ impl Daemon {
             store,
             partitions,
             partners: HashMap::new(),
+            flush_interval: KafkaConfig::default().flush_interval,
+            max_unflushed: RuntimeConfig::default().max_unflushed_events,
         }
     }
 
@@ -244,10 +248,10 @@ impl Daemon {
     /// Flushes the partitions that the daemon's pipeline would flush now.
     fn flush_due(&mut self, rt: &tokio::runtime::Runtime) {
         let now = Instant::now();
+        let (interval, max_unflushed) = (self.flush_interval, self.max_unflushed);
         self.flush_where(rt, |ps| {
-            now.duration_since(ps.last_flush) >= FLUSH_INTERVAL
-                || ps.unflushed >= MAX_UNFLUSHED / 2
-                || ps.dirty.len() >= MAX_FLUSH_PARTNERS / 2
+            now.duration_since(ps.last_flush) >= interval
+                || pressing(ps.unflushed, ps.dirty.len(), max_unflushed)
         });
     }
 

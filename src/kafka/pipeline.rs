@@ -212,7 +212,7 @@ pub(super) const PUBLISH_BATCH: usize = 512;
 /// than their partners, `bench-e2e` fell from 0.75 to 0.28 of the bare consumer. Offsets
 /// stay exact: a flush still snapshots every partner with events below its offsets; only
 /// partners changed by time alone wait for a later one.
-pub const MAX_FLUSH_PARTNERS: usize = 4_096;
+pub(super) const MAX_FLUSH_PARTNERS: usize = 4_096;
 
 /// Most outbox items of a partition waiting to be published. Publication needs the audit
 /// log and the data plane; while they lag, the partition stops fetching rather than
@@ -365,10 +365,16 @@ impl PartitionState {
 
     /// Whether enough is pending to flush without waiting for the interval.
     pub fn flush_pressing(&self, max_unflushed: usize) -> bool {
-        self.urgent
-            || self.unflushed >= max_unflushed / 2
-            || self.partners_to_flush() >= MAX_FLUSH_PARTNERS / 2
+        self.urgent || pressing(self.unflushed, self.partners_to_flush(), max_unflushed)
     }
+}
+
+/// Whether a partition with `unflushed` events not yet durable and `partners` for its
+/// next flush flushes at once rather than at its interval: at half of either bound, so
+/// the flush starts well before the partition would stop fetching. Public for the
+/// in-process bench, which flushes as the daemon does.
+pub fn pressing(unflushed: usize, partners: usize, max_unflushed: usize) -> bool {
+    unflushed >= max_unflushed / 2 || partners >= MAX_FLUSH_PARTNERS / 2
 }
 
 /// Where the pipeline writes besides the state store.
