@@ -14,10 +14,33 @@
 //! not its whole window. A revived partner gets its ids back with [`DedupWindow::restore`].
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Duration, Utc};
+use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
+/// One hasher for every window: the ids are partners' input, so it is keyed (SipHash with
+/// a per-process random key), and one shared key saves each window 16 bytes.
+static ID_HASHER: LazyLock<std::collections::hash_map::RandomState> =
+    LazyLock::new(std::collections::hash_map::RandomState::new);
+
+fn hash_id(id: &str) -> u64 {
+    ID_HASHER.hash_one(id)
+}
+
+/// An id in the window, with its event time in epoch millis (eviction needs no more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    ms: i64,
+    id: Box<str>,
+}
+
+/// Each id is held once, in `order`; the index holds only its sequence number (8 bytes),
+/// and what is not yet acknowledged is the tail of `order` from a sequence number. Three
+/// copies of every id (index, eviction order, pending delta) were most of an active
+/// partner's window memory.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DedupWindow {
     /// The newest event time seen by this partner.
@@ -31,12 +54,19 @@ pub struct DedupWindow {
         skip_serializing,
         deserialize_with = "millis_pairs::deserialize"
     )]
-    order: VecDeque<(DateTime<Utc>, String)>,
+    order: VecDeque<Entry>,
+    /// The sequence number of `order`'s front entry; entry `i` has number `front + i`.
     #[serde(skip)]
-    index: HashSet<String>,
-    /// Ids admitted since the store last acknowledged a flush, oldest first.
+    front: u64,
+    /// Sequence numbers of `order`'s entries, by the hash of their id. Derived: empty
+    /// after a load until the first admission rebuilds it.
     #[serde(skip)]
-    pending: Vec<(i64, String)>,
+    index: HashTable<u64>,
+    /// The sequence number of the first entry the store has not acknowledged: those from
+    /// here to the back are what the next flush writes. Eviction stops here, so an ack's
+    /// count always refers to the entries its delta held.
+    #[serde(skip)]
+    acknowledged: u64,
     /// Ids with an event time below this (epoch millis) are evicted.
     #[serde(skip)]
     horizon_ms: Option<i64>,
@@ -87,17 +117,31 @@ impl DedupWindow {
                 return Admission::TooOld;
             }
         }
-        if self.index.contains(id) {
+        let hash = hash_id(id);
+        if self.position(hash, id).is_some() {
             return Admission::Duplicate;
         }
-        self.index.insert(id.to_owned());
-        self.order.push_back((ts, id.to_owned()));
-        self.pending.push((ts.timestamp_millis(), id.to_owned()));
+        let seq = self.front + self.order.len() as u64;
+        self.order.push_back(Entry {
+            ms: ts.timestamp_millis(),
+            id: id.into(),
+        });
+        let (order, front) = (&self.order, self.front);
+        self.index
+            .insert_unique(hash, seq, |&s| hash_id(&order[(s - front) as usize].id));
         if self.newest.is_none_or(|n| ts > n) {
             self.newest = Some(ts);
             self.evict(window);
         }
         Admission::New
+    }
+
+    /// The sequence number of `id` (whose hash is `hash`), if it is in the window.
+    fn position(&self, hash: u64, id: &str) -> Option<u64> {
+        let (order, front) = (&self.order, self.front);
+        self.index
+            .find(hash, |&s| &*order[(s - front) as usize].id == id)
+            .copied()
     }
 
     pub fn len(&self) -> usize {
@@ -108,61 +152,84 @@ impl DedupWindow {
         self.order.is_empty()
     }
 
-    /// Drops ids older than the window from the front. Entries that arrived out of order
-    /// may stay a little longer than the window; that only keeps them more conservatively.
+    /// Drops ids older than the window from the front, up to the first one not yet
+    /// acknowledged. Entries that arrived out of order, or that wait for a flush, may stay
+    /// a little longer than the window; that only keeps them more conservatively.
     fn evict(&mut self, window: Duration) {
         let Some(newest) = self.newest else { return };
-        let horizon = newest - window;
-        self.horizon_ms = Some(horizon.timestamp_millis());
-        while let Some((ts, _)) = self.order.front() {
-            if *ts >= horizon {
+        let horizon = (newest - window).timestamp_millis();
+        self.horizon_ms = Some(horizon);
+        while let Some(entry) = self.order.front() {
+            if entry.ms >= horizon || self.front >= self.acknowledged {
                 break;
             }
-            if let Some((_, id)) = self.order.pop_front() {
-                self.index.remove(&id);
+            let seq = self.front;
+            if let Ok(found) = self.index.find_entry(hash_id(&entry.id), |&s| s == seq) {
+                found.remove();
             }
+            self.order.pop_front();
+            self.front += 1;
         }
     }
 
     /// What the next flush must write: every id not yet acknowledged, and the horizon.
     pub fn delta(&self) -> DedupDelta {
+        let from = (self.acknowledged - self.front) as usize;
         DedupDelta {
-            added: self.pending.clone(),
+            added: self
+                .order
+                .range(from..)
+                .map(|e| (e.ms, e.id.to_string()))
+                .collect(),
             evict_below_ms: self.horizon_ms,
         }
     }
 
     /// The store made the first `n` ids of a [`DedupWindow::delta`] durable.
     pub fn acknowledge(&mut self, n: usize) {
-        self.pending.drain(..n.min(self.pending.len()));
+        let back = self.front + self.order.len() as u64;
+        self.acknowledged = self.acknowledged.saturating_add(n as u64).min(back);
     }
 
     /// Gives a revived partner its ids back from the store (`[millis, id]`, any order).
     /// Ids its snapshot still carried inline and the store lacks are written with the
-    /// next flush.
-    pub fn restore(&mut self, stored: Vec<(i64, String)>) {
+    /// next flush: they go after the stored ones, as the newest entries, so they are what
+    /// is unacknowledged (out of time order, they are only evicted a little later).
+    pub fn restore(&mut self, mut stored: Vec<(i64, String)>) {
         let known: HashSet<&str> = stored.iter().map(|(_, id)| id.as_str()).collect();
-        let inline: Vec<(i64, String)> = self
+        let mut inline: Vec<Entry> = self
             .order
             .iter()
-            .filter(|(_, id)| !known.contains(id.as_str()))
-            .map(|(ts, id)| (ts.timestamp_millis(), id.clone()))
+            .filter(|e| !known.contains(&*e.id))
+            .cloned()
             .collect();
-        let mut all: Vec<(i64, String)> =
-            stored.into_iter().chain(inline.iter().cloned()).collect();
-        all.sort();
-        self.order = all
+        stored.sort();
+        inline.sort_by(|a, b| (a.ms, &a.id).cmp(&(b.ms, &b.id)));
+        self.acknowledged = self.front + stored.len() as u64;
+        self.order = stored
             .into_iter()
-            .filter_map(|(ms, id)| DateTime::from_timestamp_millis(ms).map(|ts| (ts, id)))
+            .map(|(ms, id)| Entry {
+                ms,
+                id: id.into_boxed_str(),
+            })
+            .chain(inline)
             .collect();
         self.index.clear();
-        self.pending.extend(inline);
     }
 
-    /// The index is not serialized (it is derivable); rebuild it after a restore.
+    /// The index is not serialized (it is derivable); rebuild it after a load or restore.
     fn rebuild_index_if_needed(&mut self) {
-        if self.index.len() != self.order.len() {
-            self.index = self.order.iter().map(|(_, id)| id.clone()).collect();
+        if self.index.len() == self.order.len() {
+            return;
+        }
+        let (order, front) = (&self.order, self.front);
+        let hasher = |&s: &u64| hash_id(&order[(s - front) as usize].id);
+        self.index = HashTable::with_capacity(order.len());
+        for (i, entry) in order.iter().enumerate() {
+            // A snapshot from before ids were stored apart could repeat an id: both
+            // entries are indexed, and either answers a lookup.
+            self.index
+                .insert_unique(hash_id(&entry.id), front + i as u64, hasher);
         }
     }
 }
@@ -172,19 +239,23 @@ impl DedupWindow {
 mod millis_pairs {
     use std::collections::VecDeque;
 
-    use chrono::{DateTime, Utc};
+    use chrono::DateTime;
     use serde::de::Error;
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    use super::Entry;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<VecDeque<(DateTime<Utc>, String)>, D::Error> {
+    ) -> Result<VecDeque<Entry>, D::Error> {
         let raw: Vec<(i64, String)> = Vec::deserialize(d)?;
         raw.into_iter()
-            .map(|(ms, id)| {
-                DateTime::from_timestamp_millis(ms)
-                    .map(|ts| (ts, id))
-                    .ok_or_else(|| D::Error::custom(format!("timestamp {ms} out of range")))
+            .map(|(ms, id)| match DateTime::from_timestamp_millis(ms) {
+                Some(_) => Ok(Entry {
+                    ms,
+                    id: id.into_boxed_str(),
+                }),
+                None => Err(D::Error::custom(format!("timestamp {ms} out of range"))),
             })
             .collect()
     }
@@ -192,6 +263,8 @@ mod millis_pairs {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -224,6 +297,8 @@ mod tests {
         for i in 0..50 {
             w.admit(&format!("e{i}"), t(i), win);
         }
+        // Flushed: eviction waits for the store to hold an id (the next test).
+        w.acknowledge(w.delta().added.len());
         w.admit("late", t(1000), win);
         assert_eq!(w.len(), 1);
     }
@@ -284,5 +359,156 @@ mod tests {
             w.admit("a", t(11), Duration::hours(1)),
             Admission::Duplicate
         );
+    }
+
+    /// A store as the Redis script keeps it: ids added, then those below the horizon gone.
+    #[derive(Default)]
+    struct Store(std::collections::BTreeMap<String, i64>);
+
+    impl Store {
+        fn write(&mut self, delta: &DedupDelta) {
+            for (ms, id) in &delta.added {
+                self.0.insert(id.clone(), *ms);
+            }
+            if let Some(below) = delta.evict_below_ms {
+                self.0.retain(|_, ms| *ms >= below);
+            }
+        }
+
+        fn entries(&self) -> Vec<(i64, String)> {
+            self.0.iter().map(|(id, ms)| (*ms, id.clone())).collect()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// An event: one of a few ids, its time moved from the newest by -40..60 s.
+        Admit(u8, i64),
+        /// A flush starts: its delta is taken and is in flight.
+        Flush,
+        /// The flush in flight ends: durable and acknowledged, or failed (or its ack lost).
+        Land(bool),
+        /// The process restarts from the last durable write: snapshot, then the store's ids.
+        Revive,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0u8..24, -40i64..60).prop_map(|(id, dt)| Op::Admit(id, dt)),
+            2 => Just(Op::Flush),
+            2 => any::<bool>().prop_map(Op::Land),
+            1 => Just(Op::Revive),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// The window's two promises, whatever the interleaving of events, flushes in
+        /// flight, failed or lost acks and restarts: an id seen inside the window is never
+        /// counted twice, and what a landed flush acknowledged survives a restart.
+        #[test]
+        fn never_counts_an_id_twice_and_keeps_what_was_acknowledged(
+            ops in proptest::collection::vec(op(), 1..120)
+        ) {
+            let win = Duration::seconds(30);
+            let mut w = DedupWindow::default();
+            let mut store = Store::default();
+            // What the durable state knows: the snapshot's window and the ids counted.
+            let mut durable = (DedupWindow::default(), BTreeMap::<String, i64>::new());
+            // Ids counted (applied) since the start, with the event time of the count.
+            let mut counted: BTreeMap<String, i64> = BTreeMap::new();
+            let mut in_flight: Option<(DedupDelta, DedupWindow, BTreeMap<String, i64>)> = None;
+            let mut clock = 1_000i64;
+            for op in ops {
+                match op {
+                    Op::Admit(n, dt) => {
+                        let id = format!("e{n}");
+                        let ts = t(clock + dt);
+                        let newest = w.newest;
+                        let seen = w.admit(&id, ts, win);
+                        let inside = |at: i64| newest.is_some_and(|n| t(at) >= n - win);
+                        match seen {
+                            Admission::New => {
+                                if let Some(&at) = counted.get(&id) {
+                                    proptest::prop_assert!(
+                                        !inside(at),
+                                        "{id} counted at {at} and again at {}", clock + dt
+                                    );
+                                }
+                                counted.insert(id, clock + dt);
+                            }
+                            Admission::Duplicate => {
+                                proptest::prop_assert!(counted.contains_key(&id));
+                            }
+                            Admission::TooOld => {
+                                proptest::prop_assert!(newest.is_some_and(|n| ts < n - win));
+                            }
+                        }
+                        clock += dt.max(0);
+                    }
+                    Op::Flush => {
+                        if in_flight.is_none() {
+                            in_flight = Some((w.delta(), w.clone(), counted.clone()));
+                        }
+                    }
+                    Op::Land(ok) => {
+                        if let Some((delta, snapshot, then)) = in_flight.take() {
+                            if ok {
+                                store.write(&delta);
+                                w.acknowledge(delta.added.len());
+                                durable = (snapshot, then);
+                            }
+                        }
+                    }
+                    Op::Revive => {
+                        let json = serde_json::to_string(&durable.0).unwrap();
+                        w = serde_json::from_str(&json).unwrap();
+                        w.restore(store.entries());
+                        counted = durable.1.clone();
+                        in_flight = None;
+                        // Every id counted durably and still inside the window is known.
+                        if let Some(newest) = w.newest {
+                            for (id, at) in &counted {
+                                if t(*at) >= newest - win {
+                                    proptest::prop_assert!(
+                                        w.clone().admit(id, newest, win) == Admission::Duplicate,
+                                        "{id} (at {at}) forgotten by the restart"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                // The index answers for exactly the entries in the eviction order.
+                let back = w.front + w.order.len() as u64;
+                proptest::prop_assert!(w.front <= w.acknowledged && w.acknowledged <= back);
+            }
+        }
+    }
+
+    #[test]
+    fn each_id_is_held_once_and_an_ack_covers_what_its_delta_held() {
+        let mut w = DedupWindow::default();
+        let win = Duration::seconds(100);
+        w.admit("a", t(0), win);
+        w.admit("b", t(1), win);
+        let delta = w.delta();
+        // Event time jumps past both while the flush is in flight: they wait for the ack.
+        w.admit("c", t(500), win);
+        assert_eq!(w.len(), 3);
+        w.acknowledge(delta.added.len());
+        assert_eq!(
+            w.delta().added,
+            vec![(t(500).timestamp_millis(), "c".to_owned())]
+        );
+        // The next advance evicts what was acknowledged and is below the horizon.
+        w.admit("d", t(501), win);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.index.len(), 2);
+        assert_eq!(w.admit("c", t(502), win), Admission::Duplicate);
+        // A replay of the evicted "a" carries its own time, outside the window.
+        assert_eq!(w.admit("a", t(0), win), Admission::TooOld);
     }
 }
