@@ -5,6 +5,8 @@
 //! before any field changes, so a rejected event leaves no trace (except, for a parent
 //! chain that loops, the audit note of its refusal).
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -203,10 +205,11 @@ pub struct PartnerState {
     pub duplicates_skipped: u64,
     usage_ids: DedupWindow,
     /// The money side (CONTRACT §2): it keeps `(invoice_id, kind)` and `attribution_id`
-    /// of everything applied, forever. Left out of the snapshot while untouched (most
-    /// partners that only send usage): half a kilobyte per flush otherwise.
-    #[serde(default, skip_serializing_if = "Ledger::is_untouched")]
-    ledger: Ledger,
+    /// of everything applied, forever. `None` while untouched (most partners only send
+    /// usage): a ledger is 520 bytes before it holds anything, and half a kilobyte of
+    /// JSON per flush. Changed only through [`PartnerState::with_ledger`].
+    #[serde(default, skip_serializing_if = "untouched")]
+    ledger: Option<Box<Ledger>>,
     /// Next control-topic offset to apply (partner-scoped facts below it are applied).
     #[serde(default, skip_serializing_if = "crate::domain::is_default")]
     pub control_applied: i64,
@@ -221,11 +224,15 @@ pub struct PartnerState {
     flow: MoneyFlow,
 }
 
+/// Whether the snapshot leaves the ledger out: none, or one nothing was applied to.
+fn untouched(ledger: &Option<Box<Ledger>>) -> bool {
+    ledger.as_deref().is_none_or(Ledger::is_untouched)
+}
+
 impl PartnerState {
     pub fn new(partner_id: impl Into<String>) -> Self {
         let partner_id = partner_id.into();
         PartnerState {
-            ledger: Ledger::new(partner_id.clone()),
             enforcement: EnforcementState::new(partner_id.clone()),
             partner_id,
             ..Default::default()
@@ -293,7 +300,7 @@ impl PartnerState {
         e: &InvoiceEvent,
         ctx: &ApplyContext<'_>,
     ) -> Result<Applied, Rejection> {
-        let effects = match self.ledger.apply_invoice(e, ctx.money, ctx.program) {
+        let effects = match self.with_ledger(|l| l.apply_invoice(e, ctx.money, ctx.program)) {
             Ok(effects) => effects,
             Err(rejection) => {
                 if rejection.detail.starts_with(CHAIN_LOOPS) {
@@ -345,7 +352,7 @@ impl PartnerState {
     }
 
     fn apply_attribution(&mut self, e: &AttributionEvent) -> Result<Applied, Rejection> {
-        match self.ledger.apply_attribution(e)? {
+        match self.with_ledger(|l| l.apply_attribution(e))? {
             InvoiceOutcome::Duplicate => Ok(Applied::Duplicate),
             _ => {
                 self.invoices.attributions = self.invoices.attributions.saturating_add(1);
@@ -357,7 +364,7 @@ impl PartnerState {
     /// Applies the control facts of this partner from `table` it has not applied yet
     /// (CONTRACT §1: they govern the events applied after them). Returns whether any was.
     pub fn catch_up(&mut self, table: &ControlTable, ctx: &ApplyContext<'_>) -> bool {
-        let with_fx = !self.ledger.parked().is_empty();
+        let with_fx = !self.ledger().parked().is_empty();
         let facts = table.facts_for(&self.partner_id, self.control_applied, with_fx);
         for (offset, fact) in &facts {
             self.apply_control(*offset, fact, ctx);
@@ -413,10 +420,7 @@ impl PartnerState {
     }
 
     fn apply_money_control(&mut self, offset: i64, fact: &ControlEvent, ctx: &ApplyContext<'_>) {
-        match self
-            .ledger
-            .apply_control(offset, fact, ctx.money, ctx.program)
-        {
+        match self.with_ledger(|l| l.apply_control(offset, fact, ctx.money, ctx.program)) {
             ControlOutcome::Credits(effects) => self.on_credits(effects, ctx),
             ControlOutcome::Fx(arrival) => {
                 for (e, effects) in arrival.applied {
@@ -445,7 +449,7 @@ impl PartnerState {
             })
             .collect();
         let activated: Vec<&str> = effects.activated.iter().map(|(t, _)| t.as_str()).collect();
-        let low = self.ledger.credit_wallet().is_low();
+        let low = self.ledger().credit_wallet().is_low();
         let decisions = self.enforcement.on_credits(
             low,
             &refused,
@@ -468,7 +472,7 @@ impl PartnerState {
             enforcement: Some(self.enforcement.partner_level()),
             levels: self.enforcement.levels(),
             quota: None,
-            money: self.ledger.totals(),
+            money: self.ledger().totals(),
             status: None,
         }
     }
@@ -488,13 +492,31 @@ impl PartnerState {
         s
     }
 
+    /// The partner's ledger; an untouched one (with no partner id) until money moves.
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        static UNTOUCHED: LazyLock<Ledger> = LazyLock::new(Ledger::default);
+        self.ledger.as_deref().unwrap_or(&UNTOUCHED)
+    }
+
+    /// Runs `f` on the ledger, made for this partner if it had none, and lets a new one go
+    /// again if `f` left it untouched (so a state and its decoded snapshot compare equal).
+    /// A ledger once touched stays so: what it applied is kept forever.
+    fn with_ledger<R>(&mut self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        let created = self.ledger.is_none();
+        let partner_id = &self.partner_id;
+        let ledger = self
+            .ledger
+            .get_or_insert_with(|| Box::new(Ledger::new(partner_id.clone())));
+        let out = f(ledger);
+        if created && ledger.is_untouched() {
+            self.ledger = None;
+        }
+        out
     }
 
     /// Active / at-risk and the lock at `now` (informational).
     pub fn status(&self, now: DateTime<Utc>, program: &Program) -> StatusView {
-        self.ledger.status(now, program)
+        self.ledger().status(now, program)
     }
 
     /// Takes the money moved since the last call, for metrics.
@@ -525,6 +547,10 @@ impl PartnerState {
     /// Drops outbox entries up to and including `n`: they are published.
     pub fn ack_outbox(&mut self, n: u64) {
         self.outbox.retain(|e| e.n > n);
+        if self.outbox.is_empty() {
+            // Most partners publish a decision now and then: an empty outbox holds nothing.
+            self.outbox = Vec::new();
+        }
     }
 
     /// The partner's own enforcement level now.
@@ -551,8 +577,12 @@ impl PartnerState {
         if self.enforcement.partner_id().is_empty() {
             self.enforcement = EnforcementState::new(self.partner_id.clone());
         }
-        if self.ledger.partner_id().is_empty() {
-            self.ledger = Ledger::new(self.partner_id.clone());
+        if self
+            .ledger
+            .as_ref()
+            .is_some_and(|l| l.partner_id().is_empty())
+        {
+            self.ledger = Some(Box::new(Ledger::new(self.partner_id.clone())));
         }
     }
 
