@@ -6,6 +6,7 @@
 //! one writer and cannot race with passivation.
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::DashMap;
@@ -17,7 +18,8 @@ pub struct Registry {
     arbiters: Vec<ArbiterHandle>,
     actors: DashMap<String, Addr<PartnerActor>>,
     hasher: std::collections::hash_map::RandomState,
-    shared: Shared,
+    /// One copy for every actor: each holds a pointer to it, not its own copy (56 bytes).
+    shared: Arc<Shared>,
 }
 
 impl Registry {
@@ -31,7 +33,7 @@ impl Registry {
             arbiters,
             actors: DashMap::new(),
             hasher: Default::default(),
-            shared,
+            shared: Arc::new(shared),
         }
     }
 

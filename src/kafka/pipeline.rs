@@ -434,6 +434,8 @@ impl Pipeline {
         consumer: &BaseConsumer<C>,
     ) {
         let mut per_partition: BTreeMap<i32, Vec<Sourced>> = BTreeMap::new();
+        // One clock read for the batch: it was polled at once.
+        let polled_at = Instant::now();
         for m in batch {
             let Some(kind) = self.topics.kind_of(m.topic()) else {
                 continue;
@@ -448,7 +450,7 @@ impl Pipeline {
                     ps.next.insert(m.topic().to_owned(), m.offset() + 1);
                 }
             }
-            ps.last_record = Instant::now();
+            ps.last_record = polled_at;
             if ps.barrier.is_none() {
                 ps.unflushed += 1;
             }
