@@ -4,7 +4,8 @@
 //! The window is measured in event time, never the wall clock, so replaying old data
 //! gives the same result. An event older than the window cannot be checked and is
 //! rejected (`outside_dedup_window`) rather than risk counting it twice.
-//! Memory: one entry (id + timestamp, ~60–150 bytes) per event inside the window.
+//! Memory: one entry per event inside the window, the id's length plus about 55 bytes
+//! (`tests/partner_memory.rs`).
 //! Ids are marked seen only in the same state that counts the event, and that state
 //! becomes durable in one atomic write with its offsets (no claim-before-write).
 //!
