@@ -143,9 +143,10 @@ fn usage(seq: i64) -> PartnerEvent {
     })
 }
 
-/// Each id in the dedup window costs about its own length and some 50 bytes (the entry,
-/// the index slot, room to grow): it is held once, not once per structure (164 bytes for
-/// a 29-byte id when the index and the eviction order each had a copy).
+/// Each id in the dedup window costs its own length and some 55 bytes (the entry, the
+/// index slot, room to grow): it is held once, not once per structure (164 bytes for a
+/// 29-byte id when the index and the eviction order each had a copy). The bound leaves
+/// room for both tables having just doubled (about 70 bytes besides the id).
 #[test]
 fn a_dedup_id_is_held_once() {
     let env = ApplyEnv::default();
@@ -171,5 +172,5 @@ fn a_dedup_id_is_held_once() {
     let id_len = "01JV7Q8ZK3-usage-000000000000".len() as isize;
     let per_id = (live() - before) / IDS as isize;
     println!("a dedup id of {id_len} bytes: {per_id} bytes in the window");
-    assert!(per_id < id_len + 64, "{per_id} bytes per {id_len}-byte id");
+    assert!(per_id < id_len + 96, "{per_id} bytes per {id_len}-byte id");
 }

@@ -208,7 +208,11 @@ pub struct PartnerState {
     /// of everything applied, forever. `None` while untouched (most partners only send
     /// usage): a ledger is 520 bytes before it holds anything, and half a kilobyte of
     /// JSON per flush. Changed only through [`PartnerState::with_ledger`].
-    #[serde(default, skip_serializing_if = "untouched")]
+    #[serde(
+        default,
+        skip_serializing_if = "untouched",
+        deserialize_with = "touched_ledger"
+    )]
     ledger: Option<Box<Ledger>>,
     /// Next control-topic offset to apply (partner-scoped facts below it are applied).
     #[serde(default, skip_serializing_if = "crate::domain::is_default")]
@@ -227,6 +231,13 @@ pub struct PartnerState {
 /// Whether the snapshot leaves the ledger out: none, or one nothing was applied to.
 fn untouched(ledger: &Option<Box<Ledger>>) -> bool {
     ledger.as_deref().is_none_or(Ledger::is_untouched)
+}
+
+/// Reads the ledger of a snapshot; an untouched one, as snapshots written before they
+/// were left out still carry, is read as none.
+fn touched_ledger<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<Ledger>>, D::Error> {
+    let ledger = Option::<Box<Ledger>>::deserialize(d)?;
+    Ok(ledger.filter(|l| !l.is_untouched()))
 }
 
 impl PartnerState {
@@ -702,6 +713,29 @@ mod tests {
             Ok(Applied::Duplicate)
         );
         assert_eq!(back.usage.requests, 3);
+    }
+
+    #[test]
+    fn a_usage_only_partner_holds_no_ledger_even_from_a_snapshot_that_spelled_one_out() {
+        let mut s = PartnerState::new("p-1");
+        let env = ApplyEnv::default();
+        s.apply(&usage("a", 0, 3, 1), &env.ctx()).unwrap();
+        assert!(s.ledger.is_none(), "usage makes no ledger");
+        // Snapshots written before untouched ledgers were left out carry an empty one.
+        let mut json = serde_json::to_value(&s).unwrap();
+        json["ledger"] = serde_json::to_value(Ledger::new("p-1")).unwrap();
+        let mut back: PartnerState = serde_json::from_value(json).unwrap();
+        assert!(back.ledger.is_none());
+        back.restore_dedup(s.dedup_delta().added);
+        assert_eq!(back, s);
+        // A touched one is kept.
+        let mut money = PartnerState::new("p-1");
+        let may = crate::domain::money::Month::of(at("2026-05-14T00:00:00Z"));
+        money.with_ledger(|l| l.freeze(may));
+        assert!(money.ledger.is_some());
+        let back: PartnerState =
+            serde_json::from_slice(&serde_json::to_vec(&money).unwrap()).unwrap();
+        assert_eq!(back, money);
     }
 
     // ---- money wired into the partner state ----
