@@ -51,7 +51,7 @@ fn usage(seq: i64) -> PartnerEvent {
 }
 
 fn invoice(seq: i64) -> PartnerEvent {
-    PartnerEvent::Invoice(InvoiceEvent {
+    PartnerEvent::Invoice(Box::new(InvoiceEvent {
         invoice_id: format!("inv-2a-{seq}"),
         ts: t0() + chrono::Duration::seconds(seq),
         kind: InvoiceKind::Paid,
@@ -64,7 +64,7 @@ fn invoice(seq: i64) -> PartnerEvent {
         new_logo: false,
         contract_value: None,
         refers_to: None,
-    })
+    }))
 }
 
 fn bench_apply(c: &mut Criterion) {

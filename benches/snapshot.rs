@@ -60,7 +60,7 @@ fn state() -> PartnerState {
         s.apply(&usage(seq), &rules).unwrap();
     }
     for seq in 0..INVOICE_IDS {
-        let invoice = PartnerEvent::Invoice(InvoiceEvent {
+        let invoice = PartnerEvent::Invoice(Box::new(InvoiceEvent {
             invoice_id: format!("inv-2a-{seq}"),
             ts: t0() + chrono::Duration::seconds(seq),
             kind: InvoiceKind::Paid,
@@ -73,7 +73,7 @@ fn state() -> PartnerState {
             new_logo: false,
             contract_value: None,
             refers_to: None,
-        });
+        }));
         s.apply(&invoice, &rules).unwrap();
     }
     assert_eq!(s.dedup_entries() as i64, USAGE_IDS);

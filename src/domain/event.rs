@@ -210,11 +210,15 @@ impl ControlEvent {
 }
 
 /// A decoded record of a keyed topic, ready to be routed to its partner's actor.
+///
+/// The money events are boxed: an invoice is 208 bytes and an attribution 160, against
+/// 144 for usage, the bulk of the traffic, and every event routed but not yet applied
+/// (an influx puts hundreds of thousands in mailboxes) is the size of the largest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartnerEvent {
     Usage(UsageEvent),
-    Invoice(InvoiceEvent),
-    Attribution(AttributionEvent),
+    Invoice(Box<InvoiceEvent>),
+    Attribution(Box<AttributionEvent>),
 }
 
 impl PartnerEvent {

@@ -768,7 +768,7 @@ mod tests {
     }
 
     fn paid(partner: &str, id: &str, ts: &str, currency: &str, fee: &str) -> PartnerEvent {
-        PartnerEvent::Invoice(InvoiceEvent {
+        PartnerEvent::Invoice(Box::new(InvoiceEvent {
             invoice_id: id.into(),
             ts: at(ts),
             kind: InvoiceKind::Paid,
@@ -781,7 +781,7 @@ mod tests {
             new_logo: false,
             contract_value: None,
             refers_to: None,
-        })
+        }))
     }
 
     /// A control table and the context the actor would build from it.
@@ -848,7 +848,7 @@ mod tests {
 
         // The ancestor applies it once.
         let mut d = PartnerState::new("dist");
-        let a = PartnerEvent::Attribution(attributions[0].clone());
+        let a = PartnerEvent::Attribution(Box::new(attributions[0].clone()));
         assert_eq!(d.apply(&a, &w.ctx()), Ok(Applied::Counted));
         assert_eq!(d.apply(&a, &w.ctx()), Ok(Applied::Duplicate));
         assert_eq!(d.summary().money.override_commission_usd, dec("30.00"));

@@ -161,12 +161,16 @@ pub fn decode_partner_record(
 ) -> Result<PartnerEvent, Rejection> {
     let event = match kind {
         TopicKind::Usage => PartnerEvent::Usage(usage(&parse(payload, limits, &USAGE_FIELDS)?)?),
-        TopicKind::Invoices => {
-            PartnerEvent::Invoice(invoice(&parse(payload, limits, &INVOICE_FIELDS)?)?)
-        }
-        TopicKind::Attribution => {
-            PartnerEvent::Attribution(attribution(&parse(payload, limits, &ATTRIBUTION_FIELDS)?)?)
-        }
+        TopicKind::Invoices => PartnerEvent::Invoice(Box::new(invoice(&parse(
+            payload,
+            limits,
+            &INVOICE_FIELDS,
+        )?)?)),
+        TopicKind::Attribution => PartnerEvent::Attribution(Box::new(attribution(&parse(
+            payload,
+            limits,
+            &ATTRIBUTION_FIELDS,
+        )?)?)),
         // A caller's mistake, not bad input; still a rejection rather than a panic.
         TopicKind::Control => {
             return Err(Rejection::new(
@@ -1000,7 +1004,7 @@ mod tests {
             refers_to: None,
         };
         let got = decode(TopicKind::Invoices, &example("invoices"));
-        assert_eq!(got, Ok(PartnerEvent::Invoice(expected)));
+        assert_eq!(got, Ok(PartnerEvent::Invoice(Box::new(expected))));
     }
 
     #[test]
@@ -1035,7 +1039,7 @@ mod tests {
         };
         let got = decode(TopicKind::Attribution, &example("attribution")).unwrap();
         assert_eq!(got.partner_id(), "anc-1");
-        assert_eq!(got, PartnerEvent::Attribution(expected));
+        assert_eq!(got, PartnerEvent::Attribution(Box::new(expected)));
     }
 
     #[test]
@@ -2029,7 +2033,7 @@ mod tests {
             let payload = serde_json::to_vec(&event).unwrap();
             let limits = DecodeLimits::default();
             let got = decode_partner_record(TopicKind::Attribution, Some(b"anc-1"), Some(&payload), Some(TS_MS), &limits);
-            prop_assert_eq!(got, Ok(PartnerEvent::Attribution(event)));
+            prop_assert_eq!(got, Ok(PartnerEvent::Attribution(Box::new(event))));
         }
     }
 }
