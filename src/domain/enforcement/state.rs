@@ -119,23 +119,29 @@ impl EnforcementState {
         let partner_quota = self.partner_quota(tp);
         self.partner
             .record(e, this_month, partner_quota.burst_rps, now, tp, policy);
-        // The id is copied only for an integration seen for the first time.
-        if !self.integrations.contains_key(&e.integration_id)
-            && self.integrations.len() < MAX_TRACKED_INTEGRATIONS
-        {
-            self.integrations
-                .insert(e.integration_id.clone(), Box::default());
-        }
+        let record = |unit: &mut Metered| {
+            let burst_rps = unit.meter.spec.map_or(0, |s| s.burst_rps);
+            unit.record(e, this_month, burst_rps, now, tp, policy);
+        };
+        // One search for a known integration; the id is copied only for a new one.
         let tracked = match self.integrations.get_mut(&e.integration_id) {
             Some(unit) => {
-                let burst_rps = unit.meter.spec.map_or(0, |s| s.burst_rps);
-                unit.record(e, this_month, burst_rps, now, tp, policy);
+                record(unit);
                 true
             }
             None => {
-                self.untracked_integration_events =
-                    self.untracked_integration_events.saturating_add(1);
-                false
+                if self.integrations.len() < MAX_TRACKED_INTEGRATIONS {
+                    record(
+                        self.integrations
+                            .entry(e.integration_id.clone())
+                            .or_default(),
+                    );
+                    true
+                } else {
+                    self.untracked_integration_events =
+                        self.untracked_integration_events.saturating_add(1);
+                    false
+                }
             }
         };
         if rolled {
