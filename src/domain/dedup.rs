@@ -38,6 +38,16 @@ struct Entry {
     id: Box<str>,
 }
 
+/// The entry numbered `seq` in `order`, whose front entry is numbered `front`.
+fn entry_at(order: &VecDeque<Entry>, front: u64, seq: u64) -> &Entry {
+    &order[(seq - front) as usize]
+}
+
+/// The hash of the entry a sequence number names: what the index needs to grow.
+fn rehasher(order: &VecDeque<Entry>, front: u64) -> impl Fn(&u64) -> u64 + '_ {
+    move |&seq| hash_id(&entry_at(order, front, seq).id)
+}
+
 /// Each id is held once, in `order`; the index holds only its sequence number (8 bytes),
 /// and what is not yet acknowledged is the tail of `order` from a sequence number. Three
 /// copies of every id (index, eviction order, pending delta) were most of an active
@@ -127,9 +137,8 @@ impl DedupWindow {
             ms: ts.timestamp_millis(),
             id: id.into(),
         });
-        let (order, front) = (&self.order, self.front);
         self.index
-            .insert_unique(hash, seq, |&s| hash_id(&order[(s - front) as usize].id));
+            .insert_unique(hash, seq, rehasher(&self.order, self.front));
         if self.newest.is_none_or(|n| ts > n) {
             self.newest = Some(ts);
             self.evict(window);
@@ -141,11 +150,10 @@ impl DedupWindow {
     /// entry below the eviction horizon is not: it may only be waiting for its flush's
     /// ack, and the answer must not depend on when that comes (the store drops it too).
     fn position(&self, hash: u64, id: &str) -> Option<u64> {
-        let (order, front) = (&self.order, self.front);
         let horizon = self.horizon_ms.unwrap_or(i64::MIN);
         self.index
             .find(hash, |&s| {
-                let entry = &order[(s - front) as usize];
+                let entry = entry_at(&self.order, self.front, s);
                 entry.ms >= horizon && &*entry.id == id
             })
             .copied()
@@ -230,13 +238,13 @@ impl DedupWindow {
             return;
         }
         let (order, front) = (&self.order, self.front);
-        let hasher = |&s: &u64| hash_id(&order[(s - front) as usize].id);
+        let hasher = rehasher(order, front);
         self.index = HashTable::with_capacity(order.len());
         for (i, entry) in order.iter().enumerate() {
             // A snapshot from before ids were stored apart could repeat an id: both
             // entries are indexed, and either answers a lookup.
             self.index
-                .insert_unique(hash_id(&entry.id), front + i as u64, hasher);
+                .insert_unique(hash_id(&entry.id), front + i as u64, &hasher);
         }
     }
 }
@@ -370,7 +378,7 @@ mod tests {
 
     /// A store as the Redis script keeps it: ids added, then those below the horizon gone.
     #[derive(Default)]
-    struct Store(std::collections::BTreeMap<String, i64>);
+    struct Store(BTreeMap<String, i64>);
 
     impl Store {
         fn write(&mut self, delta: &DedupDelta) {
