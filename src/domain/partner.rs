@@ -583,17 +583,12 @@ impl PartnerState {
         });
     }
 
-    /// A state restored without its enforcement or ledger part starts them for its partner.
+    /// A state restored without its enforcement part starts it for its partner. (A ledger
+    /// is always made for its partner, by [`PartnerState::with_ledger`]; one read from a
+    /// snapshot carries its partner id, or is untouched and read as none.)
     fn ensure_owner(&mut self) {
         if self.enforcement.partner_id().is_empty() {
             self.enforcement = EnforcementState::new(self.partner_id.clone());
-        }
-        if self
-            .ledger
-            .as_ref()
-            .is_some_and(|l| l.partner_id().is_empty())
-        {
-            self.ledger = Some(Box::new(Ledger::new(self.partner_id.clone())));
         }
     }
 
