@@ -7,7 +7,7 @@
 //! `actors/partner.rs`):
 //! - poll batches of 2,000 records (`kafka.poll_batch`): decode each with
 //!   `decode_partner_record`, advance the partition's next offset, group by partition
-//!   and then by partner in offset order;
+//!   and then by partner in offset order (`kafka::pipeline::group_by_partner`);
 //! - a partner seen for the first time is loaded from the store (a miss: a new state);
 //! - per partner batch, what the partner actor's `ApplyBatch` handler does, by the same
 //!   function (`actors::partner::Shared::apply_batch`): the control catch-up (a read of
@@ -15,9 +15,10 @@
 //!   program) and its metrics: two clock reads, the `warden_event_apply_seconds`
 //!   histogram, `warden_events_total`, and the hdrhistogram window;
 //! - every 10,000 events (a 100 ms `flush_interval` at 100k events/s) and at the end:
-//!   encode every dirty partner (`store::snapshot::encode`) and commit one `PartitionWrite`
-//!   per partition with its offsets to a `MemoryStore` through the `StateStore` trait
-//!   (tokio current-thread).
+//!   encode every dirty partner (`store::snapshot::encode`), copy its outbox out, and
+//!   commit one `PartitionWrite` per partition with its offsets to a `MemoryStore`
+//!   through the `StateStore` trait (tokio current-thread); then acknowledge the dedup
+//!   ids and the outbox (as the daemon does once the decisions are published).
 //!
 //! Two ways of driving it:
 //! - `warden_decode_route_apply_snapshot`: one thread, a flush every 10,000 events (a
@@ -28,9 +29,14 @@
 //!   `flush_interval` (the default, 100 ms) has passed or when it is pressing by the
 //!   daemon's own rule (`kafka::pipeline::pressing`, with the default
 //!   `max_unflushed_events`). So the work of a flush is spread over more events as the
-//!   rate rises, as in the daemon.
+//!   rate rises, as in the daemon. Every partner is new: each is created once in the
+//!   100k events, and snapshotted at least once;
+//! - `warden_2_workers_timed_flush_steady`: the same, in steady state. The stream's first
+//!   100k events are routed and flushed untimed, so the partners are live, with the
+//!   windows and outboxes they built; the next 100k are timed. Their windows now span
+//!   more event time, so each snapshot is larger than in the first variant.
 //!
-//! Both use the daemon's allocator (mimalloc). Not here: the hop from the consumer thread
+//! All use the daemon's allocator (mimalloc). Not here: the hop from the consumer thread
 //! to the actors' arbiters (actix mailboxes) and the broker and Redis round trips:
 //! `scripts/bench-e2e` measures those.
 
@@ -53,7 +59,7 @@ use warden::domain::event::TopicKind;
 use warden::domain::money::Program;
 use warden::domain::partner::{ApplyRules, PartnerState};
 use warden::kafka::decode::{decode_partner_record, DecodeLimits};
-use warden::kafka::pipeline::pressing;
+use warden::kafka::pipeline::{group_by_partner, pressing};
 use warden::kafka::topics::partition_for_key;
 use warden::loadgen::{Generator, LoadSpec};
 use warden::store::memory::MemoryStore;
@@ -90,7 +96,8 @@ struct BareUsage {
     errors: u64,
 }
 
-fn records() -> Vec<Polled> {
+/// `EVENTS` records of the generated stream, after the first `skip` of it.
+fn generated(skip: usize) -> Vec<Polled> {
     let spec = LoadSpec {
         partners: PARTNERS,
         skew: 0.9,
@@ -105,7 +112,7 @@ fn records() -> Vec<Polled> {
     };
     let mut offsets: HashMap<i32, i64> = HashMap::new();
     Generator::new(spec)
-        .take(EVENTS)
+        .take(skip + EVENTS)
         .map(|r| {
             let key = r.key.unwrap_or_default().into_bytes();
             let partition = partition_for_key(&key, PARTITIONS);
@@ -118,6 +125,7 @@ fn records() -> Vec<Polled> {
                 payload: r.payload,
             }
         })
+        .skip(skip)
         .collect()
 }
 
@@ -201,19 +209,10 @@ impl Daemon {
             });
         }
         for (p, events) in per_partition {
-            let mut order: Vec<String> = Vec::new();
-            let mut groups: HashMap<String, Vec<Sourced>> = HashMap::new();
-            for e in events {
-                let id = e.event.partner_id();
-                if let Some(g) = groups.get_mut(id) {
-                    g.push(e);
-                } else {
-                    order.push(id.to_owned());
-                    groups.insert(id.to_owned(), vec![e]);
-                }
-            }
-            let missing: Vec<&String> = order
+            let groups = group_by_partner(events);
+            let missing: Vec<&String> = groups
                 .iter()
+                .map(|(id, _)| id)
                 .filter(|id| !self.partners.contains_key(*id))
                 .collect();
             let store = &self.store;
@@ -222,16 +221,19 @@ impl Daemon {
                     .iter()
                     .map(|id| async move { (*id, store.load_partner(p, id).await) }),
             ));
-            for (id, res) in loaded {
-                let state = match res.unwrap() {
-                    Some(bytes) => snapshot::decode(&bytes).unwrap(),
-                    None => PartnerState::new(id.clone()),
-                };
-                self.partners.insert(id.clone(), state);
-            }
+            let loaded: Vec<(String, PartnerState)> = loaded
+                .into_iter()
+                .map(|(id, res)| {
+                    let state = match res.unwrap() {
+                        Some(bytes) => snapshot::decode(&bytes).unwrap(),
+                        None => PartnerState::new(id.clone()),
+                    };
+                    (id.clone(), state)
+                })
+                .collect();
+            self.partners.extend(loaded);
             let ps = self.partitions.get_mut(&p).unwrap();
-            for id in order {
-                let group = groups.remove(&id).unwrap();
+            for (id, group) in groups {
                 let state = self.partners.get_mut(&id).unwrap();
                 let rejected = self.shared.apply_batch(state, group);
                 assert!(rejected.is_empty(), "generated records are valid");
@@ -266,10 +268,17 @@ impl Daemon {
             ps.last_flush = Instant::now();
             let mut partners = Vec::with_capacity(ps.dirty.len());
             let mut dedup = Vec::new();
+            let mut outboxes = Vec::new();
             for id in ps.dirty.drain() {
                 let state = &self.partners[&id];
                 let delta = state.dedup_delta();
                 partners.push((id.clone(), snapshot::encode(state).unwrap()));
+                // The decisions to publish once the snapshot is durable, copied out as
+                // the actor's `TakeSnapshot` does.
+                let outbox = state.outbox().to_vec();
+                if let Some(last) = outbox.last() {
+                    outboxes.push((id.clone(), last.n, outbox));
+                }
                 if !delta.is_empty() {
                     dedup.push((id, delta));
                 }
@@ -291,12 +300,20 @@ impl Daemon {
                     state.dedup_acknowledged(n);
                 }
             }
+            // Publication (a Kafka produce, not in this bench) and its ack: the published
+            // decisions leave the outbox, so the next snapshot no longer holds them.
+            for (id, last, outbox) in outboxes {
+                black_box(outbox);
+                if let Some(state) = self.partners.get_mut(&id) {
+                    state.ack_outbox(last);
+                }
+            }
         }
     }
 }
 
 fn bench_pipeline(c: &mut Criterion) {
-    let records = records();
+    let records = generated(0);
     let record_ts = "2026-05-14T10:00:00Z"
         .parse::<DateTime<Utc>>()
         .unwrap()
@@ -349,17 +366,12 @@ fn bench_pipeline(c: &mut Criterion) {
     assert_eq!(counted, EVENTS as u64);
 
     // The configuration: two workers on two cores, the daemon's timed flush.
-    let shares: Vec<Vec<Polled>> = (0..WORKERS)
-        .map(|w| {
-            let mine = records.iter().filter(|m| m.partition % WORKERS == w);
-            mine.cloned().collect()
-        })
-        .collect();
+    let shares = by_worker(&records);
     group.bench_function("warden_2_workers_timed_flush", |b| {
         b.iter_custom(|iters| {
             let mut took = Duration::ZERO;
             for _ in 0..iters {
-                let mut workers = workers(&shared);
+                let mut workers = new_workers(&shared);
                 let started = Instant::now();
                 run_workers(&mut workers, &shares, record_ts);
                 took += started.elapsed();
@@ -369,7 +381,7 @@ fn bench_pipeline(c: &mut Criterion) {
             took
         })
     });
-    let mut workers = workers(&shared);
+    let mut workers = new_workers(&shared);
     run_workers(&mut workers, &shares, record_ts);
     let counted: u64 = workers
         .iter()
@@ -377,6 +389,35 @@ fn bench_pipeline(c: &mut Criterion) {
         .map(|s| s.usage.events)
         .sum();
     assert_eq!(counted, EVENTS as u64);
+
+    // The same two workers in steady state: the partners are live (loaded, with state and
+    // windows) from the stream's first 100k events, routed and flushed untimed; then
+    // the next 100k events of the same stream are timed. A daemon meets a partner for
+    // the first time once per assignment, and every event after that costs this.
+    let next = by_worker(&generated(EVENTS));
+    group.bench_function("warden_2_workers_timed_flush_steady", |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            for _ in 0..iters {
+                let mut workers = new_workers(&shared);
+                run_workers(&mut workers, &shares, record_ts);
+                let started = Instant::now();
+                run_workers(&mut workers, &next, record_ts);
+                took += started.elapsed();
+                drop(workers);
+            }
+            took
+        })
+    });
+    let mut workers = new_workers(&shared);
+    run_workers(&mut workers, &shares, record_ts);
+    run_workers(&mut workers, &next, record_ts);
+    let counted: u64 = workers
+        .iter()
+        .flat_map(|(_, d)| d.partners.values())
+        .map(|s| s.usage.events)
+        .sum();
+    assert_eq!(counted, 2 * EVENTS as u64);
 
     group.bench_function("baseline_serde_json_hashmap", |b| {
         b.iter_batched(
@@ -397,9 +438,19 @@ fn bench_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// Each worker's records: those of the partitions it owns (`p % WORKERS == w`).
+fn by_worker(records: &[Polled]) -> Vec<Vec<Polled>> {
+    (0..WORKERS)
+        .map(|w| {
+            let mine = records.iter().filter(|m| m.partition % WORKERS == w);
+            mine.cloned().collect()
+        })
+        .collect()
+}
+
 /// One daemon per worker, each owning the partitions `p % WORKERS == w`, all on one store;
 /// each with its own current-thread runtime, as each of the daemon's arbiters has.
-fn workers(shared: &Arc<Shared>) -> Vec<(tokio::runtime::Runtime, Daemon)> {
+fn new_workers(shared: &Arc<Shared>) -> Vec<(tokio::runtime::Runtime, Daemon)> {
     let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
     (0..WORKERS)
         .map(|w| {
