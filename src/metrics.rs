@@ -16,6 +16,9 @@ use crate::domain::event::{DeadLetterReason, TopicKind};
 pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
+    /// `events`' series, resolved once ([`TopicKind::ALL`] × [`OUTCOMES`]): a labelled
+    /// lookup hashes its labels under the vector's lock, and the actors count every batch.
+    events_by_topic: [[IntCounter; OUTCOMES.len()]; TopicKind::ALL.len()],
     pub dead_letters: IntCounterVec,
     pub event_apply_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
@@ -114,12 +117,17 @@ impl Metrics {
             0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05,
             0.1, 0.5, 1.0,
         ];
+        let events = counter_vec(
+            "warden_events_total",
+            "Input records by topic role and outcome (applied, duplicate, dead_letter).",
+            &["topic", "outcome"],
+        );
+        let events_by_topic = TopicKind::ALL.map(|kind| {
+            OUTCOMES.map(|outcome| events.with_label_values(&[kind.as_str(), outcome]))
+        });
         let m = Metrics {
-            events: counter_vec(
-                "warden_events_total",
-                "Input records by topic role and outcome (applied, duplicate, dead_letter).",
-                &["topic", "outcome"],
-            ),
+            events,
+            events_by_topic,
             dead_letters: counter_vec(
                 "warden_dead_letters_total",
                 "Records sent to the dead-letter topic, by reason.",
@@ -280,16 +288,7 @@ impl Metrics {
 
     /// Creates every series of a closed label set at 0 (CONTRACT §7).
     fn init_closed_sets(&self) {
-        for kind in [
-            TopicKind::Usage,
-            TopicKind::Invoices,
-            TopicKind::Attribution,
-            TopicKind::Control,
-        ] {
-            for outcome in OUTCOMES {
-                self.events.with_label_values(&[kind.as_str(), outcome]);
-            }
-        }
+        // `warden_events_total`: every series was created with `events_by_topic`.
         for reason in DeadLetterReason::ALL {
             self.dead_letters.with_label_values(&[reason.as_str()]);
         }
@@ -329,10 +328,21 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Adds `n` to `warden_events_total{topic, outcome}`.
+    pub fn count_events(&self, topic: TopicKind, outcome: &str, n: u64) {
+        let t = TopicKind::ALL.iter().position(|k| *k == topic);
+        let o = OUTCOMES.iter().position(|known| *known == outcome);
+        match (t, o) {
+            (Some(t), Some(o)) => self.events_by_topic[t][o].inc_by(n),
+            _ => self
+                .events
+                .with_label_values(&[topic.as_str(), outcome])
+                .inc_by(n),
+        }
+    }
+
     pub fn dead_letter(&self, topic: TopicKind, reason: DeadLetterReason) {
-        self.events
-            .with_label_values(&[topic.as_str(), "dead_letter"])
-            .inc();
+        self.count_events(topic, "dead_letter", 1);
         self.dead_letters
             .with_label_values(&[reason.as_str()])
             .inc();

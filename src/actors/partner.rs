@@ -1,11 +1,13 @@
 //! The partner actor: owns one [`PartnerState`] and applies its events in order, with the
 //! partner-scoped control facts applied before the events that follow them.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::{Actor, ActorContext, Context, Handler};
 use parking_lot::{Mutex, RwLock};
+use prometheus::local::LocalHistogram;
 
 use super::messages::{
     AckOutbox, ApplyBatch, DedupDurable, GetState, GetSummary, RejectedEvent, Snapshot, Sourced,
@@ -50,12 +52,26 @@ impl OutcomeCounts {
     /// Adds the counts to `warden_events_total`.
     fn publish(self) {
         for (topic, outcome, n) in self.0 {
-            METRICS
-                .events
-                .with_label_values(&[topic.as_str(), outcome])
-                .inc_by(n);
+            METRICS.count_events(topic, outcome, n);
         }
     }
+}
+
+/// A thread's buffers for the apply times of a batch, kept from one batch to the next:
+/// a batch is one or two events for most partners, and a fresh `LocalHistogram`
+/// allocates its buckets (as the list of times would) on every batch.
+struct ApplyTimes {
+    /// Flushed into `warden_event_apply_seconds` at the end of each batch.
+    seconds: LocalHistogram,
+    /// Recorded into the apply-latency window at the end of each batch.
+    nanos: Vec<u64>,
+}
+
+thread_local! {
+    static APPLY_TIMES: RefCell<ApplyTimes> = RefCell::new(ApplyTimes {
+        seconds: METRICS.event_apply_seconds.local(),
+        nanos: Vec::new(),
+    });
 }
 
 /// Partners whose outbox grew since the consumer thread last looked. Their partitions
@@ -95,45 +111,45 @@ impl Shared {
     /// labelled counter's lookup hashes its labels under a lock, and the histogram's sum
     /// is a compare-and-swap loop, both shared by every arbiter.
     pub fn apply_batch(&self, state: &mut PartnerState, batch: Vec<Sourced>) -> Vec<RejectedEvent> {
-        let mut rejected = Vec::new();
-        let mut counted = OutcomeCounts::default();
-        let apply_seconds = METRICS.event_apply_seconds.local();
-        let nanos = self.with_context(state, |state, table, ctx| {
-            state.catch_up(table, ctx);
-            let mut nanos = Vec::with_capacity(batch.len());
-            for sourced in batch {
-                // The TSC where it is reliable (quanta): two reads an event, a third of
-                // the cost of the system clock's.
-                let started = quanta::Instant::now();
-                let outcome = state.apply(&sourced.event, ctx);
-                let took = started.elapsed();
-                apply_seconds.observe(took.as_secs_f64());
-                nanos.push(took.as_nanos() as u64);
-                match outcome {
-                    Ok(Applied::Counted) => counted.add(sourced.topic, "applied"),
-                    Ok(Applied::Duplicate) => counted.add(sourced.topic, "duplicate"),
-                    Err(rejection) => {
-                        if rejection.reason == DeadLetterReason::OutsideDedupWindow {
-                            tracing::warn!(
-                                partner_id = %state.partner_id,
-                                offset = sourced.offset,
-                                "event older than the dedup window: dead-lettered"
-                            );
+        APPLY_TIMES.with_borrow_mut(|ApplyTimes { seconds, nanos }| {
+            nanos.clear();
+            let mut rejected = Vec::new();
+            let mut counted = OutcomeCounts::default();
+            self.with_context(state, |state, table, ctx| {
+                state.catch_up(table, ctx);
+                for sourced in batch {
+                    // The TSC where it is reliable (quanta): two reads an event, a third
+                    // of the cost of the system clock's.
+                    let started = quanta::Instant::now();
+                    let outcome = state.apply(&sourced.event, ctx);
+                    let took = started.elapsed();
+                    seconds.observe(took.as_secs_f64());
+                    nanos.push(took.as_nanos() as u64);
+                    match outcome {
+                        Ok(Applied::Counted) => counted.add(sourced.topic, "applied"),
+                        Ok(Applied::Duplicate) => counted.add(sourced.topic, "duplicate"),
+                        Err(rejection) => {
+                            if rejection.reason == DeadLetterReason::OutsideDedupWindow {
+                                tracing::warn!(
+                                    partner_id = %state.partner_id,
+                                    offset = sourced.offset,
+                                    "event older than the dedup window: dead-lettered"
+                                );
+                            }
+                            METRICS.dead_letter(sourced.topic, rejection.reason);
+                            rejected.push(RejectedEvent {
+                                source: sourced,
+                                rejection,
+                            });
                         }
-                        METRICS.dead_letter(sourced.topic, rejection.reason);
-                        rejected.push(RejectedEvent {
-                            source: sourced,
-                            rejection,
-                        });
                     }
                 }
-            }
-            nanos
-        });
-        apply_seconds.flush();
-        counted.publish();
-        crate::latency::APPLY_LATENCY.record_all(&nanos);
-        rejected
+            });
+            seconds.flush();
+            counted.publish();
+            crate::latency::APPLY_LATENCY.record_all(nanos);
+            rejected
+        })
     }
 
     /// Runs `f` on `state` with the context of now, under one read of the control table:
@@ -144,10 +160,9 @@ impl Shared {
         f: impl FnOnce(&mut PartnerState, &ControlTable, &ApplyContext<'_>) -> R,
     ) -> R {
         let table = self.control.read();
-        let tier = table.tier_of(&state.partner_id).to_owned();
         let ctx = ApplyContext {
             rules: &self.rules,
-            tier: &tier,
+            tier: table.tier_of(&state.partner_id),
             policy: &self.policy,
             money: table.money(),
             program: &self.program,

@@ -19,6 +19,12 @@ pub enum TopicKind {
 }
 
 impl TopicKind {
+    pub const ALL: [TopicKind; 4] = [
+        TopicKind::Usage,
+        TopicKind::Invoices,
+        TopicKind::Attribution,
+        TopicKind::Control,
+    ];
     pub const KEYED: [TopicKind; 3] = [
         TopicKind::Usage,
         TopicKind::Invoices,

@@ -71,10 +71,7 @@ impl ControlReader {
                 Ok(fact) => {
                     self.table.write().apply(m.offset(), &fact);
                     METRICS.control_facts.inc();
-                    METRICS
-                        .events
-                        .with_label_values(&[TopicKind::Control.as_str(), "applied"])
-                        .inc();
+                    METRICS.count_events(TopicKind::Control, "applied", 1);
                 }
                 Err(rejection) => {
                     METRICS.dead_letter(TopicKind::Control, rejection.reason);
