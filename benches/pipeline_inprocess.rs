@@ -368,27 +368,12 @@ fn bench_pipeline(c: &mut Criterion) {
     // The configuration: two workers on two cores, the daemon's timed flush.
     let shares = by_worker(&records);
     group.bench_function("warden_2_workers_timed_flush", |b| {
-        b.iter_custom(|iters| {
-            let mut took = Duration::ZERO;
-            for _ in 0..iters {
-                let mut workers = new_workers(&shared);
-                let started = Instant::now();
-                run_workers(&mut workers, &shares, record_ts);
-                took += started.elapsed();
-                // Dropping 10k states is not timed.
-                drop(workers);
-            }
-            took
-        })
+        b.iter_custom(|iters| time_workers(&shared, &[], &shares, record_ts, iters))
     });
-    let mut workers = new_workers(&shared);
-    run_workers(&mut workers, &shares, record_ts);
-    let counted: u64 = workers
-        .iter()
-        .flat_map(|(_, d)| d.partners.values())
-        .map(|s| s.usage.events)
-        .sum();
-    assert_eq!(counted, EVENTS as u64);
+    assert_eq!(
+        events_counted(&shared, &[&shares], record_ts),
+        EVENTS as u64
+    );
 
     // The same two workers in steady state: the partners are live (loaded, with state and
     // windows) from the stream's first 100k events, routed and flushed untimed; then
@@ -396,28 +381,12 @@ fn bench_pipeline(c: &mut Criterion) {
     // the first time once per assignment, and every event after that costs this.
     let next = by_worker(&generated(EVENTS));
     group.bench_function("warden_2_workers_timed_flush_steady", |b| {
-        b.iter_custom(|iters| {
-            let mut took = Duration::ZERO;
-            for _ in 0..iters {
-                let mut workers = new_workers(&shared);
-                run_workers(&mut workers, &shares, record_ts);
-                let started = Instant::now();
-                run_workers(&mut workers, &next, record_ts);
-                took += started.elapsed();
-                drop(workers);
-            }
-            took
-        })
+        b.iter_custom(|iters| time_workers(&shared, &[&shares], &next, record_ts, iters))
     });
-    let mut workers = new_workers(&shared);
-    run_workers(&mut workers, &shares, record_ts);
-    run_workers(&mut workers, &next, record_ts);
-    let counted: u64 = workers
-        .iter()
-        .flat_map(|(_, d)| d.partners.values())
-        .map(|s| s.usage.events)
-        .sum();
-    assert_eq!(counted, 2 * EVENTS as u64);
+    assert_eq!(
+        events_counted(&shared, &[&shares, &next], record_ts),
+        2 * EVENTS as u64
+    );
 
     group.bench_function("baseline_serde_json_hashmap", |b| {
         b.iter_batched(
@@ -462,6 +431,43 @@ fn new_workers(shared: &Arc<Shared>) -> Vec<(tokio::runtime::Runtime, Daemon)> {
             (rt, daemon)
         })
         .collect()
+}
+
+/// `iters` times: fresh workers route each share of `warm` untimed, then `timed`; the
+/// total time of `timed`. Dropping the workers' states is not timed.
+fn time_workers(
+    shared: &Arc<Shared>,
+    warm: &[&[Vec<Polled>]],
+    timed: &[Vec<Polled>],
+    record_ts: i64,
+    iters: u64,
+) -> Duration {
+    let mut took = Duration::ZERO;
+    for _ in 0..iters {
+        let mut workers = new_workers(shared);
+        for shares in warm {
+            run_workers(&mut workers, shares, record_ts);
+        }
+        let started = Instant::now();
+        run_workers(&mut workers, timed, record_ts);
+        took += started.elapsed();
+        drop(workers);
+    }
+    took
+}
+
+/// Fresh workers route every stage in turn; the usage events their partners counted
+/// (a check that the timed path did the work).
+fn events_counted(shared: &Arc<Shared>, stages: &[&[Vec<Polled>]], record_ts: i64) -> u64 {
+    let mut workers = new_workers(shared);
+    for shares in stages {
+        run_workers(&mut workers, shares, record_ts);
+    }
+    workers
+        .iter()
+        .flat_map(|(_, d)| d.partners.values())
+        .map(|s| s.usage.events)
+        .sum()
 }
 
 /// Each worker on its own thread routes its share in poll batches and flushes what is
