@@ -51,9 +51,17 @@ impl<C: Copy + Default + AddAssign> Window<C> {
         if idx < self.oldest_index(now) {
             return;
         }
-        match self.buckets.iter().position(|(i, _)| *i >= idx) {
-            Some(pos) if self.buckets[pos].0 == idx => self.buckets[pos].1 += counts,
-            Some(pos) => self.buckets.insert(pos, (idx, counts)),
+        // Events come nearly in time order, so the bucket is almost always the newest one
+        // or a new one after it: search from the back. `at` is the first bucket whose
+        // index is not below `idx`.
+        let at = self
+            .buckets
+            .iter()
+            .rposition(|(i, _)| *i < idx)
+            .map_or(0, |before| before + 1);
+        match self.buckets.get_mut(at) {
+            Some((i, c)) if *i == idx => *c += counts,
+            Some(_) => self.buckets.insert(at, (idx, counts)),
             None => self.buckets.push_back((idx, counts)),
         }
         self.prune(now);
@@ -168,6 +176,34 @@ mod tests {
         w.add(t(-200), Count(100), t(90), W);
         assert_eq!(w.sum(t(90)), Count(6));
         assert_eq!(w.sum(t(155)), Count(1));
+    }
+
+    #[test]
+    fn events_out_of_order_keep_the_buckets_sorted_and_merged() {
+        let mut w = Window::<Count>::default();
+        for (at, n) in [
+            (90, 1),
+            (40, 2),
+            (60, 4),
+            (40, 8),
+            (95, 16),
+            (10, 32),
+            (99, 64),
+        ] {
+            w.add(t(at), Count(n), t(99), W);
+        }
+        let buckets: Vec<(i64, u64)> = w.buckets.iter().map(|(i, c)| (*i, c.0)).collect();
+        let first = (1_780_000_000 + 10) / 10;
+        assert_eq!(
+            buckets,
+            [
+                (first, 32),
+                (first + 3, 2 + 8),
+                (first + 5, 4),
+                (first + 8, 1 + 16 + 64),
+            ]
+        );
+        assert_eq!(w.sum(t(99)), Count(127));
     }
 
     #[test]
