@@ -72,6 +72,21 @@ struct Unsealed<'a> {
     prev_hash: &'a str,
 }
 
+impl<'a> Unsealed<'a> {
+    fn of(record: &'a AuditRecord) -> Self {
+        Unsealed {
+            seq: record.seq,
+            ref_id: &record.ref_id,
+            at: &record.at,
+            actor: &record.actor,
+            action: &record.action,
+            target: &record.target,
+            detail: &record.detail,
+            prev_hash: &record.prev_hash,
+        }
+    }
+}
+
 impl AuditRecord {
     /// The entry this record was sealed from.
     pub fn entry(&self) -> AuditEntry {
@@ -96,20 +111,99 @@ impl AuditRecord {
 
 /// The hash `record` must carry: of every field but its own `hash` (whatever that holds).
 pub fn hash_of(record: &AuditRecord) -> String {
-    let unsealed = Unsealed {
-        seq: record.seq,
-        ref_id: &record.ref_id,
-        at: &record.at,
-        actor: &record.actor,
-        action: &record.action,
-        target: &record.target,
-        detail: &record.detail,
-        prev_hash: &record.prev_hash,
+    let unsealed = Unsealed::of(record);
+    let canonical = match plain_canonical(&unsealed) {
+        Some(bytes) => bytes,
+        // unwrap: JCS fails only on non-finite floats, which a serde_json::Value cannot
+        // hold, and on non-string map keys, which neither it nor `Unsealed` has.
+        None => serde_jcs::to_vec(&unsealed).expect("an audit record is valid JSON"),
     };
-    // unwrap: JCS fails only on non-finite floats, which a serde_json::Value cannot hold,
-    // and on non-string map keys, which neither it nor `Unsealed` has.
-    let canonical = serde_jcs::to_vec(&unsealed).expect("an audit record is valid JSON");
     hex::encode(Sha256::digest(&canonical))
+}
+
+/// Integers up to this magnitude are exact IEEE doubles, so JCS writes them as their
+/// plain digits.
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// `unsealed` in RFC 8785 canonical form, written directly when it holds no number but
+/// integers within ±2^53: JCS is then compact JSON with every object's keys in UTF-16
+/// code-unit order, and serde_json writes strings as JCS does (ECMAScript's escapes).
+/// `None` otherwise (floats, larger integers), for `serde_jcs`, which writes numbers in
+/// the ECMAScript form. A decision's seal spent 92 % of its time in `serde_jcs`, which
+/// buffers and sorts every object as it goes; every decision has only strings and
+/// integers. The property test below holds this to `serde_jcs` byte for byte.
+fn plain_canonical(unsealed: &Unsealed<'_>) -> Option<Vec<u8>> {
+    if unsealed.seq > MAX_EXACT_INTEGER {
+        return None;
+    }
+    let mut out = Vec::with_capacity(512);
+    // The fields in code-unit order of their names.
+    out.extend_from_slice(b"{\"action\":");
+    write_json(&mut out, unsealed.action)?;
+    out.extend_from_slice(b",\"actor\":");
+    write_json(&mut out, unsealed.actor)?;
+    out.extend_from_slice(b",\"at\":");
+    write_json(&mut out, unsealed.at)?;
+    out.extend_from_slice(b",\"detail\":");
+    write_plain_value(&mut out, unsealed.detail)?;
+    out.extend_from_slice(b",\"prev_hash\":");
+    write_json(&mut out, unsealed.prev_hash)?;
+    out.extend_from_slice(b",\"ref\":");
+    write_json(&mut out, unsealed.ref_id)?;
+    out.extend_from_slice(b",\"seq\":");
+    write_json(&mut out, &unsealed.seq)?;
+    out.extend_from_slice(b",\"target\":");
+    write_json(&mut out, unsealed.target)?;
+    out.push(b'}');
+    Some(out)
+}
+
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Option<()> {
+    serde_json::to_writer(out, value).ok()
+}
+
+/// `value` in canonical form; `None` at the first number that is not a plain integer.
+fn write_plain_value(out: &mut Vec<u8>, value: &serde_json::Value) -> Option<()> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let exact = n
+                .as_u64()
+                .map(|u| u <= MAX_EXACT_INTEGER)
+                .or_else(|| n.as_i64().map(|i| i.unsigned_abs() <= MAX_EXACT_INTEGER));
+            if exact != Some(true) {
+                return None;
+            }
+            write_json(out, n)
+        }
+        Value::Null | Value::Bool(_) | Value::String(_) => write_json(out, value),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_plain_value(out, item)?;
+            }
+            out.push(b']');
+            Some(())
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, key)?;
+                out.push(b':');
+                write_plain_value(out, item)?;
+            }
+            out.push(b'}');
+            Some(())
+        }
+    }
 }
 
 /// The record for `entry` at `seq`, after the record whose hash is `prev_hash`.
@@ -508,6 +602,113 @@ mod tests {
             seal(1, GENESIS_PREV_HASH, one).hash,
             seal(1, GENESIS_PREV_HASH, other).hash
         );
+    }
+
+    /// The shape of every decision's record (`publish::decision_audit`): strings, an
+    /// integer and a null. It takes the direct path, and that path writes what
+    /// `serde_jcs` writes.
+    #[test]
+    fn a_decision_record_is_written_directly_and_exactly_as_jcs_writes_it() {
+        let mut e = entry(3);
+        e.detail = json!({
+            "decision_id": "partner:p-3:17", "partner_id": "p-3", "from": "ok",
+            "to": "throttle", "reason": "burst_exceeded", "rate_limit_rps": 25,
+            "since": "2026-05-14T09:30:00.012Z", "tenant": null,
+        });
+        let record = seal(17, GENESIS_PREV_HASH, e);
+        let unsealed = Unsealed::of(&record);
+        let direct = plain_canonical(&unsealed).expect("a decision takes the direct path");
+        assert_eq!(direct, serde_jcs::to_vec(&unsealed).expect("canonical"));
+    }
+
+    #[test]
+    fn the_direct_path_sorts_keys_by_utf16_code_units_not_bytes() {
+        let mut e = entry(1);
+        e.detail = json!({"\u{fb01}": "1", "\u{1f600}": {"\u{fb01}": 1, "\u{1f600}": 2}});
+        let record = seal(1, GENESIS_PREV_HASH, e);
+        let unsealed = Unsealed::of(&record);
+        let direct = plain_canonical(&unsealed).expect("strings and integers only");
+        assert_eq!(direct, serde_jcs::to_vec(&unsealed).expect("canonical"));
+    }
+
+    #[test]
+    fn a_float_or_a_huge_integer_goes_through_serde_jcs() {
+        for detail in [
+            json!({"x": 1.5}),
+            json!([1u64 << 60]),
+            json!({"n": -(1i64 << 54)}),
+        ] {
+            let mut e = entry(1);
+            e.detail = detail;
+            let record = seal(1, GENESIS_PREV_HASH, e);
+            assert_eq!(plain_canonical(&Unsealed::of(&record)), None);
+        }
+        let record = seal(u64::MAX, GENESIS_PREV_HASH, entry(1));
+        assert_eq!(plain_canonical(&Unsealed::of(&record)), None);
+    }
+
+    mod canonical_form {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// Short ASCII names, any printable text, and any string at all (control
+        /// characters, quotes, backslashes, characters beyond the BMP).
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof!["[a-zA-Z_]{0,8}", "\\PC{0,8}", any::<String>()]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                (-(1i64 << 53)..=(1i64 << 53)).prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                    .prop_map(Value::from),
+                text().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 40, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((text(), inner), 0..6)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Whatever the record holds, the direct path (when it applies) writes exactly
+            /// what `serde_jcs` writes, so every hash is the one JCS defines.
+            #[test]
+            fn the_direct_path_writes_what_serde_jcs_writes(
+                seq in prop_oneof![0u64..1_000_000, any::<u64>()],
+                secs in 0i64..4_000_000_000,
+                nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
+                strings in prop::collection::vec(text(), 5),
+                detail in value(),
+            ) {
+                let record = AuditRecord {
+                    seq,
+                    ref_id: strings[0].clone(),
+                    at: DateTime::from_timestamp(secs, nanos).expect("in range"),
+                    actor: strings[1].clone(),
+                    action: strings[2].clone(),
+                    target: strings[3].clone(),
+                    detail,
+                    prev_hash: strings[4].clone(),
+                    hash: String::new(),
+                };
+                let unsealed = Unsealed::of(&record);
+                let jcs = serde_jcs::to_vec(&unsealed).expect("canonical");
+                if let Some(direct) = plain_canonical(&unsealed) {
+                    prop_assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&jcs));
+                }
+                prop_assert_eq!(hash_of(&record), hex::encode(Sha256::digest(&jcs)));
+            }
+        }
     }
 
     #[test]
