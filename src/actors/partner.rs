@@ -107,9 +107,9 @@ impl Shared {
     /// that came before them, and counts each in the metrics. Returns the events the
     /// rules rejected, for the dead-letter topic.
     ///
-    /// The per-event metrics are gathered locally and published once per batch: a
-    /// labelled counter's lookup hashes its labels under a lock, and the histogram's sum
-    /// is a compare-and-swap loop, both shared by every arbiter.
+    /// The per-event metrics are gathered in this thread's buffers and published once per
+    /// batch: the histogram's sum is a compare-and-swap loop and the counters are atomics,
+    /// all shared by every arbiter.
     pub fn apply_batch(&self, state: &mut PartnerState, batch: Vec<Sourced>) -> Vec<RejectedEvent> {
         APPLY_TIMES.with_borrow_mut(|ApplyTimes { seconds, nanos }| {
             nanos.clear();
