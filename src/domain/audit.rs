@@ -136,24 +136,25 @@ fn plain_canonical(unsealed: &Unsealed<'_>) -> Option<Vec<u8>> {
     if unsealed.seq > MAX_EXACT_INTEGER {
         return None;
     }
+    type Write<'w> = &'w dyn Fn(&mut Vec<u8>) -> Option<()>;
+    // Every field but `hash`, in code-unit order of their names.
+    let members: [(&str, Write<'_>); 8] = [
+        ("action", &|out| write_json(out, unsealed.action)),
+        ("actor", &|out| write_json(out, unsealed.actor)),
+        ("at", &|out| write_json(out, unsealed.at)),
+        ("detail", &|out| write_plain_value(out, unsealed.detail)),
+        ("prev_hash", &|out| write_json(out, unsealed.prev_hash)),
+        ("ref", &|out| write_json(out, unsealed.ref_id)),
+        ("seq", &|out| write_json(out, &unsealed.seq)),
+        ("target", &|out| write_json(out, unsealed.target)),
+    ];
     let mut out = Vec::with_capacity(512);
-    // The fields in code-unit order of their names.
-    out.extend_from_slice(b"{\"action\":");
-    write_json(&mut out, unsealed.action)?;
-    out.extend_from_slice(b",\"actor\":");
-    write_json(&mut out, unsealed.actor)?;
-    out.extend_from_slice(b",\"at\":");
-    write_json(&mut out, unsealed.at)?;
-    out.extend_from_slice(b",\"detail\":");
-    write_plain_value(&mut out, unsealed.detail)?;
-    out.extend_from_slice(b",\"prev_hash\":");
-    write_json(&mut out, unsealed.prev_hash)?;
-    out.extend_from_slice(b",\"ref\":");
-    write_json(&mut out, unsealed.ref_id)?;
-    out.extend_from_slice(b",\"seq\":");
-    write_json(&mut out, &unsealed.seq)?;
-    out.extend_from_slice(b",\"target\":");
-    write_json(&mut out, unsealed.target)?;
+    for (i, (name, write)) in members.iter().enumerate() {
+        out.push(if i == 0 { b'{' } else { b',' });
+        write_json(&mut out, name)?;
+        out.push(b':');
+        write(&mut out)?;
+    }
     out.push(b'}');
     Some(out)
 }
@@ -604,31 +605,37 @@ mod tests {
         );
     }
 
+    /// Seals a record holding `detail`, and checks that it takes the direct path and
+    /// that the path writes what `serde_jcs` writes.
+    fn assert_written_directly_as_jcs(seq: u64, detail: serde_json::Value) {
+        let mut e = entry(seq);
+        e.detail = detail;
+        let record = seal(seq, GENESIS_PREV_HASH, e);
+        let unsealed = Unsealed::of(&record);
+        let direct = plain_canonical(&unsealed).expect("strings and integers only");
+        assert_eq!(direct, serde_jcs::to_vec(&unsealed).expect("canonical"));
+    }
+
     /// The shape of every decision's record (`publish::decision_audit`): strings, an
-    /// integer and a null. It takes the direct path, and that path writes what
-    /// `serde_jcs` writes.
+    /// integer and a null.
     #[test]
     fn a_decision_record_is_written_directly_and_exactly_as_jcs_writes_it() {
-        let mut e = entry(3);
-        e.detail = json!({
-            "decision_id": "partner:p-3:17", "partner_id": "p-3", "from": "ok",
-            "to": "throttle", "reason": "burst_exceeded", "rate_limit_rps": 25,
-            "since": "2026-05-14T09:30:00.012Z", "tenant": null,
-        });
-        let record = seal(17, GENESIS_PREV_HASH, e);
-        let unsealed = Unsealed::of(&record);
-        let direct = plain_canonical(&unsealed).expect("a decision takes the direct path");
-        assert_eq!(direct, serde_jcs::to_vec(&unsealed).expect("canonical"));
+        assert_written_directly_as_jcs(
+            17,
+            json!({
+                "decision_id": "partner:p-3:17", "partner_id": "p-3", "from": "ok",
+                "to": "throttle", "reason": "burst_exceeded", "rate_limit_rps": 25,
+                "since": "2026-05-14T09:30:00.012Z", "tenant": null,
+            }),
+        );
     }
 
     #[test]
     fn the_direct_path_sorts_keys_by_utf16_code_units_not_bytes() {
-        let mut e = entry(1);
-        e.detail = json!({"\u{fb01}": "1", "\u{1f600}": {"\u{fb01}": 1, "\u{1f600}": 2}});
-        let record = seal(1, GENESIS_PREV_HASH, e);
-        let unsealed = Unsealed::of(&record);
-        let direct = plain_canonical(&unsealed).expect("strings and integers only");
-        assert_eq!(direct, serde_jcs::to_vec(&unsealed).expect("canonical"));
+        assert_written_directly_as_jcs(
+            1,
+            json!({"\u{fb01}": "1", "\u{1f600}": {"\u{fb01}": 1, "\u{1f600}": 2}}),
+        );
     }
 
     #[test]
