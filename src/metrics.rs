@@ -16,9 +16,9 @@ use crate::domain::event::{DeadLetterReason, TopicKind};
 pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
-    /// `events`' series, resolved once ([`TopicKind::ALL`] × [`OUTCOMES`]): a labelled
+    /// `events`' series, resolved once ([`TopicKind::ALL`] × [`Outcome::ALL`]): a labelled
     /// lookup hashes its labels under the vector's lock, and the actors count every batch.
-    events_by_topic: [[IntCounter; OUTCOMES.len()]; TopicKind::ALL.len()],
+    events_by_topic: [[IntCounter; Outcome::ALL.len()]; TopicKind::ALL.len()],
     pub dead_letters: IntCounterVec,
     pub event_apply_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
@@ -83,8 +83,45 @@ pub const SCOPES: [&str; 4] = ["global", "partner", "integration", "tenant"];
 /// The stages of a partition flush, in order (`warden_flush_stage_seconds{stage}`).
 pub const FLUSH_STAGES: [&str; 3] = ["snapshots", "dead_letters", "commit"];
 
-/// `outcome` label values of `warden_events_total`.
-pub const OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_letter"];
+/// `outcome` label values of `warden_events_total`: a closed set, so a count can only
+/// land on a series that exists from start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    DeadLetter,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Applied, Outcome::Duplicate, Outcome::DeadLetter];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLetter => "dead_letter",
+        }
+    }
+
+    /// Its place in [`Outcome::ALL`].
+    fn index(self) -> usize {
+        match self {
+            Outcome::Applied => 0,
+            Outcome::Duplicate => 1,
+            Outcome::DeadLetter => 2,
+        }
+    }
+}
+
+/// `kind`'s place in [`TopicKind::ALL`].
+fn topic_index(kind: TopicKind) -> usize {
+    match kind {
+        TopicKind::Usage => 0,
+        TopicKind::Invoices => 1,
+        TopicKind::Attribution => 2,
+        TopicKind::Control => 3,
+    }
+}
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -123,7 +160,7 @@ impl Metrics {
             &["topic", "outcome"],
         );
         let events_by_topic = TopicKind::ALL.map(|kind| {
-            OUTCOMES.map(|outcome| events.with_label_values(&[kind.as_str(), outcome]))
+            Outcome::ALL.map(|outcome| events.with_label_values(&[kind.as_str(), outcome.as_str()]))
         });
         let m = Metrics {
             events,
@@ -329,20 +366,12 @@ impl Metrics {
     }
 
     /// Adds `n` to `warden_events_total{topic, outcome}`.
-    pub fn count_events(&self, topic: TopicKind, outcome: &str, n: u64) {
-        let t = TopicKind::ALL.iter().position(|k| *k == topic);
-        let o = OUTCOMES.iter().position(|known| *known == outcome);
-        match (t, o) {
-            (Some(t), Some(o)) => self.events_by_topic[t][o].inc_by(n),
-            _ => self
-                .events
-                .with_label_values(&[topic.as_str(), outcome])
-                .inc_by(n),
-        }
+    pub fn count_events(&self, topic: TopicKind, outcome: Outcome, n: u64) {
+        self.events_by_topic[topic_index(topic)][outcome.index()].inc_by(n);
     }
 
     pub fn dead_letter(&self, topic: TopicKind, reason: DeadLetterReason) {
-        self.count_events(topic, "dead_letter", 1);
+        self.count_events(topic, Outcome::DeadLetter, 1);
         self.dead_letters
             .with_label_values(&[reason.as_str()])
             .inc();
@@ -367,6 +396,26 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each (topic, outcome) counts on its own series: the table's indexes follow `ALL`.
+    #[test]
+    fn every_topic_and_outcome_counts_on_its_own_series() {
+        // A registry of its own: other tests count on the global one meanwhile.
+        let m = Metrics::new();
+        let mut n = 0;
+        for (t, topic) in TopicKind::ALL.into_iter().enumerate() {
+            assert_eq!(topic_index(topic), t);
+            for (o, outcome) in Outcome::ALL.into_iter().enumerate() {
+                assert_eq!(outcome.index(), o);
+                n += 1;
+                m.count_events(topic, outcome, n);
+                let series = m
+                    .events
+                    .with_label_values(&[topic.as_str(), outcome.as_str()]);
+                assert_eq!(series.get(), n);
+            }
+        }
+    }
 
     #[test]
     fn closed_sets_exist_at_zero_and_no_partner_label() {

@@ -18,7 +18,7 @@ use crate::domain::enforcement::{EnforcementPolicy, Level};
 use crate::domain::event::{DeadLetterReason, TopicKind};
 use crate::domain::money::Program;
 use crate::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
-use crate::metrics::METRICS;
+use crate::metrics::{Outcome, METRICS};
 
 /// What every partner actor shares: the global control table, enforcement policy and
 /// partner program.
@@ -35,10 +35,10 @@ pub struct Shared {
 /// Events counted per (topic, outcome) within one batch: a batch holds a few topics at
 /// most, so a short list beats a map.
 #[derive(Default)]
-struct OutcomeCounts(Vec<(TopicKind, &'static str, u64)>);
+struct OutcomeCounts(Vec<(TopicKind, Outcome, u64)>);
 
 impl OutcomeCounts {
-    fn add(&mut self, topic: TopicKind, outcome: &'static str) {
+    fn add(&mut self, topic: TopicKind, outcome: Outcome) {
         match self
             .0
             .iter_mut()
@@ -126,8 +126,8 @@ impl Shared {
                     seconds.observe(took.as_secs_f64());
                     nanos.push(took.as_nanos() as u64);
                     match outcome {
-                        Ok(Applied::Counted) => counted.add(sourced.topic, "applied"),
-                        Ok(Applied::Duplicate) => counted.add(sourced.topic, "duplicate"),
+                        Ok(Applied::Counted) => counted.add(sourced.topic, Outcome::Applied),
+                        Ok(Applied::Duplicate) => counted.add(sourced.topic, Outcome::Duplicate),
                         Err(rejection) => {
                             if rejection.reason == DeadLetterReason::OutsideDedupWindow {
                                 tracing::warn!(
@@ -430,19 +430,19 @@ mod tests {
     fn outcomes_are_summed_per_topic_and_outcome() {
         let mut counts = OutcomeCounts::default();
         for (topic, outcome) in [
-            (TopicKind::Usage, "applied"),
-            (TopicKind::Invoices, "applied"),
-            (TopicKind::Usage, "applied"),
-            (TopicKind::Usage, "duplicate"),
+            (TopicKind::Usage, Outcome::Applied),
+            (TopicKind::Invoices, Outcome::Applied),
+            (TopicKind::Usage, Outcome::Applied),
+            (TopicKind::Usage, Outcome::Duplicate),
         ] {
             counts.add(topic, outcome);
         }
         assert_eq!(
             counts.0,
             [
-                (TopicKind::Usage, "applied", 2),
-                (TopicKind::Invoices, "applied", 1),
-                (TopicKind::Usage, "duplicate", 1),
+                (TopicKind::Usage, Outcome::Applied, 2),
+                (TopicKind::Invoices, Outcome::Applied, 1),
+                (TopicKind::Usage, Outcome::Duplicate, 1),
             ]
         );
     }

@@ -18,7 +18,7 @@ use super::decode::{decode_control_record, DecodeLimits};
 use crate::app::Health;
 use crate::domain::control::ControlTable;
 use crate::domain::event::TopicKind;
-use crate::metrics::METRICS;
+use crate::metrics::{Outcome, METRICS};
 
 pub struct ControlReader {
     pub topic: String,
@@ -71,7 +71,7 @@ impl ControlReader {
                 Ok(fact) => {
                     self.table.write().apply(m.offset(), &fact);
                     METRICS.control_facts.inc();
-                    METRICS.count_events(TopicKind::Control, "applied", 1);
+                    METRICS.count_events(TopicKind::Control, Outcome::Applied, 1);
                 }
                 Err(rejection) => {
                     METRICS.dead_letter(TopicKind::Control, rejection.reason);
