@@ -290,6 +290,24 @@ fn a_rebalance_storm_with_a_rolling_restart_keeps_totals_exact() {
     }
 }
 
+/// Waits until the two members' assignment has not changed for `quiet` and covers every
+/// partition (at most two minutes). tansu 0.6 wedges the group more often when a member
+/// stops seconds after (re)joining, as in the SIGKILL scenario.
+fn settle_for(a: &Daemon, b: &Daemon, quiet: Duration) {
+    let owned = |d: &Daemon| metric(d, "warden_partitions_assigned ");
+    let mut last = (owned(a), owned(b));
+    let mut settled_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while settled_since.elapsed() < quiet && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(250));
+        let now = (owned(a), owned(b));
+        if now != last || now.0 + now.1 != common::stream::PARTITIONS as f64 {
+            settled_since = Instant::now();
+            last = now;
+        }
+    }
+}
+
 /// Acceptance 3: an owner frozen (SIGSTOP) past its session, its partitions taken over,
 /// then resumed: its late writes are refused and counted, totals exact.
 #[test]
@@ -313,42 +331,42 @@ fn a_paused_owner_is_fenced_when_it_resumes() {
     let half = load.records.len() / 2;
     let producing = produce_paced(&stream.brokers, &stream, load.records, half, flow.clone());
     wait_progress(&redis, &stream, &load.truth, 0.2);
-    // tansu 0.6 wedges the group when a member stops seconds after (re)joining (as in the
-    // SIGKILL scenario): freeze the owner only once the assignment has been settled for
-    // 10 s. Seen once: a rebalance 6 s in, the pause right after, and no takeover.
-    let owned = |d: &Daemon| metric(d, "warden_partitions_assigned ");
-    let mut last = (owned(&slow), owned(&other));
-    let mut settled_since = std::time::Instant::now();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while settled_since.elapsed() < Duration::from_secs(10) && std::time::Instant::now() < deadline
-    {
-        thread::sleep(Duration::from_millis(250));
-        let now = (owned(&slow), owned(&other));
-        if now != last || now.0 + now.1 != common::stream::PARTITIONS as f64 {
-            settled_since = std::time::Instant::now();
-            last = now;
+    // tansu 0.6 sometimes keeps a frozen member in the group: the rebalance its silence
+    // starts hands the other member only its own partitions again, and no later one comes
+    // (seen with records flowing at the freeze, and about once in five freezes without;
+    // Kafka evicts the member). Then the owner is woken, the group left to settle, and the
+    // freeze tried again: at most three times.
+    let mut attempt = 1;
+    loop {
+        settle_for(&slow, &other, Duration::from_secs(10));
+        flow.store(pace::HOLD, Ordering::SeqCst);
+        // The gauge is refreshed every second: one read after a refresh that followed the
+        // trickle's end.
+        thread::sleep(Duration::from_millis(1_500));
+        let holding = metric(&slow, "warden_unflushed_events ");
+        assert!(
+            holding > 0.0,
+            "the owner to pause held no unflushed events\n{}",
+            slow.output()
+        );
+        slow.pause();
+        let taken = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            metric(&other, "warden_partitions_assigned ") == common::stream::PARTITIONS as f64
+        });
+        if taken {
+            break;
         }
+        assert!(
+            attempt < 3,
+            "the partitions of the paused owner were not taken over, three times\n--- the other owner:\n{}",
+            other.output()
+        );
+        eprintln!("freeze {attempt}: the broker kept the frozen member; waking it to try again");
+        slow.resume();
+        flow.store(pace::TRICKLE, Ordering::SeqCst);
+        attempt += 1;
     }
-    flow.store(pace::HOLD, Ordering::SeqCst);
-    // The gauge is refreshed every second: one read after a refresh that followed the
-    // trickle's end.
-    thread::sleep(Duration::from_millis(1_500));
-    let holding = metric(&slow, "warden_unflushed_events ");
-    assert!(
-        holding > 0.0,
-        "the owner to pause held no unflushed events\n{}",
-        slow.output()
-    );
-    slow.pause();
     flow.store(pace::FULL, Ordering::SeqCst);
-    let taken = wait_until(Duration::from_secs(120), Duration::from_millis(200), || {
-        metric(&other, "warden_partitions_assigned ") == common::stream::PARTITIONS as f64
-    });
-    assert!(
-        taken,
-        "the partitions of the paused owner were not taken over\n--- the other owner:\n{}",
-        other.output()
-    );
     // Let the new owner write with its newer epoch before the old one wakes up.
     wait_progress(&redis, &stream, &load.truth, 0.5);
     slow.resume();
@@ -369,10 +387,13 @@ fn a_paused_owner_is_fenced_when_it_resumes() {
     );
     report(
         "sigstop",
-        &[(
-            "fenced_writes",
-            metric(&slow, "warden_fenced_writes_total").to_string(),
-        )],
+        &[
+            (
+                "fenced_writes",
+                metric(&slow, "warden_fenced_writes_total").to_string(),
+            ),
+            ("freezes", attempt.to_string()),
+        ],
     );
     slow.terminate();
     other.terminate();
