@@ -53,6 +53,11 @@ struct Args {
     rate: u64,
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Partners the background traffic is spread over, round robin. With more of them
+    /// than `rate × passivate_after`, each stays live: what the per-second tick costs
+    /// with that many live actors shows in the decision latency.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    background_partners: u64,
     #[arg(long, default_value_t = 10)]
     probe_every_ms: u64,
     #[arg(long, default_value_t = 1000)]
@@ -173,6 +178,7 @@ async fn main() -> Result<()> {
 
     // 1. Background traffic with a probe every `probe_every_ms`.
     let (rate, seconds, every) = (args.rate, args.seconds, args.probe_every_ms.max(1));
+    let background_partners = args.background_partners;
     let (brokers, topic, w) = (
         args.brokers.clone(),
         args.usage_topic.clone(),
@@ -211,7 +217,7 @@ async fn main() -> Result<()> {
         while start.elapsed() < Duration::from_secs(seconds) {
             let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             while n < due {
-                let partner = format!("bg-{}", n % 5_000);
+                let partner = format!("bg-{}", n % background_partners);
                 send(
                     &p,
                     &topic,
