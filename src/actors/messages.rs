@@ -45,14 +45,50 @@ pub struct Snapshot {
 #[rtype(result = "()")]
 pub struct DedupDurable(pub usize);
 
-/// Time passes: the partition's event-time watermark and the wall clock. Answers whether
-/// the state changed (a decision was made), so the pipeline knows to snapshot it.
+/// Time passes: the partition's event-time watermark and the wall clock. Sent without
+/// waiting for a reply (a reply per actor cost the io runtime more than the ticks cost the
+/// actors); an actor whose state the tick changed notes its id in `round`.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "()")]
 pub struct Tick {
     /// `None` while the partition has no event time yet: only control facts apply.
     pub watermark: Option<chrono::DateTime<chrono::Utc>>,
     pub wall_now: chrono::DateTime<chrono::Utc>,
+    pub round: std::sync::Arc<TickRound>,
+}
+
+/// One round of ticks: every `Tick` of the round holds it, and when the last is handled
+/// or dropped (a stopped actor's mailbox), the round ends and `on_end` gets the ids of the
+/// partners whose state changed. So the round's end is known without a reply per actor,
+/// and a tick that never ran still ends it.
+pub struct TickRound {
+    changed: parking_lot::Mutex<Vec<String>>,
+    on_end: parking_lot::Mutex<Option<RoundEnd>>,
+}
+
+/// What a [`TickRound`] calls with the changed partners' ids when it ends.
+type RoundEnd = Box<dyn FnOnce(Vec<String>) + Send>;
+
+impl TickRound {
+    pub fn new(on_end: impl FnOnce(Vec<String>) + Send + 'static) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            changed: parking_lot::Mutex::new(Vec::new()),
+            on_end: parking_lot::Mutex::new(Some(Box::new(on_end))),
+        })
+    }
+
+    /// The tick changed this partner's state: it must be snapshotted.
+    pub fn changed(&self, partner_id: &str) {
+        self.changed.lock().push(partner_id.to_owned());
+    }
+}
+
+impl Drop for TickRound {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.get_mut().take() {
+            on_end(std::mem::take(self.changed.get_mut()));
+        }
+    }
 }
 
 /// Outbox entries up to `n` are published: drop them.
@@ -77,3 +113,25 @@ pub struct GetState;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_tick_round_ends_once_when_its_last_tick_is_gone_with_what_changed() {
+        let (tx, rx) = mpsc::channel();
+        let round = TickRound::new(move |changed| tx.send(changed).unwrap());
+        let handled = round.clone();
+        let dropped_unhandled = round.clone();
+        drop(round);
+        handled.changed("p-1");
+        drop(handled);
+        assert!(rx.try_recv().is_err(), "ended with a tick still queued");
+        // A stopped actor's mailbox drops its tick: the round ends all the same.
+        drop(dropped_unhandled);
+        assert_eq!(rx.try_recv().unwrap(), vec!["p-1".to_owned()]);
+        assert!(rx.try_recv().is_err(), "ended twice");
+    }
+}

@@ -312,9 +312,9 @@ impl Handler<GetSummary> for PartnerActor {
 }
 
 impl Handler<Tick> for PartnerActor {
-    type Result = bool;
+    type Result = ();
 
-    fn handle(&mut self, tick: Tick, _ctx: &mut Context<Self>) -> bool {
+    fn handle(&mut self, tick: Tick, _ctx: &mut Context<Self>) {
         let outbox_before = self.state.outbox().len();
         let (caught_up, decided) =
             self.shared
@@ -330,7 +330,9 @@ impl Handler<Tick> for PartnerActor {
         if self.state.outbox().len() > outbox_before {
             self.shared.outbox_waiting.note(&self.state.partner_id);
         }
-        decided || caught_up || self.trimmed || self.state.outbox().len() != outbox_before
+        if decided || caught_up || self.trimmed || self.state.outbox().len() != outbox_before {
+            tick.round.changed(&self.state.partner_id);
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
 use super::decode::{decode_partner_record, DecodeLimits};
 use super::topics::{partition_for_key, TopicMap};
-use crate::actors::messages::{AckOutbox, DedupDurable, Tick};
+use crate::actors::messages::{AckOutbox, DedupDurable, Tick, TickRound};
 use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::PartnerActor;
 use crate::actors::registry::Registry;
@@ -175,9 +175,9 @@ pub(super) enum Completion {
     },
     /// Partner states read for events waiting on them: (partition, epoch, resets).
     Loaded((i32, u64, u64), Vec<(String, Option<PartnerState>)>),
-    /// A round of ticks ended: per (partition, epoch, resets), the partners whose state
-    /// the tick changed.
-    Ticked(Vec<((i32, u64, u64), Vec<String>)>),
+    /// A round of ticks ended: the (partition, epoch, resets) it began with, and the
+    /// partners whose state it changed.
+    Ticked(Vec<(i32, u64, u64)>, Vec<String>),
     /// Its broker stage ended: `done[i]` says whether `ids[i]` is fully published.
     Produced {
         partition: i32,
@@ -1039,7 +1039,7 @@ impl Pipeline {
         match c {
             Completion::Flush(job, result) => self.flush_ended(job, result, consumer),
             Completion::Loaded(key, states) => self.loaded(key, states, consumer),
-            Completion::Ticked(rounds) => self.ticked(rounds),
+            Completion::Ticked(keys, changed) => self.ticked(keys, changed),
             Completion::DataPlane {
                 partition,
                 epoch,
@@ -1103,80 +1103,80 @@ impl Pipeline {
 
     /// Lets time pass for every live partner (ladder calm-down and dwell, quota months,
     /// pilot expiry); partners whose state changed are snapshotted by the flushes after
-    /// the replies are in (`ticked`).
+    /// the round ends (`ticked`).
     ///
-    /// The ticks are sent and their replies awaited on the io runtime, not here: a tick
-    /// costs each actor a few microseconds, and waiting for 9,600 of them held the
-    /// consumer thread for 40–50 ms every second (about 5 µs a live partner: half of every
-    /// second at 100k).
+    /// Nothing waits for a reply per actor. Waiting on this thread held it for 40–50 ms
+    /// every second at 9,600 live partners (half of every second at 100k); awaiting the
+    /// replies on the io runtime instead cost that runtime more in wake-ups than the ticks
+    /// cost the actors. Each tick holds the round, which ends when the last is handled or
+    /// dropped ([`TickRound`]); one round at a time.
     pub fn tick(&mut self) {
         if self.ticking {
             return;
         }
         self.wake_for_control();
-        let wall_now = Utc::now();
-        let mut rounds = Vec::with_capacity(self.partitions.len());
-        for (p, ps) in self.partitions.iter() {
-            if ps.partners.is_empty() {
-                continue;
-            }
-            // No record yet: no event time to move ladders by, but control facts still apply.
-            let watermark = ps.tick_watermark(Duration::from_secs(2));
-            let actors: Vec<(String, Addr<PartnerActor>)> = ps
-                .partners
-                .iter()
-                .map(|(id, slot)| (id.clone(), slot.addr.clone()))
-                .collect();
-            rounds.push(((*p, ps.epoch, ps.resets), watermark, actors));
-        }
-        if rounds.is_empty() {
+        let keys: Vec<(i32, u64, u64)> = self
+            .partitions
+            .iter()
+            .filter(|(_, ps)| !ps.partners.is_empty())
+            .map(|(p, ps)| (*p, ps.epoch, ps.resets))
+            .collect();
+        if keys.is_empty() {
             return;
         }
         self.ticking = true;
         let done = self.completions.0.clone();
-        self.io.spawn(async move {
-            let mut changed = Vec::with_capacity(rounds.len());
-            // One partition at a time, so only one partition's ticks are in the mailboxes
-            // at once. A tick that lands behind batches routed after its watermark was
-            // taken changes nothing: an actor's clock only moves forward.
-            for (key, watermark, actors) in rounds {
-                let replies = join_all(actors.iter().map(|(_, a)| {
-                    a.send(Tick {
-                        watermark,
-                        wall_now,
-                    })
-                }))
-                .await;
-                let ids = actors
-                    .into_iter()
-                    .zip(replies)
-                    .filter(|(_, r)| matches!(r, Ok(true)))
-                    .map(|((id, _), _)| id)
-                    .collect();
-                changed.push((key, ids));
-            }
-            let _ = done.send(Completion::Ticked(changed));
+        let round = TickRound::new(move |changed| {
+            let _ = done.send(Completion::Ticked(keys, changed));
         });
+        let wall_now = Utc::now();
+        for ps in self.partitions.values() {
+            // No record yet: no event time to move ladders by, but control facts still apply.
+            let watermark = ps.tick_watermark(Duration::from_secs(2));
+            for slot in ps.partners.values() {
+                // Queued behind the batches routed so far; a stopped actor's mailbox drops
+                // it, which still counts toward the round's end.
+                slot.addr.do_send(Tick {
+                    watermark,
+                    wall_now,
+                    round: round.clone(),
+                });
+            }
+        }
     }
 
     /// A round of ticks ended: the partners it changed join the next flushes, and the
-    /// idle ones it did not change are passivated, unless their partition was revoked or
-    /// reset since.
-    fn ticked(&mut self, rounds: Vec<((i32, u64, u64), Vec<String>)>) {
+    /// idle ones it did not change are passivated, in each partition not revoked or reset
+    /// since the round began.
+    fn ticked(&mut self, keys: Vec<(i32, u64, u64)>, changed: Vec<String>) {
         self.ticking = false;
-        for ((p, epoch, resets), ids) in rounds {
-            let Some(ps) = self.partitions.get_mut(&p) else {
+        let current =
+            |ps: &PartitionState, epoch: u64, resets: u64| ps.epoch == epoch && ps.resets == resets;
+        let began: HashMap<i32, (u64, u64)> = keys
+            .iter()
+            .map(|&(p, epoch, resets)| (p, (epoch, resets)))
+            .collect();
+        for id in changed {
+            let p = partition_for_key(id.as_bytes(), self.settings.partitions);
+            let (Some(&(epoch, resets)), Some(ps)) = (began.get(&p), self.partitions.get_mut(&p))
+            else {
                 continue;
             };
-            if ps.epoch != epoch || ps.resets != resets {
-                continue;
+            if current(ps, epoch, resets)
+                && ps.partners.contains_key(&id)
+                && !ps.dirty.contains(&id)
+            {
+                ps.ticked.insert(id);
             }
-            for id in ids {
-                if ps.partners.contains_key(&id) && !ps.dirty.contains(&id) {
-                    ps.ticked.insert(id);
-                }
+        }
+        for (p, epoch, resets) in keys {
+            if self
+                .partitions
+                .get(&p)
+                .is_some_and(|ps| current(ps, epoch, resets))
+            {
+                self.passivate_idle(p);
             }
-            self.passivate_idle(p);
         }
     }
 }
