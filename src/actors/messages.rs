@@ -54,23 +54,35 @@ pub struct Tick {
     /// `None` while the partition has no event time yet: only control facts apply.
     pub watermark: Option<chrono::DateTime<chrono::Utc>>,
     pub wall_now: chrono::DateTime<chrono::Utc>,
+    /// The partition the pipeline holds this actor under, given back with a change (the
+    /// record's partition, whatever partitioner its producer used).
+    pub partition: i32,
     pub round: std::sync::Arc<TickRound>,
 }
 
+/// A partner whose state a tick changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickChange {
+    pub partition: i32,
+    pub partner_id: String,
+    /// The tick added to its outbox: its partition should flush without waiting.
+    pub decided: bool,
+}
+
 /// One round of ticks: every `Tick` of the round holds it, and when the last is handled
-/// or dropped (a stopped actor's mailbox), the round ends and `on_end` gets the ids of the
-/// partners whose state changed. So the round's end is known without a reply per actor,
+/// or dropped (a stopped actor's mailbox), the round ends and `on_end` gets the partners
+/// whose state changed. So the round's end is known without a reply per actor,
 /// and a tick that never ran still ends it.
 pub struct TickRound {
-    changed: parking_lot::Mutex<Vec<String>>,
+    changed: parking_lot::Mutex<Vec<TickChange>>,
     on_end: parking_lot::Mutex<Option<RoundEnd>>,
 }
 
 /// What a [`TickRound`] calls with the changed partners' ids when it ends.
-type RoundEnd = Box<dyn FnOnce(Vec<String>) + Send>;
+type RoundEnd = Box<dyn FnOnce(Vec<TickChange>) + Send>;
 
 impl TickRound {
-    pub fn new(on_end: impl FnOnce(Vec<String>) + Send + 'static) -> std::sync::Arc<Self> {
+    pub fn new(on_end: impl FnOnce(Vec<TickChange>) + Send + 'static) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             changed: parking_lot::Mutex::new(Vec::new()),
             on_end: parking_lot::Mutex::new(Some(Box::new(on_end))),
@@ -78,8 +90,8 @@ impl TickRound {
     }
 
     /// The tick changed this partner's state: it must be snapshotted.
-    pub fn changed(&self, partner_id: &str) {
-        self.changed.lock().push(partner_id.to_owned());
+    pub fn changed(&self, change: TickChange) {
+        self.changed.lock().push(change);
     }
 }
 
@@ -126,12 +138,17 @@ mod tests {
         let handled = round.clone();
         let dropped_unhandled = round.clone();
         drop(round);
-        handled.changed("p-1");
+        let change = TickChange {
+            partition: 3,
+            partner_id: "p-1".into(),
+            decided: true,
+        };
+        handled.changed(change.clone());
         drop(handled);
         assert!(rx.try_recv().is_err(), "ended with a tick still queued");
         // A stopped actor's mailbox drops its tick: the round ends all the same.
         drop(dropped_unhandled);
-        assert_eq!(rx.try_recv().unwrap(), vec!["p-1".to_owned()]);
+        assert_eq!(rx.try_recv().unwrap(), vec![change]);
         assert!(rx.try_recv().is_err(), "ended twice");
     }
 }

@@ -11,7 +11,7 @@ use prometheus::local::LocalHistogram;
 
 use super::messages::{
     AckOutbox, ApplyBatch, DedupDurable, GetState, GetSummary, RejectedEvent, Snapshot, Sourced,
-    Stop, TakeSnapshot, Tick,
+    Stop, TakeSnapshot, Tick, TickChange,
 };
 use crate::domain::control::ControlTable;
 use crate::domain::enforcement::{EnforcementPolicy, Level};
@@ -330,8 +330,13 @@ impl Handler<Tick> for PartnerActor {
         if self.state.outbox().len() > outbox_before {
             self.shared.outbox_waiting.note(&self.state.partner_id);
         }
+        let grew = self.state.outbox().len() > outbox_before;
         if decided || caught_up || self.trimmed || self.state.outbox().len() != outbox_before {
-            tick.round.changed(&self.state.partner_id);
+            tick.round.changed(TickChange {
+                partition: tick.partition,
+                partner_id: self.state.partner_id.clone(),
+                decided: grew,
+            });
         }
     }
 }

@@ -353,7 +353,9 @@ impl Pipeline {
         loop {
             self.retry_stalled(consumer);
             let stalled = self.partitions.values().any(|ps| !ps.stalled.is_empty());
-            if !stalled && self.flush(consumer, true) {
+            // A round of ticks in flight may still change partners: its end joins them to
+            // the flush, so the drain waits for it too.
+            if !stalled && self.flush(consumer, true) && !self.ticking {
                 return true;
             }
             let now = Instant::now();

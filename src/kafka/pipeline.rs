@@ -27,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
 use super::decode::{decode_partner_record, DecodeLimits};
 use super::topics::{partition_for_key, TopicMap};
-use crate::actors::messages::{AckOutbox, DedupDurable, Tick, TickRound};
+use crate::actors::messages::{AckOutbox, DedupDurable, Tick, TickChange, TickRound};
 use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::PartnerActor;
 use crate::actors::registry::Registry;
@@ -177,7 +177,7 @@ pub(super) enum Completion {
     Loaded((i32, u64, u64), Vec<(String, Option<PartnerState>)>),
     /// A round of ticks ended: the (partition, epoch, resets) it began with, and the
     /// partners whose state it changed.
-    Ticked(Vec<(i32, u64, u64)>, Vec<String>),
+    Ticked(Vec<(i32, u64, u64)>, Vec<TickChange>),
     /// Its broker stage ended: `done[i]` says whether `ids[i]` is fully published.
     Produced {
         partition: i32,
@@ -1130,7 +1130,7 @@ impl Pipeline {
             let _ = done.send(Completion::Ticked(keys, changed));
         });
         let wall_now = Utc::now();
-        for ps in self.partitions.values() {
+        for (&partition, ps) in self.partitions.iter() {
             // No record yet: no event time to move ladders by, but control facts still apply.
             let watermark = ps.tick_watermark(Duration::from_secs(2));
             for slot in ps.partners.values() {
@@ -1139,6 +1139,7 @@ impl Pipeline {
                 slot.addr.do_send(Tick {
                     watermark,
                     wall_now,
+                    partition,
                     round: round.clone(),
                 });
             }
@@ -1148,7 +1149,7 @@ impl Pipeline {
     /// A round of ticks ended: the partners it changed join the next flushes, and the
     /// idle ones it did not change are passivated, in each partition not revoked or reset
     /// since the round began.
-    fn ticked(&mut self, keys: Vec<(i32, u64, u64)>, changed: Vec<String>) {
+    fn ticked(&mut self, keys: Vec<(i32, u64, u64)>, changed: Vec<TickChange>) {
         self.ticking = false;
         let current =
             |ps: &PartitionState, epoch: u64, resets: u64| ps.epoch == epoch && ps.resets == resets;
@@ -1156,17 +1157,20 @@ impl Pipeline {
             .iter()
             .map(|&(p, epoch, resets)| (p, (epoch, resets)))
             .collect();
-        for id in changed {
-            let p = partition_for_key(id.as_bytes(), self.settings.partitions);
+        for change in changed {
+            let p = change.partition;
             let (Some(&(epoch, resets)), Some(ps)) = (began.get(&p), self.partitions.get_mut(&p))
             else {
                 continue;
             };
-            if current(ps, epoch, resets)
-                && ps.partners.contains_key(&id)
-                && !ps.dirty.contains(&id)
-            {
-                ps.ticked.insert(id);
+            if !current(ps, epoch, resets) || !ps.partners.contains_key(&change.partner_id) {
+                continue;
+            }
+            // A decision flushes its partition without waiting, as one from an event does
+            // (a flush started before the round ended did not take this partner).
+            ps.urgent |= change.decided;
+            if !ps.dirty.contains(&change.partner_id) {
+                ps.ticked.insert(change.partner_id);
             }
         }
         for (p, epoch, resets) in keys {
