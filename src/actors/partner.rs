@@ -327,10 +327,10 @@ impl Handler<Tick> for PartnerActor {
                 });
         self.count_level();
         self.count_money();
-        if self.state.outbox().len() > outbox_before {
+        let grew = self.state.outbox().len() > outbox_before;
+        if grew {
             self.shared.outbox_waiting.note(&self.state.partner_id);
         }
-        let grew = self.state.outbox().len() > outbox_before;
         if decided || caught_up || self.trimmed || self.state.outbox().len() != outbox_before {
             tick.round.changed(TickChange {
                 partition: tick.partition,

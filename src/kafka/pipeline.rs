@@ -175,9 +175,9 @@ pub(super) enum Completion {
     },
     /// Partner states read for events waiting on them: (partition, epoch, resets).
     Loaded((i32, u64, u64), Vec<(String, Option<PartnerState>)>),
-    /// A round of ticks ended: the (partition, epoch, resets) it began with, and the
+    /// A round of ticks ended: each partition's (epoch, resets) when it began, and the
     /// partners whose state it changed.
-    Ticked(Vec<(i32, u64, u64)>, Vec<TickChange>),
+    Ticked(HashMap<i32, (u64, u64)>, Vec<TickChange>),
     /// Its broker stage ended: `done[i]` says whether `ids[i]` is fully published.
     Produced {
         partition: i32,
@@ -429,9 +429,8 @@ pub struct Pipeline {
     pub(super) health: Arc<Health>,
     pub(super) partitions: BTreeMap<i32, PartitionState>,
     pub(super) last_maintenance: Instant,
-    /// A round of ticks was sent and its replies are not all in: no new round until they
-    /// are (and no passivation: a partner the tick changed must not be stopped
-    /// unsnapshotted).
+    /// A round of ticks was sent and has not ended: no new round until it has (and no
+    /// passivation: a partner the tick changed must not be stopped unsnapshotted).
     pub(super) ticking: bool,
     /// High watermarks from librdkafka's statistics, for the lag gauge.
     pub(super) high_watermarks: HashMap<(String, i32), i64>,
@@ -784,7 +783,7 @@ impl Pipeline {
             return;
         }
         self.last_maintenance = Instant::now();
-        // Idle partners are passivated when this round's replies are in (`ticked`).
+        // Idle partners are passivated when this round ends (`ticked`).
         self.tick();
         let mut unflushed = 0;
         let mut paused = 0;
@@ -1039,7 +1038,7 @@ impl Pipeline {
         match c {
             Completion::Flush(job, result) => self.flush_ended(job, result, consumer),
             Completion::Loaded(key, states) => self.loaded(key, states, consumer),
-            Completion::Ticked(keys, changed) => self.ticked(keys, changed),
+            Completion::Ticked(began, changed) => self.ticked(began, changed),
             Completion::DataPlane {
                 partition,
                 epoch,
@@ -1115,19 +1114,19 @@ impl Pipeline {
             return;
         }
         self.wake_for_control();
-        let keys: Vec<(i32, u64, u64)> = self
+        let began: HashMap<i32, (u64, u64)> = self
             .partitions
             .iter()
             .filter(|(_, ps)| !ps.partners.is_empty())
-            .map(|(p, ps)| (*p, ps.epoch, ps.resets))
+            .map(|(p, ps)| (*p, (ps.epoch, ps.resets)))
             .collect();
-        if keys.is_empty() {
+        if began.is_empty() {
             return;
         }
         self.ticking = true;
         let done = self.completions.0.clone();
         let round = TickRound::new(move |changed| {
-            let _ = done.send(Completion::Ticked(keys, changed));
+            let _ = done.send(Completion::Ticked(began, changed));
         });
         let wall_now = Utc::now();
         for (&partition, ps) in self.partitions.iter() {
@@ -1149,14 +1148,10 @@ impl Pipeline {
     /// A round of ticks ended: the partners it changed join the next flushes, and the
     /// idle ones it did not change are passivated, in each partition not revoked or reset
     /// since the round began.
-    fn ticked(&mut self, keys: Vec<(i32, u64, u64)>, changed: Vec<TickChange>) {
+    fn ticked(&mut self, began: HashMap<i32, (u64, u64)>, changed: Vec<TickChange>) {
         self.ticking = false;
         let current =
             |ps: &PartitionState, epoch: u64, resets: u64| ps.epoch == epoch && ps.resets == resets;
-        let began: HashMap<i32, (u64, u64)> = keys
-            .iter()
-            .map(|&(p, epoch, resets)| (p, (epoch, resets)))
-            .collect();
         for change in changed {
             let p = change.partition;
             let (Some(&(epoch, resets)), Some(ps)) = (began.get(&p), self.partitions.get_mut(&p))
@@ -1173,7 +1168,7 @@ impl Pipeline {
                 ps.ticked.insert(change.partner_id);
             }
         }
-        for (p, epoch, resets) in keys {
+        for (p, (epoch, resets)) in began {
             if self
                 .partitions
                 .get(&p)
