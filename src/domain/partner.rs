@@ -550,6 +550,13 @@ impl PartnerState {
         changed
     }
 
+    /// The earliest event-time watermark at which [`PartnerState::tick`] could change
+    /// anything (`DateTime::MIN_UTC`: the next tick; `None`: only an event or a control
+    /// fact can). See [`EnforcementState::tick_due`].
+    pub fn tick_due(&self, policy: &EnforcementPolicy) -> Option<DateTime<Utc>> {
+        self.enforcement.tick_due(policy)
+    }
+
     /// Outputs not yet known to be published.
     pub fn outbox(&self) -> &[OutboxEntry] {
         &self.outbox

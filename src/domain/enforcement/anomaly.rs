@@ -63,6 +63,15 @@ impl Baseline {
         }
     }
 
+    /// When the open window closes with volume in it: the current volume drops to zero
+    /// and a sample is folded into the baseline (z changes with time only then). `None`
+    /// when the open window is empty.
+    pub fn closes_at(&self) -> Option<DateTime<Utc>> {
+        let open = self.open.filter(|_| self.volume > 0 && self.width > 0)?;
+        let secs = open.saturating_add(1).saturating_mul(self.width);
+        Some(DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::<Utc>::MAX_UTC))
+    }
+
     fn roll_to(&mut self, idx: i64, alpha: f64) {
         match self.open {
             Some(open) if idx <= open => {}

@@ -79,6 +79,19 @@ impl Health {
         self.chargebacks.prune(now);
     }
 
+    /// The earliest event time at which time alone changes a signal: a window's oldest
+    /// bucket sliding out, or the volume window closing. `None` when nothing is counted.
+    pub fn changes_at(&self) -> Option<DateTime<Utc>> {
+        [
+            self.traffic.slides_at(),
+            self.chargebacks.slides_at(),
+            self.volume.closes_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     /// Every signal's proposal at `now`, in order of precedence.
     pub fn signals(&self, now: DateTime<Utc>, tier: &TierPolicy) -> [Target; 4] {
         let traffic = self.traffic.sum(now);

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::Decision;
-use super::duration::chrono_dur;
+use super::duration::{chrono_dur, later};
 use super::health::{Health, Target};
 use super::ladder::Timing;
 use super::level::Reason;
@@ -105,6 +105,30 @@ impl Metered {
             .observe(target, now, timing)
             .expect("health targets are ladder levels");
         self.settle(key, quotas, None, (now, now), policy)
+    }
+
+    /// The earliest event time at which time alone could change this subject's level in
+    /// force, judged at `now`: a time at or before `now` means at the next tick (a ladder
+    /// clock is running, or a window has buckets to drop). `None`: only an event or a
+    /// control fact can.
+    ///
+    /// An idle subject's level moves with time only when a health signal changes (a
+    /// window's oldest bucket slides out, the volume window closes), its burst hold ends,
+    /// or the dwell after its last move ends (a signal already above `ok` then steps up).
+    pub fn tick_due(&self, now: DateTime<Utc>, dwell: chrono::Duration) -> Option<DateTime<Utc>> {
+        if !self.subject.is_idle() {
+            return Some(now);
+        }
+        let ahead = |t: Option<DateTime<Utc>>| t.filter(|t| *t > now);
+        let dwell_ends = self.subject.ladder.moved_at().map(|m| later(m, dwell));
+        [
+            self.health.changes_at(),
+            ahead(self.meter.burst_until()),
+            ahead(dwell_ends),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Decides if the level in force changed, without moving the ladder. `(now, at)`:

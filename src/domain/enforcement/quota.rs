@@ -56,6 +56,14 @@ impl Month {
         Month(ts.year() * 12 + ts.month0() as i32)
     }
 
+    /// The first instant of the month after this one (when use starts from zero again).
+    pub fn next_start(self) -> DateTime<Utc> {
+        let next = self.0.saturating_add(1);
+        chrono::NaiveDate::from_ymd_opt(next.div_euclid(12), next.rem_euclid(12) as u32 + 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(DateTime::<Utc>::MAX_UTC, |d| d.and_utc())
+    }
+
     /// `YYYY-MM`.
     pub fn label(self) -> String {
         format!(
@@ -146,6 +154,11 @@ impl Meter {
             let end = later(later(ts, Duration::seconds(1)), hold);
             self.burst.until = self.burst.until.max(Some(end));
         }
+    }
+
+    /// When the burst hold ends (throttle until then).
+    pub fn burst_until(&self) -> Option<DateTime<Utc>> {
+        self.burst.until
     }
 
     /// Throttle while a burst hold runs at `now`.

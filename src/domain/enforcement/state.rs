@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::{Decision, LevelView};
-use super::duration::chrono_dur;
+use super::duration::{chrono_dur, later};
 use super::error::EnforcementError;
 use super::health::Target;
 use super::ladder::Timing;
@@ -250,6 +250,35 @@ impl EnforcementState {
             !(idle && m.meter.spec.is_none() && m.subject.is_idle() && m.meter.is_idle(now))
         });
         out
+    }
+
+    /// The earliest event time at which [`EnforcementState::tick`] could change anything
+    /// (a decision, a quota month, an idle integration forgotten): `DateTime::MIN_UTC` when the next tick must run (a ladder clock is running, a
+    /// tenant is tracked, or a change is pending at the partner's own clock), `None` when
+    /// only an event or a control fact can. Ticking only at this time gives the same
+    /// decisions as ticking every second (`scenarios/due.rs`).
+    pub fn tick_due(&self, policy: &EnforcementPolicy) -> Option<DateTime<Utc>> {
+        // Pilots expire on the wall clock and tenant ladders calm down: tick while any is tracked.
+        if self.tenants.tracked() > 0 {
+            return Some(DateTime::<Utc>::MIN_UTC);
+        }
+        let now = self.clock.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let dwell = chrono_dur(policy.dwell);
+        let units = std::iter::once(&self.partner).chain(self.integrations.values().map(|m| &**m));
+        let forgotten = self.integrations.values().filter_map(|m| {
+            let idle_ends = m.last_seen.map(|seen| later(seen, INTEGRATION_IDLE))?;
+            Some(later(idle_ends, Duration::milliseconds(1))).filter(|t| *t > now)
+        });
+        let due = units
+            .filter_map(|unit| unit.tick_due(now, dwell))
+            .chain(self.month.map(Month::next_start))
+            .chain(forgotten)
+            .min()?;
+        Some(if due <= now {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            due
+        })
     }
 
     /// A person's level for a target of this partner: `terminated`/`killed` hold until a

@@ -117,6 +117,11 @@ impl Ladder {
         self.hold.as_ref()
     }
 
+    /// When the ladder last moved: the next step waits for `dwell` after it.
+    pub fn moved_at(&self) -> Option<DateTime<Utc>> {
+        self.moved_at
+    }
+
     /// Nothing to remember: at `ok`, no hold, no clock running.
     pub fn is_idle(&self) -> bool {
         self.level == Level::Ok && self.hold.is_none() && self.below_since.is_none()

@@ -1,7 +1,9 @@
 //! Acceptance scenarios of enforcement, driven through [`EnforcementState`] with an
 //! injected clock: the ladder (`ladder.rs`), quotas (`quota.rs`), people and pilots
-//! (`people.rs`) and a property over random traffic (`prop.rs`).
+//! (`people.rs`), a property over random traffic (`prop.rs`), and when a partner is due a
+//! tick (`due.rs`).
 
+mod due;
 mod ladder;
 mod people;
 mod prop;
