@@ -30,6 +30,11 @@ pub struct Metrics {
     pub flushes: IntCounterVec,
     pub actors_active: IntGauge,
     pub passivations: IntCounter,
+    /// `warden_partner_ticks_total{outcome="sent"}`: ticks sent to partners with something
+    /// due (or to all, after control facts).
+    pub ticks_sent: IntCounter,
+    /// `warden_partner_ticks_total{outcome="not_due"}`: live partners a round left alone.
+    pub ticks_not_due: IntCounter,
     pub actor_revivals: IntCounter,
     pub mailbox_full: IntCounter,
     pub partitions_paused: IntGauge,
@@ -154,6 +159,11 @@ impl Metrics {
             0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05,
             0.1, 0.5, 1.0,
         ];
+        let ticks = counter_vec(
+            "warden_partner_ticks_total",
+            "Per-second time ticks by outcome: sent to a live partner, or not due (nothing time-driven due).",
+            &["outcome"],
+        );
         let events = counter_vec(
             "warden_events_total",
             "Input records by topic role and outcome (applied, duplicate, dead_letter).",
@@ -220,6 +230,8 @@ impl Metrics {
             ),
             actors_active: gauge("warden_actors", "Partner actors alive in memory."),
             passivations: counter("warden_passivations_total", "Idle partner actors written out and stopped."),
+            ticks_sent: ticks.with_label_values(&["sent"]),
+            ticks_not_due: ticks.with_label_values(&["not_due"]),
             actor_revivals: counter("warden_actor_starts_total", "Partner actors started (new or revived from the store)."),
             mailbox_full: counter(
                 "warden_backpressure_total",
@@ -426,6 +438,7 @@ mod tests {
         assert!(text.contains("warden_events_total{outcome=\"dead_letter\",topic=\"usage\"} "));
         assert!(text.contains("warden_dead_letters_total{reason=\"wrong_key\"} 0"));
         assert!(text.contains("warden_fenced_writes_total 0"));
+        assert!(text.contains("warden_partner_ticks_total{outcome=\"not_due\"} "));
         assert!(!text.contains("partner_id=") && !text.contains("partner=\""));
         for series in [
             "warden_kill_switches_active{scope=\"tenant\"} 0",

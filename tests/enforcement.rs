@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::group::metric;
 use common::stream::Stream;
 use common::{Daemon, TestProducer};
 use serde_json::{json, Value};
@@ -167,6 +168,110 @@ fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywh
             .count();
         assert_eq!(n, 1, "{id} in the audit log");
     }
+    assert!(daemon.terminate().success());
+}
+
+/// Ticks go only to partners with something due (issue 6): a partner left off `ok` by its
+/// last events is ticked every round and calms down without another event, while 300 calm
+/// partners with one event each are left alone by nearly every round.
+#[test]
+fn a_silent_partner_calms_down_while_calm_partners_are_not_ticked() {
+    let stream = Stream::new("enf-due");
+    let redis = common::redis_url();
+    let base = Utc::now() - chrono::Duration::minutes(30);
+    let mut producer = TestProducer::new(&stream.brokers);
+    for k in 0..300 {
+        let id = format!("p-calm-{k}");
+        producer.send(&stream.usage, Some(&id), &usage(&id, 0, base, 0.0));
+    }
+    // 40 % errors for two seconds of event time, then nothing.
+    for i in 0..20u64 {
+        let t = base + chrono::Duration::milliseconds(i as i64 * 100);
+        producer.send(&stream.usage, Some("p-err"), &usage("p-err", i, t, 0.4));
+    }
+    producer.flush();
+    let mut daemon = Daemon::start(&config(&stream, &redis));
+    daemon.wait_ready(Duration::from_secs(60));
+
+    let mut levels: Vec<String> = Vec::new();
+    let calm = common::wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        levels = common::consume_all(
+            &stream.brokers,
+            &stream.enforcement,
+            10_000,
+            Duration::from_secs(2),
+        )
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.3).unwrap())
+        .filter(|d| d["scope"] == "partner" && d["id"] == "p-err")
+        .map(|d| d["level"].as_str().unwrap().to_owned())
+        .collect();
+        levels.len() >= 2 && levels.last().is_some_and(|l| l == "ok")
+    });
+    assert!(calm, "decisions so far: {levels:?}\n{}", daemon.output());
+    assert_eq!(levels.first().map(String::as_str), Some("warn"));
+    let sent = metric(&daemon, "warden_partner_ticks_total{outcome=\"sent\"}");
+    let not_due = metric(&daemon, "warden_partner_ticks_total{outcome=\"not_due\"}");
+    // Each calm partner is due a few times (started, its windows closing); p-err every
+    // round while off `ok`. Ticking everyone every round would make `not_due` zero.
+    assert!(
+        sent > 0.0 && not_due > 4.0 * sent,
+        "ticks sent {sent}, not due {not_due}"
+    );
+    assert!(daemon.terminate().success());
+}
+
+/// A control fact reaches a live partner with nothing due at the next round, not at its
+/// next event or due time: the round after control facts arrive ticks every partner.
+#[test]
+fn a_control_fact_reaches_a_live_partner_with_nothing_due() {
+    let stream = Stream::new("enf-fact");
+    let redis = common::redis_url();
+    let mut producer = TestProducer::new(&stream.brokers);
+    let old = Utc::now() - chrono::Duration::minutes(30);
+    producer.send(
+        &stream.usage,
+        Some("p-quiet"),
+        &usage("p-quiet", 0, old, 0.0),
+    );
+    // Later events of other partners move every partition's watermark past p-quiet's
+    // windows: after its first tick it has nothing due until the next month.
+    let later = Utc::now() - chrono::Duration::minutes(1);
+    for k in 0..200 {
+        let id = format!("p-later-{k}");
+        producer.send(&stream.usage, Some(&id), &usage(&id, 0, later, 0.0));
+    }
+    producer.flush();
+    let mut daemon = Daemon::start(&config(&stream, &redis));
+    daemon.wait_ready(Duration::from_secs(60));
+    let skipping = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        metric(&daemon, "warden_partner_ticks_total{outcome=\"not_due\"}") >= 600.0
+    });
+    assert!(
+        skipping,
+        "rounds never left partners alone\n{}",
+        daemon.output()
+    );
+
+    let pilot = json!({"type": "tenant", "tenant_id": "t-late", "partner_id": "p-quiet", "plan": "pilot", "started_at": Utc::now() - chrono::Duration::days(31)});
+    producer.send(
+        &stream.control,
+        Some("p-quiet"),
+        pilot.to_string().as_bytes(),
+    );
+    producer.flush();
+    let key = format!("{}:enf:tenant:t-late", stream.prefix);
+    let suspended = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        common::redis_hash(&redis, &key)
+            .get("level")
+            .map(String::as_str)
+            == Some("suspend")
+    });
+    assert!(
+        suspended,
+        "the fact did not reach the silent partner\n{}",
+        daemon.output()
+    );
     assert!(daemon.terminate().success());
 }
 

@@ -2,7 +2,7 @@
 //! partner-scoped control facts applied before the events that follow them.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use actix::{Actor, ActorContext, Context, Handler};
@@ -102,6 +102,48 @@ impl OutboxWaiting {
     }
 }
 
+/// When one partner is next due a tick ([`PartnerState::tick_due`]), in epoch millis of
+/// event time: its actor writes it after every message that changes its state, and the
+/// consumer thread reads it each round to send ticks only to partners with something due.
+#[derive(Debug)]
+pub struct TickDue(AtomicI64);
+
+impl TickDue {
+    const NOW: i64 = i64::MIN;
+    const NEVER: i64 = i64::MAX;
+
+    /// Due at the next round: a partner just started is ticked once, as before it knew.
+    pub fn new() -> Self {
+        TickDue(AtomicI64::new(Self::NOW))
+    }
+
+    fn set(&self, due: Option<chrono::DateTime<chrono::Utc>>) {
+        let millis = match due {
+            None => Self::NEVER,
+            Some(at) if at == chrono::DateTime::<chrono::Utc>::MIN_UTC => Self::NOW,
+            Some(at) => at.timestamp_millis(),
+        };
+        self.0.store(millis, Ordering::Relaxed);
+    }
+
+    fn set_now(&self) {
+        self.0.store(Self::NOW, Ordering::Relaxed);
+    }
+
+    /// Whether a round at the partition's `watermark` must tick this partner. (A round with
+    /// no watermark only catches up control facts: see the pipeline's `tick`.)
+    pub fn is_due(&self, watermark: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+        let due = self.0.load(Ordering::Relaxed);
+        due == Self::NOW || watermark.is_some_and(|w| w.timestamp_millis() >= due)
+    }
+}
+
+impl Default for TickDue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Shared {
     /// Applies a batch of one partner's events in offset order, after the control facts
     /// that came before them, and counts each in the metrics. Returns the events the
@@ -183,10 +225,12 @@ pub struct PartnerActor {
     /// Published outbox entries were dropped since the last snapshot: the next tick asks
     /// for one, so the durable copy does not keep them (a publication does not).
     trimmed: bool,
+    /// Shared with the pipeline's slot for this partner.
+    due: Arc<TickDue>,
 }
 
 impl PartnerActor {
-    pub fn new(state: PartnerState, shared: &Arc<Shared>) -> Self {
+    pub fn new(state: PartnerState, shared: &Arc<Shared>, due: Arc<TickDue>) -> Self {
         PartnerActor {
             state,
             shared: Arc::clone(shared),
@@ -194,6 +238,17 @@ impl PartnerActor {
             counted_level: Level::Ok,
             counted_parked: 0,
             trimmed: false,
+            due,
+        }
+    }
+
+    /// Tells the pipeline when this partner is next due a tick: at once while a trimmed
+    /// outbox waits for the tick that asks for its snapshot.
+    fn note_due(&self) {
+        if self.trimmed {
+            self.due.set_now();
+        } else {
+            self.due.set(self.state.tick_due(&self.shared.policy));
         }
     }
 
@@ -273,6 +328,7 @@ impl Handler<ApplyBatch> for PartnerActor {
         }
         self.count_level();
         self.count_money();
+        self.note_due();
     }
 }
 
@@ -282,6 +338,7 @@ impl Handler<TakeSnapshot> for PartnerActor {
     fn handle(&mut self, _msg: TakeSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
         let bytes = crate::store::snapshot::encode(&self.state).map_err(|e| e.to_string())?;
         self.trimmed = false;
+        self.note_due();
         Ok(Snapshot {
             partner_id: self.state.partner_id.clone(),
             bytes,
@@ -331,6 +388,7 @@ impl Handler<Tick> for PartnerActor {
         if grew {
             self.shared.outbox_waiting.note(&self.state.partner_id);
         }
+        self.note_due();
         if decided || caught_up || self.trimmed || self.state.outbox().len() != outbox_before {
             tick.round.changed(TickChange {
                 partition: tick.partition,
@@ -364,6 +422,7 @@ impl Handler<AckOutbox> for PartnerActor {
         let before = self.state.outbox().len();
         self.state.ack_outbox(ack.0);
         self.trimmed |= self.state.outbox().len() != before;
+        self.note_due();
     }
 }
 

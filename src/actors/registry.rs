@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::DashMap;
 
-use super::partner::{PartnerActor, Shared};
+use super::partner::{PartnerActor, Shared, TickDue};
 use crate::domain::partner::PartnerState;
 
 pub struct Registry {
@@ -63,15 +63,17 @@ impl Registry {
         self.actors.iter().map(|e| e.value().clone()).collect()
     }
 
-    /// Starts the actor for `state` on its arbiter and registers it.
-    pub fn start(&self, state: PartnerState) -> Addr<PartnerActor> {
+    /// Starts the actor for `state` on its arbiter and registers it. Returns its address
+    /// and when it is next due a tick (its actor keeps that up to date).
+    pub fn start(&self, state: PartnerState) -> (Addr<PartnerActor>, Arc<TickDue>) {
         let h = self.hasher.hash_one(&state.partner_id);
         let arbiter = &self.arbiters[(h % self.arbiters.len() as u64) as usize];
         let id = state.partner_id.clone();
-        let actor = PartnerActor::new(state, &self.shared);
+        let due = Arc::new(TickDue::new());
+        let actor = PartnerActor::new(state, &self.shared, Arc::clone(&due));
         let addr = PartnerActor::start_in_arbiter(arbiter, move |_ctx| actor);
         self.actors.insert(id, addr.clone());
-        addr
+        (addr, due)
     }
 
     /// Unregisters and stops the actor (after the messages already queued).
