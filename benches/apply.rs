@@ -1,7 +1,8 @@
 //! `apply`: `PartnerState::apply` — the pure domain step every event goes through, with
 //! enforcement and money (what the actor calls) — for a new usage event, a duplicate usage
 //! event and a new invoice (a commission line: FX, rate, co-op, bonus, wallet, statement),
-//! next to the floor: adding three counters to a bare `HashMap<String, (u64, u64, u64)>`
+//! and `tick_due_ms` (when the partner is next due a tick, computed after every batch), next
+//! to the floor: adding three counters to a bare `HashMap<String, (u64, u64, u64)>`
 //! entry of 10k partners.
 //!
 //! The states are realistic and steady: the usage dedup window holds ~1,000 ids and each
@@ -112,6 +113,12 @@ fn bench_apply(c: &mut Criterion) {
         b.iter(|| black_box(state.apply(black_box(&newest), &ctx)))
     });
     assert_eq!(state.apply(&newest, &ctx), Ok(Applied::Duplicate));
+
+    // What the actor adds to every batch: when the partner is next due a tick.
+    group.bench_function("warden_tick_due", |b| {
+        b.iter(|| black_box(black_box(&state).tick_due_ms(ctx.policy)))
+    });
+    assert!(state.tick_due_ms(ctx.policy).is_some());
 
     let mut base = PartnerState::new("p-0000042");
     for seq in 0..1_000 {

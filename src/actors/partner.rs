@@ -14,7 +14,7 @@ use super::messages::{
     Stop, TakeSnapshot, Tick, TickChange,
 };
 use crate::domain::control::ControlTable;
-use crate::domain::enforcement::{EnforcementPolicy, Level};
+use crate::domain::enforcement::{EnforcementPolicy, Level, DUE_NOW};
 use crate::domain::event::{DeadLetterReason, TopicKind};
 use crate::domain::money::Program;
 use crate::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
@@ -102,14 +102,14 @@ impl OutboxWaiting {
     }
 }
 
-/// When one partner is next due a tick ([`PartnerState::tick_due`]), in epoch millis of
+/// When one partner is next due a tick ([`PartnerState::tick_due_ms`]), in epoch millis of
 /// event time: its actor writes it after every message that changes its state, and the
 /// consumer thread reads it each round to send ticks only to partners with something due.
 #[derive(Debug)]
 pub struct TickDue(AtomicI64);
 
 impl TickDue {
-    const NOW: i64 = i64::MIN;
+    const NOW: i64 = DUE_NOW;
     const NEVER: i64 = i64::MAX;
 
     /// Due at the next round: a partner just started is ticked once, as before it knew.
@@ -117,13 +117,9 @@ impl TickDue {
         TickDue(AtomicI64::new(Self::NOW))
     }
 
-    fn set(&self, due: Option<chrono::DateTime<chrono::Utc>>) {
-        let millis = match due {
-            None => Self::NEVER,
-            Some(at) if at == chrono::DateTime::<chrono::Utc>::MIN_UTC => Self::NOW,
-            Some(at) => at.timestamp_millis(),
-        };
-        self.0.store(millis, Ordering::Relaxed);
+    fn set(&self, due_ms: Option<i64>) {
+        self.0
+            .store(due_ms.unwrap_or(Self::NEVER), Ordering::Relaxed);
     }
 
     fn set_now(&self) {
@@ -248,7 +244,7 @@ impl PartnerActor {
         if self.trimmed {
             self.due.set_now();
         } else {
-            self.due.set(self.state.tick_due(&self.shared.policy));
+            self.due.set(self.state.tick_due_ms(&self.shared.policy));
         }
     }
 

@@ -550,11 +550,11 @@ impl PartnerState {
         changed
     }
 
-    /// The earliest event-time watermark at which [`PartnerState::tick`] could change
-    /// anything (`DateTime::MIN_UTC`: the next tick; `None`: only an event or a control
-    /// fact can). See [`EnforcementState::tick_due`].
-    pub fn tick_due(&self, policy: &EnforcementPolicy) -> Option<DateTime<Utc>> {
-        self.enforcement.tick_due(policy)
+    /// The earliest event-time watermark, in epoch millis, at which [`PartnerState::tick`]
+    /// could change anything (`DUE_NOW`: the next tick; `None`: only an event or a control
+    /// fact can). See [`EnforcementState::tick_due_ms`].
+    pub fn tick_due_ms(&self, policy: &EnforcementPolicy) -> Option<i64> {
+        self.enforcement.tick_due_ms(policy)
     }
 
     /// Outputs not yet known to be published.

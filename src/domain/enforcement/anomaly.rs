@@ -63,13 +63,16 @@ impl Baseline {
         }
     }
 
-    /// When the open window closes with volume in it: the current volume drops to zero
-    /// and a sample is folded into the baseline (z changes with time only then). `None`
-    /// when the open window is empty.
-    pub fn closes_at(&self) -> Option<DateTime<Utc>> {
+    /// When the open window closes with volume in it, in epoch millis: the current volume
+    /// drops to zero and a sample is folded into the baseline (z changes with time only
+    /// then). `None` when the open window is empty.
+    pub fn closes_at_ms(&self) -> Option<i64> {
         let open = self.open.filter(|_| self.volume > 0 && self.width > 0)?;
-        let secs = open.saturating_add(1).saturating_mul(self.width);
-        Some(DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::<Utc>::MAX_UTC))
+        Some(
+            open.saturating_add(1)
+                .saturating_mul(self.width)
+                .saturating_mul(1_000),
+        )
     }
 
     fn roll_to(&mut self, idx: i64, alpha: f64) {

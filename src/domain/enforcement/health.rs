@@ -79,13 +79,14 @@ impl Health {
         self.chargebacks.prune(now);
     }
 
-    /// The earliest event time at which time alone changes a signal: a window's oldest
-    /// bucket sliding out, or the volume window closing. `None` when nothing is counted.
-    pub fn changes_at(&self) -> Option<DateTime<Utc>> {
+    /// The earliest event time (epoch millis) at which time alone changes a signal: a
+    /// window's oldest bucket sliding out, or the volume window closing. `None` when
+    /// nothing is counted.
+    pub fn changes_at_ms(&self) -> Option<i64> {
         [
-            self.traffic.slides_at(),
-            self.chargebacks.slides_at(),
-            self.volume.closes_at(),
+            self.traffic.slides_at_ms(),
+            self.chargebacks.slides_at_ms(),
+            self.volume.closes_at_ms(),
         ]
         .into_iter()
         .flatten()

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::Decision;
-use super::duration::{chrono_dur, later};
+use super::duration::chrono_dur;
 use super::health::{Health, Target};
 use super::ladder::Timing;
 use super::level::Reason;
@@ -115,15 +115,23 @@ impl Metered {
     /// An idle subject's level moves with time only when a health signal changes (a
     /// window's oldest bucket slides out, the volume window closes), its burst hold ends,
     /// or the dwell after its last move ends (a signal already above `ok` then steps up).
-    pub fn tick_due(&self, now: DateTime<Utc>, dwell: chrono::Duration) -> Option<DateTime<Utc>> {
+    ///
+    /// In epoch millis of event time, as `now_ms` and `dwell_ms`: this runs after every
+    /// batch an actor handles.
+    pub fn tick_due_ms(&self, now_ms: i64, dwell_ms: i64) -> Option<i64> {
         if !self.subject.is_idle() {
-            return Some(now);
+            return Some(now_ms);
         }
-        let ahead = |t: Option<DateTime<Utc>>| t.filter(|t| *t > now);
-        let dwell_ends = self.subject.ladder.moved_at().map(|m| later(m, dwell));
+        let ahead = |t: Option<i64>| t.filter(|t| *t > now_ms);
+        let burst_ends = self.meter.burst_until().map(|u| u.timestamp_millis());
+        let dwell_ends = self
+            .subject
+            .ladder
+            .moved_at()
+            .map(|m| m.timestamp_millis().saturating_add(dwell_ms));
         [
-            self.health.changes_at(),
-            ahead(self.meter.burst_until()),
+            self.health.changes_at_ms(),
+            ahead(burst_ends),
             ahead(dwell_ends),
         ]
         .into_iter()

@@ -43,5 +43,5 @@ pub use pilot::{TenantFact, MAX_TRACKED_TENANTS};
 pub use policy::{EnforcementPolicy, TierPolicy, DEFAULT_TIER};
 pub use quota::{monthly_target, Meter, Month, QuotaSpec, QuotaView};
 pub use state::{
-    Capacity, EnforcementState, ManualOrder, INTEGRATION_IDLE, MAX_TRACKED_INTEGRATIONS,
+    Capacity, EnforcementState, ManualOrder, DUE_NOW, INTEGRATION_IDLE, MAX_TRACKED_INTEGRATIONS,
 };

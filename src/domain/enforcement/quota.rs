@@ -56,12 +56,13 @@ impl Month {
         Month(ts.year() * 12 + ts.month0() as i32)
     }
 
-    /// The first instant of the month after this one (when use starts from zero again).
-    pub fn next_start(self) -> DateTime<Utc> {
+    /// The first instant of the month after this one (when use starts from zero again),
+    /// in epoch millis.
+    pub fn next_start_ms(self) -> i64 {
         let next = self.0.saturating_add(1);
         chrono::NaiveDate::from_ymd_opt(next.div_euclid(12), next.rem_euclid(12) as u32 + 1, 1)
             .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map_or(DateTime::<Utc>::MAX_UTC, |d| d.and_utc())
+            .map_or(i64::MAX, |d| d.and_utc().timestamp_millis())
     }
 
     /// `YYYY-MM`.

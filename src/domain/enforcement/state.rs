@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::{Decision, LevelView};
-use super::duration::{chrono_dur, later};
+use super::duration::chrono_dur;
 use super::error::EnforcementError;
 use super::health::Target;
 use super::ladder::Timing;
@@ -34,6 +34,8 @@ use crate::domain::event::UsageEvent;
 
 /// Most integrations without a configured quota tracked per partner.
 pub const MAX_TRACKED_INTEGRATIONS: usize = 256;
+/// [`EnforcementState::tick_due_ms`]: due at the next tick, whatever the watermark.
+pub const DUE_NOW: i64 = i64::MIN;
 /// An integration with no usage for this long, at `ok`, nothing held and nothing used this
 /// month, is forgotten (its windows are long empty; its baseline is re-learnt).
 pub const INTEGRATION_IDLE: Duration = Duration::days(7);
@@ -252,33 +254,31 @@ impl EnforcementState {
         out
     }
 
-    /// The earliest event time at which [`EnforcementState::tick`] could change anything
-    /// (a decision, a quota month, an idle integration forgotten): `DateTime::MIN_UTC` when the next tick must run (a ladder clock is running, a
-    /// tenant is tracked, or a change is pending at the partner's own clock), `None` when
-    /// only an event or a control fact can. Ticking only at this time gives the same
-    /// decisions as ticking every second (`scenarios/due.rs`).
-    pub fn tick_due(&self, policy: &EnforcementPolicy) -> Option<DateTime<Utc>> {
+    /// The earliest event time, in epoch millis, at which [`EnforcementState::tick`]
+    /// could change anything (a decision, a quota month, an idle integration forgotten):
+    /// [`DUE_NOW`] when the next tick must run (a ladder clock is running, a tenant is
+    /// tracked, or a change is pending at the partner's own clock), `None` when only an
+    /// event or a control fact can. Ticking only at this time gives the same decisions as
+    /// ticking every second (`scenarios/due.rs`).
+    pub fn tick_due_ms(&self, policy: &EnforcementPolicy) -> Option<i64> {
         // Pilots expire on the wall clock and tenant ladders calm down: tick while any is tracked.
         if self.tenants.tracked() > 0 {
-            return Some(DateTime::<Utc>::MIN_UTC);
+            return Some(DUE_NOW);
         }
-        let now = self.clock.unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let dwell = chrono_dur(policy.dwell);
+        let now = self.clock.map_or(DUE_NOW, |c| c.timestamp_millis());
+        let dwell = i64::try_from(policy.dwell.as_millis()).unwrap_or(i64::MAX);
         let units = std::iter::once(&self.partner).chain(self.integrations.values().map(|m| &**m));
         let forgotten = self.integrations.values().filter_map(|m| {
-            let idle_ends = m.last_seen.map(|seen| later(seen, INTEGRATION_IDLE))?;
-            Some(later(idle_ends, Duration::milliseconds(1))).filter(|t| *t > now)
+            let seen = m.last_seen?.timestamp_millis();
+            let idle = INTEGRATION_IDLE.num_milliseconds();
+            Some(seen.saturating_add(idle).saturating_add(1)).filter(|t| *t > now)
         });
         let due = units
-            .filter_map(|unit| unit.tick_due(now, dwell))
-            .chain(self.month.map(Month::next_start))
+            .filter_map(|unit| unit.tick_due_ms(now, dwell))
+            .chain(self.month.map(Month::next_start_ms))
             .chain(forgotten)
             .min()?;
-        Some(if due <= now {
-            DateTime::<Utc>::MIN_UTC
-        } else {
-            due
-        })
+        Some(if due <= now { DUE_NOW } else { due })
     }
 
     /// A person's level for a target of this partner: `terminated`/`killed` hold until a

@@ -89,15 +89,17 @@ impl<C: Copy + Default + AddAssign> Window<C> {
         self.buckets.is_empty()
     }
 
-    /// When the oldest bucket slides out: the sum changes with time only then. `None`
-    /// when empty.
-    pub fn slides_at(&self) -> Option<DateTime<Utc>> {
+    /// When the oldest bucket slides out, in epoch millis: the sum changes with time only
+    /// then. `None` when empty.
+    pub fn slides_at_ms(&self) -> Option<i64> {
         let (oldest, _) = self.buckets.front()?;
         // Bucket `i` counts while `now / width - BUCKETS <= i`, so until `i + BUCKETS + 1`.
-        let secs = oldest
-            .saturating_add(BUCKETS as i64 + 1)
-            .saturating_mul(self.width);
-        Some(DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::<Utc>::MAX_UTC))
+        Some(
+            oldest
+                .saturating_add(BUCKETS as i64 + 1)
+                .saturating_mul(self.width)
+                .saturating_mul(1_000),
+        )
     }
 
     /// Index of the oldest bucket overlapping `(now − window, now]`.

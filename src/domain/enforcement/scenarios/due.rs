@@ -1,17 +1,27 @@
-//! When a partner is due a tick ([`EnforcementState::tick_due`]): ticking only then must
+//! When a partner is due a tick ([`EnforcementState::tick_due_ms`]): ticking only then must
 //! give exactly the decisions of ticking every second, and an idle partner must not be due
 //! until something can change.
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::domain::enforcement::ManualOrder;
+use crate::domain::enforcement::{ManualOrder, DUE_NOW};
 
 /// 2026-06-01T00:00:00Z in seconds since `BASE`: a quota month starts here.
 const JUNE: i64 = 22 * 86_400;
 
+/// When `sim` is next due a tick (`DateTime::MIN_UTC`: at the next one).
+fn due(sim: &Sim) -> Option<DateTime<Utc>> {
+    let ms = sim.state.tick_due_ms(&sim.policy)?;
+    Some(if ms == DUE_NOW {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    })
+}
+
 /// Two copies of one partner fed the same events: `every` is ticked every second of event
-/// time, `when_due` only in the seconds its `tick_due` says it is due.
+/// time, `when_due` only in the seconds its `tick_due_ms` says it is due.
 struct Pair {
     every: Sim,
     when_due: Sim,
@@ -36,8 +46,7 @@ impl Pair {
         while self.now < to {
             self.now += 1;
             self.every.tick(self.now);
-            let due = self.when_due.state.tick_due(&self.when_due.policy);
-            if due.is_some_and(|due| due <= t(self.now)) {
+            if due(&self.when_due).is_some_and(|due| due <= t(self.now)) {
                 self.when_due.tick(self.now);
                 self.ticks_when_due += 1;
             }
@@ -157,7 +166,7 @@ proptest! {
 #[test]
 fn a_partner_with_nothing_counted_is_never_due() {
     let sim = Sim::new(health_policy());
-    assert_eq!(sim.state.tick_due(&sim.policy), None);
+    assert_eq!(due(&sim), None);
 }
 
 #[test]
@@ -165,22 +174,22 @@ fn a_calm_partner_is_due_when_a_window_changes_an_integration_may_be_forgotten_o
     let mut sim = Sim::new(health_policy());
     assert!(sim.usage(10, 100, 0, 0).is_empty());
     // Default tier: the volume window is 60 s; the error window 5 min in ten 30 s buckets.
-    assert_eq!(sim.state.tick_due(&sim.policy), Some(t(60)));
+    assert_eq!(due(&sim), Some(t(60)));
     sim.tick(60);
     // The event's bucket [0, 30) counts until 11 widths after its start.
-    assert_eq!(sim.state.tick_due(&sim.policy), Some(t(330)));
+    assert_eq!(due(&sim), Some(t(330)));
     sim.tick(330);
     // Then its integration, idle for a week, is forgotten.
     let week = 7 * 86_400;
     let forget = t(10 + week) + chrono::Duration::milliseconds(1);
-    assert_eq!(sim.state.tick_due(&sim.policy), Some(forget));
+    assert_eq!(due(&sim), Some(forget));
     sim.tick(11 + week);
     // Not while it has use this month: the new month resets that, and then it goes.
     assert_eq!(sim.state.capacity().integrations, 1);
-    assert_eq!(sim.state.tick_due(&sim.policy), Some(t(JUNE)));
+    assert_eq!(due(&sim), Some(t(JUNE)));
     sim.tick(JUNE);
     assert_eq!(sim.state.capacity().integrations, 0);
-    assert_eq!(sim.state.tick_due(&sim.policy), Some(t(JUNE + 30 * 86_400)));
+    assert_eq!(due(&sim), Some(t(JUNE + 30 * 86_400)));
     assert!(sim.log.is_empty());
 }
 
@@ -190,17 +199,14 @@ fn a_partner_off_ok_is_due_at_every_tick_until_it_is_calm_again() {
     // Every request an error: the signal says suspend, and the ladder climbs one step.
     let up = sim.usage(0, 1_000, 1_000, 0);
     assert_eq!(up.last().map(|d| d.level), Some(Level::Warn));
-    assert_eq!(
-        sim.state.tick_due(&sim.policy),
-        Some(DateTime::<Utc>::MIN_UTC)
-    );
+    assert_eq!(due(&sim), Some(DateTime::<Utc>::MIN_UTC));
     let mut at = 0;
     while sim.state.levels().iter().any(|v| v.level != Level::Ok) {
         at += 1;
         assert!(at < 3_600, "never calmed down: {:?}", sim.state.levels());
         sim.tick(at);
     }
-    let due = sim.state.tick_due(&sim.policy);
+    let due = due(&sim);
     assert!(due.is_some_and(|d| d > t(at)), "{due:?} at {at}");
 }
 
@@ -217,10 +223,7 @@ fn a_partner_tracking_a_tenant_is_due_at_every_tick() {
     sim.state
         .manual(&order, t(0), "bronze-ish", &sim.policy)
         .unwrap();
-    assert_eq!(
-        sim.state.tick_due(&sim.policy),
-        Some(DateTime::<Utc>::MIN_UTC)
-    );
+    assert_eq!(due(&sim), Some(DateTime::<Utc>::MIN_UTC));
 }
 
 /// Feeds `pair` usage of `i-1` at the given seconds and ticks through the hour after.
