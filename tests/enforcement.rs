@@ -55,6 +55,21 @@ fn usage(partner: &str, i: u64, ts: DateTime<Utc>, errors_share: f64) -> Vec<u8>
     .unwrap()
 }
 
+/// Partner `id`'s decisions on the enforcement topic so far, in order (a target's
+/// decisions share one partition).
+fn partner_decisions(stream: &Stream, id: &str) -> Vec<Value> {
+    common::consume_all(
+        &stream.brokers,
+        &stream.enforcement,
+        10_000,
+        Duration::from_secs(2),
+    )
+    .iter()
+    .map(|r| serde_json::from_slice::<Value>(&r.3).unwrap())
+    .filter(|d| d["scope"] == "partner" && d["id"] == id)
+    .collect()
+}
+
 #[test]
 fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywhere() {
     let stream = Stream::new("enf-ladder");
@@ -93,17 +108,7 @@ fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywh
     let want = ["warn", "throttle", "suspend", "throttle", "warn", "ok"];
     let mut decisions: Vec<Value> = Vec::new();
     let complete = common::wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
-        // Everything on the topic so far (a target's decisions share one partition).
-        decisions = common::consume_all(
-            &stream.brokers,
-            &stream.enforcement,
-            10_000,
-            Duration::from_secs(2),
-        )
-        .iter()
-        .map(|r| serde_json::from_slice::<Value>(&r.3).unwrap())
-        .filter(|d| d["scope"] == "partner" && d["id"] == "p-err")
-        .collect();
+        decisions = partner_decisions(&stream, "p-err");
         decisions.len() >= want.len()
     });
     assert!(
@@ -195,17 +200,10 @@ fn a_silent_partner_calms_down_while_calm_partners_are_not_ticked() {
 
     let mut levels: Vec<String> = Vec::new();
     let calm = common::wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
-        levels = common::consume_all(
-            &stream.brokers,
-            &stream.enforcement,
-            10_000,
-            Duration::from_secs(2),
-        )
-        .iter()
-        .map(|r| serde_json::from_slice::<Value>(&r.3).unwrap())
-        .filter(|d| d["scope"] == "partner" && d["id"] == "p-err")
-        .map(|d| d["level"].as_str().unwrap().to_owned())
-        .collect();
+        levels = partner_decisions(&stream, "p-err")
+            .iter()
+            .map(|d| d["level"].as_str().unwrap().to_owned())
+            .collect();
         levels.len() >= 2 && levels.last().is_some_and(|l| l == "ok")
     });
     assert!(calm, "decisions so far: {levels:?}\n{}", daemon.output());
