@@ -435,8 +435,8 @@ pub struct Pipeline {
     /// passivation: a partner the tick changed must not be stopped unsnapshotted).
     pub(super) ticking: bool,
     /// The control table's next offset when the last round began: a round that finds it
-    /// moved ticks every partner, so each catches up the facts (a kill switch's hold, a
-    /// quota) without waiting for its next event.
+    /// moved ticks every partner, so each catches up the facts (a tenant, credits, a
+    /// quota, an FX rate) without waiting for its next event or due time.
     pub(super) control_ticked: Option<i64>,
     /// High watermarks from librdkafka's statistics, for the lag gauge.
     pub(super) high_watermarks: HashMap<(String, i32), i64>,
