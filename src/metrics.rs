@@ -35,6 +35,10 @@ pub struct Metrics {
     pub ticks_sent: IntCounter,
     /// `warden_partner_ticks_total{outcome="not_due"}`: live partners a round left alone.
     pub ticks_not_due: IntCounter,
+    /// From a round of ticks sent to its last tick handled.
+    pub tick_round_seconds: Histogram,
+    /// Age of the round in flight (0 when none): time-driven changes wait while it grows.
+    pub tick_round_age_seconds: prometheus::Gauge,
     pub actor_revivals: IntCounter,
     pub mailbox_full: IntCounter,
     pub partitions_paused: IntGauge,
@@ -232,6 +236,22 @@ impl Metrics {
             passivations: counter("warden_passivations_total", "Idle partner actors written out and stopped."),
             ticks_sent: ticks.with_label_values(&["sent"]),
             ticks_not_due: ticks.with_label_values(&["not_due"]),
+            tick_round_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("warden_tick_round_seconds", "Time from a round of ticks being sent to its last tick handled.")
+                        .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+                )
+                .unwrap(),
+            ),
+            tick_round_age_seconds: reg(
+                &r,
+                prometheus::Gauge::new(
+                    "warden_tick_round_age_seconds",
+                    "Age of the round of ticks in flight, 0 when none: calm-downs, pilot expiry and new quota months wait while it grows.",
+                )
+                .unwrap(),
+            ),
             actor_revivals: counter("warden_actor_starts_total", "Partner actors started (new or revived from the store)."),
             mailbox_full: counter(
                 "warden_backpressure_total",
@@ -439,6 +459,7 @@ mod tests {
         assert!(text.contains("warden_dead_letters_total{reason=\"wrong_key\"} 0"));
         assert!(text.contains("warden_fenced_writes_total 0"));
         assert!(text.contains("warden_partner_ticks_total{outcome=\"not_due\"} "));
+        assert!(text.contains("warden_tick_round_age_seconds 0"));
         assert!(!text.contains("partner_id=") && !text.contains("partner=\""));
         for series in [
             "warden_kill_switches_active{scope=\"tenant\"} 0",

@@ -216,6 +216,8 @@ fn a_silent_partner_calms_down_while_calm_partners_are_not_ticked() {
         sent > 0.0 && not_due > 4.0 * sent,
         "ticks sent {sent}, not due {not_due}"
     );
+    // Rounds end (each once its last tick is handled), and are timed.
+    assert!(metric(&daemon, "warden_tick_round_seconds_count") > 1.0);
     assert!(daemon.terminate().success());
 }
 

@@ -224,6 +224,10 @@ pub(super) const MAX_FLUSH_PARTNERS: usize = 4_096;
 /// queueing the decisions of every later event in memory.
 pub(super) const MAX_PUBLISH_BACKLOG: usize = 10_000;
 
+/// A round of ticks taking longer than this is logged (and `warden_tick_round_age_seconds`
+/// shows one in flight): rounds normally end within a second.
+const LONG_ROUND: Duration = Duration::from_secs(10);
+
 /// Moves the first [`PUBLISH_BATCH`] waiting items, in order, to the data-plane stage and
 /// returns their ids and items.
 fn next_publish_batch(to_publish: &mut [ToPublish]) -> (Vec<String>, Vec<Outgoing>) {
@@ -434,6 +438,8 @@ pub struct Pipeline {
     /// A round of ticks was sent and has not ended: no new round until it has (and no
     /// passivation: a partner the tick changed must not be stopped unsnapshotted).
     pub(super) ticking: bool,
+    /// When the round in flight (or the last one) was sent.
+    pub(super) round_started: Instant,
     /// The control table's next offset when the last round began: a round that finds it
     /// moved ticks every partner, so each catches up the facts (a tenant, credits, a
     /// quota, an FX rate) without waiting for its next event or due time.
@@ -467,6 +473,7 @@ impl Pipeline {
             partitions: BTreeMap::new(),
             last_maintenance: Instant::now(),
             ticking: false,
+            round_started: Instant::now(),
             control_ticked: None,
             high_watermarks: HashMap::new(),
             completions: mpsc::channel(),
@@ -792,6 +799,12 @@ impl Pipeline {
         self.last_maintenance = Instant::now();
         // Idle partners are passivated when this round ends (`ticked`).
         self.tick();
+        let round_age = if self.ticking {
+            self.round_started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        };
+        METRICS.tick_round_age_seconds.set(round_age);
         let mut unflushed = 0;
         let mut paused = 0;
         for (p, ps) in self.partitions.iter_mut() {
@@ -1135,6 +1148,7 @@ impl Pipeline {
             return;
         }
         self.ticking = true;
+        self.round_started = Instant::now();
         let control_at = self.registry.shared().control.read().next_offset();
         let everyone = self.control_ticked != Some(control_at);
         self.control_ticked = Some(control_at);
@@ -1174,6 +1188,15 @@ impl Pipeline {
     /// since the round began.
     fn ticked(&mut self, began: HashMap<i32, (u64, u64)>, changed: Vec<TickChange>) {
         self.ticking = false;
+        let took = self.round_started.elapsed();
+        METRICS.tick_round_seconds.observe(took.as_secs_f64());
+        if took > LONG_ROUND {
+            tracing::warn!(
+                seconds = took.as_secs_f64(),
+                "a round of ticks took long: some partner's mailbox was backed up, and \
+                 time-driven changes waited for it"
+            );
+        }
         let current =
             |ps: &PartitionState, epoch: u64, resets: u64| ps.epoch == epoch && ps.resets == resets;
         for change in changed {
