@@ -70,6 +70,28 @@ fn partner_decisions(stream: &Stream, id: &str) -> Vec<Value> {
     .collect()
 }
 
+/// Sends a `tenant` control fact: `tenant` of `partner` on `plan` since `started_at`.
+fn send_tenant(
+    producer: &mut TestProducer,
+    stream: &Stream,
+    (tenant, partner): (&str, &str),
+    plan: &str,
+    started_at: DateTime<Utc>,
+) {
+    let fact = json!({"type": "tenant", "tenant_id": tenant, "partner_id": partner, "plan": plan, "started_at": started_at});
+    producer.send(&stream.control, Some(partner), fact.to_string().as_bytes());
+}
+
+/// Waits up to `timeout` for the decision key `key` in Redis to be at `level`.
+fn wait_for_level(redis: &str, key: &str, level: &str, timeout: Duration) -> bool {
+    common::wait_until(timeout, Duration::from_millis(200), || {
+        common::redis_hash(redis, key)
+            .get("level")
+            .map(String::as_str)
+            == Some(level)
+    })
+}
+
 #[test]
 fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywhere() {
     let stream = Stream::new("enf-ladder");
@@ -253,20 +275,17 @@ fn a_control_fact_reaches_a_live_partner_with_nothing_due() {
         daemon.output()
     );
 
-    let pilot = json!({"type": "tenant", "tenant_id": "t-late", "partner_id": "p-quiet", "plan": "pilot", "started_at": Utc::now() - chrono::Duration::days(31)});
-    producer.send(
-        &stream.control,
-        Some("p-quiet"),
-        pilot.to_string().as_bytes(),
+    let expired = Utc::now() - chrono::Duration::days(31);
+    send_tenant(
+        &mut producer,
+        &stream,
+        ("t-late", "p-quiet"),
+        "pilot",
+        expired,
     );
     producer.flush();
     let key = format!("{}:enf:tenant:t-late", stream.prefix);
-    let suspended = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        common::redis_hash(&redis, &key)
-            .get("level")
-            .map(String::as_str)
-            == Some("suspend")
-    });
+    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(30));
     assert!(
         suspended,
         "the fact did not reach the silent partner\n{}",
@@ -280,18 +299,21 @@ fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
     let stream = Stream::new("enf-pilot");
     let redis = common::redis_url();
     let mut producer = TestProducer::new(&stream.brokers);
-    let started = Utc::now() - chrono::Duration::days(31);
-    let pilot = json!({"type": "tenant", "tenant_id": "t-pilot", "partner_id": "p-pilot", "plan": "pilot", "started_at": started});
-    producer.send(
-        &stream.control,
-        Some("p-pilot"),
-        pilot.to_string().as_bytes(),
+    let expired = Utc::now() - chrono::Duration::days(31);
+    send_tenant(
+        &mut producer,
+        &stream,
+        ("t-pilot", "p-pilot"),
+        "pilot",
+        expired,
     );
-    let young = json!({"type": "tenant", "tenant_id": "t-young", "partner_id": "p-pilot", "plan": "pilot", "started_at": Utc::now() - chrono::Duration::days(3)});
-    producer.send(
-        &stream.control,
-        Some("p-pilot"),
-        young.to_string().as_bytes(),
+    let young = Utc::now() - chrono::Duration::days(3);
+    send_tenant(
+        &mut producer,
+        &stream,
+        ("t-young", "p-pilot"),
+        "pilot",
+        young,
     );
     producer.send(
         &stream.usage,
@@ -302,12 +324,7 @@ fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
     let mut daemon = Daemon::start(&config(&stream, &redis));
     daemon.wait_ready(Duration::from_secs(60));
     let key = format!("{}:enf:tenant:t-pilot", stream.prefix);
-    let suspended = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-        common::redis_hash(&redis, &key)
-            .get("level")
-            .map(String::as_str)
-            == Some("suspend")
-    });
+    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(60));
     assert!(
         suspended,
         "expired pilot not suspended\n{}",
@@ -323,11 +340,12 @@ fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
     );
 
     // Upgrading to paid lifts it.
-    let paid = json!({"type": "tenant", "tenant_id": "t-pilot", "partner_id": "p-pilot", "plan": "paid", "started_at": Utc::now()});
-    producer.send(
-        &stream.control,
-        Some("p-pilot"),
-        paid.to_string().as_bytes(),
+    send_tenant(
+        &mut producer,
+        &stream,
+        ("t-pilot", "p-pilot"),
+        "paid",
+        Utc::now(),
     );
     producer.flush();
     let lifted = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
