@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::durable::{assert_totals_exact, durable_totals, total_events};
 use common::group::{metric, restart_until_assigned, wait_assigned};
-use common::stream::{Stream, VIEWER_TOKEN};
+use common::stream::{Stream, PARTITIONS, VIEWER_TOKEN};
 use common::{Daemon, RedisServer, TestProducer};
 use serde_json::json;
 
@@ -256,7 +256,7 @@ fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
         e.events += 1;
         e.requests += t.requests;
         e.errors += t.errors;
-        let (topic, key, value, reason): (&str, String, Vec<u8>, &str) = match bad % 13 {
+        let (topic, key, value, reason): (&str, String, Vec<u8>, &str) = match bad % 14 {
             0 => (&stream.usage, partner.clone(), b"{not json".to_vec(), "not_json"),
             1 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base, "partner_id": partner, "integration_id": "i", "errors": 0}).to_string().into_bytes(), "missing_field"),
             2 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base, "partner_id": partner, "integration_id": "i", "requests": "ten", "errors": 0}).to_string().into_bytes(), "wrong_type"),
@@ -269,6 +269,8 @@ fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
             9 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": Utc::now() + chrono::Duration::hours(2), "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "ts_out_of_range"),
             10 => (&stream.invoices, partner.clone(), json!({"invoice_id": format!("m{bad}"), "ts": base, "kind": "refund", "partner_id": partner, "tenant_id": "t", "currency": "USD", "platform_fee": "1"}).to_string().into_bytes(), "missing_refers_to"),
             11 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": "yesterday", "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "invalid_value"),
+            // A valid event, keyed right, on a partition its key does not name.
+            12 => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base, "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "wrong_partition"),
             // Older than the partner's newest ts minus the 24 h dedup window.
             _ => (&stream.usage, partner.clone(), json!({"event_id": format!("m{bad}"), "ts": base - chrono::Duration::hours(25), "partner_id": partner, "integration_id": "i", "requests": 1, "errors": 0}).to_string().into_bytes(), "outside_dedup_window"),
         };
@@ -277,7 +279,10 @@ fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
         } else {
             partner.clone()
         };
-        producer.send(topic, Some(&key), &value);
+        let partition = (reason == "wrong_partition").then(|| {
+            (warden::kafka::topics::partition_for_key(key.as_bytes(), PARTITIONS) + 1) % PARTITIONS
+        });
+        producer.send_with(topic, Some(&key), &value, partition, None);
         *expected.entry(reason).or_default() += 1;
         bad += 1;
         i += 1;

@@ -264,6 +264,9 @@ pub enum DeadLetterReason {
     UnknownEnumValue,
     RecordTooLarge,
     WrongKey,
+    /// A keyed record on a partition other than murmur2 of its key names (a producer with
+    /// another partitioner): applied, its partner would have two owners.
+    WrongPartition,
     TsOutOfRange,
     OutsideDedupWindow,
     OverRefund,
@@ -273,7 +276,7 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 16] = [
+    pub const ALL: [DeadLetterReason; 17] = [
         DeadLetterReason::NotJson,
         DeadLetterReason::MissingField,
         DeadLetterReason::WrongType,
@@ -284,6 +287,7 @@ impl DeadLetterReason {
         DeadLetterReason::UnknownEnumValue,
         DeadLetterReason::RecordTooLarge,
         DeadLetterReason::WrongKey,
+        DeadLetterReason::WrongPartition,
         DeadLetterReason::TsOutOfRange,
         DeadLetterReason::OutsideDedupWindow,
         DeadLetterReason::OverRefund,
@@ -304,6 +308,7 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownEnumValue => "unknown_enum_value",
             DeadLetterReason::RecordTooLarge => "record_too_large",
             DeadLetterReason::WrongKey => "wrong_key",
+            DeadLetterReason::WrongPartition => "wrong_partition",
             DeadLetterReason::TsOutOfRange => "ts_out_of_range",
             DeadLetterReason::OutsideDedupWindow => "outside_dedup_window",
             DeadLetterReason::OverRefund => "over_refund",

@@ -26,7 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
 use super::decode::{decode_partner_record, DecodeLimits};
-use super::topics::{partition_for_key, TopicMap};
+use super::topics::{check_partition, partition_for_key, TopicMap};
 use crate::actors::messages::{AckOutbox, DedupDurable, Tick, TickChange, TickRound};
 use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::{PartnerActor, TickDue};
@@ -507,13 +507,15 @@ impl Pipeline {
             if ps.barrier.is_none() {
                 ps.unflushed += 1;
             }
-            let decoded = decode_partner_record(
-                kind,
-                m.key(),
-                m.payload(),
-                m.timestamp().to_millis(),
-                &self.settings.limits,
-            );
+            let decoded = check_partition(m.key(), p, self.settings.partitions).and_then(|()| {
+                decode_partner_record(
+                    kind,
+                    m.key(),
+                    m.payload(),
+                    m.timestamp().to_millis(),
+                    &self.settings.limits,
+                )
+            });
             match decoded {
                 Ok(event) => {
                     if ps.watermark.is_none_or(|w| event.ts() > w) {

@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
-use crate::domain::event::TopicKind;
+use crate::domain::event::{DeadLetterReason, Rejection, TopicKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMap {
@@ -216,6 +216,30 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as u32) as i32
 }
 
+/// CONTRACT §1: a keyed record must sit on the partition murmur2 of its key names. One
+/// from a producer with another partitioner (librdkafka's default is CRC32) would give its
+/// partner a second state on a second partition: split quotas, two decision sequences,
+/// and a statement that misses part of it. Such a record is dead-lettered instead. A
+/// record without a key passes here; the decoder rejects it (`wrong_key`).
+pub fn check_partition(
+    key: Option<&[u8]>,
+    partition: i32,
+    partitions: i32,
+) -> Result<(), Rejection> {
+    let Some(key) = key else { return Ok(()) };
+    let expected = partition_for_key(key, partitions);
+    if expected == partition {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        DeadLetterReason::WrongPartition,
+        format!(
+            "record on partition {partition}, but murmur2 of its key names partition {expected} \
+             of {partitions} (produce with the murmur2 partitioner)"
+        ),
+    ))
+}
+
 /// Murmur2 as in `org.apache.kafka.common.utils.Utils.murmur2` (seed 0x9747b28c).
 pub fn murmur2(data: &[u8]) -> u32 {
     const M: u32 = 0x5bd1_e995;
@@ -264,6 +288,28 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn a_record_off_its_keys_partition_is_rejected() {
+        let key = b"p-00042";
+        let home = partition_for_key(key, 12);
+        assert_eq!(check_partition(Some(key), home, 12), Ok(()));
+        let away = (home + 1) % 12;
+        let rejection = check_partition(Some(key), away, 12).unwrap_err();
+        assert_eq!(rejection.reason, DeadLetterReason::WrongPartition);
+        assert!(
+            rejection.detail.contains(&format!("partition {away}"))
+                && rejection
+                    .detail
+                    .contains(&format!("names partition {home}")),
+            "{}",
+            rejection.detail
+        );
+        // No key: the decoder's `wrong_key` is the clearer reason.
+        assert_eq!(check_partition(None, away, 12), Ok(()));
+        // One partition: every key is at home.
+        assert_eq!(check_partition(Some(key), 0, 1), Ok(()));
     }
 
     #[test]
