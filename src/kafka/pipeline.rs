@@ -228,6 +228,16 @@ pub(super) const MAX_PUBLISH_BACKLOG: usize = 10_000;
 /// shows one in flight): rounds normally end within a second.
 const LONG_ROUND: Duration = Duration::from_secs(10);
 
+/// Rounds of ticks start this far apart (one at a time).
+const ROUND_PERIOD: Duration = Duration::from_secs(1);
+
+/// Whether a new round of ticks starts now: none in flight, and a [`ROUND_PERIOD`] since
+/// the last one started. Asked on every loop, so a round that overran its period is
+/// followed at once; asked once a second, a 1.1 s round made the period 2 s.
+fn round_due(in_flight: bool, since_last_start: Duration) -> bool {
+    !in_flight && since_last_start >= ROUND_PERIOD
+}
+
 /// Moves the first [`PUBLISH_BATCH`] waiting items, in order, to the data-plane stage and
 /// returns their ids and items.
 fn next_publish_batch(to_publish: &mut [ToPublish]) -> (Vec<String>, Vec<Outgoing>) {
@@ -438,7 +448,7 @@ pub struct Pipeline {
     /// A round of ticks was sent and has not ended: no new round until it has (and no
     /// passivation: a partner the tick changed must not be stopped unsnapshotted).
     pub(super) ticking: bool,
-    /// When the round in flight (or the last one) was sent.
+    /// When the round in flight (or the last one) was started.
     pub(super) round_started: Instant,
     /// The control table's next offset when the last round began: a round that finds it
     /// moved ticks every partner, so each catches up the facts (a tenant, credits, a
@@ -795,12 +805,12 @@ impl Pipeline {
     }
 
     pub fn maintenance(&mut self) {
+        // Idle partners are passivated when a round ends (`ticked`).
+        self.tick();
         if self.last_maintenance.elapsed() < Duration::from_secs(1) {
             return;
         }
         self.last_maintenance = Instant::now();
-        // Idle partners are passivated when this round ends (`ticked`).
-        self.tick();
         let round_age = if self.ticking {
             self.round_started.elapsed().as_secs_f64()
         } else {
@@ -1136,9 +1146,10 @@ impl Pipeline {
     /// cost the actors. Each tick holds the round, which ends when the last is handled or
     /// dropped ([`TickRound`]); one round at a time.
     pub fn tick(&mut self) {
-        if self.ticking {
+        if !round_due(self.ticking, self.round_started.elapsed()) {
             return;
         }
+        self.round_started = Instant::now();
         self.wake_for_control();
         let began: HashMap<i32, (u64, u64)> = self
             .partitions
@@ -1150,7 +1161,6 @@ impl Pipeline {
             return;
         }
         self.ticking = true;
-        self.round_started = Instant::now();
         let control_at = self.registry.shared().control.read().next_offset();
         let everyone = self.control_ticked != Some(control_at);
         self.control_ticked = Some(control_at);
@@ -1398,6 +1408,16 @@ mod tests {
 
     /// Each partner once, in the order of its first event, with its own events in offset
     /// order: what keeps a partner's events in order on their way to its actor.
+    #[test]
+    fn a_round_starts_a_period_after_the_last_and_at_once_after_one_that_overran() {
+        let ms = Duration::from_millis;
+        assert!(!round_due(false, ms(999)), "within the period");
+        assert!(round_due(false, ms(1_000)), "a period after the last began");
+        assert!(!round_due(true, ms(1_100)), "one at a time");
+        // The round that began 1.1 s ago has just ended: the next starts now, not at 2 s.
+        assert!(round_due(false, ms(1_100)));
+    }
+
     #[test]
     fn grouping_keeps_first_seen_partner_order_and_each_partners_event_order() {
         let batch: Vec<Sourced> = ["b", "a", "b", "c", "a", "b"]
