@@ -7,5 +7,6 @@ pub mod deadletter;
 pub mod decode;
 mod flush;
 pub mod pipeline;
+mod publish_queue;
 mod rebalance;
 pub mod topics;

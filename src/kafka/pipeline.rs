@@ -26,6 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
 use super::decode::{decode_partner_record, DecodeLimits};
+use super::publish_queue::{PublishQueue, Stage};
 use super::topics::{check_partition, partition_for_key, TopicMap};
 use crate::actors::messages::{AckOutbox, DedupDurable, Tick, TickChange, TickRound};
 use crate::actors::messages::{ApplyBatch, Sourced};
@@ -86,9 +87,8 @@ pub(super) struct PartitionState {
     /// last record arrived, so a silent partition's watermark can follow the wall clock.
     pub watermark: Option<DateTime<Utc>>,
     pub last_record: Instant,
-    /// Outbox items from durable snapshots, waiting to be published, in outbox order:
-    /// (partner, outbox number, outbox id, item).
-    pub to_publish: Vec<ToPublish>,
+    /// Outbox items from durable snapshots on their way out, in outbox order.
+    pub to_publish: PublishQueue,
     pub queued: HashSet<String>,
     /// Control offset up to which this partition's partners with money-moving facts
     /// (MDF, credit purchases, tenants) were woken to apply them.
@@ -189,23 +189,6 @@ pub(super) enum Completion {
     },
 }
 
-/// An outbox item of a durable snapshot, on its way out.
-pub(super) struct ToPublish {
-    pub partner: String,
-    /// Its number in the partner's outbox (acknowledged to the actor once published).
-    pub n: u64,
-    /// Its outbox id, `<partner>:<n>`: its stable identity.
-    pub id: String,
-    pub item: Outgoing,
-    pub stage: Stage,
-}
-
-/// Most outbox items one data-plane stage takes: one pipelined round trip of decision
-/// scripts and one of audit appends, a few milliseconds of Redis. Unbounded, a storm of
-/// 100,000 decisions made one round trip that outlived `store.timeout`, failed, and was
-/// sent again whole, for ever, while Redis still ran every script of each try.
-pub(super) const PUBLISH_BATCH: usize = 512;
-
 /// Most partners one flush snapshots. A flush's write is one Redis script, and Redis runs
 /// nothing else meanwhile: 48,000 fresh partners in one write held every other client
 /// (loads, decisions, kill switches) for a second, their calls timed out and were retried,
@@ -238,31 +221,6 @@ fn round_due(in_flight: bool, since_last_start: Duration) -> bool {
     !in_flight && since_last_start >= ROUND_PERIOD
 }
 
-/// Moves the first [`PUBLISH_BATCH`] waiting items, in order, to the data-plane stage and
-/// returns their ids and items.
-fn next_publish_batch(to_publish: &mut [ToPublish]) -> (Vec<String>, Vec<Outgoing>) {
-    let mut ids = Vec::new();
-    let mut items = Vec::new();
-    for q in to_publish
-        .iter_mut()
-        .filter(|q| q.stage == Stage::Waiting)
-        .take(PUBLISH_BATCH)
-    {
-        q.stage = Stage::DataPlane;
-        ids.push(q.id.clone());
-        items.push(q.item.clone());
-    }
-    (ids, items)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stage {
-    Waiting,
-    DataPlane,
-    Producing,
-    Done,
-}
-
 impl PartitionState {
     pub fn new(epoch: u64, offsets: BTreeMap<String, i64>) -> Self {
         let now = Instant::now();
@@ -282,7 +240,7 @@ impl PartitionState {
             failures: 0,
             watermark: None,
             last_record: now,
-            to_publish: Vec::new(),
+            to_publish: PublishQueue::default(),
             queued: HashSet::new(),
             control_cursor: 0,
             flushing: None,
@@ -910,13 +868,7 @@ impl Pipeline {
                 let id = format!("{partner}:{}", e.n);
                 if ps.queued.insert(id.clone()) {
                     let item = outgoing(id.clone(), &e);
-                    ps.to_publish.push(ToPublish {
-                        partner: partner.clone(),
-                        n: e.n,
-                        id,
-                        item,
-                        stage: Stage::Waiting,
-                    });
+                    ps.to_publish.push(partner.clone(), e.n, id, item);
                 }
             }
         }
@@ -943,7 +895,7 @@ impl Pipeline {
             if ps.publishing || now < ps.retry_publish_at {
                 continue;
             }
-            let (ids, items) = next_publish_batch(&mut ps.to_publish);
+            let (ids, items) = ps.to_publish.next_batch();
             if items.is_empty() {
                 continue;
             }
@@ -981,25 +933,10 @@ impl Pipeline {
         if ps.epoch != epoch {
             return;
         }
-        let index: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        for q in ps.to_publish.iter_mut() {
-            if let Some(i) = index.get(q.id.as_str()) {
-                q.stage = next(*i);
-            }
-        }
-        // Only the published prefix is acknowledged: an actor keeps everything from its
-        // first unpublished item on.
-        let published = ps
-            .to_publish
-            .iter()
-            .position(|q| q.stage != Stage::Done)
-            .unwrap_or(ps.to_publish.len());
+        // Only the published prefix leaves and is acknowledged: an actor keeps everything
+        // from its first unpublished item on.
         let mut acks: HashMap<String, u64> = HashMap::new();
-        for q in ps.to_publish.drain(..published) {
+        for q in ps.to_publish.advance(ids, next) {
             ps.queued.remove(&q.id);
             let e = acks.entry(q.partner).or_default();
             *e = (*e).max(q.n);
@@ -1385,7 +1322,7 @@ fn decision_write(outbox_id: String, d: &crate::domain::enforcement::Decision) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::partner::AuditNote;
+    use crate::kafka::publish_queue;
 
     fn usage(partner: &str) -> Sourced {
         Sourced {
@@ -1406,8 +1343,6 @@ mod tests {
         }
     }
 
-    /// Each partner once, in the order of its first event, with its own events in offset
-    /// order: what keeps a partner's events in order on their way to its actor.
     #[test]
     fn a_round_starts_a_period_after_the_last_and_at_once_after_one_that_overran() {
         let ms = Duration::from_millis;
@@ -1418,6 +1353,8 @@ mod tests {
         assert!(round_due(false, ms(1_100)));
     }
 
+    /// Each partner once, in the order of its first event, with its own events in offset
+    /// order: what keeps a partner's events in order on their way to its actor.
     #[test]
     fn grouping_keeps_first_seen_partner_order_and_each_partners_event_order() {
         let batch: Vec<Sourced> = ["b", "a", "b", "c", "a", "b"]
@@ -1441,23 +1378,6 @@ mod tests {
             ]
         );
         assert!(group_by_partner(Vec::new()).is_empty());
-    }
-
-    fn waiting(n: usize) -> Vec<ToPublish> {
-        (0..n)
-            .map(|i| ToPublish {
-                partner: format!("p-{}", i % 7),
-                n: i as u64,
-                id: format!("p-{}:{i}", i % 7),
-                item: Outgoing::Audit(AuditNote {
-                    ref_id: format!("r-{i}"),
-                    action: "test".into(),
-                    target: "partner:p".into(),
-                    detail: serde_json::Value::Null,
-                }),
-                stage: Stage::Waiting,
-            })
-            .collect()
     }
 
     #[test]
@@ -1507,9 +1427,9 @@ mod tests {
         ps.unflushed = 0;
 
         // Decisions waiting for the audit log and the data plane.
-        ps.to_publish = waiting(MAX_PUBLISH_BACKLOG - 1);
+        ps.to_publish = publish_queue::queue(MAX_PUBLISH_BACKLOG - 1);
         assert!(!ps.over_bounds(max_unflushed));
-        ps.to_publish = waiting(MAX_PUBLISH_BACKLOG);
+        ps.to_publish = publish_queue::queue(MAX_PUBLISH_BACKLOG);
         assert!(ps.over_bounds(max_unflushed));
         assert!(!ps.flush_pressing(max_unflushed));
     }
@@ -1535,36 +1455,5 @@ mod tests {
         assert_eq!(second.len(), 15);
         assert!(first.is_disjoint(&second));
         assert!(!ps.has_changes());
-    }
-
-    #[test]
-    fn a_storm_is_published_in_bounded_batches_in_order() {
-        let total = 2 * PUBLISH_BATCH + 3;
-        let mut queue = waiting(total);
-        // An item already past the data plane is skipped, not counted in the batch.
-        queue[1].stage = Stage::Producing;
-        let mut seen = Vec::new();
-        loop {
-            let (ids, items) = next_publish_batch(&mut queue);
-            assert_eq!(ids.len(), items.len());
-            assert!(ids.len() <= PUBLISH_BATCH, "batch of {}", ids.len());
-            if ids.is_empty() {
-                break;
-            }
-            seen.extend(ids);
-        }
-        let expected: Vec<String> = queue
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != 1)
-            .map(|(_, q)| q.id.clone())
-            .collect();
-        assert_eq!(seen, expected);
-        assert!(queue.iter().enumerate().all(|(i, q)| q.stage
-            == if i == 1 {
-                Stage::Producing
-            } else {
-                Stage::DataPlane
-            }));
     }
 }
