@@ -276,12 +276,13 @@ mod cases {
         assert_eq!(store.load_partner(1, "big").await, Ok(Some(snapshot)));
     }
 
-    pub async fn five_hundred_partners_in_one_commit(store: &dyn StateStore) {
+    pub async fn partners_of_a_large_flush_in_one_commit(store: &dyn StateStore) {
         let epoch = store.acquire(11).await.expect("acquire");
-        let partners: Vec<(String, Vec<u8>)> = (0..500)
+        // More than two of the commit script's 500-partner HSETs, the last one partial.
+        let partners: Vec<(String, Vec<u8>)> = (0..1_203)
             .map(|i| {
                 (
-                    format!("partner-{i:03}"),
+                    format!("partner-{i:04}"),
                     format!(r#"{{"n":{i}}}"#).into_bytes(),
                 )
             })
@@ -289,7 +290,7 @@ mod cases {
         let commit = PartitionWrite {
             partition: 11,
             epoch,
-            offsets: offsets(&[("usage", 500)]),
+            offsets: offsets(&[("usage", 1_203)]),
             partners: partners.clone(),
             dedup: Vec::new(),
         };
@@ -378,7 +379,7 @@ for_each_backend!(
     later_commits_overwrite_per_partner_and_keep_the_others,
     an_empty_commit_checks_the_epoch_only,
     a_large_snapshot_round_trips,
-    five_hundred_partners_in_one_commit,
+    partners_of_a_large_flush_in_one_commit,
     dedup_deltas_accumulate_evict_and_are_fenced,
 );
 

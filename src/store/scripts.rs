@@ -61,8 +61,13 @@ end
 for j = 3, mi - 1, 2 do
   redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
 end
-for j = mi + 1, di - 1, 2 do
-  redis.call('HSET', KEYS[3], ARGV[j], ARGV[j + 1])
+-- One HSET per 500 partners, not one per partner: each redis.call costs Lua and Redis a
+-- command's overhead, and a flush writes thousands of partners.
+local j = mi + 1
+while j < di do
+  local upto = math.min(di, j + 1000)
+  redis.call('HSET', KEYS[3], unpack(ARGV, j, upto - 1))
+  j = upto
 end
 i = di
 for d = 4, #KEYS do
