@@ -58,34 +58,24 @@ local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
   return {'fenced', current or '0'}
 end
-for j = 3, mi - 1, 2 do
-  redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
+-- Writes the pairs ARGV[from..to] as `cmd key a1 b1 a2 b2 ...`, 500 pairs a call: a call
+-- per pair cost Lua and Redis a command each, and a flush writes thousands of partners.
+local function write_pairs(cmd, key, from, to)
+  local j = from
+  while j <= to do
+    local upto = math.min(to, j + 999)
+    redis.call(cmd, key, unpack(ARGV, j, upto))
+    j = upto + 1
+  end
 end
--- One HSET per 500 partners, not one per partner: each redis.call costs Lua and Redis a
--- command's overhead, and a flush writes thousands of partners.
-local j = mi + 1
-while j < di do
-  local upto = math.min(di, j + 1000)
-  redis.call('HSET', KEYS[3], unpack(ARGV, j, upto - 1))
-  j = upto
-end
+write_pairs('HSET', KEYS[2], 3, mi - 1)
+write_pairs('HSET', KEYS[3], mi + 1, di - 1)
 i = di
 for d = 4, #KEYS do
   local horizon = ARGV[i]
   local k = tonumber(ARGV[i + 1])
-  i = i + 2
-  local j = 0
-  while j < k do
-    local args = {}
-    local upto = math.min(k, j + 1000)
-    for x = j, upto - 1 do
-      args[#args + 1] = ARGV[i + 2 * x]
-      args[#args + 1] = ARGV[i + 2 * x + 1]
-    end
-    redis.call('ZADD', KEYS[d], unpack(args))
-    j = upto
-  end
-  i = i + 2 * k
+  write_pairs('ZADD', KEYS[d], i + 2, i + 1 + 2 * k)
+  i = i + 2 + 2 * k
   if horizon ~= '' then
     redis.call('ZREMRANGEBYSCORE', KEYS[d], '-inf', '(' .. horizon)
   end
