@@ -89,7 +89,6 @@ pub(super) struct PartitionState {
     pub last_record: Instant,
     /// Outbox items from durable snapshots on their way out, in outbox order.
     pub to_publish: PublishQueue,
-    pub queued: HashSet<String>,
     /// Control offset up to which this partition's partners with money-moving facts
     /// (MDF, credit purchases, tenants) were woken to apply them.
     pub control_cursor: i64,
@@ -241,7 +240,6 @@ impl PartitionState {
             watermark: None,
             last_record: now,
             to_publish: PublishQueue::default(),
-            queued: HashSet::new(),
             control_cursor: 0,
             flushing: None,
             urgent: false,
@@ -866,7 +864,7 @@ impl Pipeline {
         for (partner, entries) in outboxes {
             for e in entries {
                 let id = format!("{partner}:{}", e.n);
-                if ps.queued.insert(id.clone()) {
+                if !ps.to_publish.contains(&id) {
                     let item = outgoing(id.clone(), &e);
                     ps.to_publish.push(partner.clone(), e.n, id, item);
                 }
@@ -937,7 +935,6 @@ impl Pipeline {
         // from its first unpublished item on.
         let mut acks: HashMap<String, u64> = HashMap::new();
         for q in ps.to_publish.advance(ids, next) {
-            ps.queued.remove(&q.id);
             let e = acks.entry(q.partner).or_default();
             *e = (*e).max(q.n);
         }
