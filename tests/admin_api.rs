@@ -122,6 +122,109 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
     assert!(daemon.terminate().success());
 }
 
+/// The distinct decisions on the enforcement topic (a consumer keeps the first record of
+/// each id), once at least `at_least` are there. Every copy of an id must be the same.
+fn distinct_decisions(stream: &Stream, at_least: usize) -> Vec<Value> {
+    let mut distinct: Vec<Value> = Vec::new();
+    common::wait_until(Duration::from_secs(90), Duration::from_millis(200), || {
+        distinct.clear();
+        let records = common::consume_all(
+            &stream.brokers,
+            &stream.enforcement,
+            usize::MAX,
+            Duration::from_secs(2),
+        );
+        for (_, _, _, payload) in records {
+            let v: Value = serde_json::from_slice(&payload).unwrap();
+            match distinct
+                .iter()
+                .find(|d| d["decision_id"] == v["decision_id"])
+            {
+                Some(first) => assert_eq!(first, &v, "one decision id with two contents"),
+                None => distinct.push(v),
+            }
+        }
+        distinct.len() >= at_least
+    });
+    distinct
+}
+
+/// The broker down when security sets or lifts a switch: the data plane and the registry
+/// change at once and together (a kill the registry did not know could never be listed,
+/// lifted or expire), and each decision's record reaches the topic once the broker is
+/// back, with one content per id.
+#[test]
+fn a_kill_switch_set_and_lifted_while_the_broker_is_down_takes_effect_and_its_records_follow() {
+    let redis = common::redis_url();
+    let mut broker = common::TansuServer::start_new();
+    let stream = Stream::on("admin-kill-down", &broker.brokers());
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    let key = format!("{}:enf:partner:p-7", stream.prefix);
+    let registry = format!("{}:killswitches", stream.prefix);
+    let listed = |daemon: &Daemon| {
+        daemon.get_json_with_token("/v1/kill-switches", Some(VIEWER_TOKEN))["kill_switches"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+
+    broker.stop();
+    let body = json!({"scope": "partner", "target": "p-7", "reason": "credential leak"});
+    let (status, created) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["topic_record"], "pending");
+    assert_eq!(common::redis_hash(&redis, &key)["level"], "killed");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let active = listed(&daemon);
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0]["id"], id.as_str());
+    assert_eq!(active[0]["seq"], created["seq"]);
+
+    broker.start();
+    let on_topic = distinct_decisions(&stream, 1);
+    assert_eq!(on_topic.len(), 1, "{on_topic:?}");
+    assert_eq!(on_topic[0]["level"], "killed");
+    assert_eq!(
+        on_topic[0]["decision_id"],
+        format!("partner:p-7:{}", created["seq"])
+    );
+    assert_eq!(on_topic[0]["decided_at"], created["created_at"]);
+    assert_eq!(on_topic[0]["previous"], "ok");
+
+    broker.stop();
+    let (status, lifted) = daemon.request(
+        "DELETE",
+        &format!("/v1/kill-switches/{id}"),
+        Some(SECURITY),
+        None,
+    );
+    assert_eq!(status, 200, "{lifted}");
+    assert_eq!(lifted["topic_record"], "pending");
+    assert!(
+        common::redis_hash(&redis, &key).is_empty(),
+        "lifted at once"
+    );
+    assert!(listed(&daemon).is_empty(), "a lifted switch is not active");
+    // Kept, with the lift's time, until the lift's record is acknowledged.
+    let kept = common::redis_hash(&redis, &registry);
+    let kept: Value = serde_json::from_str(&kept[&id]).unwrap();
+    assert!(kept["lifted_at"].is_string(), "{kept}");
+
+    broker.start();
+    let on_topic = distinct_decisions(&stream, 2);
+    assert_eq!(on_topic.len(), 2, "{on_topic:?}");
+    assert_eq!(on_topic[1]["level"], "ok");
+    assert_eq!(on_topic[1]["previous"], "killed");
+    assert_eq!(on_topic[1]["decided_at"], kept["lifted_at"]);
+    let gone = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        common::redis_hash(&redis, &registry).is_empty()
+    });
+    assert!(gone, "the lift is finished once its record is acknowledged");
+    assert!(daemon.terminate().success());
+}
+
 #[test]
 fn authorization_matrix_with_no_side_effect_on_refusal_and_every_attempt_audited() {
     let stream = Stream::new("admin-authz");

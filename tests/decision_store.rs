@@ -1,7 +1,8 @@
 //! One behaviour suite for the data-plane decision store (CONTRACT §4), run against Redis
 //! and the in-memory implementation: seq only grows, a re-published outbox id keeps its
 //! seq and is refused, killed/terminated are never lowered by the ladder, `ok` deletes
-//! the key, lifting is a compare-and-delete, and the kill-switch registry round-trips.
+//! the key, a kill switch is registered by the write that kills, and lifting is a
+//! compare-and-set on the switch's seq.
 
 use std::time::Duration;
 
@@ -93,6 +94,12 @@ async fn produced_decisions_are_remembered(s: &dyn DecisionStore) {
         !unacked.produced,
         "never acknowledged: must be produced again"
     );
+    // The same knowledge without publishing (the kill-switch loop asks this way).
+    assert!(s.is_produced(&write("p-1:1", "warn", false)).await.unwrap());
+    assert!(!s
+        .is_produced(&write("p-1:2", "throttle", false))
+        .await
+        .unwrap());
 }
 
 /// A re-publication knows whether its outbox id was applied before (so the publisher can
@@ -156,33 +163,119 @@ async fn killed_is_never_lowered_by_the_ladder(s: &dyn DecisionStore) {
     assert!(person.applied);
 }
 
-async fn lifting_is_compare_and_delete(s: &dyn DecisionStore) {
-    let kill = s.publish(&write("api:k1", "killed", true)).await.unwrap();
-    assert!(!s
-        .lift_if_seq("partner", "p-1", kill.seq + 100)
-        .await
-        .unwrap());
-    assert!(s.read("partner", "p-1").await.unwrap().is_some());
-    assert!(s.lift_if_seq("partner", "p-1", kill.seq).await.unwrap());
-    assert_eq!(s.read("partner", "p-1").await.unwrap(), None);
-}
-
-async fn switch_registry_round_trips(s: &dyn DecisionStore) {
-    let sw = KillSwitch {
-        id: "ks-1".into(),
-        scope: "integration".into(),
-        target: "i-9".into(),
+fn switch(id: &str, expires_at: Option<&str>) -> KillSwitch {
+    KillSwitch {
+        id: id.into(),
+        scope: "partner".into(),
+        target: "p-1".into(),
         reason: "leaking keys".into(),
         actor: "alice".into(),
-        created_at: "2026-05-14T09:30:00Z".into(),
-        expires_at: Some("2026-05-14T10:30:00Z".into()),
-        seq: 4,
+        created_at: "2026-05-14T09:30:00.000Z".into(),
+        expires_at: expires_at.map(str::to_owned),
+        seq: 0,
+        previous: Some("warn".into()),
+        lifted_at: None,
+    }
+}
+
+/// The `killed` write and the switch's registration are one write: the registry holds the
+/// switch with the seq its decision got, and a re-publication changes neither.
+async fn a_switch_is_registered_by_the_write_that_kills(s: &dyn DecisionStore) {
+    let with_ttl = switch("ks-1", Some("2026-05-14T10:30:00.000Z"));
+    let kill = s
+        .publish_switch(&write("ks:ks-1:set", "killed", true), &with_ttl)
+        .await
+        .unwrap();
+    assert!(kill.applied);
+    assert_eq!(
+        s.read("partner", "p-1").await.unwrap().unwrap()["level"],
+        "killed"
+    );
+    let registered = KillSwitch {
+        seq: kill.seq,
+        ..with_ttl.clone()
     };
-    s.put_switch(&sw).await.unwrap();
-    assert_eq!(s.switches().await.unwrap(), vec![sw.clone()]);
+    assert_eq!(s.switches().await.unwrap(), vec![registered.clone()]);
+    // A re-publication (the same outbox id) leaves the registered switch as it was.
+    let changed = KillSwitch {
+        reason: "something else".into(),
+        ..with_ttl
+    };
+    let again = s
+        .publish_switch(&write("ks:ks-1:set", "killed", true), &changed)
+        .await
+        .unwrap();
+    assert!(!again.applied);
+    assert_eq!(again.seq, kill.seq);
+    assert_eq!(s.switches().await.unwrap(), vec![registered.clone()]);
+    // No TTL: the registry keeps the absent expiry as absent.
+    let forever = s
+        .publish_switch(&write("ks:ks-2:set", "killed", true), &switch("ks-2", None))
+        .await
+        .unwrap();
+    let listed = s.switches().await.unwrap();
+    let second = listed.iter().find(|sw| sw.id == "ks-2").unwrap();
+    assert_eq!(second.expires_at, None);
+    assert_eq!(second.seq, forever.seq);
     assert!(s.remove_switch("ks-1").await.unwrap());
     assert!(!s.remove_switch("ks-1").await.unwrap());
-    assert!(s.switches().await.unwrap().is_empty());
+    assert!(s.switches().await.unwrap().iter().all(|sw| sw.id != "ks-1"));
+}
+
+/// A lift is a compare-and-set on the switch's seq: refused, it writes nothing (and its
+/// outbox id gets no seq, so the right lift still goes through); applied, it deletes the
+/// key and notes `lifted_at` on the switch; repeated, it is a re-publication with its
+/// first seq, whatever the key holds now.
+async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
+    let kill = s
+        .publish_switch(&write("ks:ks-1:set", "killed", true), &switch("ks-1", None))
+        .await
+        .unwrap();
+    let lift = write("ks:ks-1:lift", "ok", true);
+    let refused = s.publish_lift(&lift, "ks-1", kill.seq + 100).await.unwrap();
+    assert_eq!(refused, None);
+    assert_eq!(
+        s.read("partner", "p-1").await.unwrap().unwrap()["level"],
+        "killed"
+    );
+    assert_eq!(s.switches().await.unwrap()[0].lifted_at, None);
+    let lifted = s
+        .publish_lift(&lift, "ks-1", kill.seq)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lifted.applied);
+    assert!(lifted.seq > kill.seq);
+    assert_eq!(s.read("partner", "p-1").await.unwrap(), None);
+    assert_eq!(
+        s.switches().await.unwrap()[0].lifted_at.as_deref(),
+        Some(lift.since.as_str())
+    );
+    let again = s
+        .publish_lift(&lift, "ks-1", kill.seq)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.seq, lifted.seq);
+    assert!(!again.applied && again.applied_before);
+}
+
+/// A switch replaced by a later person's decision is not lifted: the key keeps it.
+async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
+    let kill = s
+        .publish_switch(&write("ks:ks-1:set", "killed", true), &switch("ks-1", None))
+        .await
+        .unwrap();
+    let later = s
+        .publish(&write("api:t1", "terminated", true))
+        .await
+        .unwrap();
+    assert!(later.applied);
+    let lift = write("ks:ks-1:lift", "ok", true);
+    assert_eq!(s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap(), None);
+    let stored = s.read("partner", "p-1").await.unwrap().unwrap();
+    assert_eq!(stored["level"], "terminated");
+    assert_eq!(stored["seq"], later.seq.to_string());
 }
 
 macro_rules! suite {
@@ -216,8 +309,9 @@ suite!(
     a_replay_after_the_key_was_removed_is_refused,
     ok_deletes_the_key,
     killed_is_never_lowered_by_the_ladder,
-    lifting_is_compare_and_delete,
-    switch_registry_round_trips
+    a_switch_is_registered_by_the_write_that_kills,
+    lifting_is_compare_and_set_on_the_kill_seq,
+    a_lift_leaves_a_later_decision_alone
 );
 
 /// Gateways that cache subscribe to the channel: an applied decision is published once,

@@ -4,7 +4,11 @@
 //! survive restarts. Fail closed: a switch whose audit record cannot be written is not
 //! executed (503).
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -18,7 +22,7 @@ use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
 use crate::metrics::{METRICS, SCOPES};
-use crate::publish::DecisionPublisher;
+use crate::publish::{count_transition, DecisionPublisher};
 use crate::store::decisions::{DecisionWrite, KillSwitch};
 
 #[derive(Debug, Deserialize)]
@@ -80,32 +84,36 @@ pub async fn create(
         current_level(&state, &body.scope, &body.target)
     );
     audited?;
-    let write = switch_write(
-        &format!("ks:{id}:set"),
-        &body.scope,
-        &body.target,
-        "killed",
-        &previous,
-        now,
-    );
-    let seq = publish(&state.publisher, write).await?;
     let switch = KillSwitch {
-        id: id.clone(),
+        id,
         scope: body.scope,
         target: body.target,
         reason: body.reason,
         actor: who.name,
         created_at: rfc3339(now),
         expires_at: expires_at.map(rfc3339),
-        seq,
+        seq: 0,
+        previous: Some(previous),
+        lifted_at: None,
     };
+    let write = set_write(&switch);
     let store = state.publisher.store().clone();
-    let s = switch.clone();
-    state
-        .store_call(async move { store.put_switch(&s).await })
+    let (w, s) = (write.clone(), switch.clone());
+    // In force and registered in one write: never a kill the registry does not know.
+    let published = state
+        .store_call(async move { store.publish_switch(&w, &s).await })
         .await?;
+    count_transition(&write, &published);
+    let switch = KillSwitch {
+        seq: published.seq,
+        ..switch
+    };
+    // The topic record follows: here if the broker answers in time, else from the loop.
+    let on_topic = send_record(&state, write, published.seq, RECORD_WAIT).await;
     refresh_gauges(&state.publisher).await;
-    Ok(HttpResponse::Created().json(switch))
+    let mut body = serde_json::to_value(&switch).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["topic_record"] = json!(if on_topic { "acknowledged" } else { "pending" });
+    Ok(HttpResponse::Created().json(body))
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
@@ -114,7 +122,12 @@ pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRe
     let switches = state
         .store_call(async move { store.switches().await })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "kill_switches": switches })))
+    // A switch whose lift waits for its record is lifted already.
+    let active: Vec<KillSwitch> = switches
+        .into_iter()
+        .filter(|s| s.lifted_at.is_none())
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "kill_switches": active })))
 }
 
 pub async fn delete(
@@ -138,19 +151,44 @@ pub async fn delete(
         .into_iter()
         .find(|s| s.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("kill switch {id}")))?;
-    lift(&state.publisher, &state, &switch, &who.name).await?;
-    Ok(HttpResponse::Ok().json(json!({ "lifted": switch.id })))
+    let lifted = lift(&state, &switch, &who.name, RECORD_WAIT).await?;
+    let record = match lifted {
+        Lift::Done => "acknowledged",
+        Lift::RecordPending => "pending",
+        Lift::Superseded => "none",
+    };
+    Ok(HttpResponse::Ok().json(json!({ "lifted": switch.id, "topic_record": record })))
+}
+
+/// How long a request waits for a switch's enforcement-topic record to be acknowledged
+/// before answering; a record still in flight then is left to [`expire_loop`].
+const RECORD_WAIT: Duration = Duration::from_secs(2);
+
+/// What a lift did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lift {
+    /// Lifted in the data plane, its record acknowledged, the switch gone from the registry.
+    Done,
+    /// Lifted in the data plane (the switch is no longer active and carries `lifted_at`);
+    /// its record is not acknowledged yet, and [`expire_loop`] finishes the lift.
+    RecordPending,
+    /// A later decision had replaced the switch's `killed`: nothing to lift, and the
+    /// switch is gone from the registry.
+    Superseded,
 }
 
 /// Lifts `switch` (API or TTL): audited once (the ref is the same for both paths, so a
-/// TTL expiry racing a DELETE is recorded once), compare-and-delete on its seq, an `ok`
-/// decision on the topic, removed from the registry.
+/// TTL expiry racing a DELETE is recorded once), then the `ok` decision in the data plane
+/// if the key still holds the switch's `killed` (compare-and-set on its seq), its record
+/// on the topic, and the switch out of the registry once that record is acknowledged.
+/// Repeating it is safe: a lift already in the data plane is re-published with the time
+/// it first had, so its record keeps one content.
 pub async fn lift(
-    publisher: &DecisionPublisher,
     state: &ApiState,
     switch: &KillSwitch,
     actor: &str,
-) -> Result<(), ApiError> {
+    wait: Duration,
+) -> Result<Lift, ApiError> {
     let entry = AuditEntry {
         ref_id: format!("unkill:{}", switch.id),
         at: Utc::now(),
@@ -159,42 +197,115 @@ pub async fn lift(
         target: format!("{}:{}", switch.scope, switch.target),
         detail: json!({ "id": switch.id }),
     };
-    let recorded = record(state, entry).await?;
-    let store = publisher.store().clone();
-    let (scope, target, seq) = (switch.scope.clone(), switch.target.clone(), switch.seq);
-    let deleted = state
-        .store_call(async move { store.lift_if_seq(&scope, &target, seq).await })
+    record(state, entry).await?;
+    let since = switch
+        .lifted_at
+        .clone()
+        .unwrap_or_else(|| rfc3339(Utc::now()));
+    let write = switch_write(
+        &format!("ks:{}:lift", switch.id),
+        &switch.scope,
+        &switch.target,
+        "ok",
+        "killed",
+        since,
+    );
+    let store = state.publisher.store().clone();
+    let (w, id, seq) = (write.clone(), switch.id.clone(), switch.seq);
+    let lifted = state
+        .store_call(async move { store.publish_lift(&w, &id, seq).await })
         .await?;
-    if deleted && recorded.is_some() {
-        let outbox_id = format!("ks:{}:lift", switch.id);
-        let write = switch_write(
-            &outbox_id,
-            &switch.scope,
-            &switch.target,
-            "ok",
-            "killed",
-            Utc::now(),
-        );
-        publish(publisher, write).await?;
+    let outcome = match lifted {
+        None => Lift::Superseded,
+        Some(p) => {
+            count_transition(&write, &p);
+            if p.produced || send_record(state, write, p.seq, wait).await {
+                Lift::Done
+            } else {
+                Lift::RecordPending
+            }
+        }
+    };
+    if outcome != Lift::RecordPending {
+        let store = state.publisher.store().clone();
+        let id = switch.id.clone();
+        state
+            .store_call(async move { store.remove_switch(&id).await })
+            .await?;
     }
-    let store = publisher.store().clone();
-    let id = switch.id.clone();
-    state
-        .store_call(async move { store.remove_switch(&id).await })
-        .await?;
-    refresh_gauges(publisher).await;
-    Ok(())
+    refresh_gauges(&state.publisher).await;
+    Ok(outcome)
 }
 
-async fn publish(publisher: &DecisionPublisher, write: DecisionWrite) -> Result<u64, ApiError> {
-    let p = publisher.clone();
-    let w = write.clone();
-    // The data-plane write and the topic record, on the I/O runtime.
-    let (published, seq) = p.publish_one(&w).await;
-    if !published {
-        return Err(ApiError::StoreUnavailable("decision not published".into()));
+/// The enforcement-topic records of kill switches' decisions, by outbox id: those in
+/// flight, so the loop never queues a second copy of one the broker has not answered,
+/// and those acknowledged while this process ran, so it stops asking about them.
+#[derive(Debug, Default)]
+pub struct SwitchRecords {
+    in_flight: Mutex<HashSet<String>>,
+    acknowledged: Mutex<HashSet<String>>,
+}
+
+/// Produces a switch decision's record (its data-plane write is done, with `seq`) on the
+/// io runtime, and waits up to `wait` for the acknowledgement. The send goes on after
+/// the wait; `false` means not acknowledged yet (or already in flight).
+async fn send_record(state: &ApiState, write: DecisionWrite, seq: u64, wait: Duration) -> bool {
+    let records = Arc::clone(&state.switch_records);
+    if records.acknowledged.lock().contains(&write.outbox_id) {
+        return true;
     }
-    Ok(seq)
+    if !records.in_flight.lock().insert(write.outbox_id.clone()) {
+        return false;
+    }
+    let publisher = state.publisher.clone();
+    let task = state.io.spawn(async move {
+        let acknowledged = publisher.produce_decision(&write, seq).await;
+        records.in_flight.lock().remove(&write.outbox_id);
+        if acknowledged {
+            records.acknowledged.lock().insert(write.outbox_id);
+        } else {
+            tracing::warn!(outbox_id = %write.outbox_id, "kill switch record not acknowledged; will retry");
+        }
+        acknowledged
+    });
+    matches!(actix_rt::time::timeout(wait, task).await, Ok(Ok(true)))
+}
+
+/// Makes sure an active switch's `killed` record reaches the topic: asks the store once
+/// whether it was acknowledged, and sends it (without waiting) if not.
+async fn ensure_set_record(state: &ApiState, switch: &KillSwitch) {
+    if switch.previous.is_none() {
+        // Registered before `previous` was kept, which was only after its record was
+        // acknowledged.
+        return;
+    }
+    let write = set_write(switch);
+    if state
+        .switch_records
+        .acknowledged
+        .lock()
+        .contains(&write.outbox_id)
+    {
+        return;
+    }
+    let store = state.publisher.store().clone();
+    let w = write.clone();
+    match state
+        .store_call(async move { store.is_produced(&w).await })
+        .await
+    {
+        Ok(true) => {
+            state
+                .switch_records
+                .acknowledged
+                .lock()
+                .insert(write.outbox_id);
+        }
+        Ok(false) => {
+            send_record(state, write, switch.seq, Duration::ZERO).await;
+        }
+        Err(e) => tracing::debug!(error = %e, "kill switch record state unknown; will retry"),
+    }
 }
 
 async fn current_level(state: &ApiState, scope: &str, target: &str) -> String {
@@ -209,6 +320,20 @@ async fn current_level(state: &ApiState, scope: &str, target: &str) -> String {
         .unwrap_or_else(|| "ok".into())
 }
 
+/// The `killed` decision of `switch`, as first published: its `decided_at` is the
+/// switch's creation and its `previous` the level it replaced, so a re-publication has
+/// the same content.
+fn set_write(switch: &KillSwitch) -> DecisionWrite {
+    switch_write(
+        &format!("ks:{}:set", switch.id),
+        &switch.scope,
+        &switch.target,
+        "killed",
+        switch.previous.as_deref().unwrap_or("ok"),
+        switch.created_at.clone(),
+    )
+}
+
 /// The data-plane write of a kill switch being set (`killed`) or lifted (`ok`): a
 /// person's decision, so it may replace a held level.
 fn switch_write(
@@ -217,7 +342,7 @@ fn switch_write(
     target: &str,
     level: &str,
     previous: &str,
-    at: DateTime<Utc>,
+    since: String,
 ) -> DecisionWrite {
     DecisionWrite {
         outbox_id: outbox_id.to_owned(),
@@ -226,7 +351,7 @@ fn switch_write(
         level: level.to_owned(),
         reason: "kill_switch".into(),
         rate_limit_rps: None,
-        since: rfc3339(at),
+        since,
         partner_id: partner_of(scope, target),
         previous: previous.to_owned(),
         by_person: true,
@@ -241,11 +366,15 @@ fn partner_of(scope: &str, target: &str) -> String {
     }
 }
 
-/// Sets `warden_kill_switches_active{scope}` from the registry (shared by all instances).
+/// Sets `warden_kill_switches_active{scope}` from the registry (shared by all instances):
+/// a switch whose lift waits for its record is no longer active.
 pub async fn refresh_gauges(publisher: &DecisionPublisher) {
     if let Ok(switches) = publisher.store().switches().await {
         for scope in SCOPES {
-            let n = switches.iter().filter(|s| s.scope == scope).count();
+            let n = switches
+                .iter()
+                .filter(|s| s.scope == scope && s.lifted_at.is_none())
+                .count();
             METRICS
                 .kill_switches_active
                 .with_label_values(&[scope])
@@ -254,8 +383,11 @@ pub async fn refresh_gauges(publisher: &DecisionPublisher) {
     }
 }
 
-/// Lifts expired switches every second (wall clock), on whichever instance sees them
-/// first; the audit ref makes a race between instances harmless.
+/// Every second (wall clock), on whichever instance sees them first: lifts expired
+/// switches, finishes lifts whose record the broker had not acknowledged, and sends the
+/// `killed` record of an active switch whose record was not acknowledged (the broker was
+/// down when it was set). The audit ref and the outbox ids make races between instances
+/// harmless: at worst a record is sent twice, with the same id and content.
 pub async fn expire_loop(state: ApiState) {
     loop {
         actix_rt::time::sleep(Duration::from_secs(1)).await;
@@ -265,18 +397,30 @@ pub async fn expire_loop(state: ApiState) {
             continue;
         };
         let now = Utc::now();
-        for s in switches {
+        for s in &switches {
             let expired = s
                 .expires_at
                 .as_deref()
                 .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
                 .is_some_and(|e| e.with_timezone(&Utc) <= now);
-            if expired {
-                if let Err(e) = lift(&publisher, &state, &s, "ttl").await {
-                    tracing::warn!(id = %s.id, error = %e, "kill switch TTL lift failed; will retry");
+            if expired || s.lifted_at.is_some() {
+                if let Err(e) = lift(&state, s, "ttl", Duration::ZERO).await {
+                    tracing::warn!(id = %s.id, error = %e, "kill switch lift failed; will retry");
                 }
+            } else {
+                ensure_set_record(&state, s).await;
             }
         }
+        // Only the records of switches still registered need remembering.
+        let registered: HashSet<String> = switches
+            .iter()
+            .flat_map(|s| [format!("ks:{}:set", s.id), format!("ks:{}:lift", s.id)])
+            .collect();
+        state
+            .switch_records
+            .acknowledged
+            .lock()
+            .retain(|outbox_id| registered.contains(outbox_id));
         refresh_gauges(&publisher).await;
     }
 }

@@ -50,6 +50,8 @@ pub struct ApiState {
     pub control_topic: String,
     /// The last scan of the live partners for `GET /v1/partners` (see `partners.rs`).
     pub partner_list: Arc<parking_lot::Mutex<Option<ListScan>>>,
+    /// Kill switches' enforcement-topic records in flight or acknowledged here.
+    pub switch_records: Arc<kill_switches::SwitchRecords>,
     generated_token: Option<String>,
 }
 
@@ -96,6 +98,7 @@ impl ApiState {
             payouts: outputs.payouts,
             control_topic: outputs.control_topic,
             partner_list: Arc::default(),
+            switch_records: Arc::default(),
             generated_token,
         }
     }

@@ -212,12 +212,7 @@ impl DecisionPublisher {
         match written {
             Some(p) if !p.applied && p.produced => DecisionStep::AlreadyProduced,
             Some(p) => {
-                if p.applied {
-                    METRICS
-                        .enforcement_transitions
-                        .with_label_values(&[&w.previous, &w.level, &w.reason])
-                        .inc();
-                }
+                count_transition(w, p);
                 // A re-publication audits too: if the first one failed between the data
                 // plane and the audit log, this is the only chance (a recorded ref is skipped).
                 let audit = ((p.applied || p.applied_before) && !w.by_person)
@@ -245,26 +240,33 @@ impl DecisionPublisher {
     pub async fn publish_one(&self, write: &DecisionWrite) -> (bool, u64) {
         match self.store.publish(write).await {
             Ok(p) => {
-                if p.applied {
-                    METRICS
-                        .enforcement_transitions
-                        .with_label_values(&[&write.previous, &write.level, &write.reason])
-                        .inc();
-                }
-                let record = (
-                    format!("{}:{}", write.scope, write.id),
-                    decision_json(write, p.seq),
-                );
-                (
-                    self.produce(std::slice::from_ref(&record)).await == 1,
-                    p.seq,
-                )
+                count_transition(write, &p);
+                (self.produce_decision(write, p.seq).await, p.seq)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "decision not written to the data plane");
                 (false, 0)
             }
         }
+    }
+
+    /// Produces the enforcement-topic record of a decision the data plane holds with
+    /// `seq`, and marks it produced once the broker acknowledges it (so a later pass that
+    /// would produce it again can ask [`DecisionStore::is_produced`] first). Returns
+    /// whether it was acknowledged.
+    pub async fn produce_decision(&self, write: &DecisionWrite, seq: u64) -> bool {
+        let record = (
+            format!("{}:{}", write.scope, write.id),
+            decision_json(write, seq),
+        );
+        let acknowledged = self.produce(std::slice::from_ref(&record)).await == 1;
+        if acknowledged {
+            if let Err(e) = self.store.mark_produced(std::slice::from_ref(write)).await {
+                // Only costs a repeated record (same id, same content) later.
+                tracing::debug!(error = %e, "decision not marked produced");
+            }
+        }
+        acknowledged
     }
 
     /// Produces records to the enforcement topic; returns the acknowledged prefix's length.
@@ -293,6 +295,17 @@ impl DecisionPublisher {
             }
         });
         join_all(sends).await.iter().map(Result::is_ok).collect()
+    }
+}
+
+/// `warden_enforcement_transitions_total` counts a decision once: when the data plane
+/// applied it.
+pub fn count_transition(write: &DecisionWrite, published: &Published) {
+    if published.applied {
+        METRICS
+            .enforcement_transitions
+            .with_label_values(&[&write.previous, &write.level, &write.reason])
+            .inc();
     }
 }
 

@@ -77,6 +77,16 @@ pub struct KillSwitch {
     pub expires_at: Option<String>,
     /// The seq its `killed` write got: lifting is a compare-and-delete on it.
     pub seq: u64,
+    /// The level its `killed` decision replaced: with `created_at` (its `decided_at`), what
+    /// a re-publication of that decision's record needs to have the same content. `None`
+    /// for a switch registered before it was kept (its record was acknowledged first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// When its lift reached the data plane (the lift's `decided_at`), while the lift's
+    /// record waits for the broker: the switch is no longer active, and is removed from the
+    /// registry once that record is acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted_at: Option<String>,
 }
 
 #[async_trait]
@@ -94,45 +104,89 @@ pub trait DecisionStore: Send + Sync + 'static {
     /// Records that the enforcement-topic records of `writes` were acknowledged by the
     /// broker (kept as long as the outbox id's seq).
     async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError>;
-    /// Deletes the key if its seq is still `seq` (a kill switch being lifted); returns
-    /// whether it was deleted. A later decision on the key is left alone.
-    async fn lift_if_seq(&self, scope: &str, id: &str, seq: u64) -> Result<bool, StoreError>;
+    /// Whether `write`'s record was marked produced (and the mark has not expired).
+    async fn is_produced(&self, write: &DecisionWrite) -> Result<bool, StoreError>;
+    /// [`Self::publish`] of a kill switch's `killed` decision that also registers `switch`
+    /// (with the seq the write got) in the same atomic write, so a target is never held at
+    /// `killed` by a switch the registry does not know: one nobody could list, lift, or
+    /// see expire. A re-publication (a known outbox id) leaves the registry as it is.
+    async fn publish_switch(
+        &self,
+        write: &DecisionWrite,
+        switch: &KillSwitch,
+    ) -> Result<Published, StoreError>;
+    /// [`Self::publish`] of the `ok` decision lifting the switch `switch_id`, only while the
+    /// key still holds that switch's `killed` (its seq is `kill_seq`): `None`, with nothing
+    /// written, when a later decision replaced it. Applied, it also notes the lift's time
+    /// (`write.since`) on the switch as `lifted_at`. A re-publication (a known outbox id)
+    /// answers as [`Self::publish`] does, whatever the key holds now.
+    async fn publish_lift(
+        &self,
+        write: &DecisionWrite,
+        switch_id: &str,
+        kill_seq: u64,
+    ) -> Result<Option<Published>, StoreError>;
     /// The hash a gateway reads, if any.
     async fn read(
         &self,
         scope: &str,
         id: &str,
     ) -> Result<Option<BTreeMap<String, String>>, StoreError>;
-    async fn put_switch(&self, switch: &KillSwitch) -> Result<(), StoreError>;
     async fn remove_switch(&self, id: &str) -> Result<bool, StoreError>;
     async fn switches(&self) -> Result<Vec<KillSwitch>, StoreError>;
 }
 
-/// KEYS[1] = enf hash, KEYS[2] = seq counter, KEYS[3] = outbox id → seq hash.
+/// KEYS[1] = enf hash, KEYS[2] = seq counter, KEYS[3] = outbox id → seq hash, and for a
+/// kill switch's decisions KEYS[4] = the switch registry hash.
 /// ARGV[1] = outbox id, [2] level, [3] reason, [4] rate_limit_rps ("" = none), [5] since,
 /// [6] "1" when a person decides, [7] scope, [8] id, [9] ttl of the outbox map (s),
-/// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it).
+/// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it);
+/// with KEYS[4]: [13] the seq the key must still hold for a first write ("" = any),
+/// [14] the switch id, [15] the switch as JSON to register with this write's seq ("" =
+/// note `lifted_at` = ARGV[5] on the registered switch instead).
 /// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1), applied before
-/// (0|1)}; an applied
+/// (0|1)}, seq 0 when the key no longer held ARGV[13] (nothing written); an applied
 /// decision is also published on the channel as JSON. `produced` says the outbox id's
 /// enforcement-topic record was acknowledged before (see `mark_produced`). Validates
 /// before writing.
 const PUBLISH: &str = r#"
+local switch = #KEYS == 4
+if #ARGV ~= (switch and 15 or 12) then
+  return redis.error_reply('ERR warden publish: wrong number of arguments')
+end
 local produced = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':produced')
 local before = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':applied')
+local stored = redis.call('HGET', KEYS[1], 'seq')
+local cur = tonumber(stored or '0')
+local level = redis.call('HGET', KEYS[1], 'level')
+local held = (level == 'killed' or level == 'terminated')
 local seq = redis.call('HGET', KEYS[3], ARGV[1])
 if seq then
   seq = tonumber(seq)
 else
+  if switch and ARGV[13] ~= '' and (stored or '0') ~= ARGV[13] then
+    return {0, 0, held and 1 or 0, produced, before}
+  end
   seq = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[3], ARGV[1], seq)
   redis.call('EXPIRE', KEYS[3], ARGV[9])
 end
-local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local level = redis.call('HGET', KEYS[1], 'level')
-local held = (level == 'killed' or level == 'terminated')
 if before == 1 or seq <= cur then return {seq, 0, held and 1 or 0, produced, before} end
 if held and ARGV[6] ~= '1' then return {seq, 0, 1, produced, before} end
+if switch then
+  if ARGV[15] ~= '' then
+    local s = cjson.decode(ARGV[15])
+    s.seq = seq
+    redis.call('HSET', KEYS[4], ARGV[14], cjson.encode(s))
+  else
+    local raw = redis.call('HGET', KEYS[4], ARGV[14])
+    if raw then
+      local s = cjson.decode(raw)
+      s.lifted_at = ARGV[5]
+      redis.call('HSET', KEYS[4], ARGV[14], cjson.encode(s))
+    end
+  end
+end
 redis.call('HSET', KEYS[3], ARGV[1] .. ':applied', 1)
 local decision_id = ARGV[7] .. ':' .. ARGV[8] .. ':' .. seq
 if ARGV[2] == 'ok' then
@@ -147,15 +201,6 @@ redis.call('PUBLISH', ARGV[10], cjson.encode({decision_id = decision_id, scope =
   partner_id = ARGV[11], level = ARGV[2], previous = ARGV[12], reason = ARGV[3],
   rate_limit_rps = rps, seq = seq, decided_at = ARGV[5]}))
 return {seq, 1, held and 1 or 0, produced, before}
-"#;
-
-/// KEYS[1] = enf hash; ARGV[1] = seq. Deletes only if the stored seq is still ARGV[1].
-const LIFT_IF_SEQ: &str = r#"
-if redis.call('HGET', KEYS[1], 'seq') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
 "#;
 
 /// Key names for the data plane, under the deployment's key prefix.
@@ -212,7 +257,6 @@ pub struct RedisDecisions {
     store: RedisStore,
     keys: DecisionKeys,
     publish: std::sync::Arc<Script>,
-    lift: std::sync::Arc<Script>,
 }
 
 impl RedisStore {
@@ -221,7 +265,6 @@ impl RedisStore {
             keys: DecisionKeys::new(self.keys.prefix()),
             store: self.clone(),
             publish: std::sync::Arc::new(Script::new(PUBLISH)),
-            lift: std::sync::Arc::new(Script::new(LIFT_IF_SEQ)),
         }
     }
 }
@@ -253,6 +296,39 @@ impl RedisDecisions {
             w.previous.clone(),
         ];
         (keys, args)
+    }
+
+    /// The keys and arguments of `PUBLISH` for a kill switch's decision: the registry key
+    /// and ARGV[13..15] after the write's own (see the script).
+    fn switch_call(
+        &self,
+        w: &DecisionWrite,
+        expected_seq: &str,
+        switch_id: &str,
+        switch_json: String,
+    ) -> (Vec<String>, Vec<String>) {
+        let (keys, mut args) = self.publish_call(w);
+        let mut keys = keys.to_vec();
+        keys.push(self.keys.switches());
+        args.extend([expected_seq.to_owned(), switch_id.to_owned(), switch_json]);
+        (keys, args)
+    }
+
+    async fn invoke_publish(
+        &self,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Published, StoreError> {
+        let script = self.publish.clone();
+        self.store
+            .run("publish decision", move |mut conn| async move {
+                let mut inv = script.prepare_invoke();
+                inv.key(&keys[..]).arg(&args[..]);
+                let reply: (u64, u8, u8, u8, u8) =
+                    inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+                Ok(published(reply))
+            })
+            .await
     }
 }
 
@@ -300,22 +376,29 @@ impl DecisionStore for RedisDecisions {
     }
 
     async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
-        let script = self.publish.clone();
         let (keys, args) = self.publish_call(w);
-        self.store
-            .run("publish decision", move |mut conn| async move {
-                let mut inv = script.prepare_invoke();
-                for k in &keys {
-                    inv.key(k);
-                }
-                for a in &args {
-                    inv.arg(a);
-                }
-                let reply: (u64, u8, u8, u8, u8) =
-                    inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-                Ok(published(reply))
-            })
-            .await
+        self.invoke_publish(keys.to_vec(), args).await
+    }
+
+    async fn publish_switch(
+        &self,
+        w: &DecisionWrite,
+        switch: &KillSwitch,
+    ) -> Result<Published, StoreError> {
+        let json = serde_json::to_string(switch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (keys, args) = self.switch_call(w, "", &switch.id, json);
+        self.invoke_publish(keys, args).await
+    }
+
+    async fn publish_lift(
+        &self,
+        w: &DecisionWrite,
+        switch_id: &str,
+        kill_seq: u64,
+    ) -> Result<Option<Published>, StoreError> {
+        let (keys, args) = self.switch_call(w, &kill_seq.to_string(), switch_id, String::new());
+        let p = self.invoke_publish(keys, args).await?;
+        Ok((p.seq != 0).then_some(p))
     }
 
     async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
@@ -342,18 +425,18 @@ impl DecisionStore for RedisDecisions {
             .await
     }
 
-    async fn lift_if_seq(&self, scope: &str, id: &str, seq: u64) -> Result<bool, StoreError> {
-        let script = self.lift.clone();
-        let key = self.keys.enf(scope, id);
+    async fn is_produced(&self, w: &DecisionWrite) -> Result<bool, StoreError> {
+        let key = self.keys.published(&w.scope, &w.id);
+        let field = format!("{}:produced", w.outbox_id);
         self.store
-            .run("lift decision", move |mut conn| async move {
-                let deleted: u8 = script
-                    .key(&key)
-                    .arg(seq)
-                    .invoke_async(&mut conn)
+            .run("is produced", move |mut conn| async move {
+                let found: bool = redis::cmd("HEXISTS")
+                    .arg(&key)
+                    .arg(&field)
+                    .query_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
-                Ok(deleted == 1)
+                Ok(found)
             })
             .await
     }
@@ -372,26 +455,6 @@ impl DecisionStore for RedisDecisions {
                     .await
                     .map_err(unavailable)?;
                 Ok((!map.is_empty()).then_some(map))
-            })
-            .await
-    }
-
-    async fn put_switch(&self, s: &KillSwitch) -> Result<(), StoreError> {
-        let key = self.keys.switches();
-        let (id, json) = (
-            s.id.clone(),
-            serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        );
-        self.store
-            .run("put kill switch", move |mut conn| async move {
-                let _: () = redis::cmd("HSET")
-                    .arg(&key)
-                    .arg(&id)
-                    .arg(&json)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(())
             })
             .await
     }
@@ -448,32 +511,13 @@ struct MemoryPlane {
     switches: BTreeMap<String, KillSwitch>,
 }
 
-#[async_trait]
-impl DecisionStore for MemoryDecisions {
-    async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
-        let mut p = self.inner.lock();
-        for w in writes {
-            p.produced.insert(w.outbox_id.clone());
-        }
-        Ok(())
-    }
-
-    async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
-        let mut p = self.inner.lock();
-        let produced = p.produced.contains(&w.outbox_id);
-        let applied_before = p.applied.contains(&w.outbox_id);
+impl MemoryPlane {
+    /// What `PUBLISH` does (see the script); seq 0 when `expected_seq` no longer held.
+    fn publish(&mut self, w: &DecisionWrite, expected_seq: Option<u64>) -> Published {
+        let produced = self.produced.contains(&w.outbox_id);
+        let applied_before = self.applied.contains(&w.outbox_id);
         let target = (w.scope.clone(), w.id.clone());
-        let seq = match p.published.get(&w.outbox_id) {
-            Some(s) => *s,
-            None => {
-                let c = p.counters.entry(target.clone()).or_default();
-                *c += 1;
-                let s = *c;
-                p.published.insert(w.outbox_id.clone(), s);
-                s
-            }
-        };
-        let current = p.keys.get(&target);
+        let current = self.keys.get(&target);
         let cur_seq = current
             .and_then(|m| m.get("seq"))
             .and_then(|s| s.parse::<u64>().ok())
@@ -481,17 +525,36 @@ impl DecisionStore for MemoryDecisions {
         let held = current
             .and_then(|m| m.get("level"))
             .is_some_and(|l| l == "killed" || l == "terminated");
+        let seq = match self.published.get(&w.outbox_id) {
+            Some(s) => *s,
+            None if expected_seq.is_some_and(|e| e != cur_seq) => {
+                return Published {
+                    seq: 0,
+                    applied: false,
+                    previous_was_held: held,
+                    produced,
+                    applied_before,
+                };
+            }
+            None => {
+                let c = self.counters.entry(target.clone()).or_default();
+                *c += 1;
+                let s = *c;
+                self.published.insert(w.outbox_id.clone(), s);
+                s
+            }
+        };
         if applied_before || seq <= cur_seq || (held && !w.by_person) {
-            return Ok(Published {
+            return Published {
                 seq,
                 applied: false,
                 previous_was_held: held,
                 produced,
                 applied_before,
-            });
+            };
         }
         if w.level == "ok" {
-            p.keys.remove(&target);
+            self.keys.remove(&target);
         } else {
             let mut m = BTreeMap::new();
             m.insert("level".into(), w.level.clone());
@@ -503,30 +566,68 @@ impl DecisionStore for MemoryDecisions {
             m.insert("since".into(), w.since.clone());
             m.insert("seq".into(), seq.to_string());
             m.insert("decision_id".into(), format!("{}:{}:{seq}", w.scope, w.id));
-            p.keys.insert(target, m);
+            self.keys.insert(target, m);
         }
-        p.applied.insert(w.outbox_id.clone());
-        Ok(Published {
+        self.applied.insert(w.outbox_id.clone());
+        Published {
             seq,
             applied: true,
             previous_was_held: held,
             produced,
             applied_before,
-        })
+        }
+    }
+}
+
+#[async_trait]
+impl DecisionStore for MemoryDecisions {
+    async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
+        let mut p = self.inner.lock();
+        for w in writes {
+            p.produced.insert(w.outbox_id.clone());
+        }
+        Ok(())
     }
 
-    async fn lift_if_seq(&self, scope: &str, id: &str, seq: u64) -> Result<bool, StoreError> {
-        let mut p = self.inner.lock();
-        let target = (scope.to_owned(), id.to_owned());
-        let matches = p
-            .keys
-            .get(&target)
-            .and_then(|m| m.get("seq"))
-            .is_some_and(|s| *s == seq.to_string());
-        if matches {
-            p.keys.remove(&target);
+    async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+        Ok(self.inner.lock().publish(w, None))
+    }
+
+    async fn is_produced(&self, w: &DecisionWrite) -> Result<bool, StoreError> {
+        Ok(self.inner.lock().produced.contains(&w.outbox_id))
+    }
+
+    async fn publish_switch(
+        &self,
+        w: &DecisionWrite,
+        switch: &KillSwitch,
+    ) -> Result<Published, StoreError> {
+        let mut plane = self.inner.lock();
+        let p = plane.publish(w, None);
+        if p.applied {
+            let registered = KillSwitch {
+                seq: p.seq,
+                ..switch.clone()
+            };
+            plane.switches.insert(switch.id.clone(), registered);
         }
-        Ok(matches)
+        Ok(p)
+    }
+
+    async fn publish_lift(
+        &self,
+        w: &DecisionWrite,
+        switch_id: &str,
+        kill_seq: u64,
+    ) -> Result<Option<Published>, StoreError> {
+        let mut plane = self.inner.lock();
+        let p = plane.publish(w, Some(kill_seq));
+        if p.applied {
+            if let Some(s) = plane.switches.get_mut(switch_id) {
+                s.lifted_at = Some(w.since.clone());
+            }
+        }
+        Ok((p.seq != 0).then_some(p))
     }
 
     async fn read(
@@ -540,11 +641,6 @@ impl DecisionStore for MemoryDecisions {
             .keys
             .get(&(scope.to_owned(), id.to_owned()))
             .cloned())
-    }
-
-    async fn put_switch(&self, s: &KillSwitch) -> Result<(), StoreError> {
-        self.inner.lock().switches.insert(s.id.clone(), s.clone());
-        Ok(())
     }
 
     async fn remove_switch(&self, id: &str) -> Result<bool, StoreError> {
