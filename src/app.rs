@@ -188,8 +188,12 @@ async fn run_with_io(
         // or the other.
         c.set("acks", "all")
             .set("partitioner", "murmur2_random")
-            .set("linger.ms", linger_ms)
-            .set("message.timeout.ms", "30000");
+            .set("linger.ms", linger_ms);
+        // How long a record may wait for the broker before its send fails (and is retried
+        // by whoever sent it): 30 s, unless `kafka.properties` says otherwise.
+        if !kafka.properties.contains_key("message.timeout.ms") {
+            c.set("message.timeout.ms", "30000");
+        }
         c.create().map_err(|e| fatal("producer")(e.to_string()))
     };
     let producer = producer_lingering("5")?;

@@ -152,13 +152,15 @@ fn distinct_decisions(stream: &Stream, at_least: usize) -> Vec<Value> {
 /// The broker down when security sets or lifts a switch: the data plane and the registry
 /// change at once and together (a kill the registry did not know could never be listed,
 /// lifted or expire), and each decision's record reaches the topic once the broker is
-/// back, with one content per id.
+/// back, in seq order and with one content per id. Sends time out after 2 s here, so the
+/// outage outlasts several failed sends, and a TTL switch expires during it.
 #[test]
 fn a_kill_switch_set_and_lifted_while_the_broker_is_down_takes_effect_and_its_records_follow() {
     let redis = common::redis_url();
     let mut broker = common::TansuServer::start_new();
     let stream = Stream::on("admin-kill-down", &broker.brokers());
-    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    let short_sends = "[kafka.properties]\n\"message.timeout.ms\" = \"2000\"\n";
+    let mut daemon = Daemon::start(&config(&stream, &redis, short_sends));
     daemon.wait_ready(Duration::from_secs(60));
     let key = format!("{}:enf:partner:p-7", stream.prefix);
     let registry = format!("{}:killswitches", stream.prefix);
@@ -181,17 +183,55 @@ fn a_kill_switch_set_and_lifted_while_the_broker_is_down_takes_effect_and_its_re
     assert_eq!(active.len(), 1, "{active:?}");
     assert_eq!(active[0]["id"], id.as_str());
     assert_eq!(active[0]["seq"], created["seq"]);
+    // A TTL switch that expires before the broker is back.
+    let brief = json!({"scope": "partner", "target": "p-8", "reason": "storm", "ttl_seconds": 1});
+    let (status, expiring) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&brief));
+    assert_eq!(status, 201, "{expiring}");
+    let p8 = format!("{}:enf:partner:p-8", stream.prefix);
+    let expired = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        common::redis_hash(&redis, &p8).is_empty()
+    });
+    assert!(
+        expired,
+        "the TTL lifts the data plane while the broker is down"
+    );
+    std::thread::sleep(Duration::from_secs(6));
 
     broker.start();
-    let on_topic = distinct_decisions(&stream, 1);
-    assert_eq!(on_topic.len(), 1, "{on_topic:?}");
-    assert_eq!(on_topic[0]["level"], "killed");
+    let on_topic = distinct_decisions(&stream, 3);
+    assert_eq!(on_topic.len(), 3, "{on_topic:?}");
+    let of = |target: &str| -> Vec<Value> {
+        on_topic
+            .iter()
+            .filter(|d| d["id"] == target)
+            .cloned()
+            .collect()
+    };
+    let p7 = of("p-7");
+    assert_eq!(p7.len(), 1, "{p7:?}");
+    assert_eq!(p7[0]["level"], "killed");
     assert_eq!(
-        on_topic[0]["decision_id"],
+        p7[0]["decision_id"],
         format!("partner:p-7:{}", created["seq"])
     );
-    assert_eq!(on_topic[0]["decided_at"], created["created_at"]);
-    assert_eq!(on_topic[0]["previous"], "ok");
+    assert_eq!(p7[0]["decided_at"], created["created_at"]);
+    assert_eq!(p7[0]["previous"], "ok");
+    // The expired switch's `killed` record is not lost to its lift, and comes first.
+    let p8_records = of("p-8");
+    let levels: Vec<&str> = p8_records
+        .iter()
+        .map(|d| d["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["killed", "ok"], "{p8_records:?}");
+    assert_eq!(p8_records[0]["seq"], expiring["seq"]);
+    let p8_gone = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        !common::redis_hash(&redis, &registry).contains_key(expiring["id"].as_str().unwrap())
+    });
+    assert!(
+        p8_gone,
+        "the expired switch leaves the registry once both records are out"
+    );
 
     broker.stop();
     let (status, lifted) = daemon.request(
@@ -213,11 +253,14 @@ fn a_kill_switch_set_and_lifted_while_the_broker_is_down_takes_effect_and_its_re
     assert!(kept["lifted_at"].is_string(), "{kept}");
 
     broker.start();
-    let on_topic = distinct_decisions(&stream, 2);
-    assert_eq!(on_topic.len(), 2, "{on_topic:?}");
-    assert_eq!(on_topic[1]["level"], "ok");
-    assert_eq!(on_topic[1]["previous"], "killed");
-    assert_eq!(on_topic[1]["decided_at"], kept["lifted_at"]);
+    let on_topic = distinct_decisions(&stream, 4);
+    assert_eq!(on_topic.len(), 4, "{on_topic:?}");
+    let p7: Vec<&Value> = on_topic.iter().filter(|d| d["id"] == "p-7").collect();
+    assert_eq!(p7.len(), 2, "{p7:?}");
+    assert_eq!(p7[1]["level"], "ok");
+    assert_eq!(p7[1]["previous"], "killed");
+    assert_eq!(p7[1]["decided_at"], kept["lifted_at"]);
+    assert_eq!(p7[1]["seq"], kept["lift_seq"]);
     let gone = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         common::redis_hash(&redis, &registry).is_empty()
     });

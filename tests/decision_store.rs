@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use warden::store::decisions::{DecisionStore, DecisionWrite, KillSwitch, MemoryDecisions};
+use warden::store::decisions::{
+    DecisionStore, DecisionWrite, KillSwitch, LiftWrite, MemoryDecisions, Published,
+};
 use warden::store::redis::RedisStore;
 
 mod common;
@@ -175,6 +177,7 @@ fn switch(id: &str, expires_at: Option<&str>) -> KillSwitch {
         seq: 0,
         previous: Some("warn".into()),
         lifted_at: None,
+        lift_seq: None,
     }
 }
 
@@ -222,10 +225,21 @@ async fn a_switch_is_registered_by_the_write_that_kills(s: &dyn DecisionStore) {
     assert!(s.switches().await.unwrap().iter().all(|sw| sw.id != "ks-1"));
 }
 
+/// The lift's outcome when applied or re-published, with the `lifted_at` registered.
+fn lifted(outcome: LiftWrite) -> (Published, Option<String>) {
+    match outcome {
+        LiftWrite::Lifted {
+            published,
+            lifted_at,
+        } => (published, lifted_at),
+        LiftWrite::Superseded => panic!("expected a lift, got Superseded"),
+    }
+}
+
 /// A lift is a compare-and-set on the switch's seq: refused, it writes nothing (and its
 /// outbox id gets no seq, so the right lift still goes through); applied, it deletes the
-/// key and notes `lifted_at` on the switch; repeated, it is a re-publication with its
-/// first seq, whatever the key holds now.
+/// key and notes `lifted_at` and `lift_seq` on the switch; repeated by a lifter with
+/// another clock, it is a re-publication with the first seq and the first `lifted_at`.
 async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
     let kill = s
         .publish_switch(&write("ks:ks-1:set", "killed", true), &switch("ks-1", None))
@@ -233,31 +247,41 @@ async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
         .unwrap();
     let lift = write("ks:ks-1:lift", "ok", true);
     let refused = s.publish_lift(&lift, "ks-1", kill.seq + 100).await.unwrap();
-    assert_eq!(refused, None);
+    assert_eq!(refused, LiftWrite::Superseded);
     assert_eq!(
         s.read("partner", "p-1").await.unwrap().unwrap()["level"],
         "killed"
     );
     assert_eq!(s.switches().await.unwrap()[0].lifted_at, None);
-    let lifted = s
-        .publish_lift(&lift, "ks-1", kill.seq)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(lifted.applied);
-    assert!(lifted.seq > kill.seq);
+    let (first, lifted_at) = lifted(s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap());
+    assert!(first.applied);
+    assert!(first.seq > kill.seq);
+    assert_eq!(lifted_at.as_deref(), Some(lift.since.as_str()));
     assert_eq!(s.read("partner", "p-1").await.unwrap(), None);
-    assert_eq!(
-        s.switches().await.unwrap()[0].lifted_at.as_deref(),
-        Some(lift.since.as_str())
+    let registered = s.switches().await.unwrap().remove(0);
+    assert_eq!(registered.lifted_at.as_deref(), Some(lift.since.as_str()));
+    assert_eq!(registered.lift_seq, Some(first.seq));
+    let later_clock = DecisionWrite {
+        since: "2026-05-14T09:31:00.000Z".into(),
+        ..lift.clone()
+    };
+    let (again, lifted_at) = lifted(
+        s.publish_lift(&later_clock, "ks-1", kill.seq)
+            .await
+            .unwrap(),
     );
-    let again = s
-        .publish_lift(&lift, "ks-1", kill.seq)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(again.seq, lifted.seq);
+    assert_eq!(again.seq, first.seq);
     assert!(!again.applied && again.applied_before);
+    assert_eq!(lifted_at.as_deref(), Some(lift.since.as_str()));
+    // Once the switch has left the registry, a late lifter learns there is nothing to send.
+    assert!(s.remove_switch("ks-1").await.unwrap());
+    let (late, lifted_at) = lifted(
+        s.publish_lift(&later_clock, "ks-1", kill.seq)
+            .await
+            .unwrap(),
+    );
+    assert!(!late.applied);
+    assert_eq!(lifted_at, None);
 }
 
 /// A switch replaced by a later person's decision is not lifted: the key keeps it.
@@ -272,7 +296,10 @@ async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
         .unwrap();
     assert!(later.applied);
     let lift = write("ks:ks-1:lift", "ok", true);
-    assert_eq!(s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap(), None);
+    assert_eq!(
+        s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap(),
+        LiftWrite::Superseded
+    );
     let stored = s.read("partner", "p-1").await.unwrap().unwrap();
     assert_eq!(stored["level"], "terminated");
     assert_eq!(stored["seq"], later.seq.to_string());
@@ -340,5 +367,46 @@ async fn applied_decisions_are_published_on_the_channel() {
     assert!(
         pubsub.get_message().is_err(),
         "a refused replay must not be published again"
+    );
+}
+
+/// A registry entry that is not JSON fails a lift before anything is written: no seq is
+/// taken, the key keeps its `killed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lift_of_an_unreadable_switch_fails_having_written_nothing() {
+    let prefix = unique_prefix();
+    let store = redis_store(&prefix).await;
+    let kill = store
+        .publish_switch(&write("ks:ks-1:set", "killed", true), &switch("ks-1", None))
+        .await
+        .unwrap();
+    let mut conn = common::raw_redis().await;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}:killswitches"))
+        .arg("ks-1")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let counter_before: Option<u64> = redis::cmd("GET")
+        .arg(format!("{prefix}:enfseq:partner:p-1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lift = write("ks:ks-1:lift", "ok", true);
+    let err = store
+        .publish_lift(&lift, "ks-1", kill.seq)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a JSON object"), "{err}");
+    let counter_after: Option<u64> = redis::cmd("GET")
+        .arg(format!("{prefix}:enfseq:partner:p-1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counter_after, counter_before);
+    assert_eq!(
+        store.read("partner", "p-1").await.unwrap().unwrap()["level"],
+        "killed"
     );
 }

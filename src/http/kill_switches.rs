@@ -23,7 +23,7 @@ use crate::config::Role;
 use crate::domain::audit::AuditEntry;
 use crate::metrics::{METRICS, SCOPES};
 use crate::publish::{count_transition, DecisionPublisher};
-use crate::store::decisions::{DecisionWrite, KillSwitch};
+use crate::store::decisions::{DecisionWrite, KillSwitch, LiftWrite};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +95,7 @@ pub async fn create(
         seq: 0,
         previous: Some(previous),
         lifted_at: None,
+        lift_seq: None,
     };
     let write = set_write(&switch);
     let store = state.publisher.store().clone();
@@ -103,6 +104,12 @@ pub async fn create(
     let published = state
         .store_call(async move { store.publish_switch(&w, &s).await })
         .await?;
+    if !published.applied {
+        // A fresh outbox id always applies; if it ever did not, nothing was registered.
+        return Err(ApiError::StoreUnavailable(
+            "the kill switch was not applied".into(),
+        ));
+    }
     count_transition(&write, &published);
     let switch = KillSwitch {
         seq: published.seq,
@@ -152,6 +159,7 @@ pub async fn delete(
         .find(|s| s.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("kill switch {id}")))?;
     let lifted = lift(&state, &switch, &who.name, RECORD_WAIT).await?;
+    refresh_gauges(&state.publisher).await;
     let record = match lifted {
         Lift::Done => "acknowledged",
         Lift::RecordPending => "pending",
@@ -179,10 +187,11 @@ pub enum Lift {
 
 /// Lifts `switch` (API or TTL): audited once (the ref is the same for both paths, so a
 /// TTL expiry racing a DELETE is recorded once), then the `ok` decision in the data plane
-/// if the key still holds the switch's `killed` (compare-and-set on its seq), its record
-/// on the topic, and the switch out of the registry once that record is acknowledged.
-/// Repeating it is safe: a lift already in the data plane is re-published with the time
-/// it first had, so its record keeps one content.
+/// if the key still holds the switch's `killed` (compare-and-set on its seq). The records
+/// go out in seq order, the `killed` one first (it may still wait from an outage), and
+/// the switch leaves the registry once both are acknowledged. Repeating it is safe: a
+/// lift already in the data plane is rebuilt from the `lifted_at` and `lift_seq` the
+/// registry keeps, so its record has one content whoever sends it.
 pub async fn lift(
     state: &ApiState,
     switch: &KillSwitch,
@@ -198,33 +207,58 @@ pub async fn lift(
         detail: json!({ "id": switch.id }),
     };
     record(state, entry).await?;
-    let since = switch
-        .lifted_at
-        .clone()
-        .unwrap_or_else(|| rfc3339(Utc::now()));
-    let write = switch_write(
-        &format!("ks:{}:lift", switch.id),
-        &switch.scope,
-        &switch.target,
-        "ok",
-        "killed",
-        since,
-    );
-    let store = state.publisher.store().clone();
-    let (w, id, seq) = (write.clone(), switch.id.clone(), switch.seq);
-    let lifted = state
-        .store_call(async move { store.publish_lift(&w, &id, seq).await })
-        .await?;
-    let outcome = match lifted {
-        None => Lift::Superseded,
-        Some(p) => {
-            count_transition(&write, &p);
-            if p.produced || send_record(state, write, p.seq, wait).await {
+    let lift_write = |since: String| {
+        switch_write(
+            &format!("ks:{}:lift", switch.id),
+            &switch.scope,
+            &switch.target,
+            "ok",
+            "killed",
+            since,
+        )
+    };
+    // The lift's record to send: (write, seq, acknowledged before), or none.
+    let lift_record = match (&switch.lifted_at, switch.lift_seq) {
+        (Some(at), Some(seq)) => Some((lift_write(at.clone()), seq, false)),
+        _ => {
+            let write = lift_write(rfc3339(Utc::now()));
+            let store = state.publisher.store().clone();
+            let (w, id, seq) = (write.clone(), switch.id.clone(), switch.seq);
+            let lifted = state
+                .store_call(async move { store.publish_lift(&w, &id, seq).await })
+                .await?;
+            match lifted {
+                LiftWrite::Superseded => None,
+                LiftWrite::Lifted {
+                    published,
+                    lifted_at,
+                } => {
+                    count_transition(&write, &published);
+                    // The lift's time is the one its first write noted on the switch;
+                    // unregistered, this call's own if it applied the lift, else another
+                    // lifter finished it and there is nothing left to send.
+                    let since = match lifted_at {
+                        Some(at) => Some(at),
+                        None if published.applied => Some(write.since.clone()),
+                        None => None,
+                    };
+                    since.map(|at| (lift_write(at), published.seq, published.produced))
+                }
+            }
+        }
+    };
+    let set_sent = set_record_sent(state, switch, wait).await;
+    let outcome = match lift_record {
+        None if set_sent => Lift::Superseded,
+        Some((_, _, true)) if set_sent => Lift::Done,
+        Some((write, seq, false)) if set_sent => {
+            if send_record(state, write, seq, wait).await {
                 Lift::Done
             } else {
                 Lift::RecordPending
             }
         }
+        _ => Lift::RecordPending,
     };
     if outcome != Lift::RecordPending {
         let store = state.publisher.store().clone();
@@ -233,7 +267,6 @@ pub async fn lift(
             .store_call(async move { store.remove_switch(&id).await })
             .await?;
     }
-    refresh_gauges(&state.publisher).await;
     Ok(outcome)
 }
 
@@ -271,13 +304,13 @@ async fn send_record(state: &ApiState, write: DecisionWrite, seq: u64, wait: Dur
     matches!(actix_rt::time::timeout(wait, task).await, Ok(Ok(true)))
 }
 
-/// Makes sure an active switch's `killed` record reaches the topic: asks the store once
-/// whether it was acknowledged, and sends it (without waiting) if not.
-async fn ensure_set_record(state: &ApiState, switch: &KillSwitch) {
+/// Whether a switch's `killed` record is acknowledged: known here, or marked in the
+/// store; if not, sends it and waits up to `wait`.
+async fn set_record_sent(state: &ApiState, switch: &KillSwitch, wait: Duration) -> bool {
     if switch.previous.is_none() {
         // Registered before `previous` was kept, which was only after its record was
         // acknowledged.
-        return;
+        return true;
     }
     let write = set_write(switch);
     if state
@@ -286,7 +319,7 @@ async fn ensure_set_record(state: &ApiState, switch: &KillSwitch) {
         .lock()
         .contains(&write.outbox_id)
     {
-        return;
+        return true;
     }
     let store = state.publisher.store().clone();
     let w = write.clone();
@@ -300,11 +333,13 @@ async fn ensure_set_record(state: &ApiState, switch: &KillSwitch) {
                 .acknowledged
                 .lock()
                 .insert(write.outbox_id);
+            true
         }
-        Ok(false) => {
-            send_record(state, write, switch.seq, Duration::ZERO).await;
+        Ok(false) => send_record(state, write, switch.seq, wait).await,
+        Err(e) => {
+            tracing::debug!(error = %e, "kill switch record state unknown; will retry");
+            false
         }
-        Err(e) => tracing::debug!(error = %e, "kill switch record state unknown; will retry"),
     }
 }
 
@@ -408,7 +443,8 @@ pub async fn expire_loop(state: ApiState) {
                     tracing::warn!(id = %s.id, error = %e, "kill switch lift failed; will retry");
                 }
             } else {
-                ensure_set_record(&state, s).await;
+                // An active switch set while the broker was down: its record goes now.
+                set_record_sent(&state, s, Duration::ZERO).await;
             }
         }
         // Only the records of switches still registered need remembering.

@@ -87,6 +87,24 @@ pub struct KillSwitch {
     /// registry once that record is acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifted_at: Option<String>,
+    /// The seq of the lift's `ok` decision, with `lifted_at`: the lift's record is rebuilt
+    /// from the two, whatever happened to the outbox map meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lift_seq: Option<u64>,
+}
+
+/// What [`DecisionStore::publish_lift`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiftWrite {
+    /// A later decision had replaced the switch's `killed`: nothing was written.
+    Superseded,
+    /// The lift is in the data plane, applied by this call or an earlier one.
+    /// `lifted_at` is the lift's time as the registry keeps it after the call: `None`
+    /// when the switch is no longer registered (a lifter finished the lift already).
+    Lifted {
+        published: Published,
+        lifted_at: Option<String>,
+    },
 }
 
 #[async_trait]
@@ -116,16 +134,17 @@ pub trait DecisionStore: Send + Sync + 'static {
         switch: &KillSwitch,
     ) -> Result<Published, StoreError>;
     /// [`Self::publish`] of the `ok` decision lifting the switch `switch_id`, only while the
-    /// key still holds that switch's `killed` (its seq is `kill_seq`): `None`, with nothing
-    /// written, when a later decision replaced it. Applied, it also notes the lift's time
-    /// (`write.since`) on the switch as `lifted_at`. A re-publication (a known outbox id)
-    /// answers as [`Self::publish`] does, whatever the key holds now.
+    /// key still holds that switch's `killed` (its seq is `kill_seq`); nothing is written
+    /// when a later decision replaced it. Applied, it also notes the lift's time
+    /// (`write.since`) and seq on the switch as `lifted_at` and `lift_seq`. A
+    /// re-publication (a known outbox id) answers as [`Self::publish`] does, whatever the
+    /// key holds now.
     async fn publish_lift(
         &self,
         write: &DecisionWrite,
         switch_id: &str,
         kill_seq: u64,
-    ) -> Result<Option<Published>, StoreError>;
+    ) -> Result<LiftWrite, StoreError>;
     /// The hash a gateway reads, if any.
     async fn read(
         &self,
@@ -143,9 +162,11 @@ pub trait DecisionStore: Send + Sync + 'static {
 /// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it);
 /// with KEYS[4]: [13] the seq the key must still hold for a first write ("" = any),
 /// [14] the switch id, [15] the switch as JSON to register with this write's seq ("" =
-/// note `lifted_at` = ARGV[5] on the registered switch instead).
+/// note `lifted_at` = ARGV[5] and `lift_seq` on the registered switch instead).
 /// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1), applied before
-/// (0|1)}, seq 0 when the key no longer held ARGV[13] (nothing written); an applied
+/// (0|1)}, seq 0 when the key no longer held ARGV[13] (nothing written); with KEYS[4] also
+/// the switch's `lifted_at` after the call ("" = none) and whether it is registered (0|1).
+/// An applied
 /// decision is also published on the channel as JSON. `produced` says the outbox id's
 /// enforcement-topic record was acknowledged before (see `mark_produced`). Validates
 /// before writing.
@@ -153,6 +174,26 @@ const PUBLISH: &str = r#"
 local switch = #KEYS == 4
 if #ARGV ~= (switch and 15 or 12) then
   return redis.error_reply('ERR warden publish: wrong number of arguments')
+end
+-- The switch to register, or the registered one a lift notes itself on: read before any
+-- write, so an entry that is not a JSON object fails the script having written nothing.
+local entry = nil
+if switch then
+  local raw = ARGV[15]
+  if raw == '' then raw = redis.call('HGET', KEYS[4], ARGV[14]) end
+  if raw then
+    local ok, decoded = pcall(cjson.decode, raw)
+    if not ok or type(decoded) ~= 'table' then
+      return redis.error_reply('ERR warden publish: kill switch ' .. ARGV[14] .. ' is not a JSON object')
+    end
+    entry = decoded
+  end
+end
+local function reply(seq, applied, held, produced, before)
+  if not switch then return {seq, applied, held, produced, before} end
+  local lifted_at = ''
+  if entry and type(entry.lifted_at) == 'string' then lifted_at = entry.lifted_at end
+  return {seq, applied, held, produced, before, lifted_at, entry and 1 or 0}
 end
 local produced = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':produced')
 local before = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':applied')
@@ -165,27 +206,22 @@ if seq then
   seq = tonumber(seq)
 else
   if switch and ARGV[13] ~= '' and (stored or '0') ~= ARGV[13] then
-    return {0, 0, held and 1 or 0, produced, before}
+    return reply(0, 0, held and 1 or 0, produced, before)
   end
   seq = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[3], ARGV[1], seq)
   redis.call('EXPIRE', KEYS[3], ARGV[9])
 end
-if before == 1 or seq <= cur then return {seq, 0, held and 1 or 0, produced, before} end
-if held and ARGV[6] ~= '1' then return {seq, 0, 1, produced, before} end
-if switch then
+if before == 1 or seq <= cur then return reply(seq, 0, held and 1 or 0, produced, before) end
+if held and ARGV[6] ~= '1' then return reply(seq, 0, 1, produced, before) end
+if entry then
   if ARGV[15] ~= '' then
-    local s = cjson.decode(ARGV[15])
-    s.seq = seq
-    redis.call('HSET', KEYS[4], ARGV[14], cjson.encode(s))
+    entry.seq = seq
   else
-    local raw = redis.call('HGET', KEYS[4], ARGV[14])
-    if raw then
-      local s = cjson.decode(raw)
-      s.lifted_at = ARGV[5]
-      redis.call('HSET', KEYS[4], ARGV[14], cjson.encode(s))
-    end
+    entry.lifted_at = ARGV[5]
+    entry.lift_seq = seq
   end
+  redis.call('HSET', KEYS[4], ARGV[14], cjson.encode(entry))
 end
 redis.call('HSET', KEYS[3], ARGV[1] .. ':applied', 1)
 local decision_id = ARGV[7] .. ':' .. ARGV[8] .. ':' .. seq
@@ -200,7 +236,7 @@ if ARGV[4] ~= '' then rps = tonumber(ARGV[4]) end
 redis.call('PUBLISH', ARGV[10], cjson.encode({decision_id = decision_id, scope = ARGV[7], id = ARGV[8],
   partner_id = ARGV[11], level = ARGV[2], previous = ARGV[12], reason = ARGV[3],
   rate_limit_rps = rps, seq = seq, decided_at = ARGV[5]}))
-return {seq, 1, held and 1 or 0, produced, before}
+return reply(seq, 1, held and 1 or 0, produced, before)
 "#;
 
 /// Key names for the data plane, under the deployment's key prefix.
@@ -314,21 +350,43 @@ impl RedisDecisions {
         (keys, args)
     }
 
-    async fn invoke_publish(
+    /// `PUBLISH` with the registry key: what it did, the switch's `lifted_at` after it
+    /// ("" = none) and whether the switch is registered.
+    async fn invoke_switch(
         &self,
         keys: Vec<String>,
         args: Vec<String>,
-    ) -> Result<Published, StoreError> {
+    ) -> Result<(Published, String, bool), StoreError> {
         let script = self.publish.clone();
         self.store
-            .run("publish decision", move |mut conn| async move {
+            .run("publish kill switch decision", move |mut conn| async move {
                 let mut inv = script.prepare_invoke();
                 inv.key(&keys[..]).arg(&args[..]);
-                let reply: (u64, u8, u8, u8, u8) =
-                    inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-                Ok(published(reply))
+                let (seq, applied, held, produced, before, lifted_at, registered): (
+                    u64,
+                    u8,
+                    u8,
+                    u8,
+                    u8,
+                    String,
+                    u8,
+                ) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+                let p = published((seq, applied, held, produced, before));
+                Ok((p, lifted_at, registered == 1))
             })
             .await
+    }
+}
+
+/// A lift's outcome from what `PUBLISH` answered (seq 0: refused) and the switch's
+/// `lifted_at` as registered after it (`None`: not registered; `Some("")`: no lift noted).
+fn lift_write(published: Published, lifted_at: Option<String>) -> LiftWrite {
+    if published.seq == 0 {
+        return LiftWrite::Superseded;
+    }
+    LiftWrite::Lifted {
+        published,
+        lifted_at: lifted_at.filter(|at| !at.is_empty()),
     }
 }
 
@@ -376,8 +434,17 @@ impl DecisionStore for RedisDecisions {
     }
 
     async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+        let script = self.publish.clone();
         let (keys, args) = self.publish_call(w);
-        self.invoke_publish(keys.to_vec(), args).await
+        self.store
+            .run("publish decision", move |mut conn| async move {
+                let mut inv = script.prepare_invoke();
+                inv.key(&keys[..]).arg(&args[..]);
+                let reply: (u64, u8, u8, u8, u8) =
+                    inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+                Ok(published(reply))
+            })
+            .await
     }
 
     async fn publish_switch(
@@ -387,7 +454,7 @@ impl DecisionStore for RedisDecisions {
     ) -> Result<Published, StoreError> {
         let json = serde_json::to_string(switch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (keys, args) = self.switch_call(w, "", &switch.id, json);
-        self.invoke_publish(keys, args).await
+        Ok(self.invoke_switch(keys, args).await?.0)
     }
 
     async fn publish_lift(
@@ -395,10 +462,10 @@ impl DecisionStore for RedisDecisions {
         w: &DecisionWrite,
         switch_id: &str,
         kill_seq: u64,
-    ) -> Result<Option<Published>, StoreError> {
+    ) -> Result<LiftWrite, StoreError> {
         let (keys, args) = self.switch_call(w, &kill_seq.to_string(), switch_id, String::new());
-        let p = self.invoke_publish(keys, args).await?;
-        Ok((p.seq != 0).then_some(p))
+        let (published, lifted_at, registered) = self.invoke_switch(keys, args).await?;
+        Ok(lift_write(published, registered.then_some(lifted_at)))
     }
 
     async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
@@ -619,15 +686,20 @@ impl DecisionStore for MemoryDecisions {
         w: &DecisionWrite,
         switch_id: &str,
         kill_seq: u64,
-    ) -> Result<Option<Published>, StoreError> {
+    ) -> Result<LiftWrite, StoreError> {
         let mut plane = self.inner.lock();
         let p = plane.publish(w, Some(kill_seq));
         if p.applied {
             if let Some(s) = plane.switches.get_mut(switch_id) {
                 s.lifted_at = Some(w.since.clone());
+                s.lift_seq = Some(p.seq);
             }
         }
-        Ok((p.seq != 0).then_some(p))
+        let lifted_at = plane
+            .switches
+            .get(switch_id)
+            .map(|s| s.lifted_at.clone().unwrap_or_default());
+        Ok(lift_write(p, lifted_at))
     }
 
     async fn read(
