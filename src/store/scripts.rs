@@ -211,6 +211,80 @@ end
 return {'appended'}
 "#;
 
+/// AUDIT_APPEND_MANY: a run of records, sealed one after the other from the head the
+/// writer read, appended in one script: what `AUDIT_APPEND` would do for each in turn, for
+/// one script call instead of one per record (a decision storm appends one per decision).
+/// It never takes the claim: a batch that meets a conflict leaves its records to the
+/// one-by-one appends, which do.
+///
+/// KEYS as `AUDIT_APPEND`. ARGV[1] = the head seq the first record was sealed after,
+/// ARGV[2] = that head's hash, ARGV[3] = the writer's claimant id, then four per record:
+/// its seq, its hash, its ref, its JSON (seqs consecutive from ARGV[1] + 1).
+///
+/// Returns `{"appended", n}` having written the first n records (all of them, unless the
+/// record after them has a ref already recorded: then `{"appended", n, "duplicate",
+/// seq}`, and the records sealed after that one are not written either); `{"conflict",
+/// seq, hash, claim}` with nothing written when the head moved or another writer holds the
+/// claim; `{"corrupt", what}` when the head is half there. Releases the writer's claim
+/// when it wrote or met a duplicate.
+pub(super) const AUDIT_APPEND_MANY: &str = r#"
+local kinds = {'hash', 'zset', 'hash', 'string'}
+for i = 1, 4 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= kinds[i] and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE warden audit append: ' .. KEYS[i] .. ' is a ' .. t)
+  end
+end
+if #ARGV < 7 or (#ARGV - 3) % 4 ~= 0 then
+  return redis.error_reply('ERR warden audit append: expected 3 + 4n arguments')
+end
+local base = tonumber(ARGV[1])
+if base == nil then
+  return redis.error_reply('ERR warden audit append: bad head seq')
+end
+for i = 4, #ARGV, 4 do
+  if tonumber(ARGV[i]) ~= base + i / 4 then
+    return redis.error_reply('ERR warden audit append: seqs are not consecutive')
+  end
+end
+local holder = redis.call('GET', KEYS[4])
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
+if (head[1] == false) ~= (head[2] == false) then
+  return {'corrupt', KEYS[1] .. ' has only one of seq and hash'}
+end
+local seq = head[1] or '0'
+local hash = head[2] or string.rep('0', 64)
+if (holder and holder ~= ARGV[3]) or seq ~= ARGV[1] or hash ~= ARGV[2] then
+  local claim = 'none'
+  if holder == ARGV[3] then
+    claim = 'mine'
+  elseif holder then
+    claim = 'other'
+  end
+  return {'conflict', seq, hash, claim}
+end
+local n = 0
+local recorded = false
+for i = 4, #ARGV, 4 do
+  recorded = redis.call('HGET', KEYS[3], ARGV[i + 2])
+  if recorded then break end
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 3])
+  redis.call('HSET', KEYS[3], ARGV[i + 2], ARGV[i])
+  n = n + 1
+end
+if n > 0 then
+  local last = 4 * n
+  redis.call('HSET', KEYS[1], 'seq', ARGV[last], 'hash', ARGV[last + 1])
+end
+if holder then
+  redis.call('DEL', KEYS[4])
+end
+if recorded then
+  return {'appended', tostring(n), 'duplicate', recorded}
+end
+return {'appended', tostring(n)}
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use redis::Script;
 use super::{append_one_by_one, AppendOutcome, AuditLog};
 use crate::domain::audit::{AuditEntry, AuditRecord, ChainHead};
 use crate::store::redis::{classify, RedisStore};
-use crate::store::scripts::AUDIT_APPEND;
+use crate::store::scripts::{AUDIT_APPEND, AUDIT_APPEND_MANY};
 use crate::store::StoreError;
 
 /// How many times an append is sealed again after other appends moved the head first
@@ -53,6 +53,8 @@ fn append_turn(prefix: &str) -> AppendTurn {
 
 /// The append script, hashed once (`EVALSHA`, loaded again by the client after a flush).
 static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(AUDIT_APPEND));
+/// The batch append script, likewise.
+static APPEND_MANY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(AUDIT_APPEND_MANY));
 
 #[async_trait]
 impl AuditLog for RedisStore {
@@ -92,11 +94,11 @@ impl AuditLog for RedisStore {
         .await
     }
 
-    /// One round trip for the lot: each entry is sealed after the one before it and every
-    /// append script goes in one pipeline, so Redis runs them back to back (one fsync) and
-    /// the chain's turn is held once. The first entry a script refuses (a ref already
-    /// recorded, another process's append in between) and everything after it take the
-    /// one-by-one way, with its conflict handling.
+    /// One script for the lot (`AUDIT_APPEND_MANY`): each entry is sealed after the one
+    /// before it, Redis appends them in one go (one fsync, one script call rather than one
+    /// per record) and the chain's turn is held once. The first entry the script refuses
+    /// (a ref already recorded, another process's append in between) and everything after
+    /// it take the one-by-one way, with its conflict handling.
     async fn append_many(
         &self,
         entries: Vec<AuditEntry>,
@@ -119,40 +121,32 @@ impl AuditLog for RedisStore {
                 };
                 let claimant = format!("{:016x}", rand::random::<u64>());
                 let mut sealed = Vec::with_capacity(batch.len());
-                let mut pipe = redis::pipe();
-                pipe.load_script(&APPEND_SCRIPT).ignore();
                 let mut after = head.clone();
                 for entry in batch {
                     let record = after.seal_next(entry);
-                    pipe.invoke_script(&append_invocation(
-                        &keys, &after, &record, &claimant, false,
-                    ));
                     after = record.head();
                     sealed.push(record);
                 }
-                let replies: Vec<Vec<String>> = pipe
-                    .query_async(&mut conn)
+                let reply: Vec<String> = many_invocation(&keys, &head, &sealed, &claimant)
+                    .invoke_async(&mut conn)
                     .await
                     .map_err(|e| classify("audit append", e))?;
+                let reply = ManyReply::parse(&reply).map_err(|problem| {
+                    StoreError::Corrupt(format!("redis audit append: {problem}"))
+                })?;
                 let mut outcomes = Vec::with_capacity(sealed.len());
-                for (record, reply) in sealed.into_iter().zip(&replies) {
-                    match AppendReply::parse(reply) {
-                        Ok(AppendReply::Appended) => {
-                            head = record.head();
-                            outcomes.push(AppendOutcome::Appended(record));
+                match reply {
+                    ManyReply::Appended { n, duplicate } => {
+                        let appended: Vec<AuditRecord> = sealed.into_iter().take(n).collect();
+                        if let Some(last) = appended.last() {
+                            head = last.head();
                         }
-                        // Everything sealed after this one was refused as a conflict.
-                        Ok(AppendReply::Duplicate { seq }) => {
-                            outcomes.push(AppendOutcome::AlreadyRecorded(seq));
-                            break;
-                        }
-                        Ok(AppendReply::Conflict { .. }) => break,
-                        Err(problem) => {
-                            return Err(StoreError::Corrupt(format!(
-                                "redis audit append: {problem}"
-                            )))
-                        }
+                        outcomes.extend(appended.into_iter().map(AppendOutcome::Appended));
+                        outcomes.extend(duplicate.map(AppendOutcome::AlreadyRecorded));
                     }
+                    // Another process appended first: the one-by-one appends take over,
+                    // from the head it left.
+                    ManyReply::Conflict { head: current } => head = current,
                 }
                 // Only what this process knows was appended: the next append checks it.
                 *known_head = Some(head);
@@ -235,6 +229,62 @@ impl RedisStore {
             self.keys.audit_refs(),
             self.keys.audit_claim(),
         ]
+    }
+}
+
+/// `AUDIT_APPEND_MANY` for `records`, sealed one after the other from `head`.
+fn many_invocation(
+    keys: &[String; 4],
+    head: &ChainHead,
+    records: &[AuditRecord],
+    claimant: &str,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = APPEND_MANY_SCRIPT.key(&keys[..]);
+    invocation.arg(head.seq).arg(&head.hash).arg(claimant);
+    for record in records {
+        // unwrap: an AuditRecord is strings, integers and a serde_json::Value.
+        let json = serde_json::to_string(record).expect("an audit record serializes");
+        invocation
+            .arg(record.seq)
+            .arg(&record.hash)
+            .arg(&record.ref_id)
+            .arg(json);
+    }
+    invocation
+}
+
+/// What `AUDIT_APPEND_MANY` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ManyReply {
+    /// The first `n` records are appended; the next one's ref was recorded at `duplicate`.
+    Appended { n: usize, duplicate: Option<u64> },
+    /// Nothing appended: the chain ends at `head`, or another writer holds the claim.
+    Conflict { head: ChainHead },
+}
+
+impl ManyReply {
+    fn parse(reply: &[String]) -> Result<ManyReply, String> {
+        let number = |text: &str, what: &str| {
+            text.parse::<u64>()
+                .map_err(|_| format!("{what} {text:?} is not a number"))
+        };
+        match reply {
+            [appended, n] if appended == "appended" => Ok(ManyReply::Appended {
+                n: number(n, "count")? as usize,
+                duplicate: None,
+            }),
+            [appended, n, duplicate, seq] if appended == "appended" && duplicate == "duplicate" => {
+                Ok(ManyReply::Appended {
+                    n: number(n, "count")? as usize,
+                    duplicate: Some(number(seq, "recorded seq")?),
+                })
+            }
+            [conflict, seq, hash, _claim] if conflict == "conflict" => {
+                parse_head(seq, hash.clone()).map(|head| ManyReply::Conflict { head })
+            }
+            [corrupt, what] if corrupt == "corrupt" => Err(what.clone()),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
     }
 }
 
@@ -444,6 +494,57 @@ mod tests {
         assert_eq!(corrupt, Err(s("half a head")));
         assert!(AppendReply::parse(&[]).is_err());
         assert!(AppendReply::parse(&[s("ok")]).is_err());
+    }
+
+    #[test]
+    fn batch_replies_are_parsed() {
+        assert_eq!(
+            ManyReply::parse(&[s("appended"), s("3")]),
+            Ok(ManyReply::Appended {
+                n: 3,
+                duplicate: None
+            })
+        );
+        assert_eq!(
+            ManyReply::parse(&[s("appended"), s("0"), s("duplicate"), s("7")]),
+            Ok(ManyReply::Appended {
+                n: 0,
+                duplicate: Some(7)
+            })
+        );
+        assert_eq!(
+            ManyReply::parse(&[s("conflict"), s("4"), s("h4"), s("other")]),
+            Ok(ManyReply::Conflict {
+                head: ChainHead {
+                    seq: 4,
+                    hash: s("h4")
+                }
+            })
+        );
+        assert!(ManyReply::parse(&[s("appended"), s("x")]).is_err());
+        assert!(ManyReply::parse(&[s("appended"), s("1"), s("duplicate"), s("?")]).is_err());
+        assert_eq!(
+            ManyReply::parse(&[s("corrupt"), s("half a head")]),
+            Err(s("half a head"))
+        );
+        assert!(ManyReply::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn the_batch_script_checks_everything_before_its_first_write() {
+        let first_write = AUDIT_APPEND_MANY.find("ZADD").expect("the script writes");
+        for check in [
+            "TYPE",
+            "(#ARGV - 3) % 4",
+            "not consecutive",
+            "'corrupt'",
+            "'conflict'",
+        ] {
+            let at = AUDIT_APPEND_MANY
+                .find(check)
+                .expect("the script has the check");
+            assert!(at < first_write, "{check} comes after the first write");
+        }
     }
 
     #[test]
