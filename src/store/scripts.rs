@@ -139,6 +139,49 @@ impl CommitReply {
     }
 }
 
+/// The audit scripts' first check: the chain's four keys are of their types (or absent).
+macro_rules! audit_key_types {
+    () => {
+        r#"
+local kinds = {'hash', 'zset', 'hash', 'string'}
+for i = 1, 4 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= kinds[i] and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE warden audit append: ' .. KEYS[i] .. ' is a ' .. t)
+  end
+end
+"#
+    };
+}
+
+/// The chain's head as the store keeps it, as `seq` and `hash` (genesis when absent), or a
+/// `corrupt` reply when only half of it is there.
+macro_rules! audit_head {
+    () => {
+        r#"
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
+if (head[1] == false) ~= (head[2] == false) then
+  return {'corrupt', KEYS[1] .. ' has only one of seq and hash'}
+end
+local seq = head[1] or '0'
+local hash = head[2] or string.rep('0', 64)
+"#
+    };
+}
+
+/// `claim_of(holder, me)`: who holds the claim, as a conflict reply names it.
+macro_rules! audit_claim_of {
+    () => {
+        r#"
+local function claim_of(holder, me)
+  if holder == me then return 'mine' end
+  if holder then return 'other' end
+  return 'none'
+end
+"#
+    };
+}
+
 /// AUDIT_APPEND: one record at the end of the deployment's audit chain, if the chain still
 /// ends where the writer read it (optimistic concurrency: the record's hash is SHA-256,
 /// computed in Rust, which Lua in Redis cannot do) and its `ref` is not in it yet.
@@ -164,14 +207,10 @@ impl CommitReply {
 /// writer now holds it, "other" when another writer does, else "none");
 /// `{"corrupt", what}` when the head is half there. Only "appended" writes a record;
 /// "appended" and "duplicate" release the writer's claim.
-pub(super) const AUDIT_APPEND: &str = r#"
-local kinds = {'hash', 'zset', 'hash', 'string'}
-for i = 1, 4 do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= kinds[i] and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE warden audit append: ' .. KEYS[i] .. ' is a ' .. t)
-  end
-end
+pub(super) const AUDIT_APPEND: &str = concat!(
+    audit_key_types!(),
+    audit_claim_of!(),
+    r#"
 if #ARGV ~= 9 then
   return redis.error_reply('ERR warden audit append: expected 9 arguments')
 end
@@ -183,24 +222,15 @@ if recorded then
   end
   return {'duplicate', recorded}
 end
-local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
-if (head[1] == false) ~= (head[2] == false) then
-  return {'corrupt', KEYS[1] .. ' has only one of seq and hash'}
-end
-local seq = head[1] or '0'
-local hash = head[2] or string.rep('0', 64)
+"#,
+    audit_head!(),
+    r#"
 if (holder and holder ~= ARGV[7]) or seq ~= ARGV[1] or hash ~= ARGV[2] then
   if not holder and ARGV[8] == '1' then
     redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[9])
     holder = ARGV[7]
   end
-  local claim = 'none'
-  if holder == ARGV[7] then
-    claim = 'mine'
-  elseif holder then
-    claim = 'other'
-  end
-  return {'conflict', seq, hash, claim}
+  return {'conflict', seq, hash, claim_of(holder, ARGV[7])}
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6])
 redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
@@ -209,7 +239,8 @@ if holder then
   redis.call('DEL', KEYS[4])
 end
 return {'appended'}
-"#;
+"#
+);
 
 /// AUDIT_APPEND_MANY: a run of records, sealed one after the other from the head the
 /// writer read, appended in one script: what `AUDIT_APPEND` would do for each in turn, for
@@ -227,14 +258,10 @@ return {'appended'}
 /// seq, hash, claim}` with nothing written when the head moved or another writer holds the
 /// claim; `{"corrupt", what}` when the head is half there. Releases the writer's claim
 /// when it wrote or met a duplicate.
-pub(super) const AUDIT_APPEND_MANY: &str = r#"
-local kinds = {'hash', 'zset', 'hash', 'string'}
-for i = 1, 4 do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= kinds[i] and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE warden audit append: ' .. KEYS[i] .. ' is a ' .. t)
-  end
-end
+pub(super) const AUDIT_APPEND_MANY: &str = concat!(
+    audit_key_types!(),
+    audit_claim_of!(),
+    r#"
 if #ARGV < 7 or (#ARGV - 3) % 4 ~= 0 then
   return redis.error_reply('ERR warden audit append: expected 3 + 4n arguments')
 end
@@ -248,20 +275,11 @@ for i = 4, #ARGV, 4 do
   end
 end
 local holder = redis.call('GET', KEYS[4])
-local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
-if (head[1] == false) ~= (head[2] == false) then
-  return {'corrupt', KEYS[1] .. ' has only one of seq and hash'}
-end
-local seq = head[1] or '0'
-local hash = head[2] or string.rep('0', 64)
+"#,
+    audit_head!(),
+    r#"
 if (holder and holder ~= ARGV[3]) or seq ~= ARGV[1] or hash ~= ARGV[2] then
-  local claim = 'none'
-  if holder == ARGV[3] then
-    claim = 'mine'
-  elseif holder then
-    claim = 'other'
-  end
-  return {'conflict', seq, hash, claim}
+  return {'conflict', seq, hash, claim_of(holder, ARGV[3])}
 end
 local n = 0
 local recorded = false
@@ -283,7 +301,8 @@ if recorded then
   return {'appended', tostring(n), 'duplicate', recorded}
 end
 return {'appended', tostring(n)}
-"#;
+"#
+);
 
 #[cfg(test)]
 mod tests {
