@@ -370,8 +370,8 @@ async fn applied_decisions_are_published_on_the_channel() {
     );
 }
 
-/// A registry entry that is not JSON fails a lift before anything is written: no seq is
-/// taken, the key keeps its `killed`.
+/// A registry entry that is not JSON fails a lift before anything is written (no seq is
+/// taken, the key keeps its `killed`), and is left out of the list rather than failing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lift_of_an_unreadable_switch_fails_having_written_nothing() {
     let prefix = unique_prefix();
@@ -409,4 +409,12 @@ async fn a_lift_of_an_unreadable_switch_fails_having_written_nothing() {
         store.read("partner", "p-1").await.unwrap().unwrap()["level"],
         "killed"
     );
+    // The unreadable entry is left out of the list; it does not hide the others.
+    let other = store
+        .publish_switch(&write("ks:ks-2:set", "killed", true), &switch("ks-2", None))
+        .await
+        .unwrap();
+    let listed = store.switches().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].id.as_str(), listed[0].seq), ("ks-2", other.seq));
 }

@@ -198,15 +198,18 @@ pub async fn lift(
     actor: &str,
     wait: Duration,
 ) -> Result<Lift, ApiError> {
-    let entry = AuditEntry {
-        ref_id: format!("unkill:{}", switch.id),
-        at: Utc::now(),
-        actor: actor.to_owned(),
-        action: "kill_switch.lift".into(),
-        target: format!("{}:{}", switch.scope, switch.target),
-        detail: json!({ "id": switch.id }),
-    };
-    record(state, entry).await?;
+    // A lift already in the data plane was audited before it was applied.
+    if switch.lifted_at.is_none() {
+        let entry = AuditEntry {
+            ref_id: format!("unkill:{}", switch.id),
+            at: Utc::now(),
+            actor: actor.to_owned(),
+            action: "kill_switch.lift".into(),
+            target: format!("{}:{}", switch.scope, switch.target),
+            detail: json!({ "id": switch.id }),
+        };
+        record(state, entry).await?;
+    }
     let lift_write = |since: String| {
         switch_write(
             &format!("ks:{}:lift", switch.id),

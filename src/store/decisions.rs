@@ -12,8 +12,9 @@
 //! - no key means `ok`: a decision back to `ok` deletes the hash.
 //!
 //! Keys of one target are not hash-tagged because the contract fixes the gateway's key
-//! name; on Redis Cluster the script's three keys must then be co-located by the operator
-//! (documented limit), unlike partition state, which is hash-tagged.
+//! name; on Redis Cluster the script's three keys (four for a kill switch: the registry
+//! key is one for the deployment) must then be co-located by the operator (documented
+//! limit), unlike partition state and the audit chain, which are hash-tagged.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -183,7 +184,7 @@ if switch then
   if raw == '' then raw = redis.call('HGET', KEYS[4], ARGV[14]) end
   if raw then
     local ok, decoded = pcall(cjson.decode, raw)
-    if not ok or type(decoded) ~= 'table' then
+    if not ok or type(decoded) ~= 'table' or not pcall(cjson.encode, decoded) then
       return redis.error_reply('ERR warden publish: kill switch ' .. ARGV[14] .. ' is not a JSON object')
     end
     entry = decoded
@@ -551,12 +552,18 @@ impl DecisionStore for RedisDecisions {
                     .query_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
-                map.values()
-                    .map(|v| {
-                        serde_json::from_str(v)
-                            .map_err(|e| StoreError::Corrupt(format!("kill switch: {e}")))
+                // An entry warden did not write is left out (and logged), not fatal: it
+                // would otherwise stop every TTL lift, the list and every DELETE.
+                Ok(map
+                    .iter()
+                    .filter_map(|(id, v)| match serde_json::from_str(v) {
+                        Ok(switch) => Some(switch),
+                        Err(e) => {
+                            tracing::error!(switch = %id, error = %e, "kill switch entry unreadable; left out");
+                            None
+                        }
                     })
-                    .collect()
+                    .collect())
             })
             .await
     }
