@@ -212,7 +212,7 @@ pub async fn lift(
     }
     let lift_write = |since: String| {
         switch_write(
-            &format!("ks:{}:lift", switch.id),
+            &lift_outbox_id(&switch.id),
             &switch.scope,
             &switch.target,
             "ok",
@@ -282,12 +282,22 @@ pub struct SwitchRecords {
     acknowledged: Mutex<HashSet<String>>,
 }
 
+impl SwitchRecords {
+    fn is_acknowledged(&self, outbox_id: &str) -> bool {
+        self.acknowledged.lock().contains(outbox_id)
+    }
+
+    fn note_acknowledged(&self, outbox_id: String) {
+        self.acknowledged.lock().insert(outbox_id);
+    }
+}
+
 /// Produces a switch decision's record (its data-plane write is done, with `seq`) on the
 /// io runtime, and waits up to `wait` for the acknowledgement. The send goes on after
 /// the wait; `false` means not acknowledged yet (or already in flight).
 async fn send_record(state: &ApiState, write: DecisionWrite, seq: u64, wait: Duration) -> bool {
     let records = Arc::clone(&state.switch_records);
-    if records.acknowledged.lock().contains(&write.outbox_id) {
+    if records.is_acknowledged(&write.outbox_id) {
         return true;
     }
     if !records.in_flight.lock().insert(write.outbox_id.clone()) {
@@ -298,7 +308,7 @@ async fn send_record(state: &ApiState, write: DecisionWrite, seq: u64, wait: Dur
         let acknowledged = publisher.produce_decision(&write, seq).await;
         records.in_flight.lock().remove(&write.outbox_id);
         if acknowledged {
-            records.acknowledged.lock().insert(write.outbox_id);
+            records.note_acknowledged(write.outbox_id);
         } else {
             tracing::warn!(outbox_id = %write.outbox_id, "kill switch record not acknowledged; will retry");
         }
@@ -316,12 +326,7 @@ async fn set_record_sent(state: &ApiState, switch: &KillSwitch, wait: Duration) 
         return true;
     }
     let write = set_write(switch);
-    if state
-        .switch_records
-        .acknowledged
-        .lock()
-        .contains(&write.outbox_id)
-    {
+    if state.switch_records.is_acknowledged(&write.outbox_id) {
         return true;
     }
     let store = state.publisher.store().clone();
@@ -331,11 +336,7 @@ async fn set_record_sent(state: &ApiState, switch: &KillSwitch, wait: Duration) 
         .await
     {
         Ok(true) => {
-            state
-                .switch_records
-                .acknowledged
-                .lock()
-                .insert(write.outbox_id);
+            state.switch_records.note_acknowledged(write.outbox_id);
             true
         }
         Ok(false) => send_record(state, write, switch.seq, wait).await,
@@ -358,12 +359,21 @@ async fn current_level(state: &ApiState, scope: &str, target: &str) -> String {
         .unwrap_or_else(|| "ok".into())
 }
 
+/// The outbox ids of a switch's two decisions, setting and lifting it.
+fn set_outbox_id(switch_id: &str) -> String {
+    format!("ks:{switch_id}:set")
+}
+
+fn lift_outbox_id(switch_id: &str) -> String {
+    format!("ks:{switch_id}:lift")
+}
+
 /// The `killed` decision of `switch`, as first published: its `decided_at` is the
 /// switch's creation and its `previous` the level it replaced, so a re-publication has
 /// the same content.
 fn set_write(switch: &KillSwitch) -> DecisionWrite {
     switch_write(
-        &format!("ks:{}:set", switch.id),
+        &set_outbox_id(&switch.id),
         &switch.scope,
         &switch.target,
         "killed",
@@ -453,7 +463,7 @@ pub async fn expire_loop(state: ApiState) {
         // Only the records of switches still registered need remembering.
         let registered: HashSet<String> = switches
             .iter()
-            .flat_map(|s| [format!("ks:{}:set", s.id), format!("ks:{}:lift", s.id)])
+            .flat_map(|s| [set_outbox_id(&s.id), lift_outbox_id(&s.id)])
             .collect();
         state
             .switch_records

@@ -351,6 +351,22 @@ impl RedisDecisions {
         (keys, args)
     }
 
+    /// Runs `PUBLISH` with `keys` and `args`; `R` is the reply's shape (see the script).
+    async fn invoke_publish<R: redis::FromRedisValue + Send + 'static>(
+        &self,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, StoreError> {
+        let script = self.publish.clone();
+        self.store
+            .run("publish decision", move |mut conn| async move {
+                let mut inv = script.prepare_invoke();
+                inv.key(&keys[..]).arg(&args[..]);
+                inv.invoke_async(&mut conn).await.map_err(unavailable)
+            })
+            .await
+    }
+
     /// `PUBLISH` with the registry key: what it did, the switch's `lifted_at` after it
     /// ("" = none) and whether the switch is registered.
     async fn invoke_switch(
@@ -358,24 +374,11 @@ impl RedisDecisions {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<(Published, String, bool), StoreError> {
-        let script = self.publish.clone();
-        self.store
-            .run("publish kill switch decision", move |mut conn| async move {
-                let mut inv = script.prepare_invoke();
-                inv.key(&keys[..]).arg(&args[..]);
-                let (seq, applied, held, produced, before, lifted_at, registered): (
-                    u64,
-                    u8,
-                    u8,
-                    u8,
-                    u8,
-                    String,
-                    u8,
-                ) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-                let p = published((seq, applied, held, produced, before));
-                Ok((p, lifted_at, registered == 1))
-            })
-            .await
+        type Reply = (u64, u8, u8, u8, u8, String, u8);
+        let (seq, applied, held, produced, before, lifted_at, registered): Reply =
+            self.invoke_publish(keys, args).await?;
+        let p = published((seq, applied, held, produced, before));
+        Ok((p, lifted_at, registered == 1))
     }
 }
 
@@ -435,17 +438,9 @@ impl DecisionStore for RedisDecisions {
     }
 
     async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
-        let script = self.publish.clone();
         let (keys, args) = self.publish_call(w);
-        self.store
-            .run("publish decision", move |mut conn| async move {
-                let mut inv = script.prepare_invoke();
-                inv.key(&keys[..]).arg(&args[..]);
-                let reply: (u64, u8, u8, u8, u8) =
-                    inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-                Ok(published(reply))
-            })
-            .await
+        let reply: (u64, u8, u8, u8, u8) = self.invoke_publish(keys.to_vec(), args).await?;
+        Ok(published(reply))
     }
 
     async fn publish_switch(
