@@ -278,6 +278,7 @@ async fn run_with_io(
         outputs,
     );
     actix_rt::spawn(crate::http::kill_switches::expire_loop(api_state.clone()));
+    actix_rt::spawn(crate::http::topic_records::pending_loop(api_state.clone()));
     if config.money.auto_close {
         actix_rt::spawn(crate::http::statements::auto_close_loop(
             api_state.clone(),

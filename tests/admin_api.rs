@@ -268,6 +268,74 @@ fn a_kill_switch_set_and_lifted_while_the_broker_is_down_takes_effect_and_its_re
     assert!(daemon.terminate().success());
 }
 
+/// A manual level set while the broker is down takes effect at once, and its record is
+/// not lost with the request, nor with the process: the daemon is killed before the
+/// broker is back, and the next one sends the record, with the seq the request answered.
+/// With the broker up, the record is acknowledged within the request.
+#[test]
+fn a_manual_level_set_while_the_broker_is_down_has_its_record_sent_after_a_crash() {
+    let redis = common::redis_url();
+    let mut broker = common::TansuServer::start_new();
+    let stream = Stream::on("admin-manual-down", &broker.brokers());
+    let short_sends = "[kafka.properties]\n\"message.timeout.ms\" = \"2000\"\n";
+    let cfg = config(&stream, &redis, short_sends);
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    let key = format!("{}:enf:partner:p-5", stream.prefix);
+    let pending = format!("{}:enfpending", stream.prefix);
+
+    broker.stop();
+    let throttle = json!({"level": "throttle", "reason": "abuse report"});
+    let (status, set) = daemon.request(
+        "POST",
+        "/v1/partners/p-5/enforcement",
+        Some(OPERATOR),
+        Some(&throttle),
+    );
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["topic_record"], "pending");
+    let h = common::redis_hash(&redis, &key);
+    assert_eq!(h["level"], "throttle", "in force at once");
+    assert_eq!(h["seq"], set["seq"].to_string());
+    assert_eq!(common::redis_hash(&redis, &pending).len(), 1);
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.kill9();
+
+    broker.start();
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    let on_topic = distinct_decisions(&stream, 1);
+    assert_eq!(on_topic.len(), 1, "{on_topic:?}");
+    let record = &on_topic[0];
+    assert_eq!(record["decision_id"], format!("partner:p-5:{}", set["seq"]));
+    assert_eq!(record["level"], "throttle");
+    assert_eq!(record["previous"], "ok");
+    assert_eq!(record["reason"], "manual");
+    assert_eq!(record["decided_at"], h["since"].as_str());
+    let forgotten = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        common::redis_hash(&redis, &pending).is_empty()
+    });
+    assert!(forgotten, "an acknowledged record leaves the pending ones");
+
+    // Broker up: acknowledged within the request, nothing left pending.
+    let ok = json!({"level": "ok", "reason": "resolved"});
+    let (status, lifted) = daemon.request(
+        "POST",
+        "/v1/partners/p-5/enforcement",
+        Some(OPERATOR),
+        Some(&ok),
+    );
+    assert_eq!(status, 200, "{lifted}");
+    assert_eq!(lifted["topic_record"], "acknowledged");
+    assert!(common::redis_hash(&redis, &key).is_empty());
+    assert!(common::redis_hash(&redis, &pending).is_empty());
+    let on_topic = distinct_decisions(&stream, 2);
+    assert_eq!(on_topic.len(), 2, "{on_topic:?}");
+    assert_eq!(on_topic[1]["level"], "ok");
+    assert_eq!(on_topic[1]["seq"], lifted["seq"]);
+    assert!(daemon.terminate().success());
+}
+
 #[test]
 fn authorization_matrix_with_no_side_effect_on_refusal_and_every_attempt_audited() {
     let stream = Stream::new("admin-authz");

@@ -2,7 +2,8 @@
 //! and the in-memory implementation: seq only grows, a re-published outbox id keeps its
 //! seq and is refused, killed/terminated are never lowered by the ladder, `ok` deletes
 //! the key, a kill switch is registered by the write that kills, and lifting is a
-//! compare-and-set on the switch's seq.
+//! compare-and-set on the switch's seq, and a manual level is kept pending by the write
+//! that applies it.
 
 use std::time::Duration;
 
@@ -305,6 +306,53 @@ async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
     assert_eq!(stored["seq"], later.seq.to_string());
 }
 
+/// A manual level is kept among the pending records, with the seq it got, by the write
+/// that applies it: whatever happens to the request after, its record can be rebuilt with
+/// the same content. A re-publication neither adds nor changes one; removing forgets it.
+async fn a_manual_level_is_kept_pending_by_the_write_that_applies_it(s: &dyn DecisionStore) {
+    assert!(s.pending_records().await.unwrap().is_empty());
+    let mut throttle = write("manual:m-1", "throttle", true);
+    throttle.reason = "manual".into();
+    let first = s.publish_pending(&throttle).await.unwrap();
+    assert!(first.applied);
+    assert_eq!(
+        s.read("partner", "p-1").await.unwrap().unwrap()["level"],
+        "throttle"
+    );
+    let pending = s.pending_records().await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].write, throttle);
+    assert_eq!(pending[0].seq, first.seq);
+    // The same outbox id again (a retried request): same seq, nothing changes.
+    let mut changed = throttle.clone();
+    changed.since = "2030-01-01T00:00:00Z".into();
+    let again = s.publish_pending(&changed).await.unwrap();
+    assert_eq!((again.seq, again.applied), (first.seq, false));
+    assert_eq!(s.pending_records().await.unwrap(), pending);
+    // A second person's decision on the target is kept beside the first.
+    let ok = write("manual:m-2", "ok", true);
+    let second = s.publish_pending(&ok).await.unwrap();
+    assert!(second.applied && second.seq > first.seq);
+    assert!(s.read("partner", "p-1").await.unwrap().is_none());
+    let mut seqs: Vec<u64> = s
+        .pending_records()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, [first.seq, second.seq]);
+    s.remove_pending("manual:m-1").await.unwrap();
+    s.remove_pending("manual:m-1").await.unwrap();
+    let left = s.pending_records().await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (left[0].write.outbox_id.as_str(), left[0].seq),
+        ("manual:m-2", second.seq)
+    );
+}
+
 macro_rules! suite {
     ($($case:ident),*) => {
         mod memory {
@@ -338,7 +386,8 @@ suite!(
     killed_is_never_lowered_by_the_ladder,
     a_switch_is_registered_by_the_write_that_kills,
     lifting_is_compare_and_set_on_the_kill_seq,
-    a_lift_leaves_a_later_decision_alone
+    a_lift_leaves_a_later_decision_alone,
+    a_manual_level_is_kept_pending_by_the_write_that_applies_it
 );
 
 /// Gateways that cache subscribe to the channel: an applied decision is published once,
@@ -417,4 +466,30 @@ async fn a_lift_of_an_unreadable_switch_fails_having_written_nothing() {
     let listed = store.switches().await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!((listed[0].id.as_str(), listed[0].seq), ("ks-2", other.seq));
+}
+
+/// A pending entry that is not JSON (not written by warden) is left out of the list, and
+/// does not hide the others from the loop that sends their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_pending_record_is_left_out() {
+    let prefix = unique_prefix();
+    let store = redis_store(&prefix).await;
+    let mut conn = common::raw_redis().await;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}:enfpending"))
+        .arg("manual:bad")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let kept = store
+        .publish_pending(&write("manual:m-1", "warn", true))
+        .await
+        .unwrap();
+    let listed = store.pending_records().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].write.outbox_id.as_str(), listed[0].seq),
+        ("manual:m-1", kept.seq)
+    );
 }

@@ -1,6 +1,7 @@
 //! POST /v1/partners/{id}/enforcement: a person sets a partner's level (CONTRACT §6).
 //! Operators and security may set warn/throttle/suspend/ok; only security sets or lifts
-//! `terminated`; `killed` belongs to kill switches. Audited before it takes effect.
+//! `terminated`; `killed` belongs to kill switches. Audited before it takes effect; kept
+//! among the pending records until its enforcement-topic record is acknowledged.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{SecondsFormat, Utc};
@@ -10,9 +11,11 @@ use serde_json::json;
 use super::audit::record;
 use super::error::ApiError;
 use super::guard::{authorize, uuid_like, Need};
+use super::topic_records::{forget_pending, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
+use crate::publish::count_transition;
 use crate::store::decisions::DecisionWrite;
 
 #[derive(Debug, Deserialize)]
@@ -90,9 +93,30 @@ pub async fn set_level(
         previous: current,
         by_person: true,
     };
-    let (published, seq) = state.publisher.publish_one(&write).await;
-    if !published {
-        return Err(ApiError::StoreUnavailable("decision not published".into()));
+    // In force and kept among the pending records in one write: its record is sent here
+    // if the broker answers in time, else by the loop, on any instance, after a restart.
+    let store = state.publisher.store().clone();
+    let w = write.clone();
+    let published = state
+        .store_call(async move { store.publish_pending(&w).await })
+        .await?;
+    if !published.applied {
+        // A fresh outbox id always applies; if it ever did not, nothing was kept.
+        return Err(ApiError::StoreUnavailable(
+            "the level was not applied".into(),
+        ));
     }
-    Ok(HttpResponse::Ok().json(json!({ "partner_id": partner, "level": body.level, "seq": seq })))
+    count_transition(&write, &published);
+    let records = &state.manual_records;
+    let outbox_id = write.outbox_id.clone();
+    let on_topic = send_record(records, &state, write, published.seq, RECORD_WAIT).await;
+    if on_topic {
+        forget_pending(&state, outbox_id).await;
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "partner_id": partner,
+        "level": body.level,
+        "seq": published.seq,
+        "topic_record": if on_topic { "acknowledged" } else { "pending" },
+    })))
 }

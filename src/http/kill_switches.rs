@@ -5,10 +5,7 @@
 //! executed (503).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -18,6 +15,7 @@ use serde_json::json;
 use super::audit::record;
 use super::error::ApiError;
 use super::guard::{authorize, uuid_like, Need};
+use super::topic_records::{ensure_sent, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
@@ -116,7 +114,8 @@ pub async fn create(
         ..switch
     };
     // The topic record follows: here if the broker answers in time, else from the loop.
-    let on_topic = send_record(&state, write, published.seq, RECORD_WAIT).await;
+    let records = &state.switch_records;
+    let on_topic = send_record(records, &state, write, published.seq, RECORD_WAIT).await;
     refresh_gauges(&state.publisher).await;
     let mut body = serde_json::to_value(&switch).map_err(|e| ApiError::Internal(e.to_string()))?;
     body["topic_record"] = json!(if on_topic { "acknowledged" } else { "pending" });
@@ -167,10 +166,6 @@ pub async fn delete(
     };
     Ok(HttpResponse::Ok().json(json!({ "lifted": switch.id, "topic_record": record })))
 }
-
-/// How long a request waits for a switch's enforcement-topic record to be acknowledged
-/// before answering; a record still in flight then is left to [`expire_loop`].
-const RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// What a lift did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +250,7 @@ pub async fn lift(
         None if set_sent => Lift::Superseded,
         Some((_, _, true)) if set_sent => Lift::Done,
         Some((write, seq, false)) if set_sent => {
-            if send_record(state, write, seq, wait).await {
+            if send_record(&state.switch_records, state, write, seq, wait).await {
                 Lift::Done
             } else {
                 Lift::RecordPending
@@ -273,78 +268,16 @@ pub async fn lift(
     Ok(outcome)
 }
 
-/// The enforcement-topic records of kill switches' decisions, by outbox id: those in
-/// flight, so the loop never queues a second copy of one the broker has not answered,
-/// and those acknowledged while this process ran, so it stops asking about them.
-#[derive(Debug, Default)]
-pub struct SwitchRecords {
-    in_flight: Mutex<HashSet<String>>,
-    acknowledged: Mutex<HashSet<String>>,
-}
-
-impl SwitchRecords {
-    fn is_acknowledged(&self, outbox_id: &str) -> bool {
-        self.acknowledged.lock().contains(outbox_id)
-    }
-
-    fn note_acknowledged(&self, outbox_id: String) {
-        self.acknowledged.lock().insert(outbox_id);
-    }
-}
-
-/// Produces a switch decision's record (its data-plane write is done, with `seq`) on the
-/// io runtime, and waits up to `wait` for the acknowledgement. The send goes on after
-/// the wait; `false` means not acknowledged yet (or already in flight).
-async fn send_record(state: &ApiState, write: DecisionWrite, seq: u64, wait: Duration) -> bool {
-    let records = Arc::clone(&state.switch_records);
-    if records.is_acknowledged(&write.outbox_id) {
-        return true;
-    }
-    if !records.in_flight.lock().insert(write.outbox_id.clone()) {
-        return false;
-    }
-    let publisher = state.publisher.clone();
-    let task = state.io.spawn(async move {
-        let acknowledged = publisher.produce_decision(&write, seq).await;
-        records.in_flight.lock().remove(&write.outbox_id);
-        if acknowledged {
-            records.note_acknowledged(write.outbox_id);
-        } else {
-            tracing::warn!(outbox_id = %write.outbox_id, "kill switch record not acknowledged; will retry");
-        }
-        acknowledged
-    });
-    matches!(actix_rt::time::timeout(wait, task).await, Ok(Ok(true)))
-}
-
-/// Whether a switch's `killed` record is acknowledged: known here, or marked in the
-/// store; if not, sends it and waits up to `wait`.
+/// Whether a switch's `killed` record is acknowledged; if not, sends it and waits up to
+/// `wait`.
 async fn set_record_sent(state: &ApiState, switch: &KillSwitch, wait: Duration) -> bool {
     if switch.previous.is_none() {
         // Registered before `previous` was kept, which was only after its record was
         // acknowledged.
         return true;
     }
-    let write = set_write(switch);
-    if state.switch_records.is_acknowledged(&write.outbox_id) {
-        return true;
-    }
-    let store = state.publisher.store().clone();
-    let w = write.clone();
-    match state
-        .store_call(async move { store.is_produced(&w).await })
-        .await
-    {
-        Ok(true) => {
-            state.switch_records.note_acknowledged(write.outbox_id);
-            true
-        }
-        Ok(false) => send_record(state, write, switch.seq, wait).await,
-        Err(e) => {
-            tracing::debug!(error = %e, "kill switch record state unknown; will retry");
-            false
-        }
-    }
+    let records = &state.switch_records;
+    ensure_sent(records, state, set_write(switch), switch.seq, wait).await
 }
 
 async fn current_level(state: &ApiState, scope: &str, target: &str) -> String {
@@ -465,11 +398,7 @@ pub async fn expire_loop(state: ApiState) {
             .iter()
             .flat_map(|s| [set_outbox_id(&s.id), lift_outbox_id(&s.id)])
             .collect();
-        state
-            .switch_records
-            .acknowledged
-            .lock()
-            .retain(|outbox_id| registered.contains(outbox_id));
+        state.switch_records.keep_only(&registered);
         refresh_gauges(&publisher).await;
     }
 }

@@ -10,6 +10,7 @@ mod health;
 pub mod kill_switches;
 mod partners;
 pub mod statements;
+pub mod topic_records;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,7 +52,9 @@ pub struct ApiState {
     /// The last scan of the live partners for `GET /v1/partners` (see `partners.rs`).
     pub partner_list: Arc<parking_lot::Mutex<Option<ListScan>>>,
     /// Kill switches' enforcement-topic records in flight or acknowledged here.
-    pub switch_records: Arc<kill_switches::SwitchRecords>,
+    pub switch_records: Arc<topic_records::TopicRecords>,
+    /// The same for manual levels' records.
+    pub manual_records: Arc<topic_records::TopicRecords>,
     generated_token: Option<String>,
 }
 
@@ -99,6 +102,7 @@ impl ApiState {
             control_topic: outputs.control_topic,
             partner_list: Arc::default(),
             switch_records: Arc::default(),
+            manual_records: Arc::default(),
             generated_token,
         }
     }

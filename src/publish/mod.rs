@@ -236,20 +236,6 @@ impl DecisionPublisher {
         &self.store
     }
 
-    /// Publishes one decision (API paths); returns whether it is fully published and its seq.
-    pub async fn publish_one(&self, write: &DecisionWrite) -> (bool, u64) {
-        match self.store.publish(write).await {
-            Ok(p) => {
-                count_transition(write, &p);
-                (self.produce_decision(write, p.seq).await, p.seq)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "decision not written to the data plane");
-                (false, 0)
-            }
-        }
-    }
-
     /// Produces the enforcement-topic record of a decision the data plane holds with
     /// `seq`, and marks it produced once the broker acknowledges it (so a later pass that
     /// would produce it again can ask [`DecisionStore::is_produced`] first). Returns

@@ -9,12 +9,17 @@
 //! - an outbox id is given its `seq` once and keeps it, so a decision re-published after a
 //!   crash has the same `decision_id` (and the same content);
 //! - a key held at `killed` or `terminated` is never lowered by the ladder;
-//! - no key means `ok`: a decision back to `ok` deletes the hash.
+//! - no key means `ok`: a decision back to `ok` deletes the hash;
+//! - a person's decision is kept, in the write that applies it, until its enforcement-topic
+//!   record is acknowledged (a kill switch in the switch registry, a manual level among
+//!   the pending records), so a record the broker did not take is sent later, even by
+//!   another instance or after a restart, and no `decision_id` goes missing.
 //!
 //! Keys of one target are not hash-tagged because the contract fixes the gateway's key
-//! name; on Redis Cluster the script's three keys (four for a kill switch: the registry
-//! key is one for the deployment) must then be co-located by the operator (documented
-//! limit), unlike partition state and the audit chain, which are hash-tagged.
+//! name; on Redis Cluster the script's three keys (four for a person's decision: the
+//! switch registry and the pending records are one key each for the deployment) must then
+//! be co-located by the operator (documented limit), unlike partition state and the audit
+//! chain, which are hash-tagged.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -94,6 +99,16 @@ pub struct KillSwitch {
     pub lift_seq: Option<u64>,
 }
 
+/// A person's decision whose enforcement-topic record the broker has not acknowledged
+/// yet, as kept in the store with the seq its write got: enough to rebuild the record
+/// with the content it was first sent with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    #[serde(flatten)]
+    pub write: DecisionWrite,
+    pub seq: u64,
+}
+
 /// What [`DecisionStore::publish_lift`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiftWrite {
@@ -146,6 +161,15 @@ pub trait DecisionStore: Send + Sync + 'static {
         switch_id: &str,
         kill_seq: u64,
     ) -> Result<LiftWrite, StoreError>;
+    /// [`Self::publish`] of a person's decision (manual enforcement) that also keeps it,
+    /// with the seq the write got, among the pending records in the same atomic write, so
+    /// a decision in force always has its record sent: by this request, or later by any
+    /// instance ([`Self::pending_records`]). A re-publication leaves them as they are.
+    async fn publish_pending(&self, write: &DecisionWrite) -> Result<Published, StoreError>;
+    /// The person's decisions whose records are not known to be acknowledged.
+    async fn pending_records(&self) -> Result<Vec<PendingRecord>, StoreError>;
+    /// Forgets a pending record once the broker acknowledged it.
+    async fn remove_pending(&self, outbox_id: &str) -> Result<(), StoreError>;
     /// The hash a gateway reads, if any.
     async fn read(
         &self,
@@ -157,41 +181,41 @@ pub trait DecisionStore: Send + Sync + 'static {
 }
 
 /// KEYS[1] = enf hash, KEYS[2] = seq counter, KEYS[3] = outbox id → seq hash, and for a
-/// kill switch's decisions KEYS[4] = the switch registry hash.
+/// person's decision KEYS[4] = a registry hash: the kill-switch registry, or the pending
+/// records of manual levels.
 /// ARGV[1] = outbox id, [2] level, [3] reason, [4] rate_limit_rps ("" = none), [5] since,
 /// [6] "1" when a person decides, [7] scope, [8] id, [9] ttl of the outbox map (s),
 /// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it);
 /// with KEYS[4]: [13] the seq the key must still hold for a first write ("" = any),
-/// [14] the switch id, [15] the switch as JSON to register with this write's seq ("" =
-/// note `lifted_at` = ARGV[5] and `lift_seq` on the registered switch instead).
+/// [14] the entry's field, [15] a JSON object to register there with this write's seq
+/// ("" = note `lifted_at` = ARGV[5] and `lift_seq` on the registered entry instead).
 /// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1), applied before
 /// (0|1)}, seq 0 when the key no longer held ARGV[13] (nothing written); with KEYS[4] also
-/// the switch's `lifted_at` after the call ("" = none) and whether it is registered (0|1).
-/// An applied
-/// decision is also published on the channel as JSON. `produced` says the outbox id's
+/// the entry's `lifted_at` after the call ("" = none) and whether it is registered (0|1).
+/// An applied decision is also published on the channel as JSON. `produced` says the outbox id's
 /// enforcement-topic record was acknowledged before (see `mark_produced`). Validates
 /// before writing.
 const PUBLISH: &str = r#"
-local switch = #KEYS == 4
-if #ARGV ~= (switch and 15 or 12) then
+local registry = #KEYS == 4
+if #ARGV ~= (registry and 15 or 12) then
   return redis.error_reply('ERR warden publish: wrong number of arguments')
 end
--- The switch to register, or the registered one a lift notes itself on: read before any
+-- The entry to register, or the registered one a lift notes itself on: read before any
 -- write, so an entry that is not a JSON object fails the script having written nothing.
 local entry = nil
-if switch then
+if registry then
   local raw = ARGV[15]
   if raw == '' then raw = redis.call('HGET', KEYS[4], ARGV[14]) end
   if raw then
     local ok, decoded = pcall(cjson.decode, raw)
     if not ok or type(decoded) ~= 'table' or not pcall(cjson.encode, decoded) then
-      return redis.error_reply('ERR warden publish: kill switch ' .. ARGV[14] .. ' is not a JSON object')
+      return redis.error_reply('ERR warden publish: registry entry ' .. ARGV[14] .. ' is not a JSON object')
     end
     entry = decoded
   end
 end
 local function reply(seq, applied, held, produced, before)
-  if not switch then return {seq, applied, held, produced, before} end
+  if not registry then return {seq, applied, held, produced, before} end
   local lifted_at = ''
   if entry and type(entry.lifted_at) == 'string' then lifted_at = entry.lifted_at end
   return {seq, applied, held, produced, before, lifted_at, entry and 1 or 0}
@@ -206,7 +230,7 @@ local seq = redis.call('HGET', KEYS[3], ARGV[1])
 if seq then
   seq = tonumber(seq)
 else
-  if switch and ARGV[13] ~= '' and (stored or '0') ~= ARGV[13] then
+  if registry and ARGV[13] ~= '' and (stored or '0') ~= ARGV[13] then
     return reply(0, 0, held and 1 or 0, produced, before)
   end
   seq = redis.call('INCR', KEYS[2])
@@ -267,6 +291,10 @@ impl DecisionKeys {
     }
     pub fn switches(&self) -> String {
         format!("{}:killswitches", self.prefix)
+    }
+    /// Manual levels whose enforcement-topic record waits for the broker.
+    pub fn pending(&self) -> String {
+        format!("{}:enfpending", self.prefix)
     }
 }
 
@@ -335,19 +363,20 @@ impl RedisDecisions {
         (keys, args)
     }
 
-    /// The keys and arguments of `PUBLISH` for a kill switch's decision: the registry key
-    /// and ARGV[13..15] after the write's own (see the script).
-    fn switch_call(
+    /// The keys and arguments of `PUBLISH` for a person's decision: the registry key and
+    /// ARGV[13..15] after the write's own (see the script).
+    fn registry_call(
         &self,
         w: &DecisionWrite,
+        registry: String,
         expected_seq: &str,
-        switch_id: &str,
-        switch_json: String,
+        entry_id: &str,
+        entry_json: String,
     ) -> (Vec<String>, Vec<String>) {
         let (keys, mut args) = self.publish_call(w);
         let mut keys = keys.to_vec();
-        keys.push(self.keys.switches());
-        args.extend([expected_seq.to_owned(), switch_id.to_owned(), switch_json]);
+        keys.push(registry);
+        args.extend([expected_seq.to_owned(), entry_id.to_owned(), entry_json]);
         (keys, args)
     }
 
@@ -367,9 +396,9 @@ impl RedisDecisions {
             .await
     }
 
-    /// `PUBLISH` with the registry key: what it did, the switch's `lifted_at` after it
-    /// ("" = none) and whether the switch is registered.
-    async fn invoke_switch(
+    /// `PUBLISH` with a registry key: what it did, the entry's `lifted_at` after it
+    /// ("" = none) and whether the entry is registered.
+    async fn invoke_registry(
         &self,
         keys: Vec<String>,
         args: Vec<String>,
@@ -449,8 +478,8 @@ impl DecisionStore for RedisDecisions {
         switch: &KillSwitch,
     ) -> Result<Published, StoreError> {
         let json = serde_json::to_string(switch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (keys, args) = self.switch_call(w, "", &switch.id, json);
-        Ok(self.invoke_switch(keys, args).await?.0)
+        let (keys, args) = self.registry_call(w, self.keys.switches(), "", &switch.id, json);
+        Ok(self.invoke_registry(keys, args).await?.0)
     }
 
     async fn publish_lift(
@@ -459,8 +488,14 @@ impl DecisionStore for RedisDecisions {
         switch_id: &str,
         kill_seq: u64,
     ) -> Result<LiftWrite, StoreError> {
-        let (keys, args) = self.switch_call(w, &kill_seq.to_string(), switch_id, String::new());
-        let (published, lifted_at, registered) = self.invoke_switch(keys, args).await?;
+        let (keys, args) = self.registry_call(
+            w,
+            self.keys.switches(),
+            &kill_seq.to_string(),
+            switch_id,
+            String::new(),
+        );
+        let (published, lifted_at, registered) = self.invoke_registry(keys, args).await?;
         Ok(lift_write(published, registered.then_some(lifted_at)))
     }
 
@@ -522,14 +557,72 @@ impl DecisionStore for RedisDecisions {
             .await
     }
 
+    async fn publish_pending(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+        // `seq` is set by the script; 0 here only to give the entry its shape.
+        let entry = PendingRecord {
+            write: w.clone(),
+            seq: 0,
+        };
+        let json = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (keys, args) = self.registry_call(w, self.keys.pending(), "", &w.outbox_id, json);
+        Ok(self.invoke_registry(keys, args).await?.0)
+    }
+
+    async fn pending_records(&self) -> Result<Vec<PendingRecord>, StoreError> {
+        let what = ("list pending records", "pending record");
+        self.registry_entries(self.keys.pending(), what).await
+    }
+
+    async fn remove_pending(&self, outbox_id: &str) -> Result<(), StoreError> {
+        self.registry_remove(self.keys.pending(), outbox_id, "remove pending record")
+            .await
+            .map(|_| ())
+    }
+
     async fn remove_switch(&self, id: &str) -> Result<bool, StoreError> {
-        let key = self.keys.switches();
-        let id = id.to_owned();
+        self.registry_remove(self.keys.switches(), id, "remove kill switch")
+            .await
+    }
+
+    async fn switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
+        let what = ("list kill switches", "kill switch");
+        self.registry_entries(self.keys.switches(), what).await
+    }
+}
+
+impl RedisDecisions {
+    /// The entries of a registry hash (kill switches, pending records) that decode;
+    /// `what` names the operation and an entry, for errors and logs.
+    async fn registry_entries<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        key: String,
+        (operation, entry): (&'static str, &'static str),
+    ) -> Result<Vec<T>, StoreError> {
         self.store
-            .run("remove kill switch", move |mut conn| async move {
+            .run(operation, move |mut conn| async move {
+                let map: HashMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(readable_entries(&map, entry))
+            })
+            .await
+    }
+
+    /// Removes `field` from a registry hash; whether it was there.
+    async fn registry_remove(
+        &self,
+        key: String,
+        field: &str,
+        what: &'static str,
+    ) -> Result<bool, StoreError> {
+        let field = field.to_owned();
+        self.store
+            .run(what, move |mut conn| async move {
                 let n: u64 = redis::cmd("HDEL")
                     .arg(&key)
-                    .arg(&id)
+                    .arg(&field)
                     .query_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
@@ -537,31 +630,24 @@ impl DecisionStore for RedisDecisions {
             })
             .await
     }
+}
 
-    async fn switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
-        let key = self.keys.switches();
-        self.store
-            .run("list kill switches", move |mut conn| async move {
-                let map: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                // An entry warden did not write is left out (and logged), not fatal: it
-                // would otherwise stop every TTL lift, the list and every DELETE.
-                Ok(map
-                    .iter()
-                    .filter_map(|(id, v)| match serde_json::from_str(v) {
-                        Ok(switch) => Some(switch),
-                        Err(e) => {
-                            tracing::error!(switch = %id, error = %e, "kill switch entry unreadable; left out");
-                            None
-                        }
-                    })
-                    .collect())
-            })
-            .await
-    }
+/// A registry hash's entries that decode. An entry warden did not write is left out (and
+/// logged), not fatal: it would otherwise stop every TTL lift, the list and every DELETE,
+/// or every pending record behind it.
+fn readable_entries<T: serde::de::DeserializeOwned>(
+    map: &HashMap<String, String>,
+    what: &str,
+) -> Vec<T> {
+    map.iter()
+        .filter_map(|(id, v)| match serde_json::from_str(v) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                tracing::error!(entry = %id, error = %e, "{what} entry unreadable; left out");
+                None
+            }
+        })
+        .collect()
 }
 
 /// In-memory data plane for the embedded mode, with the same rules as the Lua scripts.
@@ -578,6 +664,7 @@ struct MemoryPlane {
     produced: std::collections::HashSet<String>,
     applied: std::collections::HashSet<String>,
     switches: BTreeMap<String, KillSwitch>,
+    pending: BTreeMap<String, PendingRecord>,
 }
 
 impl MemoryPlane {
@@ -715,6 +802,28 @@ impl DecisionStore for MemoryDecisions {
             .keys
             .get(&(scope.to_owned(), id.to_owned()))
             .cloned())
+    }
+
+    async fn publish_pending(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+        let mut plane = self.inner.lock();
+        let p = plane.publish(w, None);
+        if p.applied {
+            let entry = PendingRecord {
+                write: w.clone(),
+                seq: p.seq,
+            };
+            plane.pending.insert(w.outbox_id.clone(), entry);
+        }
+        Ok(p)
+    }
+
+    async fn pending_records(&self) -> Result<Vec<PendingRecord>, StoreError> {
+        Ok(self.inner.lock().pending.values().cloned().collect())
+    }
+
+    async fn remove_pending(&self, outbox_id: &str) -> Result<(), StoreError> {
+        self.inner.lock().pending.remove(outbox_id);
+        Ok(())
     }
 
     async fn remove_switch(&self, id: &str) -> Result<bool, StoreError> {
