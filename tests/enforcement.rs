@@ -198,6 +198,64 @@ fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywh
     assert!(daemon.terminate().success());
 }
 
+/// A partner held by a kill switch: the ladder, which does not know of the switch, still
+/// climbs and calms on the partner's errors, but the data plane refuses each of its
+/// decisions, and a refused decision is not a change of level, so it reaches neither the
+/// topic nor the channel. A gateway reading the topic in seq order must never see the kill
+/// lowered. A partner with the same traffic and no switch climbs and calms as usual.
+#[test]
+fn the_ladder_never_lowers_a_kill_switch_on_the_topic() {
+    let stream = Stream::new("enf-held");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis));
+    daemon.wait_ready(Duration::from_secs(60));
+    let kill = json!({"scope": "partner", "target": "p-held", "reason": "credential leak"});
+    let (status, created) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&kill));
+    assert_eq!(status, 201, "{created}");
+
+    // Both partners: 30 s clean, 60 s at 40 % errors, 110 s clean (event time).
+    let base = Utc::now() - chrono::Duration::minutes(30);
+    let mut producer = TestProducer::new(&stream.brokers);
+    for i in 0..2000u64 {
+        let t = base + chrono::Duration::milliseconds(i as i64 * 100);
+        let share = if (300..900).contains(&i) { 0.4 } else { 0.0 };
+        for p in ["p-held", "p-free"] {
+            producer.send(&stream.usage, Some(p), &usage(p, i, t, share));
+        }
+    }
+    producer.flush();
+    let want = ["warn", "throttle", "suspend", "throttle", "warn", "ok"];
+    let free_done = common::wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+        partner_decisions(&stream, "p-free").len() >= want.len()
+    });
+    assert!(free_done, "{}", daemon.output());
+    let held_applied =
+        common::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+            daemon.get_json_with_token("/v1/partners/p-held", Some(SECURITY))["usage"]["events"]
+                == 2000
+        });
+    assert!(held_applied, "{}", daemon.output());
+    // Time for the held partner's last decisions to be published (refused).
+    std::thread::sleep(Duration::from_secs(5));
+
+    let free: Vec<Value> = partner_decisions(&stream, "p-free");
+    let levels: Vec<&str> = free.iter().map(|d| d["level"].as_str().unwrap()).collect();
+    assert_eq!(
+        levels, want,
+        "the same traffic moves a partner with no switch"
+    );
+    let held = partner_decisions(&stream, "p-held");
+    let levels: Vec<&str> = held.iter().map(|d| d["level"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["killed"], "{held:#?}");
+    assert_eq!(held[0]["seq"], created["seq"]);
+    let key = format!("{}:enf:partner:p-held", stream.prefix);
+    let plane = common::redis_hash(&redis, &key);
+    assert_eq!(plane["level"], "killed");
+    assert_eq!(plane["seq"], created["seq"].to_string());
+    assert!(daemon.terminate().success());
+}
+
 /// Ticks go only to partners with something due (issue 6): a partner left off `ok` by its
 /// last events is ticked every round and calms down without another event, while 300 calm
 /// partners with one event each are left alone by nearly every round.

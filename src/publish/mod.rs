@@ -40,6 +40,10 @@ enum DecisionStep {
     Produce(String, String, Option<AuditEntry>),
     /// Its record is on the topic already (a re-publication after a crash).
     AlreadyProduced,
+    /// The data plane refused it (the key is held at `killed` or `terminated`, which the
+    /// ladder never lowers): not a change of level, so no record and no audit. Its seq is
+    /// a gap, which the contract allows.
+    Refused,
     /// The data plane or the audit log did not take it: retry later.
     Retry,
 }
@@ -125,7 +129,7 @@ impl DecisionPublisher {
                         audits.extend(audit.map(|a| (i, a)));
                         true
                     }
-                    DecisionStep::AlreadyProduced => true,
+                    DecisionStep::AlreadyProduced | DecisionStep::Refused => true,
                     DecisionStep::Retry => false,
                 },
                 Outgoing::Attribution(a) => match serde_json::to_string(a) {
@@ -211,6 +215,8 @@ impl DecisionPublisher {
     fn decision_step(&self, w: &DecisionWrite, written: Option<&Published>) -> DecisionStep {
         match written {
             Some(p) if !p.applied && p.produced => DecisionStep::AlreadyProduced,
+            // Neither applied now nor by an earlier publication of the same outbox id.
+            Some(p) if !p.applied && !p.applied_before => DecisionStep::Refused,
             Some(p) => {
                 count_transition(w, p);
                 // A re-publication audits too: if the first one failed between the data
