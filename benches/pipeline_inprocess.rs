@@ -54,7 +54,7 @@ use warden::actors::messages::Sourced;
 use warden::actors::partner::{OutboxWaiting, Shared};
 use warden::config::{KafkaConfig, RuntimeConfig};
 use warden::domain::control::ControlTable;
-use warden::domain::enforcement::EnforcementPolicy;
+use warden::domain::enforcement::{EnforcementPolicy, DUE_NOW};
 use warden::domain::event::TopicKind;
 use warden::domain::money::Program;
 use warden::domain::partner::{ApplyRules, PartnerState};
@@ -269,9 +269,13 @@ impl Daemon {
             let mut partners = Vec::with_capacity(ps.dirty.len());
             let mut dedup = Vec::new();
             let mut outboxes = Vec::new();
+            let mut awake = Vec::with_capacity(ps.dirty.len());
             for id in ps.dirty.drain() {
                 let state = &self.partners[&id];
                 let delta = state.dedup_delta();
+                // Whether the next owner starts it at once, as the actor's snapshot says.
+                let due_now = state.tick_due_ms(&self.shared.policy) == Some(DUE_NOW);
+                awake.push((id.clone(), due_now || !state.outbox().is_empty()));
                 partners.push((id.clone(), snapshot::encode(state).unwrap()));
                 // The decisions to publish once the snapshot is durable, copied out as
                 // the actor's `TakeSnapshot` does.
@@ -293,6 +297,7 @@ impl Daemon {
                 offsets: [(TOPIC.to_owned(), ps.next)].into_iter().collect(),
                 partners,
                 dedup,
+                awake,
             };
             rt.block_on(self.store.commit(write)).unwrap();
             for (id, n) in acks {

@@ -301,6 +301,79 @@ fn a_silent_partner_calms_down_while_calm_partners_are_not_ticked() {
     assert!(daemon.terminate().success());
 }
 
+/// A partner left off `ok` by its last events calms down with no event ever again
+/// (CONTRACT §3): it is not passivated while its ladder is off `ok` (idle partners are
+/// passivated after 1 s here), and when its owner dies the next owner starts it at once
+/// from the store, without waiting for an event that a suspended partner may never send.
+#[test]
+fn a_silent_partner_off_ok_calms_down_through_passivation_and_a_crash() {
+    let stream = Stream::new("enf-asleep");
+    let redis = common::redis_url();
+    let env = [
+        ("WARDEN_RUNTIME__PASSIVATE_AFTER", "1s"),
+        ("WARDEN_ENFORCEMENT__CALM", "20s"),
+    ];
+    // Event time: 30 s clean, then 60 s at 40 % errors, then nothing.
+    let base = Utc::now() - chrono::Duration::minutes(30);
+    let mut producer = TestProducer::new(&stream.brokers);
+    for i in 0..900u64 {
+        let t = base + chrono::Duration::milliseconds(i as i64 * 100);
+        let share = if i >= 300 { 0.4 } else { 0.0 };
+        producer.send(
+            &stream.usage,
+            Some("p-quiet"),
+            &usage("p-quiet", i, t, share),
+        );
+    }
+    producer.flush();
+    let cfg = config(&stream, &redis);
+    let mut daemon = Daemon::start_with_env(&cfg, &env);
+    daemon.wait_ready(Duration::from_secs(60));
+    let key = format!("{}:enf:partner:p-quiet", stream.prefix);
+    let levels = || -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        let mut levels = Vec::new();
+        for d in partner_decisions(&stream, "p-quiet") {
+            let id = d["decision_id"].as_str().unwrap().to_owned();
+            if !seen.contains(&id) {
+                seen.push(id);
+                levels.push(d["level"].as_str().unwrap().to_owned());
+            }
+        }
+        levels
+    };
+    let suspended = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        levels().iter().any(|l| l == "suspend")
+    });
+    assert!(suspended, "{:?}\n{}", levels(), daemon.output());
+    // Passivated while idle if that were allowed: a calm step is 20 s away.
+    std::thread::sleep(Duration::from_secs(4));
+    let passivations = metric(&daemon, "warden_passivations_total");
+    let before_crash = common::redis_hash(&redis, &key);
+    assert!(
+        before_crash.contains_key("level"),
+        "still off ok when the owner dies: {before_crash:?}"
+    );
+    daemon.kill9();
+
+    let mut daemon = Daemon::start_with_env(&cfg, &env);
+    daemon.wait_ready(Duration::from_secs(60));
+    let calmed = common::wait_until(Duration::from_secs(150), Duration::from_millis(500), || {
+        common::redis_hash(&redis, &key).is_empty()
+    });
+    assert!(
+        calmed,
+        "still {:?} with no event; decisions {:?}\n{}",
+        common::redis_hash(&redis, &key),
+        levels(),
+        daemon.output()
+    );
+    let want = ["warn", "throttle", "suspend", "throttle", "warn", "ok"];
+    let got = levels();
+    assert_eq!(got, want, "passivations before the crash: {passivations}");
+    assert!(daemon.terminate().success());
+}
+
 /// A control fact reaches a live partner with nothing due at the next round, not at its
 /// next event or due time: the round after control facts arrive ticks every partner.
 #[test]

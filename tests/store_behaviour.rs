@@ -61,6 +61,7 @@ fn write(
             .map(|(id, snapshot)| (id.to_string(), snapshot.to_vec()))
             .collect(),
         dedup: Vec::new(),
+        awake: Vec::new(),
     }
 }
 
@@ -293,11 +294,26 @@ mod cases {
             offsets: offsets(&[("usage", 1_203)]),
             partners: partners.clone(),
             dedup: Vec::new(),
+            // More than one of the script's 1,000-argument SADDs, and a few removals.
+            awake: partners
+                .iter()
+                .enumerate()
+                .map(|(i, (id, _))| (id.clone(), i % 400 != 7))
+                .collect(),
         };
         store.commit(commit).await.expect("commit");
 
         let expected_ids: Vec<String> = partners.iter().map(|(id, _)| id.clone()).collect();
         assert_eq!(sorted_partner_ids(store, 11).await, expected_ids);
+        let mut awake = store.awake_partners(11).await.expect("awake");
+        awake.sort();
+        let expected_awake: Vec<String> = expected_ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 400 != 7)
+            .map(|(_, id)| id.clone())
+            .collect();
+        assert_eq!(awake, expected_awake);
         for (id, snapshot) in &partners {
             assert_eq!(
                 store.load_partner(11, id).await.as_ref(),
@@ -342,6 +358,51 @@ mod cases {
         ));
         assert_eq!(store.load_dedup(4, "p-1").await.expect("load").len(), 2);
     }
+
+    /// The partners the next owner starts at once: marked and unmarked by the commit that
+    /// writes their snapshot, kept while not written, and untouched by a fenced write.
+    pub async fn the_awake_set_follows_each_partners_last_snapshot(store: &dyn StateStore) {
+        let mark = |pairs: &[(&str, bool)]| -> Vec<(String, bool)> {
+            pairs.iter().map(|(id, a)| (id.to_string(), *a)).collect()
+        };
+        let sorted = |mut ids: Vec<String>| {
+            ids.sort();
+            ids
+        };
+        assert_eq!(store.awake_partners(6).await, Ok(Vec::new()));
+        let epoch = store.acquire(6).await.expect("acquire");
+        let mut w = write(
+            6,
+            epoch,
+            &[("usage", 3)],
+            &[("p-1", b"{}"), ("p-2", b"{}"), ("p-3", b"{}")],
+        );
+        w.awake = mark(&[("p-1", true), ("p-2", true), ("p-3", false)]);
+        store.commit(w).await.expect("commit");
+        assert_eq!(
+            sorted(store.awake_partners(6).await.unwrap()),
+            ["p-1", "p-2"]
+        );
+        // p-1 calmed down; p-2 not written: it keeps its mark.
+        let mut w = write(6, epoch, &[("usage", 4)], &[("p-1", b"{}")]);
+        w.awake = mark(&[("p-1", false)]);
+        store.commit(w).await.expect("commit");
+        assert_eq!(store.awake_partners(6).await, Ok(vec!["p-2".to_owned()]));
+        assert_eq!(
+            store.awake_partners(7).await,
+            Ok(Vec::new()),
+            "per partition"
+        );
+        // A stale owner changes nothing.
+        store.acquire(6).await.expect("acquire");
+        let mut stale = write(6, epoch, &[("usage", 9)], &[("p-3", b"{}")]);
+        stale.awake = mark(&[("p-2", false), ("p-3", true)]);
+        assert!(matches!(
+            store.commit(stale).await,
+            Err(StoreError::Fenced { .. })
+        ));
+        assert_eq!(store.awake_partners(6).await, Ok(vec!["p-2".to_owned()]));
+    }
 }
 
 /// Generates one `#[tokio::test]` per case in `mod $backend`, on a new store from `$new_store`.
@@ -381,6 +442,7 @@ for_each_backend!(
     a_large_snapshot_round_trips,
     partners_of_a_large_flush_in_one_commit,
     dedup_deltas_accumulate_evict_and_are_fenced,
+    the_awake_set_follows_each_partners_last_snapshot,
 );
 
 /// What only a networked store can get wrong.

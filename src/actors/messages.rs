@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub outbox: Vec<OutboxEntry>,
     /// What changed in the dedup window (written with the snapshot).
     pub dedup: crate::domain::dedup::DedupDelta,
+    /// The next owner must start this partner at once, not at its next event: its outbox
+    /// has entries to publish, or it is due a tick every round (see `TickDue::every_round`).
+    pub awake: bool,
 }
 
 /// The store made the first `n` ids of the last snapshot's dedup delta durable.

@@ -128,6 +128,12 @@ impl TickDue {
 
     /// Whether a round at the partition's `watermark` must tick this partner. (A round with
     /// no watermark only catches up control facts: see the pipeline's `tick`.)
+    /// Due at every round (a ladder off `ok`, a pilot tracked, a window just closing): a
+    /// partner that must stay live and ticking even with no events.
+    pub fn every_round(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::NOW
+    }
+
     pub fn is_due(&self, watermark: Option<chrono::DateTime<chrono::Utc>>) -> bool {
         let due = self.0.load(Ordering::Relaxed);
         due == Self::NOW || watermark.is_some_and(|w| w.timestamp_millis() >= due)
@@ -335,11 +341,13 @@ impl Handler<TakeSnapshot> for PartnerActor {
         let bytes = crate::store::snapshot::encode(&self.state).map_err(|e| e.to_string())?;
         self.trimmed = false;
         self.note_due();
+        let outbox = self.state.outbox().to_vec();
         Ok(Snapshot {
             partner_id: self.state.partner_id.clone(),
             bytes,
             rejections: std::mem::take(&mut self.rejections),
-            outbox: self.state.outbox().to_vec(),
+            awake: !outbox.is_empty() || self.due.every_round(),
+            outbox,
             dedup: self.state.dedup_delta(),
         })
     }

@@ -550,6 +550,11 @@ impl PartnerState {
         changed
     }
 
+    /// The newest event time this partner's ladders have run to (its events and ticks).
+    pub fn event_clock(&self) -> Option<DateTime<Utc>> {
+        self.enforcement.clock()
+    }
+
     /// The earliest event-time watermark, in epoch millis, at which [`PartnerState::tick`]
     /// could change anything (`DUE_NOW`: the next tick; `None`: only an event or a control
     /// fact can). See [`EnforcementState::tick_due_ms`].

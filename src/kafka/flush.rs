@@ -74,6 +74,7 @@ async fn write_snapshots(
     let mut outboxes = Vec::new();
     let mut dedup = Vec::new();
     let mut dedup_acks = Vec::new();
+    let mut awake = Vec::with_capacity(replies.len());
     let mut dead_letters = dead_letters;
     let mut actor_error = None;
     for reply in replies {
@@ -97,6 +98,7 @@ async fn write_snapshots(
                     dedup_acks.push((snap.partner_id.clone(), snap.dedup.added.len()));
                     dedup.push((snap.partner_id.clone(), snap.dedup));
                 }
+                awake.push((snap.partner_id.clone(), snap.awake));
                 partners.push((snap.partner_id, snap.bytes));
             }
             Ok(Err(e)) => actor_error = Some(format!("snapshot: {e}")),
@@ -125,6 +127,7 @@ async fn write_snapshots(
         offsets,
         partners,
         dedup,
+        awake,
     };
     let res = store.commit(write).await;
     METRICS

@@ -92,6 +92,9 @@ pub(super) struct PartitionState {
     /// Control offset up to which this partition's partners with money-moving facts
     /// (MDF, credit purchases, tenants) were woken to apply them.
     pub control_cursor: i64,
+    /// Partners the previous owner left awake (an outbox to publish, a ladder off `ok`, a
+    /// pilot to watch) still to start; a silent partner would otherwise wait for an event.
+    pub to_wake: Vec<String>,
     /// The flush on its way to the store, if any (one at a time per partition).
     pub flushing: Option<InFlight>,
     /// A partner of this partition has an outbox item waiting: flush without waiting for
@@ -241,6 +244,7 @@ impl PartitionState {
             last_record: now,
             to_publish: PublishQueue::default(),
             control_cursor: 0,
+            to_wake: Vec::new(),
             flushing: None,
             urgent: false,
             publishing: false,
@@ -813,7 +817,10 @@ impl Pipeline {
             .collect();
         let registry = &self.registry;
         ps.partners.retain(|id, slot| {
-            let keep = dirty.contains(id)
+            // A partner due every round (a ladder off `ok`, a pilot) must keep ticking to
+            // calm down or expire, events or not.
+            let keep = slot.due.every_round()
+                || dirty.contains(id)
                 || ticked.contains(id)
                 || in_flight.is_some_and(|f| f.contains(id))
                 || stalled_ids.contains(id.as_str())
@@ -1084,7 +1091,7 @@ impl Pipeline {
             return;
         }
         self.round_started = Instant::now();
-        self.wake_for_control();
+        self.wake_sleepers();
         let began: HashMap<i32, (u64, u64)> = self
             .partitions
             .iter()
@@ -1175,11 +1182,19 @@ impl Pipeline {
 
 /// Starts the actors of partners just loaded from the store. One whose outbox holds
 /// entries made durable before a crash but not yet published is marked dirty, so the next
-/// flush publishes them.
+/// flush publishes them. The partition's watermark is raised to the event time their
+/// ladders had run to: a silent partition's watermark must go on from where the previous
+/// owner left it (CONTRACT §3), not stay unknown until a record comes, or its ladders never
+/// calm down.
 fn start_loaded(ps: &mut PartitionState, registry: &Registry, loaded: Vec<(String, PartnerState)>) {
     for (id, state) in loaded {
         if !state.outbox().is_empty() {
             ps.dirty.insert(id.clone());
+        }
+        if let Some(clock) = state.event_clock() {
+            if ps.watermark.is_none_or(|w| clock > w) {
+                ps.watermark = Some(clock);
+            }
         }
         let (addr, due) = registry.start(state);
         ps.partners.insert(
@@ -1260,10 +1275,12 @@ fn outgoing(outbox_id: String, e: &OutboxEntry) -> Outgoing {
 }
 
 impl Pipeline {
-    /// Starts the actors of owned partners that have money-moving control facts to apply
-    /// (an MDF expense, a credit purchase, a tenant), so their wallets move without
-    /// waiting for their next event; the tick that follows applies the facts.
-    fn wake_for_control(&mut self) {
+    /// Starts the actors of owned partners that must not wait for their next event: those
+    /// that have money-moving control facts to apply (an MDF expense, a credit purchase, a
+    /// tenant), so their wallets move, and those the previous owner left awake; the tick
+    /// that follows applies the facts, calms the ladders, and the flush after publishes
+    /// what their outboxes hold.
+    fn wake_sleepers(&mut self) {
         let control = self.registry.shared().control.clone();
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         for p in owned {
@@ -1286,16 +1303,34 @@ impl Pipeline {
                 ids.dedup();
                 (ids, next)
             };
-            let loaded = self.load_partners(p, &sleeping);
-            let complete = loaded.len() == sleeping.len();
+            let awake: Vec<String> = ps
+                .to_wake
+                .iter()
+                .filter(|id| !ps.partners.contains_key(*id) && !ps.loading.contains_key(*id))
+                .filter(|id| sleeping.binary_search(id).is_err())
+                .cloned()
+                .collect();
+            let wanted: Vec<String> = sleeping.iter().chain(&awake).cloned().collect();
+            let loaded = self.load_partners(p, &wanted);
+            let missing: HashSet<&String> = {
+                let got: HashSet<&String> = loaded.iter().map(|(id, _)| id).collect();
+                wanted.iter().filter(|id| !got.contains(id)).collect()
+            };
+            let control_complete = sleeping.iter().all(|id| !missing.contains(id));
+            let still_to_wake: Vec<String> = awake
+                .iter()
+                .filter(|id| missing.contains(id))
+                .cloned()
+                .collect();
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
             start_loaded(ps, &self.registry, loaded);
             // A partner the store could not give now is tried again at the next tick.
-            if complete {
+            if control_complete {
                 ps.control_cursor = next;
             }
+            ps.to_wake = still_to_wake;
         }
     }
 }

@@ -32,7 +32,7 @@ impl Pipeline {
         let mut out = TopicPartitionList::new();
         for p in numbers {
             self.drop_partition(p);
-            let Some((epoch, offsets)) = self.acquire(p) else {
+            let Some((epoch, offsets, awake)) = self.acquire(p) else {
                 tracing::warn!(
                     partition = p,
                     "shutting down before partition could be acquired"
@@ -65,9 +65,17 @@ impl Pipeline {
                     tracing::error!(topic, partition = p, error = %e, "cannot set start offset");
                 }
             }
-            tracing::info!(partition = p, epoch, ?offsets, "partition assigned");
-            self.partitions
-                .insert(p, PartitionState::new(epoch, offsets));
+            tracing::info!(
+                partition = p,
+                epoch,
+                ?offsets,
+                awake = awake.len(),
+                "partition assigned"
+            );
+            let mut ps = PartitionState::new(epoch, offsets);
+            // Started at the next tick round, events or not (see `wake_sleepers`).
+            ps.to_wake = awake;
+            self.partitions.insert(p, ps);
             // Per-partition series exist from assignment to revocation (CONTRACT §7).
             for topic in self.topics.keyed() {
                 METRICS
@@ -82,9 +90,10 @@ impl Pipeline {
         out
     }
 
-    /// Takes the epoch, then reads the offsets; retries while the store is unreachable
-    /// (heartbeats go on in librdkafka's own thread meanwhile).
-    fn acquire(&self, p: i32) -> Option<(u64, crate::store::Offsets)> {
+    /// Takes the epoch, then reads the offsets and the partners to start at once; retries
+    /// while the store is unreachable (heartbeats go on in librdkafka's own thread
+    /// meanwhile).
+    fn acquire(&self, p: i32) -> Option<(u64, crate::store::Offsets, Vec<String>)> {
         let mut backoff = Duration::from_millis(50);
         loop {
             if self
@@ -95,10 +104,12 @@ impl Pipeline {
                 return None;
             }
             let started = Instant::now();
-            let res: Result<(u64, crate::store::Offsets), StoreError> = self.io.block_on(async {
+            type Acquired = (u64, crate::store::Offsets, Vec<String>);
+            let res: Result<Acquired, StoreError> = self.io.block_on(async {
                 let epoch = self.store.acquire(p).await?;
                 let offsets = self.store.offsets(p).await?;
-                Ok((epoch, offsets))
+                let awake = self.store.awake_partners(p).await?;
+                Ok((epoch, offsets, awake))
             });
             METRICS
                 .store_op_seconds

@@ -60,6 +60,13 @@ impl Keys {
         self.key(partition, "partners")
     }
 
+    /// Set: the partners the next owner starts at once, not at their next event: those
+    /// whose last snapshot has an outbox to publish, a ladder off `ok` to calm down, or a
+    /// pilot to watch. A silent partner must still get there.
+    pub fn awake(&self, partition: i32) -> String {
+        self.key(partition, "awake")
+    }
+
     /// Sorted set: one partner's dedup ids, scored by event time (epoch millis).
     pub fn dedup(&self, partition: i32, partner_id: &str) -> String {
         self.key(partition, &format!("dedup:{partner_id}"))

@@ -27,6 +27,8 @@ struct Partition {
     epoch: u64,
     offsets: Offsets,
     partners: BTreeMap<String, Vec<u8>>,
+    /// Partners the next owner starts at once.
+    awake: std::collections::BTreeSet<String>,
     /// Partner id → (dedup id → event time in millis).
     dedup: HashMap<String, HashMap<String, i64>>,
 }
@@ -93,6 +95,13 @@ impl StateStore for MemoryStore {
         let state = partitions.entry(write.partition).or_default();
         state.offsets.extend(write.offsets);
         state.partners.extend(write.partners);
+        for (partner, awake) in write.awake {
+            if awake {
+                state.awake.insert(partner);
+            } else {
+                state.awake.remove(&partner);
+            }
+        }
         for (partner, delta) in write.dedup {
             let ids = state.dedup.entry(partner).or_default();
             ids.extend(delta.added.into_iter().map(|(ms, id)| (id, ms)));
@@ -127,6 +136,10 @@ impl StateStore for MemoryStore {
         })
     }
 
+    async fn awake_partners(&self, partition: i32) -> Result<Vec<String>, StoreError> {
+        self.read(partition, |state| state.awake.iter().cloned().collect())
+    }
+
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError> {
         self.read(partition, |state| state.partners.keys().cloned().collect())
     }
@@ -159,6 +172,7 @@ mod tests {
             offsets: [("usage".to_owned(), 5)].into_iter().collect(),
             partners: vec![("p".to_owned(), b"{}".to_vec())],
             dedup: Vec::new(),
+            awake: Vec::new(),
         };
         let failed = store.commit(write.clone()).await.expect_err("unavailable");
         assert!(failed.is_retryable());

@@ -41,6 +41,9 @@ pub struct PartitionWrite {
     pub partners: Vec<(String, Vec<u8>)>,
     /// What changed in each partner's dedup window (written in the same atomic write).
     pub dedup: Vec<(String, DedupDelta)>,
+    /// For partners of this write, whether the next owner must start them at once
+    /// ([`StateStore::awake_partners`]); a partner not listed keeps its mark.
+    pub awake: Vec<(String, bool)>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -95,6 +98,10 @@ pub trait StateStore: Send + Sync + 'static {
         partition: i32,
         partner_id: &str,
     ) -> Result<Vec<(i64, String)>, StoreError>;
+
+    /// The partners of `partition` whose last durable snapshot asked to be started at once
+    /// by the next owner (see [`PartitionWrite::awake`]): read on assignment.
+    async fn awake_partners(&self, partition: i32) -> Result<Vec<String>, StoreError>;
 
     /// Every partner id with a snapshot in `partition` (operators and tests; not on hot paths).
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError>;

@@ -231,6 +231,7 @@ impl StateStore for RedisStore {
             self.keys.epoch(partition),
             self.keys.offsets(partition),
             self.keys.partners(partition),
+            self.keys.awake(partition),
         ];
         keys.extend(
             write
@@ -299,6 +300,18 @@ impl StateStore for RedisStore {
                 .await
                 .map_err(|e| classify("load_dedup", e))?;
             Ok(raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect())
+        })
+        .await
+    }
+
+    async fn awake_partners(&self, partition: i32) -> Result<Vec<String>, StoreError> {
+        let key = self.keys.awake(partition);
+        self.run("awake_partners", |mut conn| async move {
+            redis::cmd("SMEMBERS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("awake_partners", e))
         })
         .await
     }

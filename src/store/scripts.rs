@@ -13,11 +13,13 @@ use super::PartitionWrite;
 /// its ownership epoch.
 ///
 /// KEYS[1] = epoch key (string, decimal), KEYS[2] = offsets hash, KEYS[3] = partners hash,
-/// KEYS[4..] = the dedup sorted set of each partner with a dedup change, in ARGV's order
-/// (all with the partition's hash tag, see `keys.rs`).
+/// KEYS[4] = the awake set, KEYS[5..] = the dedup sorted set of each partner with a dedup
+/// change, in ARGV's order (all with the partition's hash tag, see `keys.rs`).
 /// ARGV[1] = the epoch the writer holds (decimal);
 /// ARGV[2] = n, the number of (topic, offset) pairs, then n pairs topic, next offset;
 /// then m, the number of partners, then m pairs partner id, snapshot bytes;
+/// then a, the number of partners to add to the awake set, and their a ids; then r and r
+/// ids to remove from it;
 /// then, for each dedup key: the eviction horizon (millis, "" for none), k, and k pairs
 /// score (millis), id.
 ///
@@ -38,9 +40,15 @@ if n == nil then return redis.error_reply('ERR warden commit: bad offset pair co
 local mi = 3 + 2 * n
 local m = count(mi)
 if m == nil then return redis.error_reply(bad) end
-local di = mi + 1 + 2 * m
+local ai = mi + 1 + 2 * m
+local a = count(ai)
+if a == nil then return redis.error_reply(bad) end
+local ri = ai + 1 + a
+local r = count(ri)
+if r == nil then return redis.error_reply(bad) end
+local di = ri + 1 + r
 local i = di
-for d = 4, #KEYS do
+for d = 5, #KEYS do
   local k = count(i + 1)
   if k == nil then return redis.error_reply(bad) end
   i = i + 2 + 2 * k
@@ -48,7 +56,8 @@ end
 if i ~= #ARGV + 1 then return redis.error_reply(bad) end
 for t = 2, #KEYS do
   local want = 'hash'
-  if t > 3 then want = 'zset' end
+  if t == 4 then want = 'set' end
+  if t > 4 then want = 'zset' end
   local got = redis.call('TYPE', KEYS[t]).ok
   if got ~= want and got ~= 'none' then
     return redis.error_reply('WRONGTYPE warden commit: ' .. KEYS[t] .. ' is a ' .. got)
@@ -58,8 +67,9 @@ local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
   return {'fenced', current or '0'}
 end
--- Writes the pairs ARGV[from..to] as `cmd key a1 b1 a2 b2 ...`, 500 pairs a call: a call
--- per pair cost Lua and Redis a command each, and a flush writes thousands of partners.
+-- Writes ARGV[from..to] as `cmd key a1 b1 a2 b2 ...` (pairs, or a set's members), 1000
+-- arguments a call: a call per pair cost Lua and Redis a command each, and a flush writes
+-- thousands of partners.
 local function write_pairs(cmd, key, from, to)
   local j = from
   while j <= to do
@@ -69,9 +79,11 @@ local function write_pairs(cmd, key, from, to)
   end
 end
 write_pairs('HSET', KEYS[2], 3, mi - 1)
-write_pairs('HSET', KEYS[3], mi + 1, di - 1)
+write_pairs('HSET', KEYS[3], mi + 1, ai - 1)
+write_pairs('SADD', KEYS[4], ai + 1, ri - 1)
+write_pairs('SREM', KEYS[4], ri + 1, di - 1)
 i = di
-for d = 4, #KEYS do
+for d = 5, #KEYS do
   local horizon = ARGV[i]
   local k = tonumber(ARGV[i + 1])
   write_pairs('ZADD', KEYS[d], i + 2, i + 1 + 2 * k)
@@ -88,7 +100,7 @@ pub(super) fn commit_script() -> Script {
 }
 
 /// ARGV for [`COMMIT`], moving the snapshots rather than copying them. The dedup keys
-/// (KEYS[4..]) follow `write.dedup`'s order.
+/// (KEYS[5..]) follow `write.dedup`'s order.
 pub(super) fn commit_argv(write: PartitionWrite) -> Vec<Vec<u8>> {
     let ids: usize = write.dedup.iter().map(|(_, d)| 2 + 2 * d.added.len()).sum();
     let mut argv = Vec::with_capacity(3 + 2 * (write.offsets.len() + write.partners.len()) + ids);
@@ -102,6 +114,11 @@ pub(super) fn commit_argv(write: PartitionWrite) -> Vec<Vec<u8>> {
     for (partner_id, snapshot) in write.partners {
         argv.push(partner_id.into_bytes());
         argv.push(snapshot);
+    }
+    let (awake, asleep): (Vec<_>, Vec<_>) = write.awake.into_iter().partition(|(_, a)| *a);
+    for ids in [awake, asleep] {
+        argv.push(ids.len().to_string().into_bytes());
+        argv.extend(ids.into_iter().map(|(id, _)| id.into_bytes()));
     }
     for (_, delta) in write.dedup {
         let horizon = delta
@@ -313,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn argv_layout_is_epoch_offsets_partners_then_dedup() {
+    fn argv_layout_is_epoch_offsets_partners_awake_then_dedup() {
         let write = PartitionWrite {
             partition: 3,
             epoch: 12,
@@ -329,6 +346,7 @@ mod tests {
                     evict_below_ms: Some(500),
                 },
             )],
+            awake: vec![(s("p-2"), false), (s("p-1"), true)],
         };
         let argv: Vec<String> = commit_argv(write)
             .into_iter()
@@ -349,6 +367,10 @@ mod tests {
                 "{\"a\":1}",
                 "p-2",
                 "{}",
+                "1",
+                "p-1",
+                "1",
+                "p-2",
                 "500",
                 "1",
                 "1000",
@@ -358,15 +380,16 @@ mod tests {
     }
 
     #[test]
-    fn argv_of_an_empty_write_is_epoch_and_two_zeros() {
+    fn argv_of_an_empty_write_is_epoch_and_four_zeros() {
         let write = PartitionWrite {
             partition: 0,
             epoch: 1,
             ..PartitionWrite::default()
         };
+        let zero = || b"0".to_vec();
         assert_eq!(
             commit_argv(write),
-            vec![b"1".to_vec(), b"0".to_vec(), b"0".to_vec()]
+            vec![b"1".to_vec(), zero(), zero(), zero(), zero()]
         );
     }
 

@@ -389,6 +389,11 @@ impl EnforcementState {
         }
     }
 
+    /// The newest event time seen (events and ticks' watermarks).
+    pub fn clock(&self) -> Option<DateTime<Utc>> {
+        self.clock
+    }
+
     fn advance(&mut self, t: DateTime<Utc>) -> DateTime<Utc> {
         let now = self.clock.map_or(t, |c| c.max(t));
         self.clock = Some(now);
