@@ -312,6 +312,11 @@ fn a_manual_level_set_while_the_broker_is_down_has_its_record_sent_after_a_crash
     assert_eq!(record["previous"], "ok");
     assert_eq!(record["reason"], "manual");
     assert_eq!(record["decided_at"], h["since"].as_str());
+    assert_eq!(
+        (&record["scope"], &record["id"], &record["partner_id"]),
+        (&json!("partner"), &json!("p-5"), &json!("p-5"))
+    );
+    assert!(record["rate_limit_rps"].is_null(), "{record}");
     let forgotten = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         common::redis_hash(&redis, &pending).is_empty()
     });

@@ -313,7 +313,12 @@ async fn a_manual_level_is_kept_pending_by_the_write_that_applies_it(s: &dyn Dec
     assert!(s.pending_records().await.unwrap().is_empty());
     let mut throttle = write("manual:m-1", "throttle", true);
     throttle.reason = "manual".into();
-    let first = s.publish_pending(&throttle).await.unwrap();
+    // The key must still hold what its person saw: seq 0, no key.
+    let refused = s.publish_pending(&throttle, 9).await.unwrap();
+    assert_eq!((refused.seq, refused.applied), (0, false));
+    assert!(s.read("partner", "p-1").await.unwrap().is_none());
+    assert!(s.pending_records().await.unwrap().is_empty());
+    let first = s.publish_pending(&throttle, 0).await.unwrap();
     assert!(first.applied);
     assert_eq!(
         s.read("partner", "p-1").await.unwrap().unwrap()["level"],
@@ -326,12 +331,12 @@ async fn a_manual_level_is_kept_pending_by_the_write_that_applies_it(s: &dyn Dec
     // The same outbox id again (a retried request): same seq, nothing changes.
     let mut changed = throttle.clone();
     changed.since = "2030-01-01T00:00:00Z".into();
-    let again = s.publish_pending(&changed).await.unwrap();
+    let again = s.publish_pending(&changed, 0).await.unwrap();
     assert_eq!((again.seq, again.applied), (first.seq, false));
     assert_eq!(s.pending_records().await.unwrap(), pending);
     // A second person's decision on the target is kept beside the first.
     let ok = write("manual:m-2", "ok", true);
-    let second = s.publish_pending(&ok).await.unwrap();
+    let second = s.publish_pending(&ok, first.seq).await.unwrap();
     assert!(second.applied && second.seq > first.seq);
     assert!(s.read("partner", "p-1").await.unwrap().is_none());
     let mut seqs: Vec<u64> = s
@@ -483,7 +488,7 @@ async fn an_unreadable_pending_record_is_left_out() {
         .await
         .unwrap();
     let kept = store
-        .publish_pending(&write("manual:m-1", "warn", true))
+        .publish_pending(&write("manual:m-1", "warn", true), 0)
         .await
         .unwrap();
     let listed = store.pending_records().await.unwrap();

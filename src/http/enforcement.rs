@@ -50,11 +50,23 @@ pub async fn set_level(
     }
     let store = state.publisher.store().clone();
     let p = partner.clone();
-    let current = state
+    // The level and seq this person's decision replaces: the write is refused if another
+    // decision (a kill switch, say) lands in between.
+    let (current, current_seq) = state
         .store_call(async move { store.read("partner", &p).await })
         .await?
-        .and_then(|m| m.get("level").cloned())
-        .unwrap_or_else(|| "ok".into());
+        .map(|m| {
+            let seq = m.get("seq").and_then(|s| s.parse::<u64>().ok());
+            (m.get("level").cloned(), seq)
+        })
+        .map_or(("ok".to_owned(), Some(0)), |(level, seq)| {
+            (level.unwrap_or_else(|| "ok".into()), seq)
+        });
+    let Some(current_seq) = current_seq else {
+        return Err(ApiError::Internal(format!(
+            "the data-plane key of partner {partner} has no readable seq"
+        )));
+    };
     let touches_termination = body.level == "terminated" || current == "terminated";
     if touches_termination && !who.has(Role::Security) {
         super::guard::refused(&state, &who.name, "enforcement.set", req.path(), 403).await;
@@ -90,7 +102,7 @@ pub async fn set_level(
         rate_limit_rps: None,
         since: now.to_rfc3339_opts(SecondsFormat::Millis, true),
         partner_id: partner.clone(),
-        previous: current,
+        previous: current.clone(),
         by_person: true,
     };
     // In force and kept among the pending records in one write: its record is sent here
@@ -98,8 +110,14 @@ pub async fn set_level(
     let store = state.publisher.store().clone();
     let w = write.clone();
     let published = state
-        .store_call(async move { store.publish_pending(&w).await })
+        .store_call(async move { store.publish_pending(&w, current_seq).await })
         .await?;
+    if published.seq == 0 {
+        return Err(ApiError::Conflict(format!(
+            "partner {partner}'s level changed while this request was made (it was {current}); \
+             read it and try again"
+        )));
+    }
     if !published.applied {
         // A fresh outbox id always applies; if it ever did not, nothing was kept.
         return Err(ApiError::StoreUnavailable(

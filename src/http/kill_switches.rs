@@ -15,7 +15,7 @@ use serde_json::json;
 use super::audit::record;
 use super::error::ApiError;
 use super::guard::{authorize, uuid_like, Need};
-use super::topic_records::{ensure_sent, send_record, RECORD_WAIT};
+use super::topic_records::{ensure_sent, past_grace, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
@@ -388,7 +388,7 @@ pub async fn expire_loop(state: ApiState) {
                 if let Err(e) = lift(&state, s, "ttl", Duration::ZERO).await {
                     tracing::warn!(id = %s.id, error = %e, "kill switch lift failed; will retry");
                 }
-            } else {
+            } else if past_grace(&s.created_at, now) {
                 // An active switch set while the broker was down: its record goes now.
                 set_record_sent(&state, s, Duration::ZERO).await;
             }

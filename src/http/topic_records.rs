@@ -18,6 +18,21 @@ use crate::store::decisions::DecisionWrite;
 /// answering; a record still in flight then is left to the loop.
 pub const RECORD_WAIT: Duration = Duration::from_secs(2);
 
+/// How old a decision must be before the loop sends its record: younger, its request is
+/// still sending it (and would answer `pending` if the loop's send got there first), and
+/// another instance's loop would only add a copy. Leaves room for clocks apart.
+pub const LOOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether a decision made at `at` (RFC 3339) is old enough for the loop to send its
+/// record (see [`LOOP_GRACE`]). A time that does not parse is treated as old.
+pub fn past_grace(at: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::DateTime::parse_from_rfc3339(at).map_or(true, |t| {
+        now.signed_duration_since(t)
+            .to_std()
+            .is_ok_and(|age| age >= LOOP_GRACE)
+    })
+}
+
 /// Records by outbox id: those in flight, so the loop never queues a second copy of one
 /// the broker has not answered, and those acknowledged while this process ran, so it
 /// stops asking the store about them.
@@ -106,7 +121,8 @@ pub async fn ensure_sent(
 }
 
 /// Every second: sends the records of manual levels the broker had not acknowledged,
-/// and forgets each once it is.
+/// and forgets each once it is. Every instance does this; a record may go out more than
+/// once (same id, same content), in seq order per target.
 pub async fn pending_loop(state: ApiState) {
     loop {
         actix_rt::time::sleep(Duration::from_secs(1)).await;
@@ -117,14 +133,23 @@ pub async fn pending_loop(state: ApiState) {
 /// One pass of [`pending_loop`].
 pub async fn finish_pending(state: &ApiState) {
     let store = state.publisher.store().clone();
-    let Ok(pending) = state
+    let mut pending = match state
         .store_call(async move { store.pending_records().await })
         .await
-    else {
-        return;
+    {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::warn!(error = %e, "pending enforcement records unreadable; will retry");
+            return;
+        }
     };
+    // A target's records are queued in seq order (one producer keeps a partition's order).
+    pending.sort_by(|a, b| {
+        (&a.write.scope, &a.write.id, a.seq).cmp(&(&b.write.scope, &b.write.id, b.seq))
+    });
     let records = &state.manual_records;
-    for p in &pending {
+    let now = chrono::Utc::now();
+    for p in pending.iter().filter(|p| past_grace(&p.write.since, now)) {
         let outbox_id = p.write.outbox_id.clone();
         if ensure_sent(records, state, p.write.clone(), p.seq, Duration::ZERO).await {
             forget_pending(state, outbox_id).await;

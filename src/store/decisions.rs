@@ -165,7 +165,14 @@ pub trait DecisionStore: Send + Sync + 'static {
     /// with the seq the write got, among the pending records in the same atomic write, so
     /// a decision in force always has its record sent: by this request, or later by any
     /// instance ([`Self::pending_records`]). A re-publication leaves them as they are.
-    async fn publish_pending(&self, write: &DecisionWrite) -> Result<Published, StoreError>;
+    /// A first write happens only while the key still holds `expected_seq` (0: no key), the
+    /// decision its person saw: otherwise nothing is written and the seq answered is 0, so
+    /// a kill switch or a termination set meanwhile is never replaced unseen.
+    async fn publish_pending(
+        &self,
+        write: &DecisionWrite,
+        expected_seq: u64,
+    ) -> Result<Published, StoreError>;
     /// The person's decisions whose records are not known to be acknowledged.
     async fn pending_records(&self) -> Result<Vec<PendingRecord>, StoreError>;
     /// Forgets a pending record once the broker acknowledged it.
@@ -557,14 +564,20 @@ impl DecisionStore for RedisDecisions {
             .await
     }
 
-    async fn publish_pending(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+    async fn publish_pending(
+        &self,
+        w: &DecisionWrite,
+        expected_seq: u64,
+    ) -> Result<Published, StoreError> {
         // `seq` is set by the script; 0 here only to give the entry its shape.
         let entry = PendingRecord {
             write: w.clone(),
             seq: 0,
         };
         let json = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (keys, args) = self.registry_call(w, self.keys.pending(), "", &w.outbox_id, json);
+        let expected = expected_seq.to_string();
+        let (keys, args) =
+            self.registry_call(w, self.keys.pending(), &expected, &w.outbox_id, json);
         Ok(self.invoke_registry(keys, args).await?.0)
     }
 
@@ -804,9 +817,13 @@ impl DecisionStore for MemoryDecisions {
             .cloned())
     }
 
-    async fn publish_pending(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+    async fn publish_pending(
+        &self,
+        w: &DecisionWrite,
+        expected_seq: u64,
+    ) -> Result<Published, StoreError> {
         let mut plane = self.inner.lock();
-        let p = plane.publish(w, None);
+        let p = plane.publish(w, Some(expected_seq));
         if p.applied {
             let entry = PendingRecord {
                 write: w.clone(),
