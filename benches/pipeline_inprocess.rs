@@ -54,7 +54,7 @@ use warden::actors::messages::Sourced;
 use warden::actors::partner::{OutboxWaiting, Shared};
 use warden::config::{KafkaConfig, RuntimeConfig};
 use warden::domain::control::ControlTable;
-use warden::domain::enforcement::{EnforcementPolicy, DUE_NOW};
+use warden::domain::enforcement::EnforcementPolicy;
 use warden::domain::event::TopicKind;
 use warden::domain::money::Program;
 use warden::domain::partner::{ApplyRules, PartnerState};
@@ -274,8 +274,10 @@ impl Daemon {
                 let state = &self.partners[&id];
                 let delta = state.dedup_delta();
                 // Whether the next owner starts it at once, as the actor's snapshot says.
-                let due_now = state.tick_due_ms(&self.shared.policy) == Some(DUE_NOW);
-                awake.push((id.clone(), due_now || !state.outbox().is_empty()));
+                awake.push((
+                    id.clone(),
+                    state.ladders_off_ok() || !state.outbox().is_empty(),
+                ));
                 partners.push((id.clone(), snapshot::encode(state).unwrap()));
                 // The decisions to publish once the snapshot is durable, copied out as
                 // the actor's `TakeSnapshot` does.

@@ -39,7 +39,7 @@ pub struct Snapshot {
     /// What changed in the dedup window (written with the snapshot).
     pub dedup: crate::domain::dedup::DedupDelta,
     /// The next owner must start this partner at once, not at its next event: its outbox
-    /// has entries to publish, or it is due a tick every round (see `TickDue::every_round`).
+    /// has entries to publish, or a ladder of it is off `ok` (see `TickDue::calming`).
     pub awake: bool,
 }
 

@@ -105,8 +105,15 @@ impl OutboxWaiting {
 /// When one partner is next due a tick ([`PartnerState::tick_due_ms`]), in epoch millis of
 /// event time: its actor writes it after every message that changes its state, and the
 /// consumer thread reads it each round to send ticks only to partners with something due.
+///
+/// It also says whether one of the partner's ladders is off `ok`: such a partner must stay
+/// live and ticking until it calms down, events or not (CONTRACT §3), so it is never
+/// passivated, and a new owner starts it at once.
 #[derive(Debug)]
-pub struct TickDue(AtomicI64);
+pub struct TickDue {
+    due: AtomicI64,
+    calming: AtomicBool,
+}
 
 impl TickDue {
     const NOW: i64 = DUE_NOW;
@@ -114,29 +121,31 @@ impl TickDue {
 
     /// Due at the next round: a partner just started is ticked once, as before it knew.
     pub fn new() -> Self {
-        TickDue(AtomicI64::new(Self::NOW))
+        TickDue {
+            due: AtomicI64::new(Self::NOW),
+            calming: AtomicBool::new(false),
+        }
     }
 
     fn set(&self, due_ms: Option<i64>) {
-        self.0
+        self.due
             .store(due_ms.unwrap_or(Self::NEVER), Ordering::Relaxed);
     }
 
     fn set_now(&self) {
-        self.0.store(Self::NOW, Ordering::Relaxed);
+        self.due.store(Self::NOW, Ordering::Relaxed);
     }
 
     /// Whether a round at the partition's `watermark` must tick this partner. (A round with
     /// no watermark only catches up control facts: see the pipeline's `tick`.)
-    /// Due at every round (a ladder off `ok`, a pilot tracked, a window just closing): a
-    /// partner that must stay live and ticking even with no events.
-    pub fn every_round(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == Self::NOW
+    pub fn is_due(&self, watermark: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+        let due = self.due.load(Ordering::Relaxed);
+        due == Self::NOW || watermark.is_some_and(|w| w.timestamp_millis() >= due)
     }
 
-    pub fn is_due(&self, watermark: Option<chrono::DateTime<chrono::Utc>>) -> bool {
-        let due = self.0.load(Ordering::Relaxed);
-        due == Self::NOW || watermark.is_some_and(|w| w.timestamp_millis() >= due)
+    /// A ladder of the partner (its own or an integration's) is off `ok`.
+    pub fn calming(&self) -> bool {
+        self.calming.load(Ordering::Relaxed)
     }
 }
 
@@ -247,6 +256,8 @@ impl PartnerActor {
     /// Tells the pipeline when this partner is next due a tick: at once while a trimmed
     /// outbox waits for the tick that asks for its snapshot.
     fn note_due(&self) {
+        let calming = self.state.ladders_off_ok();
+        self.due.calming.store(calming, Ordering::Relaxed);
         if self.trimmed {
             self.due.set_now();
         } else {
@@ -346,7 +357,7 @@ impl Handler<TakeSnapshot> for PartnerActor {
             partner_id: self.state.partner_id.clone(),
             bytes,
             rejections: std::mem::take(&mut self.rejections),
-            awake: !outbox.is_empty() || self.due.every_round(),
+            awake: !outbox.is_empty() || self.due.calming(),
             outbox,
             dedup: self.state.dedup_delta(),
         })

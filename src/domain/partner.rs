@@ -550,6 +550,12 @@ impl PartnerState {
         changed
     }
 
+    /// Whether a ladder of this partner (its own or an integration's) is off `ok`, or held:
+    /// it calms down only if ticked, events or not.
+    pub fn ladders_off_ok(&self) -> bool {
+        self.enforcement.ladders_off_ok()
+    }
+
     /// The newest event time this partner's ladders have run to (its events and ticks).
     pub fn event_clock(&self) -> Option<DateTime<Utc>> {
         self.enforcement.clock()

@@ -817,9 +817,9 @@ impl Pipeline {
             .collect();
         let registry = &self.registry;
         ps.partners.retain(|id, slot| {
-            // A partner due every round (a ladder off `ok`, a pilot) must keep ticking to
-            // calm down or expire, events or not.
-            let keep = slot.due.every_round()
+            // A partner with a ladder off `ok` must keep ticking to calm down, events or
+            // not. (A pilot's expiry is judged again at the partner's next event.)
+            let keep = slot.due.calming()
                 || dirty.contains(id)
                 || ticked.contains(id)
                 || in_flight.is_some_and(|f| f.contains(id))

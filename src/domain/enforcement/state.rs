@@ -389,6 +389,15 @@ impl EnforcementState {
         }
     }
 
+    /// Whether the partner's or an integration's ladder is off `ok` (or holds a clock).
+    /// Tenants are left out: a tenant's level waits for a fact (a paid plan, credits), and
+    /// a control fact wakes its partner.
+    pub fn ladders_off_ok(&self) -> bool {
+        std::iter::once(&self.partner)
+            .chain(self.integrations.values().map(|m| &**m))
+            .any(|m| !m.subject.is_idle())
+    }
+
     /// The newest event time seen (events and ticks' watermarks).
     pub fn clock(&self) -> Option<DateTime<Utc>> {
         self.clock
