@@ -204,6 +204,10 @@ pub(super) enum Completion {
 /// partners changed by time alone wait for a later one.
 pub(super) const MAX_FLUSH_PARTNERS: usize = 4_096;
 
+/// Most partners one tick round wakes from the store for their partition (the rest wait
+/// for the next rounds): the loads wait on the consumer thread.
+const MAX_WAKE_PER_ROUND: usize = 1_000;
+
 /// Most outbox items of a partition waiting to be published. Publication needs the audit
 /// log and the data plane; while they lag, the partition stops fetching rather than
 /// queueing the decisions of every later event in memory.
@@ -713,12 +717,32 @@ impl Pipeline {
             }
             self.wait_for_completion(consumer, deadline - now);
         }
+        let durable_awake = match self.io.block_on(self.store.awake_partners(p)) {
+            Ok(ids) => Some(ids),
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "awake partners unreadable at reset; waking the live ones only");
+                None
+            }
+        };
         let Some(ps) = self.partitions.get_mut(&p) else {
             return;
         };
         ps.flushing = None;
         ps.loading.clear();
         ps.resets += 1;
+        // Replay brings back only partners with records past the durable offsets: those
+        // calming down with no event, or with an outbox to publish, are woken instead.
+        let mut to_wake: Vec<String> = ps
+            .partners
+            .iter()
+            .filter(|(_, slot)| slot.due.calming())
+            .map(|(id, _)| id.clone())
+            .chain(durable_awake.unwrap_or_default())
+            .chain(std::mem::take(&mut ps.to_wake))
+            .collect();
+        to_wake.sort();
+        to_wake.dedup();
+        ps.to_wake = to_wake;
         for id in ps.partners.keys() {
             self.registry.stop(id);
         }
@@ -1303,13 +1327,15 @@ impl Pipeline {
                 ids.dedup();
                 (ids, next)
             };
-            let awake: Vec<String> = ps
+            let mut awake: Vec<String> = ps
                 .to_wake
                 .iter()
                 .filter(|id| !ps.partners.contains_key(*id) && !ps.loading.contains_key(*id))
                 .filter(|id| sleeping.binary_search(id).is_err())
                 .cloned()
                 .collect();
+            // Bounded per round: this waits on the store on the consumer thread.
+            let later = awake.split_off(awake.len().min(MAX_WAKE_PER_ROUND));
             let wanted: Vec<String> = sleeping.iter().chain(&awake).cloned().collect();
             let loaded = self.load_partners(p, &wanted);
             let missing: HashSet<&String> = {
@@ -1321,6 +1347,7 @@ impl Pipeline {
                 .iter()
                 .filter(|id| missing.contains(id))
                 .cloned()
+                .chain(later)
                 .collect();
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;

@@ -389,13 +389,23 @@ impl EnforcementState {
         }
     }
 
-    /// Whether the partner's or an integration's ladder is off `ok` (or holds a clock).
-    /// Tenants are left out: a tenant's level waits for a fact (a paid plan, credits), and
-    /// a control fact wakes its partner.
+    /// Whether the partner or an integration must be ticked to leave its level, events or
+    /// not: a health ladder off `ok` (or with its calm clock running), a burst hold, or a
+    /// suspension of any cause (a suspended partner's traffic is blocked, so no event may
+    /// ever come to lift it at a new month). Left out: a quota `warn` or `throttle`, which
+    /// lasts until the month ends while traffic still flows, so the next event judges it;
+    /// and tenants, whose level waits for a fact (a paid plan, credits) that wakes their
+    /// partner.
     pub fn ladders_off_ok(&self) -> bool {
         std::iter::once(&self.partner)
             .chain(self.integrations.values().map(|m| &**m))
-            .any(|m| !m.subject.is_idle())
+            .any(|m| {
+                !m.subject.ladder.is_idle()
+                    || m.subject.level() >= Level::Suspend
+                    || m.meter
+                        .burst_until()
+                        .is_some_and(|until| self.clock.is_none_or(|now| until > now))
+            })
     }
 
     /// The newest event time seen (events and ticks' watermarks).
