@@ -276,7 +276,7 @@ impl Daemon {
                 // Whether the next owner starts it at once, as the actor's snapshot says.
                 awake.push((
                     id.clone(),
-                    state.ladders_off_ok() || !state.outbox().is_empty(),
+                    state.calms_by_time() || !state.outbox().is_empty(),
                 ));
                 partners.push((id.clone(), snapshot::encode(state).unwrap()));
                 // The decisions to publish once the snapshot is durable, copied out as

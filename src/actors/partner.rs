@@ -106,9 +106,10 @@ impl OutboxWaiting {
 /// event time: its actor writes it after every message that changes its state, and the
 /// consumer thread reads it each round to send ticks only to partners with something due.
 ///
-/// It also says whether one of the partner's ladders is off `ok`: such a partner must stay
-/// live and ticking until it calms down, events or not (CONTRACT §3), so it is never
-/// passivated, and a new owner starts it at once.
+/// It also says whether the partner's level is one only time brings back
+/// ([`PartnerState::calms_by_time`]): such a partner must stay live and ticking until it
+/// calms down, events or not (CONTRACT §3), so it is never passivated, and a new owner
+/// starts it at once.
 #[derive(Debug)]
 pub struct TickDue {
     due: AtomicI64,
@@ -143,7 +144,7 @@ impl TickDue {
         due == Self::NOW || watermark.is_some_and(|w| w.timestamp_millis() >= due)
     }
 
-    /// A ladder of the partner (its own or an integration's) is off `ok`.
+    /// The partner's level is one only time brings back.
     pub fn calming(&self) -> bool {
         self.calming.load(Ordering::Relaxed)
     }
@@ -256,7 +257,7 @@ impl PartnerActor {
     /// Tells the pipeline when this partner is next due a tick: at once while a trimmed
     /// outbox waits for the tick that asks for its snapshot.
     fn note_due(&self) {
-        let calming = self.state.ladders_off_ok();
+        let calming = self.state.calms_by_time();
         self.due.calming.store(calming, Ordering::Relaxed);
         if self.trimmed {
             self.due.set_now();

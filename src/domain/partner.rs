@@ -550,10 +550,10 @@ impl PartnerState {
         changed
     }
 
-    /// Whether a ladder of this partner (its own or an integration's) is off `ok`, or held:
-    /// it calms down only if ticked, events or not.
-    pub fn ladders_off_ok(&self) -> bool {
-        self.enforcement.ladders_off_ok()
+    /// Whether this partner's level (or an integration's) must be brought back by ticks,
+    /// events or not; see [`EnforcementState::calms_by_time`].
+    pub fn calms_by_time(&self) -> bool {
+        self.enforcement.calms_by_time()
     }
 
     /// The newest event time this partner's ladders have run to (its events and ticks).

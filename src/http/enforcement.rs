@@ -52,20 +52,19 @@ pub async fn set_level(
     let p = partner.clone();
     // The level and seq this person's decision replaces: the write is refused if another
     // decision (a kill switch, say) lands in between.
-    let (current, current_seq) = state
+    // No key means `ok`, seq 0.
+    let plane = state
         .store_call(async move { store.read("partner", &p).await })
         .await?
-        .map(|m| {
-            let seq = m.get("seq").and_then(|s| s.parse::<u64>().ok());
-            (m.get("level").cloned(), seq)
-        })
-        .map_or(("ok".to_owned(), Some(0)), |(level, seq)| {
-            (level.unwrap_or_else(|| "ok".into()), seq)
-        });
-    let Some(current_seq) = current_seq else {
-        return Err(ApiError::Internal(format!(
-            "the data-plane key of partner {partner} has no readable seq"
-        )));
+        .unwrap_or_default();
+    let current = plane.get("level").cloned().unwrap_or_else(|| "ok".into());
+    let current_seq = match plane.get("seq") {
+        None if plane.is_empty() => 0,
+        seq => seq.and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "the data-plane key of partner {partner} has no readable seq"
+            ))
+        })?,
     };
     let touches_termination = body.level == "terminated" || current == "terminated";
     if touches_termination && !who.has(Role::Security) {

@@ -92,8 +92,8 @@ pub(super) struct PartitionState {
     /// Control offset up to which this partition's partners with money-moving facts
     /// (MDF, credit purchases, tenants) were woken to apply them.
     pub control_cursor: i64,
-    /// Partners the previous owner left awake (an outbox to publish, a ladder off `ok`, a
-    /// pilot to watch) still to start; a silent partner would otherwise wait for an event.
+    /// Partners the previous owner left awake (an outbox to publish, a level only time
+    /// brings back) still to start; a silent partner would otherwise wait for an event.
     pub to_wake: Vec<String>,
     /// The flush on its way to the store, if any (one at a time per partition).
     pub flushing: Option<InFlight>,
@@ -841,7 +841,7 @@ impl Pipeline {
             .collect();
         let registry = &self.registry;
         ps.partners.retain(|id, slot| {
-            // A partner with a ladder off `ok` must keep ticking to calm down, events or
+            // A partner whose level only time brings back must keep ticking, events or
             // not. (A pilot's expiry is judged again at the partner's next event.)
             let keep = slot.due.calming()
                 || dirty.contains(id)

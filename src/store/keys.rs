@@ -61,8 +61,9 @@ impl Keys {
     }
 
     /// Set: the partners the next owner starts at once, not at their next event: those
-    /// whose last snapshot has an outbox to publish, a ladder off `ok` to calm down, or a
-    /// pilot to watch. A silent partner must still get there.
+    /// whose last snapshot has an outbox to publish, or a level only time brings back (a
+    /// health ladder off `ok`, a burst hold, a suspension). A silent partner must still
+    /// get there.
     pub fn awake(&self, partition: i32) -> String {
         self.key(partition, "awake")
     }

@@ -396,7 +396,7 @@ impl EnforcementState {
     /// lasts until the month ends while traffic still flows, so the next event judges it;
     /// and tenants, whose level waits for a fact (a paid plan, credits) that wakes their
     /// partner.
-    pub fn ladders_off_ok(&self) -> bool {
+    pub fn calms_by_time(&self) -> bool {
         std::iter::once(&self.partner)
             .chain(self.integrations.values().map(|m| &**m))
             .any(|m| {

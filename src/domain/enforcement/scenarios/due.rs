@@ -201,17 +201,17 @@ fn a_partner_off_ok_is_due_at_every_tick_until_it_is_calm_again() {
     assert_eq!(up.last().map(|d| d.level), Some(Level::Warn));
     assert_eq!(due(&sim), Some(DateTime::<Utc>::MIN_UTC));
     // Kept live (never passivated) and woken by a new owner until calm.
-    assert!(sim.state.ladders_off_ok());
+    assert!(sim.state.calms_by_time());
     let mut at = 0;
     while sim.state.levels().iter().any(|v| v.level != Level::Ok) {
         at += 1;
         assert!(at < 3_600, "never calmed down: {:?}", sim.state.levels());
-        assert!(sim.state.ladders_off_ok(), "off ok at {at}");
+        assert!(sim.state.calms_by_time(), "off ok at {at}");
         sim.tick(at);
     }
     let due = due(&sim);
     assert!(due.is_some_and(|d| d > t(at)), "{due:?} at {at}");
-    assert!(!sim.state.ladders_off_ok(), "calm again: free to passivate");
+    assert!(!sim.state.calms_by_time(), "calm again: free to passivate");
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn a_partner_tracking_a_tenant_is_due_at_every_tick() {
         .unwrap();
     assert_eq!(due(&sim), Some(DateTime::<Utc>::MIN_UTC));
     // A tenant's level waits for a fact, which wakes its partner: it may be passivated.
-    assert!(!sim.state.ladders_off_ok());
+    assert!(!sim.state.calms_by_time());
 }
 
 /// Feeds `pair` usage of `i-1` at the given seconds and ticks through the hour after.

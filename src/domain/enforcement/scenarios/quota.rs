@@ -35,7 +35,7 @@ fn block_warns_at_80_throttles_at_100_and_suspends_past_the_hard_ceiling() {
     assert_eq!((q.used, q.limit, q.overage), (1_500, 1_000, 500));
     assert_eq!(q.month.as_deref(), Some("2026-05"));
     // Suspended, its traffic is blocked: kept live to be lifted when the month ends.
-    assert!(sim.state.ladders_off_ok());
+    assert!(sim.state.calms_by_time());
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_quota_warn_or_throttle_does_not_keep_a_partner_live() {
     let mut sim = Sim::new(quota_policy(1_000, 0, OveragePolicy::Block));
     let rows = climb(&mut sim, 10);
     assert_eq!(rows.last().map(|r| r.2), Some(Throttle), "{rows:?}");
-    assert!(!sim.state.ladders_off_ok());
+    assert!(!sim.state.calms_by_time());
 }
 
 #[test]
@@ -192,14 +192,14 @@ fn a_burst_throttles_at_half_the_burst_rate_until_the_hold_ends() {
         }]
     );
     // The hold ends by time alone: the partner stays live (not passivated) until then.
-    assert!(sim.state.ladders_off_ok());
+    assert!(sim.state.calms_by_time());
     // The hold is 30 s after the end of second 0.
     assert_eq!(sim.tick(30), []);
-    assert!(sim.state.ladders_off_ok());
+    assert!(sim.state.calms_by_time());
     let d = sim.tick(31);
     assert_eq!(
         (d[0].previous, d[0].level, d[0].reason),
         (Throttle, L0, Reason::Calm)
     );
-    assert!(!sim.state.ladders_off_ok());
+    assert!(!sim.state.calms_by_time());
 }
