@@ -42,14 +42,15 @@ impl ClientContext for WardenContext {
         }
     }
 
-    /// librdkafka's statistics carry each partition's high watermark: the lag gauge's
-    /// source, without a broker round trip on the poll thread.
+    /// librdkafka's statistics carry each partition's high watermark and fetch position:
+    /// the lag gauge's source, and whether a partition was read to its end, without a
+    /// broker round trip on the poll thread.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let mut pipeline = self.pipeline.lock();
         for (name, topic) in &statistics.topics {
             for (p, part) in &topic.partitions {
                 if *p >= 0 {
-                    pipeline.record_high_watermark(name, *p, part.hi_offset);
+                    pipeline.record_fetch_stats(name, *p, part.into());
                 }
             }
         }

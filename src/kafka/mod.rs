@@ -5,6 +5,7 @@ pub mod consumer;
 pub mod control;
 pub mod deadletter;
 pub mod decode;
+mod fetch_progress;
 mod flush;
 pub mod pipeline;
 mod publish_queue;

@@ -25,6 +25,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
+use super::fetch_progress::{FetchProgress, PartitionStats};
 use super::decode::{decode_partner_record, DecodeLimits};
 use super::publish_queue::{PublishQueue, Stage};
 use super::topics::{check_partition, partition_for_key, TopicMap};
@@ -87,6 +88,9 @@ pub(super) struct PartitionState {
     /// last record arrived, so a silent partition's watermark can follow the wall clock.
     pub watermark: Option<DateTime<Utc>>,
     pub last_record: Instant,
+    /// When reading this partition last (re)started (assignment, reset): fetch statistics
+    /// from before it describe a position given up.
+    pub reading_since: Instant,
     /// Outbox items from durable snapshots on their way out, in outbox order.
     pub to_publish: PublishQueue,
     /// Control offset up to which this partition's partners with money-moving facts
@@ -246,6 +250,7 @@ impl PartitionState {
             failures: 0,
             watermark: None,
             last_record: now,
+            reading_since: now,
             to_publish: PublishQueue::default(),
             control_cursor: 0,
             to_wake: Vec::new(),
@@ -284,11 +289,13 @@ impl PartitionState {
     }
 
     /// The watermark ticks use: the newest event time, moved on by the wall clock while
-    /// nothing arrives (CONTRACT §3: a silent partner still calms down).
-    pub fn tick_watermark(&self, idle_after: Duration) -> Option<DateTime<Utc>> {
+    /// nothing arrives (CONTRACT §3: a silent partner still calms down). Only once the
+    /// partition was read to its end (`caught_up`): a partition behind a backlog, or a new
+    /// owner's before its first fetch, is waiting for older events, not silent.
+    pub fn tick_watermark(&self, idle_after: Duration, caught_up: bool) -> Option<DateTime<Utc>> {
         let w = self.watermark?;
         let idle = self.last_record.elapsed();
-        if idle > idle_after {
+        if caught_up && idle > idle_after {
             chrono::Duration::from_std(idle - idle_after)
                 .ok()
                 .map(|d| w + d)
@@ -418,8 +425,9 @@ pub struct Pipeline {
     /// moved ticks every partner, so each catches up the facts (a tenant, credits, a
     /// quota, an FX rate) without waiting for its next event or due time.
     pub(super) control_ticked: Option<i64>,
-    /// High watermarks from librdkafka's statistics, for the lag gauge.
-    pub(super) high_watermarks: HashMap<(String, i32), i64>,
+    /// How far each partition was read, from librdkafka's statistics: the lag gauge, and
+    /// whether a silent partition's watermark may follow the wall clock.
+    pub(super) fetch_progress: FetchProgress,
     /// Flushes and publications ended on the io runtime, taken in by the consumer thread.
     pub(super) completions: (mpsc::Sender<Completion>, mpsc::Receiver<Completion>),
 }
@@ -449,7 +457,7 @@ impl Pipeline {
             ticking: false,
             round_started: Instant::now(),
             control_ticked: None,
-            high_watermarks: HashMap::new(),
+            fetch_progress: FetchProgress::default(),
             completions: mpsc::channel(),
         }
     }
@@ -754,6 +762,7 @@ impl Pipeline {
         ps.barrier = None;
         ps.unflushed = 0;
         ps.next = ps.durable.clone();
+        ps.reading_since = Instant::now();
         for topic in self.topics.keyed() {
             let offset = ps
                 .durable
@@ -781,11 +790,9 @@ impl Pipeline {
     }
 
     /// Passivates idle partners, refreshes gauges. Cheap; called every loop, acts ≤ 1/s.
-    pub fn record_high_watermark(&mut self, topic: &str, partition: i32, high: i64) {
-        if high >= 0 {
-            self.high_watermarks
-                .insert((topic.to_owned(), partition), high);
-        }
+    pub fn record_fetch_stats(&mut self, topic: &str, partition: i32, stats: PartitionStats) {
+        self.fetch_progress
+            .record(topic, partition, stats, Instant::now());
     }
 
     pub fn maintenance(&mut self) {
@@ -807,7 +814,7 @@ impl Pipeline {
             unflushed += ps.not_durable();
             paused += ps.paused as i64;
             for topic in self.topics.keyed() {
-                if let Some(high) = self.high_watermarks.get(&(topic.to_owned(), *p)) {
+                if let Some(high) = self.fetch_progress.high(topic, *p) {
                     let next = ps.next.get(topic).copied().unwrap_or(0);
                     METRICS
                         .consumer_lag
@@ -1137,7 +1144,12 @@ impl Pipeline {
         let (mut sent, mut not_due) = (0, 0);
         for (&partition, ps) in self.partitions.iter() {
             // No record yet: no event time to move ladders by, but control facts still apply.
-            let watermark = ps.tick_watermark(Duration::from_secs(2));
+            let caught_up = self.fetch_progress.caught_up(
+                self.topics.keyed().iter().copied(),
+                partition,
+                ps.reading_since,
+            );
+            let watermark = ps.tick_watermark(Duration::from_secs(2), caught_up);
             for slot in ps.partners.values() {
                 // A due time read before the actor handled its queued batches is at most
                 // one round late: the batches' events judge the partner themselves.
@@ -1410,6 +1422,28 @@ mod tests {
         assert!(!round_due(true, ms(1_100)), "one at a time");
         // The round that began 1.1 s ago has just ended: the next starts now, not at 2 s.
         assert!(round_due(false, ms(1_100)));
+    }
+
+    /// A silent partition's watermark follows the wall clock after 2 s, but only once it
+    /// was read to its end: a new owner still fetching a backlog must not judge calm steps
+    /// before the older events it has not read.
+    #[test]
+    fn only_a_partition_read_to_its_end_has_its_watermark_follow_the_wall_clock() {
+        let mut ps = PartitionState::new(1, BTreeMap::new());
+        let idle_after = Duration::from_secs(2);
+        assert_eq!(ps.tick_watermark(idle_after, true), None, "no event time yet");
+        let w = Utc::now() - chrono::Duration::hours(1);
+        ps.watermark = Some(w);
+        ps.last_record = Instant::now() - Duration::from_secs(12);
+        assert_eq!(ps.tick_watermark(idle_after, false), Some(w), "still reading");
+        let moved = ps.tick_watermark(idle_after, true).expect("a watermark");
+        assert!(
+            moved >= w + chrono::Duration::seconds(10),
+            "silent for 12 s, 2 s allowed: moved by {}",
+            moved - w
+        );
+        ps.last_record = Instant::now();
+        assert_eq!(ps.tick_watermark(idle_after, true), Some(w), "a record just came");
     }
 
     /// Each partner once, in the order of its first event, with its own events in offset
