@@ -216,7 +216,7 @@ impl Shared {
         let table = self.control.read();
         let ctx = ApplyContext {
             rules: &self.rules,
-            tier: table.tier_of(&state.partner_id),
+            tier: table.tier(&state.partner_id),
             policy: &self.policy,
             money: table.money(),
             program: &self.program,
@@ -369,17 +369,17 @@ impl Handler<GetSummary> for PartnerActor {
     type Result = actix::MessageResult<GetSummary>;
 
     fn handle(&mut self, _msg: GetSummary, _ctx: &mut Context<Self>) -> Self::Result {
-        let tier = self
-            .shared
-            .control
-            .read()
-            .tier_of(&self.state.partner_id)
-            .to_owned();
+        let now = chrono::Utc::now();
+        // The quota shown is the one enforcement judges by: the tier at the partner's
+        // event time.
+        let tier = self.shared.with_context(&mut self.state, |state, _, ctx| {
+            ctx.tier.at(state.event_clock().unwrap_or(now)).to_owned()
+        });
         actix::MessageResult(self.state.summary_in(
             &tier,
             &self.shared.policy,
             &self.shared.program,
-            chrono::Utc::now(),
+            now,
         ))
     }
 }
@@ -394,7 +394,7 @@ impl Handler<Tick> for PartnerActor {
                 .with_context(&mut self.state, |state, table, ctx| {
                     let caught_up = state.catch_up(table, ctx);
                     let decided = tick.watermark.is_some_and(|watermark| {
-                        state.tick(watermark, tick.wall_now, ctx.tier, ctx.policy)
+                        state.tick(watermark, tick.wall_now, ctx.tier.at(watermark), ctx.policy)
                     });
                     (caught_up, decided)
                 });

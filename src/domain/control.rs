@@ -13,17 +13,49 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::event::ControlEvent;
-use super::money::{MoneyFacts, Month};
+use super::money::{MoneyFacts, Month, TierEntry};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartnerFacts {
     pub name: String,
-    pub tier: String,
-    pub tier_effective_from: DateTime<Utc>,
     pub parent_id: Option<String>,
     /// Position of the partner's first `partner` fact among all approvals (0-based):
     /// "the first N approved partners" is decided by control-topic order.
     pub approval_rank: u64,
+}
+
+/// The partner's tier as the control table knows it: the dated tier changes, so
+/// enforcement judges each moment by the tier in force then (CONTRACT §2: "Tier changes
+/// apply from `effective_from` on"), and the tier of a partner without any.
+#[derive(Debug, Clone, Copy)]
+pub struct TierAt<'a> {
+    without_changes: &'a str,
+    changes: &'a [TierEntry],
+}
+
+impl<'a> TierAt<'a> {
+    /// `changes` sorted by `effective_from`.
+    pub fn new(without_changes: &'a str, changes: &'a [TierEntry]) -> Self {
+        TierAt {
+            without_changes,
+            changes,
+        }
+    }
+
+    /// One tier at all times (tests, benches, a partner without dated changes).
+    pub fn fixed(tier: &'a str) -> Self {
+        TierAt::new(tier, &[])
+    }
+
+    /// The tier in force at `ts`: the latest change in effect by then; before the first,
+    /// the first (the partner's tier as approved); with no changes, `without_changes`.
+    pub fn at(&self, ts: DateTime<Utc>) -> &'a str {
+        let n = self.changes.partition_point(|e| e.effective_from <= ts);
+        match self.changes.get(n.saturating_sub(1)) {
+            Some(entry) => entry.tier.as_str(),
+            None => self.without_changes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,8 +86,6 @@ impl ControlTable {
             ControlEvent::Partner {
                 partner_id,
                 name,
-                tier,
-                tier_effective_from,
                 parent_id,
                 ..
             } => {
@@ -65,27 +95,11 @@ impl ControlTable {
                         .entry(partner_id.clone())
                         .or_insert_with(|| PartnerFacts {
                             name: name.clone(),
-                            tier: tier.clone(),
-                            tier_effective_from: *tier_effective_from,
                             parent_id: parent_id.clone(),
                             approval_rank: rank,
                         });
                 entry.name = name.clone();
-                entry.tier = tier.clone();
-                entry.tier_effective_from = *tier_effective_from;
                 entry.parent_id = parent_id.clone();
-            }
-            ControlEvent::TierChange {
-                partner_id,
-                tier,
-                effective_from,
-            } => {
-                if let Some(p) = self.partners.get_mut(partner_id) {
-                    if *effective_from >= p.tier_effective_from {
-                        p.tier = tier.clone();
-                        p.tier_effective_from = *effective_from;
-                    }
-                }
             }
             ControlEvent::FxRate { .. } => self.global.push((offset, fact.clone())),
             ControlEvent::MonthClose { month } => {
@@ -167,12 +181,13 @@ impl ControlTable {
         &self.closed_months
     }
 
-    /// The tier a partner is in now (`default` for a partner without a `partner` fact).
-    pub fn tier_of(&self, partner_id: &str) -> &str {
-        self.partners
-            .get(partner_id)
-            .map(|p| p.tier.as_str())
-            .unwrap_or("default")
+    /// A partner's tiers over time (`default` for a partner without a tier fact).
+    pub fn tier(&self, partner_id: &str) -> TierAt<'_> {
+        let changes = self
+            .money
+            .partner(partner_id)
+            .map_or(&[][..], |facts| &facts.tiers[..]);
+        TierAt::new("default", changes)
     }
 
     pub fn partner(&self, id: &str) -> Option<&PartnerFacts> {
@@ -213,7 +228,8 @@ mod tests {
         t.apply(1, &partner("a", "silver"));
         t.apply(2, &partner("b", "platinum"));
         assert_eq!(t.partner("b").unwrap().approval_rank, 0);
-        assert_eq!(t.partner("b").unwrap().tier, "platinum");
+        let later = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        assert_eq!(t.tier("b").at(later), "platinum");
         assert_eq!(t.partner("a").unwrap().approval_rank, 1);
         assert_eq!(t.facts_applied(), 3);
         assert_eq!(t.next_offset(), 3);
@@ -249,22 +265,32 @@ mod tests {
         );
         assert!(t.facts_for("a", 4, true).is_empty());
         assert_eq!(t.facts_for("b", 0, true).len(), 1);
-        assert_eq!(t.tier_of("b"), "gold");
-        assert_eq!(t.tier_of("zzz"), "default");
+        let later = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        assert_eq!(t.tier("b").at(later), "gold");
+        assert_eq!(t.tier("zzz").at(later), "default");
     }
 
+    /// A tier change dated later is not in force before its date, and one dated earlier
+    /// than the partner's approval still starts at its own date (CONTRACT §2).
     #[test]
-    fn tier_change_updates_the_current_tier() {
+    fn a_tier_change_is_in_force_from_its_effective_date_on() {
+        let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap();
         let mut t = ControlTable::default();
-        t.apply(0, &partner("a", "silver"));
+        t.apply(0, &partner("a", "silver")); // effective 1_780_000_000
         t.apply(
             1,
             &ControlEvent::TierChange {
                 partner_id: "a".into(),
-                tier: "gold".into(),
-                effective_from: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+                tier: "bronze".into(),
+                effective_from: at(1_790_000_000),
             },
         );
-        assert_eq!(t.partner("a").unwrap().tier, "gold");
+        let tier = t.tier("a");
+        assert_eq!(tier.at(at(1_789_999_999)), "silver", "not yet in force");
+        assert_eq!(tier.at(at(1_790_000_000)), "bronze", "in force from its date");
+        assert_eq!(tier.at(at(1_700_000_000)), "silver", "before approval: as approved");
+        // A `partner` fact repeated later with its original date moves nothing.
+        t.apply(2, &partner("a", "silver"));
+        assert_eq!(t.tier("a").at(at(1_795_000_000)), "bronze");
     }
 }

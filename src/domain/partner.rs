@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::control::ControlTable;
+use super::control::{ControlTable, TierAt};
 use super::dedup::{Admission, DedupDelta, DedupWindow};
 use super::enforcement::{
     Decision, EnforcementPolicy, EnforcementState, LevelView, QuotaSpec, QuotaView, TenantFact,
@@ -144,7 +144,7 @@ pub struct MoneyFlow {
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyContext<'a> {
     pub rules: &'a ApplyRules,
-    pub tier: &'a str,
+    pub tier: TierAt<'a>,
     pub policy: &'a EnforcementPolicy,
     pub money: &'a MoneyFacts,
     pub program: &'a Program,
@@ -182,7 +182,7 @@ impl ApplyEnv {
     pub fn ctx(&self) -> ApplyContext<'_> {
         ApplyContext {
             rules: &self.rules,
-            tier: &self.tier,
+            tier: TierAt::fixed(&self.tier),
             policy: &self.policy,
             money: &self.money,
             program: &self.program,
@@ -299,7 +299,7 @@ impl PartnerState {
             Admission::Duplicate => Ok(Applied::Duplicate),
             Admission::New => {
                 self.usage = next;
-                let decisions = self.enforcement.on_usage(e, ctx.tier, ctx.policy);
+                let decisions = self.enforcement.on_usage(e, ctx.tier.at(e.ts), ctx.policy);
                 self.push_decisions(decisions);
                 Ok(Applied::Counted)
             }
@@ -344,7 +344,7 @@ impl PartnerState {
             self.push_outbox(Outbound::Attribution(a));
         }
         if effects.chargeback {
-            let decisions = self.enforcement.on_chargeback(ts, ctx.tier, ctx.policy);
+            let decisions = self.enforcement.on_chargeback(ts, ctx.tier.at(ts), ctx.policy);
             self.push_decisions(decisions);
         }
     }
@@ -466,7 +466,7 @@ impl PartnerState {
             &refused,
             &activated,
             ctx.wall_now,
-            ctx.tier,
+            ctx.tier.at(self.event_clock().unwrap_or(ctx.wall_now)),
             ctx.policy,
         );
         self.push_decisions(decisions);
@@ -682,6 +682,55 @@ mod tests {
             s.last_seen,
             Some(DateTime::from_timestamp(1_780_000_005, 0).unwrap())
         );
+    }
+
+    /// Quotas are judged by the tier in force at each event's time: a downgrade dated next
+    /// month does not suspend a partner for this month's use (CONTRACT §2).
+    #[test]
+    fn a_tier_change_dated_later_leaves_this_months_quota_as_it_was() {
+        use crate::domain::enforcement::Level;
+        use crate::domain::money::TierEntry;
+        let at = |rfc: &str| DateTime::parse_from_rfc3339(rfc).unwrap().to_utc();
+        let changes = [
+            TierEntry {
+                tier: "silver".into(),
+                effective_from: at("2026-01-01T00:00:00Z"),
+            },
+            TierEntry {
+                tier: "bronze".into(),
+                effective_from: at("2026-07-01T00:00:00Z"),
+            },
+        ];
+        let mut env = ApplyEnv::default();
+        for (tier, monthly_requests) in [("silver", 5_000), ("bronze", 1_000)] {
+            let quota = env.policy.tiers.get_mut(tier).unwrap();
+            quota.monthly_requests = monthly_requests;
+            quota.burst_rps = 1_000_000;
+        }
+        let mut ctx = env.ctx();
+        ctx.tier = TierAt::new("default", &changes);
+        let mut s = PartnerState::new("p-1");
+        let used = |id: &str, ts: &str, requests: u64| {
+            PartnerEvent::Usage(UsageEvent {
+                event_id: id.into(),
+                ts: at(ts),
+                partner_id: "p-1".into(),
+                integration_id: "i-1".into(),
+                tenant_id: None,
+                requests,
+                errors: 0,
+                auth_failures: 0,
+                bytes: 0,
+            })
+        };
+        // 2,000 of silver's 5,000 in June: past bronze's hard ceiling (1,200) already.
+        s.apply(&used("june", "2026-06-20T00:00:00Z", 2_000), &ctx)
+            .unwrap();
+        assert_eq!(s.enforcement.partner_level().level, Level::Ok);
+        // From July on, bronze: 1,100 is past its 1,000.
+        s.apply(&used("july", "2026-07-01T01:00:00Z", 1_100), &ctx)
+            .unwrap();
+        assert_eq!(s.enforcement.partner_level().level, Level::Throttle);
     }
 
     #[test]

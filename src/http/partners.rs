@@ -46,9 +46,12 @@ pub async fn get_partner(
 async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
     // The snapshot, caught up with the control facts its owner has not applied yet.
     let partner = super::statements::current_state(state, id).await?;
-    let tier = state.control.read().tier_of(id).to_owned();
+    let now = chrono::Utc::now();
+    // The quota as enforcement judges it: under the tier at the partner's event time.
+    let at = partner.event_clock().unwrap_or(now);
+    let tier = state.control.read().tier(id).at(at).to_owned();
     let program = state.registry.shared().program.clone();
-    Ok(partner.summary_in(&tier, &state.policy, &program, chrono::Utc::now()))
+    Ok(partner.summary_in(&tier, &state.policy, &program, now))
 }
 
 /// The CONTRACT §6 shape (fields are only ever added).
@@ -59,7 +62,8 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
     let cents = |d: rust_decimal::Decimal| crate::domain::money::round_cents(d).to_string();
     json!({
         "partner_id": s.partner_id,
-        "tier": facts.map(|f| f.tier.clone()),
+        // The tier in force now: a change dated later is not in force yet.
+        "tier": facts.map(|_| control.tier(&s.partner_id).at(chrono::Utc::now())),
         "parent_id": facts.and_then(|f| f.parent_id.clone()),
         "attributed_revenue_usd": cents(m.attributed_revenue_usd),
         "commission_usd": cents(m.commission_usd),
