@@ -122,6 +122,67 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
     assert!(daemon.terminate().success());
 }
 
+/// `terminated` leaves only by a person's order (CONTRACT §3): a kill switch set over a
+/// termination and lifted by its TTL gives the termination back, on the key and the topic.
+#[test]
+fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
+    let stream = Stream::new("admin-kill-terminated");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    let terminate = json!({"level": "terminated", "reason": "contract ended"});
+    let (status, body) = daemon.request(
+        "POST",
+        "/v1/partners/p-7/enforcement",
+        Some(SECURITY),
+        Some(&terminate),
+    );
+    assert_eq!(status, 200, "{body}");
+    let kill = json!({"scope": "partner", "target": "p-7", "reason": "leak", "ttl_seconds": 1});
+    let (status, created) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&kill));
+    assert_eq!(status, 201, "{created}");
+    let key = format!("{}:enf:partner:p-7", stream.prefix);
+    let lifted = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        common::redis_hash(&redis, &key)
+            .get("level")
+            .map(String::as_str)
+            != Some("killed")
+    });
+    assert!(lifted, "TTL did not lift the switch");
+    let h = common::redis_hash(&redis, &key);
+    assert_eq!(h["level"], "terminated", "{h:?}");
+    assert_eq!(h["reason"], "manual");
+    let on_topic = distinct_decisions(&stream, 3);
+    let levels: Vec<(&str, &str)> = on_topic
+        .iter()
+        .map(|d| {
+            (
+                d["previous"].as_str().unwrap(),
+                d["level"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("ok", "terminated"),
+            ("terminated", "killed"),
+            ("killed", "terminated")
+        ]
+    );
+    // Still a person's to lift: an operator may not.
+    let ok = json!({"level": "ok", "reason": "reinstated"});
+    let (status, _) = daemon.request(
+        "POST",
+        "/v1/partners/p-7/enforcement",
+        Some(OPERATOR),
+        Some(&ok),
+    );
+    assert_eq!(status, 403);
+    assert!(daemon.terminate().success());
+}
+
 /// The distinct decisions on the enforcement topic (a consumer keeps the first record of
 /// each id), once at least `at_least` are there. Every copy of an id must be the same.
 fn distinct_decisions(stream: &Stream, at_least: usize) -> Vec<Value> {

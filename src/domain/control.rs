@@ -287,8 +287,16 @@ mod tests {
         );
         let tier = t.tier("a");
         assert_eq!(tier.at(at(1_789_999_999)), "silver", "not yet in force");
-        assert_eq!(tier.at(at(1_790_000_000)), "bronze", "in force from its date");
-        assert_eq!(tier.at(at(1_700_000_000)), "silver", "before approval: as approved");
+        assert_eq!(
+            tier.at(at(1_790_000_000)),
+            "bronze",
+            "in force from its date"
+        );
+        assert_eq!(
+            tier.at(at(1_700_000_000)),
+            "silver",
+            "before approval: as approved"
+        );
         // A `partner` fact repeated later with its original date moves nothing.
         t.apply(2, &partner("a", "silver"));
         assert_eq!(t.tier("a").at(at(1_795_000_000)), "bronze");

@@ -344,7 +344,9 @@ impl PartnerState {
             self.push_outbox(Outbound::Attribution(a));
         }
         if effects.chargeback {
-            let decisions = self.enforcement.on_chargeback(ts, ctx.tier.at(ts), ctx.policy);
+            let decisions = self
+                .enforcement
+                .on_chargeback(ts, ctx.tier.at(ts), ctx.policy);
             self.push_decisions(decisions);
         }
     }

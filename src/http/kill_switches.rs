@@ -182,7 +182,8 @@ pub enum Lift {
 
 /// Lifts `switch` (API or TTL): audited once (the ref is the same for both paths, so a
 /// TTL expiry racing a DELETE is recorded once), then the `ok` decision in the data plane
-/// if the key still holds the switch's `killed` (compare-and-set on its seq). The records
+/// if the key still holds the switch's `killed` (compare-and-set on its seq); `terminated`
+/// instead when the switch was set over a termination. The records
 /// go out in seq order, the `killed` one first (it may still wait from an outage), and
 /// the switch leaves the registry once both are acknowledged. Repeating it is safe: a
 /// lift already in the data plane is rebuilt from the `lifted_at` and `lift_seq` the
@@ -206,14 +207,21 @@ pub async fn lift(
         record(state, entry).await?;
     }
     let lift_write = |since: String| {
-        switch_write(
+        let mut write = switch_write(
             &lift_outbox_id(&switch.id),
             &switch.scope,
             &switch.target,
             "ok",
             "killed",
             since,
-        )
+        );
+        if switch.previous.as_deref() == Some("terminated") {
+            // A termination leaves only by a person's order (CONTRACT §3), not with the
+            // switch set over it, nor by its TTL: the lift puts it back.
+            write.level = "terminated".into();
+            write.reason = "manual".into();
+        }
+        write
     };
     // The lift's record to send: (write, seq, acknowledged before), or none.
     let lift_record = match (&switch.lifted_at, switch.lift_seq) {

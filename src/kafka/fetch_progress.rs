@@ -57,7 +57,8 @@ impl FetchProgress {
         if stats.high < 0 {
             return;
         }
-        let caught_up = stats.next_fetch >= 0 && stats.next_fetch >= stats.high && stats.queued == 0;
+        let caught_up =
+            stats.next_fetch >= 0 && stats.next_fetch >= stats.high && stats.queued == 0;
         self.readings.insert(
             (topic.to_owned(), partition),
             Reading {
@@ -145,7 +146,11 @@ mod tests {
             .unwrap();
         for i in 0..5 {
             producer
-                .send(BaseRecord::<(), _>::to(TOPIC).partition(0).payload(&i.to_string()))
+                .send(
+                    BaseRecord::<(), _>::to(TOPIC)
+                        .partition(0)
+                        .payload(&i.to_string()),
+                )
                 .unwrap();
         }
         producer.flush(Duration::from_secs(30)).unwrap();
@@ -167,7 +172,11 @@ mod tests {
         let mut read = 0;
         let deadline = Instant::now() + Duration::from_secs(20);
         let caught_up = |c: &BaseConsumer<Capture>, p| {
-            c.context().0.lock().unwrap().caught_up([TOPIC], p, assigned)
+            c.context()
+                .0
+                .lock()
+                .unwrap()
+                .caught_up([TOPIC], p, assigned)
         };
         while (read < 5 || !caught_up(&consumer, 0) || !caught_up(&consumer, 1))
             && Instant::now() < deadline
@@ -190,9 +199,15 @@ mod tests {
         let later = since + Duration::from_millis(10);
         let mut progress = FetchProgress::default();
         progress.record("usage", 3, stats(100, 100, 0), later);
-        assert!(!progress.caught_up(["usage", "invoices"], 3, since), "invoices unknown");
+        assert!(
+            !progress.caught_up(["usage", "invoices"], 3, since),
+            "invoices unknown"
+        );
         progress.record("invoices", 3, stats(7, 5, 0), later);
-        assert!(!progress.caught_up(["usage", "invoices"], 3, since), "invoices behind");
+        assert!(
+            !progress.caught_up(["usage", "invoices"], 3, since),
+            "invoices behind"
+        );
         progress.record("invoices", 3, stats(7, 7, 2), later);
         assert!(
             !progress.caught_up(["usage", "invoices"], 3, since),
@@ -200,7 +215,10 @@ mod tests {
         );
         progress.record("invoices", 3, stats(7, 7, 0), later);
         assert!(progress.caught_up(["usage", "invoices"], 3, since));
-        assert!(!progress.caught_up(["usage", "invoices"], 4, since), "another partition");
+        assert!(
+            !progress.caught_up(["usage", "invoices"], 4, since),
+            "another partition"
+        );
     }
 
     #[test]
@@ -210,7 +228,12 @@ mod tests {
         progress.record("usage", 0, stats(10, 10, 0), before);
         let assigned = before + Duration::from_millis(5);
         assert!(!progress.caught_up(["usage"], 0, assigned));
-        progress.record("usage", 0, stats(10, 10, 0), assigned + Duration::from_millis(5));
+        progress.record(
+            "usage",
+            0,
+            stats(10, 10, 0),
+            assigned + Duration::from_millis(5),
+        );
         assert!(progress.caught_up(["usage"], 0, assigned));
     }
 

@@ -25,8 +25,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
-use super::fetch_progress::{FetchProgress, PartitionStats};
 use super::decode::{decode_partner_record, DecodeLimits};
+use super::fetch_progress::{FetchProgress, PartitionStats};
 use super::publish_queue::{PublishQueue, Stage};
 use super::topics::{check_partition, partition_for_key, TopicMap};
 use crate::actors::messages::{AckOutbox, DedupDurable, Tick, TickChange, TickRound};
@@ -1431,11 +1431,19 @@ mod tests {
     fn only_a_partition_read_to_its_end_has_its_watermark_follow_the_wall_clock() {
         let mut ps = PartitionState::new(1, BTreeMap::new());
         let idle_after = Duration::from_secs(2);
-        assert_eq!(ps.tick_watermark(idle_after, true), None, "no event time yet");
+        assert_eq!(
+            ps.tick_watermark(idle_after, true),
+            None,
+            "no event time yet"
+        );
         let w = Utc::now() - chrono::Duration::hours(1);
         ps.watermark = Some(w);
         ps.last_record = Instant::now() - Duration::from_secs(12);
-        assert_eq!(ps.tick_watermark(idle_after, false), Some(w), "still reading");
+        assert_eq!(
+            ps.tick_watermark(idle_after, false),
+            Some(w),
+            "still reading"
+        );
         let moved = ps.tick_watermark(idle_after, true).expect("a watermark");
         assert!(
             moved >= w + chrono::Duration::seconds(10),
@@ -1443,7 +1451,11 @@ mod tests {
             moved - w
         );
         ps.last_record = Instant::now();
-        assert_eq!(ps.tick_watermark(idle_after, true), Some(w), "a record just came");
+        assert_eq!(
+            ps.tick_watermark(idle_after, true),
+            Some(w),
+            "a record just came"
+        );
     }
 
     /// Each partner once, in the order of its first event, with its own events in offset
