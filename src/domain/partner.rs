@@ -436,7 +436,10 @@ impl PartnerState {
         match self.with_ledger(|l| l.apply_control(offset, fact, ctx.money, ctx.program)) {
             ControlOutcome::Credits(effects) => self.on_credits(effects, ctx),
             ControlOutcome::Fx(arrival) => {
-                for (e, effects) in arrival.applied {
+                for (e, mut effects) in arrival.applied {
+                    // A chargeback counted as a health signal when it arrived, parked or
+                    // not; its rate arriving is not a second one.
+                    effects.chargeback = false;
                     self.book(effects, e.ts, ctx);
                 }
                 for (e, rejection) in arrival.rejected {
@@ -941,6 +944,46 @@ mod tests {
         let before = s.clone();
         assert!(!s.catch_up(&w.table, &w.ctx()));
         assert_eq!(s, before);
+    }
+
+    /// A chargeback is one health signal (CONTRACT §2), counted when it arrives: when it
+    /// waited with its original for a rate, the rate arriving does not count it again.
+    #[test]
+    fn a_chargeback_that_waited_for_its_rate_counts_once_as_a_signal() {
+        let mut w = World::new("default");
+        w.fact(partner_fact("res", "gold", None, None));
+        let mut s = PartnerState::new("res");
+        s.catch_up(&w.table, &w.ctx());
+        let chargeback = |id: &str, of: &str| {
+            let PartnerEvent::Invoice(mut e) =
+                paid("res", id, "2026-05-03T00:00:00Z", "JPY", "1000")
+            else {
+                unreachable!()
+            };
+            e.kind = InvoiceKind::Chargeback;
+            e.refers_to = Some(of.into());
+            PartnerEvent::Invoice(e)
+        };
+        // Two chargebacks: under the default tier's three that warn, counted once each.
+        for n in 1..=2 {
+            let original = format!("inv-{n}");
+            let e = paid("res", &original, "2026-05-02T00:00:00Z", "JPY", "1000");
+            assert_eq!(s.apply(&e, &w.ctx()), Ok(Applied::Counted));
+            let cb = chargeback(&format!("cb-{n}"), &original);
+            assert_eq!(s.apply(&cb, &w.ctx()), Ok(Applied::Counted));
+        }
+        assert_eq!(s.summary().money.parked_invoices, 4);
+        w.fact(ControlEvent::FxRate {
+            currency: "JPY".into(),
+            usd_per_unit: dec("0.0065"),
+            as_of: at("2026-05-01T00:00:00Z"),
+        });
+        assert!(s.catch_up(&w.table, &w.ctx()));
+        assert_eq!(s.summary().money.parked_invoices, 0);
+        assert_eq!(
+            s.enforcement.partner_level().level,
+            crate::domain::enforcement::Level::Ok
+        );
     }
 
     #[test]
