@@ -302,6 +302,56 @@ fn partner_fact(id: &str, tier: &str) -> Value {
     })
 }
 
+/// A line waiting for an FX rate is applied when a control fact brings the rate, not an
+/// event (CONTRACT §2). So its partner is not passivated while it waits: the gauge keeps
+/// counting the line, and the rate books it live (the commission counter moves), with no
+/// further event from the partner.
+#[test]
+fn a_line_waiting_for_its_rate_stays_live_through_passivation_and_is_booked_when_it_comes() {
+    let redis = common::redis_url();
+    let stream = Stream::new("money-parked-idle");
+    let cfg = config(&stream, &redis, "default")
+        .replace("[runtime]\n", "[runtime]\npassivate_after = \"1s\"\n");
+    assert!(cfg.contains("passivate_after = \"1s\""));
+    let mut d = Daemon::start(&cfg);
+    d.wait_ready(Duration::from_secs(60));
+    let mut p = TestProducer::new(&stream.brokers);
+    p.send_sync(
+        &stream.control,
+        Some("fx-1"),
+        partner_fact("fx-1", "gold").to_string().as_bytes(),
+    );
+    let mut eur = invoice("fx-1", "inv-eur-1", "2026-04-10T10:00:00Z", "1000.00");
+    eur["currency"] = json!("EUR");
+    p.send_sync(&stream.invoices, Some("fx-1"), eur.to_string().as_bytes());
+    assert!(wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || field(&d, "fx-1", "parked_invoices") == 1
+    ));
+    // Well past passivation and several tick rounds: still live, still counted.
+    let passivations = common::group::metric(&d, "warden_passivations_total");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(common::group::metric(&d, "warden_invoices_parked"), 1.0);
+    assert_eq!(
+        common::group::metric(&d, "warden_passivations_total"),
+        passivations
+    );
+    let rate = json!({"type": "fx_rate", "currency": "EUR", "usd_per_unit": "1.10",
+        "as_of": "2026-04-01T00:00:00Z"});
+    p.send_sync(&stream.control, None, rate.to_string().as_bytes());
+    // Gold: 12 % of 1,100.00 USD.
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            common::group::metric(&d, "warden_commission_usd_total") == 132.0
+        }),
+        "the rate did not book the line live"
+    );
+    assert_eq!(common::group::metric(&d, "warden_invoices_parked"), 0.0);
+    assert_eq!(field(&d, "fx-1", "commission_usd"), "132.00");
+    d.terminate();
+}
+
 #[test]
 fn a_late_invoice_for_a_frozen_month_is_an_adjustment_and_payouts_are_finances_alone() {
     let redis = common::redis_url();

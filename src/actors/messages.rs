@@ -39,7 +39,8 @@ pub struct Snapshot {
     /// What changed in the dedup window (written with the snapshot).
     pub dedup: crate::domain::dedup::DedupDelta,
     /// The next owner must start this partner at once, not at its next event: its outbox
-    /// has entries to publish, or its level only time brings back (see `TickDue::calming`).
+    /// has entries to publish, or it must stay live with no event to come (see
+    /// `TickDue::keep_live`).
     pub awake: bool,
 }
 

@@ -106,14 +106,15 @@ impl OutboxWaiting {
 /// event time: its actor writes it after every message that changes its state, and the
 /// consumer thread reads it each round to send ticks only to partners with something due.
 ///
-/// It also says whether the partner's level is one only time brings back
-/// ([`PartnerState::calms_by_time`]): such a partner must stay live and ticking until it
-/// calms down, events or not (CONTRACT §3), so it is never passivated, and a new owner
+/// It also says whether the partner must stay live with no event to come: its level is one
+/// only time brings back ([`PartnerState::calms_by_time`]; CONTRACT §3: a silent partner
+/// still calms down), or it has invoice lines waiting for an FX rate, which a control fact
+/// brings, not an event (CONTRACT §2). Such a partner is never passivated, and a new owner
 /// starts it at once.
 #[derive(Debug)]
 pub struct TickDue {
     due: AtomicI64,
-    calming: AtomicBool,
+    keep_live: AtomicBool,
 }
 
 impl TickDue {
@@ -124,7 +125,7 @@ impl TickDue {
     pub fn new() -> Self {
         TickDue {
             due: AtomicI64::new(Self::NOW),
-            calming: AtomicBool::new(false),
+            keep_live: AtomicBool::new(false),
         }
     }
 
@@ -144,9 +145,9 @@ impl TickDue {
         due == Self::NOW || watermark.is_some_and(|w| w.timestamp_millis() >= due)
     }
 
-    /// The partner's level is one only time brings back.
-    pub fn calming(&self) -> bool {
-        self.calming.load(Ordering::Relaxed)
+    /// The partner must stay live with no event to come.
+    pub fn keep_live(&self) -> bool {
+        self.keep_live.load(Ordering::Relaxed)
     }
 }
 
@@ -257,8 +258,8 @@ impl PartnerActor {
     /// Tells the pipeline when this partner is next due a tick: at once while a trimmed
     /// outbox waits for the tick that asks for its snapshot.
     fn note_due(&self) {
-        let calming = self.state.calms_by_time();
-        self.due.calming.store(calming, Ordering::Relaxed);
+        let keep_live = self.state.calms_by_time() || !self.state.ledger().parked().is_empty();
+        self.due.keep_live.store(keep_live, Ordering::Relaxed);
         if self.trimmed {
             self.due.set_now();
         } else {
@@ -358,7 +359,7 @@ impl Handler<TakeSnapshot> for PartnerActor {
             partner_id: self.state.partner_id.clone(),
             bytes,
             rejections: std::mem::take(&mut self.rejections),
-            awake: !outbox.is_empty() || self.due.calming(),
+            awake: !outbox.is_empty() || self.due.keep_live(),
             outbox,
             dedup: self.state.dedup_delta(),
         })

@@ -739,11 +739,11 @@ impl Pipeline {
         ps.loading.clear();
         ps.resets += 1;
         // Replay brings back only partners with records past the durable offsets: those
-        // calming down with no event, or with an outbox to publish, are woken instead.
+        // that must stay live with no event, or with an outbox to publish, are woken instead.
         let mut to_wake: Vec<String> = ps
             .partners
             .iter()
-            .filter(|(_, slot)| slot.due.calming())
+            .filter(|(_, slot)| slot.due.keep_live())
             .map(|(id, _)| id.clone())
             .chain(durable_awake.unwrap_or_default())
             .chain(std::mem::take(&mut ps.to_wake))
@@ -849,8 +849,9 @@ impl Pipeline {
         let registry = &self.registry;
         ps.partners.retain(|id, slot| {
             // A partner whose level only time brings back must keep ticking, events or
-            // not. (A pilot's expiry is judged again at the partner's next event.)
-            let keep = slot.due.calming()
+            // not, and one with lines waiting for an FX rate must be there when it comes.
+            // (A pilot's expiry is judged again at the partner's next event.)
+            let keep = slot.due.keep_live()
                 || dirty.contains(id)
                 || ticked.contains(id)
                 || in_flight.is_some_and(|f| f.contains(id))
