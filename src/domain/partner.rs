@@ -336,10 +336,18 @@ impl PartnerState {
     /// Runs what an applied invoice line produced: attributions to the outbox, the flow
     /// for metrics, and a chargeback's health signal.
     fn book(&mut self, effects: LedgerEffects, ts: DateTime<Utc>, ctx: &ApplyContext<'_>) {
+        // Gross flows between two metric reads: the ledger bounds net totals, not these,
+        // so a sum past Decimal's range saturates rather than panics (a metric, not money).
         let flow = &mut self.flow;
-        flow.commission_accrued_usd += effects.commission_accrued_usd;
-        flow.commission_reversed_usd += effects.commission_reversed_usd;
-        flow.coop_accrued_usd += effects.coop_accrued_usd;
+        flow.commission_accrued_usd = flow
+            .commission_accrued_usd
+            .saturating_add(effects.commission_accrued_usd);
+        flow.commission_reversed_usd = flow
+            .commission_reversed_usd
+            .saturating_add(effects.commission_reversed_usd);
+        flow.coop_accrued_usd = flow
+            .coop_accrued_usd
+            .saturating_add(effects.coop_accrued_usd);
         for a in effects.attributions {
             self.push_outbox(Outbound::Attribution(a));
         }
@@ -984,6 +992,30 @@ mod tests {
             s.enforcement.partner_level().level,
             crate::domain::enforcement::Level::Ok
         );
+    }
+
+    /// Gross flows are summed over a batch or a catch-up, where the ledger checks only net
+    /// figures: absurd amounts, paid and refunded, must saturate the metric, not panic.
+    #[test]
+    fn gross_flows_past_decimals_range_saturate_instead_of_panicking() {
+        let mut s = PartnerState::new("res");
+        let env = ApplyEnv::default();
+        let effects = LedgerEffects {
+            outcome: InvoiceOutcome::Accrued,
+            attributions: Vec::new(),
+            parked: false,
+            chargeback: false,
+            commission_accrued_usd: Decimal::MAX,
+            commission_reversed_usd: Decimal::MAX,
+            coop_accrued_usd: Decimal::MAX,
+        };
+        let ts = at("2026-05-02T00:00:00Z");
+        s.book(effects.clone(), ts, &env.ctx());
+        s.book(effects, ts, &env.ctx());
+        let flow = s.take_flow();
+        assert_eq!(flow.commission_accrued_usd, Decimal::MAX);
+        assert_eq!(flow.commission_reversed_usd, Decimal::MAX);
+        assert_eq!(flow.coop_accrued_usd, Decimal::MAX);
     }
 
     #[test]
