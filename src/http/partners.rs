@@ -71,6 +71,7 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
         "coop_balance_usd": cents(m.coop_balance_usd),
         "coop_accrued_usd": cents(m.coop_accrued_usd),
         "mdf_drawn_usd": cents(m.mdf_drawn_usd),
+        "coop_available_usd": cents(m.coop_available_usd),
         "coop_clawback_due_usd": cents(m.coop_clawback_due_usd),
         "credits_balance": m.credits_balance.to_string(),
         "parked_invoices": m.parked_invoices,

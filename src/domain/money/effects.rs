@@ -64,9 +64,13 @@ pub struct MoneyTotals {
     pub commission_usd: Decimal,
     pub override_commission_usd: Decimal,
     pub coop_accrued_usd: Decimal,
+    /// coop_accrued_usd − mdf_drawn_usd (CONTRACT §6): below zero when co-op already drawn
+    /// was reversed (a clawback is due).
     pub coop_balance_usd: Decimal,
+    /// What MDF may still draw: the balance, never below zero.
+    pub coop_available_usd: Decimal,
     /// Co-op reversed after it was drawn, to be recovered from future accruals:
-    /// coop_balance_usd − coop_clawback_due_usd = coop_accrued_usd − mdf_drawn_usd.
+    /// coop_available_usd − coop_clawback_due_usd = coop_balance_usd.
     pub coop_clawback_due_usd: Decimal,
     pub mdf_drawn_usd: Decimal,
     pub credits_balance: Decimal,

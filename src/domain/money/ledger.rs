@@ -293,7 +293,10 @@ impl Ledger {
             commission_usd: self.commission,
             override_commission_usd: self.override_commission,
             coop_accrued_usd: self.coop.accrued(),
-            coop_balance_usd: self.coop.balance(),
+            // The wallet keeps both sides within range (balance − clawback_due is accrued
+            // − drawn, each a checked sum), so this subtraction stays in range too.
+            coop_balance_usd: self.coop.balance() - self.coop.clawback_due(),
+            coop_available_usd: self.coop.balance(),
             coop_clawback_due_usd: self.coop.clawback_due(),
             mdf_drawn_usd: self.coop.drawn(),
             credits_balance: self.credits.balance(),

@@ -160,6 +160,45 @@ fn mdf_draws_on_the_coop_balance_through_control_facts() {
     );
 }
 
+/// CONTRACT §6: `coop_balance_usd` = accrued − MDF drawn, also once a refund reversed
+/// co-op already drawn: the balance goes below zero, nothing more can be drawn, and the
+/// clawback due says what future accruals recover first.
+#[test]
+fn the_coop_balance_is_accrued_minus_drawn_after_a_clawback() {
+    let (f, prog) = (gold_facts(), default_program());
+    let mut l = Ledger::new("p");
+    l.apply_invoice(&paid("a", "2026-05-01T00:00:00Z", "1000"), &f, &prog)
+        .unwrap(); // co-op 20.00
+    let draw = ControlEvent::MdfExpense {
+        expense_id: "e1".into(),
+        partner_id: "p".into(),
+        amount_usd: d("15"),
+        campaign: "webinar".into(),
+        decision: MdfDecision::Approved,
+    };
+    assert_eq!(
+        l.apply_control(5, &draw, &f, &prog),
+        ControlOutcome::Mdf(MdfOutcome::Drawn)
+    );
+    l.apply_invoice(&refund("r", "a", "2026-05-03T00:00:00Z", "1000"), &f, &prog)
+        .unwrap();
+    let tot = l.totals();
+    assert_eq!(
+        (
+            tot.coop_accrued_usd,
+            tot.mdf_drawn_usd,
+            tot.coop_balance_usd,
+            tot.coop_available_usd,
+            tot.coop_clawback_due_usd
+        ),
+        (d("0.00"), d("15"), d("-15.00"), d("0"), d("15.00"))
+    );
+    assert_eq!(
+        tot.coop_balance_usd,
+        tot.coop_accrued_usd - tot.mdf_drawn_usd
+    );
+}
+
 fn tenant(id: &str, partner: &str, value: Option<&str>) -> ControlEvent {
     ControlEvent::Tenant {
         tenant_id: id.into(),
