@@ -454,8 +454,30 @@ impl PartnerState {
                     self.audit_refusal(&e, "money.parked_invoice_rejected", &rejection);
                 }
             }
-            ControlOutcome::Mdf(_)
-            | ControlOutcome::MonthClosed { .. }
+            ControlOutcome::Mdf(outcome) => {
+                // A refusal exists only in the wallet otherwise: finance reads it here.
+                if let (
+                    Some(reason),
+                    ControlEvent::MdfExpense {
+                        expense_id,
+                        amount_usd,
+                        ..
+                    },
+                ) = (outcome.reason(), fact)
+                {
+                    self.push_outbox(Outbound::Audit(AuditNote {
+                        ref_id: format!("money.mdf_refused:{}:{expense_id}", self.partner_id),
+                        action: "money.mdf_refused".into(),
+                        target: format!("partner:{}", self.partner_id),
+                        detail: serde_json::json!({
+                            "expense_id": expense_id, "amount_usd": amount_usd.to_string(),
+                            "reason": reason,
+                            "available_usd": self.ledger().totals().coop_available_usd.to_string(),
+                        }),
+                    }));
+                }
+            }
+            ControlOutcome::MonthClosed { .. }
             | ControlOutcome::NoEffect
             | ControlOutcome::Ignored(_) => {}
         }
@@ -1016,6 +1038,44 @@ mod tests {
         assert_eq!(flow.commission_accrued_usd, Decimal::MAX);
         assert_eq!(flow.commission_reversed_usd, Decimal::MAX);
         assert_eq!(flow.coop_accrued_usd, Decimal::MAX);
+    }
+
+    /// CONTRACT §2: an MDF draw the balance does not cover is refused with reason
+    /// `insufficient_coop_balance`; the refusal is audited, not only kept in the wallet.
+    #[test]
+    fn a_refused_mdf_draw_is_audited_with_its_reason() {
+        let mut w = World::new("default");
+        w.fact(partner_fact("res", "gold", None, None));
+        let mut s = PartnerState::new("res");
+        s.catch_up(&w.table, &w.ctx());
+        let e = paid("res", "inv-1", "2026-05-02T00:00:00Z", "USD", "1000.00");
+        s.apply(&e, &w.ctx()).unwrap(); // co-op 20.00
+        let draw = |id: &str, amount: &str| ControlEvent::MdfExpense {
+            expense_id: id.into(),
+            partner_id: "res".into(),
+            amount_usd: dec(amount),
+            campaign: "webinar".into(),
+            decision: crate::domain::event::MdfDecision::Approved,
+        };
+        w.fact(draw("e-covered", "15.00"));
+        w.fact(draw("e-too-big", "50.00"));
+        assert!(s.catch_up(&w.table, &w.ctx()));
+        let audited: Vec<(&str, &serde_json::Value)> = s
+            .outbox()
+            .iter()
+            .filter_map(|o| match &o.item {
+                Outbound::Audit(a) if a.action.starts_with("money.mdf") => {
+                    Some((a.ref_id.as_str(), &a.detail))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(audited.len(), 1, "only the refusal: {audited:?}");
+        let (ref_id, detail) = audited[0];
+        assert_eq!(ref_id, "money.mdf_refused:res:e-too-big");
+        assert_eq!(detail["reason"], "insufficient_coop_balance");
+        assert_eq!(detail["amount_usd"], "50.00");
+        assert_eq!(detail["available_usd"], "5.00");
     }
 
     #[test]
