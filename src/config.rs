@@ -459,8 +459,8 @@ pub struct MoneyConfig {
     /// A program file instead of a shipped one (relative paths are relative to the
     /// config file's directory). Switching program is this config change.
     pub program_file: Option<std::path::PathBuf>,
-    /// Close the previous month automatically once `close_grace` has passed after its
-    /// end (wall clock). Off when replaying history.
+    /// Close each month automatically once `close_grace` has passed after its end (wall
+    /// clock), with any older month still open. Off when replaying history.
     pub auto_close: bool,
     #[serde(with = "duration_str")]
     pub close_grace: Duration,

@@ -324,7 +324,8 @@ async fn move_payout(
     }
 }
 
-/// Closes the previous month once its grace has passed (CONTRACT §2), on every instance:
+/// Closes each month once its grace has passed (CONTRACT §2; see [`Month::due_for_close`]),
+/// on every instance:
 /// the fact is idempotent, and the audit record's stable ref keeps one record per month.
 pub async fn auto_close_loop(state: ApiState, grace: Duration) {
     let grace = chrono::Duration::from_std(grace).unwrap_or_else(|_| chrono::Duration::hours(6));
@@ -340,9 +341,9 @@ pub async fn auto_close_loop(state: ApiState, grace: Duration) {
         }
         let due = {
             let table = state.control.read();
-            Month::due_for_close(Utc::now(), grace, |m| table.is_closed(m))
+            Month::due_for_close(Utc::now(), grace, table.closed_months())
         };
-        if let Some(month) = due {
+        for month in due {
             let audited = record(
                 &state,
                 AuditEntry {
@@ -355,14 +356,17 @@ pub async fn auto_close_loop(state: ApiState, grace: Duration) {
                 },
             )
             .await;
-            match audited {
-                Ok(_) => match write_month_close(&state, month).await {
-                    Ok(()) => tracing::info!(%month, "month closed automatically"),
-                    Err(e) => {
-                        tracing::warn!(%month, error = %e, "month close not written; will retry")
-                    }
-                },
-                Err(e) => tracing::warn!(%month, error = %e, "month close not audited; will retry"),
+            let written = match audited {
+                Ok(_) => write_month_close(&state, month).await,
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => tracing::info!(%month, "month closed automatically"),
+                Err(e) => {
+                    // Oldest first: a later month is not closed before this one.
+                    tracing::warn!(%month, error = %e, "month close not done; will retry");
+                    break;
+                }
             }
         }
         actix_rt::time::sleep(Duration::from_secs(30)).await;

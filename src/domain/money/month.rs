@@ -6,6 +6,11 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// How many months back the auto-closer looks when no older month was ever closed.
+pub const AUTO_CLOSE_LOOKBACK: usize = 12;
+/// The furthest back the auto-closer ever looks.
+pub const AUTO_CLOSE_MAX_LOOKBACK: usize = 60;
+
 /// A UTC calendar month. Orders chronologically; serialises as `"YYYY-MM"` (so it can key
 /// a JSON map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,16 +72,34 @@ impl Month {
         }
     }
 
-    /// The month the auto-closer closes at `now` (CONTRACT §2: after its end plus
-    /// `grace`): the previous month, once `grace` has passed since it ended, unless it is
-    /// closed already.
+    /// The months the auto-closer closes at `now`, oldest first (CONTRACT §2: after its end
+    /// plus `grace`): every month not closed yet up to the last one whose grace has passed,
+    /// back to the oldest month ever closed or [`AUTO_CLOSE_LOOKBACK`] months, whichever
+    /// reaches further, and never more than [`AUTO_CLOSE_MAX_LOOKBACK`] months (a stray
+    /// close of a month decades ago must not close everything since). Not only the
+    /// previous month: after an outage or a replay longer than a month, older months would
+    /// otherwise stay open until closed by hand.
     pub fn due_for_close(
         now: DateTime<Utc>,
         grace: chrono::Duration,
-        is_closed: impl Fn(Month) -> bool,
-    ) -> Option<Month> {
-        let month = Month::of(now - grace).previous();
-        (!is_closed(month)).then_some(month)
+        closed: &std::collections::BTreeSet<Month>,
+    ) -> Vec<Month> {
+        let last = Month::of(now - grace).previous();
+        let back = |n: usize| (1..n).fold(last, |m, _| m.previous());
+        let mut first = back(AUTO_CLOSE_LOOKBACK);
+        if let Some(oldest) = closed.first() {
+            first = first.min(*oldest).max(back(AUTO_CLOSE_MAX_LOOKBACK));
+        }
+        let mut due = Vec::new();
+        let mut month = last;
+        while month >= first {
+            if !closed.contains(&month) {
+                due.push(month);
+            }
+            month = month.previous();
+        }
+        due.reverse();
+        due
     }
 
     /// Midnight UTC of the month's first day.
@@ -129,32 +152,50 @@ impl<'de> Deserialize<'de> for Month {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
-    fn the_previous_month_is_due_once_the_grace_has_passed() {
+    fn every_open_month_up_to_the_previous_is_due_once_its_grace_has_passed() {
         let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let m = |y, n| Month::new(y, n).unwrap();
         let grace = chrono::Duration::hours(6);
-        let open = |_: Month| false;
+        let closed = |months: &[Month]| months.iter().copied().collect::<BTreeSet<Month>>();
+        let through_october: BTreeSet<Month> = (1..=12)
+            .map(|n| m(2025, n))
+            .chain((1..=10).map(|n| m(2026, n)))
+            .collect();
         // Within the grace of December 1st, November is still open for late events.
-        assert_eq!(
-            Month::due_for_close(at("2026-12-01T05:59:59Z"), grace, open),
-            Some(Month::new(2026, 10).unwrap())
+        assert!(
+            Month::due_for_close(at("2026-12-01T05:59:59Z"), grace, &through_october).is_empty()
         );
         assert_eq!(
-            Month::due_for_close(at("2026-12-01T06:00:00Z"), grace, open),
-            Some(Month::new(2026, 11).unwrap())
+            Month::due_for_close(at("2026-12-01T06:00:00Z"), grace, &through_october),
+            [m(2026, 11)]
         );
-        // Across a year, and never twice.
+        // An outage over a month end and a month: both months, oldest first, across a year.
         assert_eq!(
-            Month::due_for_close(at("2027-01-15T00:00:00Z"), grace, open),
-            Some(Month::new(2026, 12).unwrap())
+            Month::due_for_close(at("2027-01-15T00:00:00Z"), grace, &through_october),
+            [m(2026, 11), m(2026, 12)]
         );
-        let closed = |m: Month| m == Month::new(2026, 12).unwrap();
-        assert_eq!(
-            Month::due_for_close(at("2027-01-15T00:00:00Z"), grace, closed),
-            None
-        );
+        // A gap left open behind a later close is closed too.
+        let gap = closed(&[m(2026, 3), m(2026, 5)]);
+        let due = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &gap);
+        assert_eq!(due.first(), Some(&m(2025, 6)), "twelve months back");
+        assert!(due.contains(&m(2026, 4)) && !due.contains(&m(2026, 5)));
+        // Never closed before: the last twelve months.
+        let fresh = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &BTreeSet::new());
+        assert_eq!(fresh.len(), AUTO_CLOSE_LOOKBACK);
+        assert_eq!(fresh.last(), Some(&m(2026, 5)));
+        // Closed long ago: back to that month, but never more than five years.
+        let old = closed(&[m(2024, 1)]);
+        let due = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &old);
+        assert_eq!(due.first(), Some(&m(2024, 2)));
+        let stray = closed(&[m(1999, 1)]);
+        let due = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &stray);
+        assert_eq!(due.len(), AUTO_CLOSE_MAX_LOOKBACK);
+        assert_eq!(due.first(), Some(&m(2021, 6)));
         assert_eq!(
             Month::new(2027, 1).unwrap().previous().to_string(),
             "2026-12"
