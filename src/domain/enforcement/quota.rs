@@ -75,16 +75,29 @@ impl Month {
     }
 }
 
+/// `limit × fraction`, taken as the whole number it is within float noise of (1.1 × 1000
+/// is 1100, not 1100.0000000000002), else as it is.
+fn scaled(limit: u64, fraction: f64) -> f64 {
+    let x = limit as f64 * fraction;
+    let whole = x.round();
+    if (x - whole).abs() <= 1e-9 * x.abs().max(1.0) {
+        whole
+    } else {
+        x
+    }
+}
+
 /// The monthly decision for `used` requests against `spec`.
 pub fn monthly_target(used: u64, spec: &QuotaSpec, policy: &EnforcementPolicy) -> Target {
     let limit = spec.monthly_requests;
     if limit == 0 {
         return Target::CALM;
     }
-    // Thresholds are whole requests (rounded), so 1.1 × 1000 is exactly 1100.
-    let at = |fraction: f64| (limit as f64 * fraction).round() as u64;
-    let past = |fraction: f64| used > at(fraction);
-    let reached_warn = used >= at(policy.warn_fraction);
+    // Against `limit × fraction` exactly: 1.2 × 1003 is 1203.6, so 1204 is past it and
+    // 802 has not reached 0.8 × 1003. (Rounding the threshold made both off by one.)
+    let used_f = used as f64;
+    let past = |fraction: f64| used_f > scaled(limit, fraction);
+    let reached_warn = used_f >= scaled(limit, policy.warn_fraction);
     let (level, reason) = match spec.overage {
         OveragePolicy::Block if past(policy.hard_ceiling) => {
             (Level::Suspend, Reason::QuotaHardCeiling)
@@ -254,6 +267,32 @@ mod tests {
                 (5_000, Suspend, QuotaHardCeiling),
             ]
         );
+    }
+
+    /// Thresholds that are not whole requests are compared exactly, not rounded.
+    #[test]
+    fn fractional_thresholds_are_compared_exactly() {
+        let policy = EnforcementPolicy::default();
+        let spec = |monthly_requests, overage| QuotaSpec {
+            monthly_requests,
+            burst_rps: 100,
+            overage,
+        };
+        let level = |used, s: &QuotaSpec| monthly_target(used, s, &policy).level;
+        let block = spec(1_003, OveragePolicy::Block);
+        // 0.8 × 1003 = 802.4; 1.2 × 1003 = 1203.6.
+        assert_eq!(level(802, &block), Level::Ok);
+        assert_eq!(level(803, &block), Level::Warn);
+        assert_eq!(level(1_203, &block), Level::Throttle);
+        assert_eq!(level(1_204, &block), Level::Suspend);
+        // 1.1 × 1005 = 1105.5.
+        let soft = spec(1_005, OveragePolicy::Soft);
+        assert_eq!(level(1_105, &soft), Level::Warn);
+        assert_eq!(level(1_106, &soft), Level::Throttle);
+        // Float noise is not a fraction: 1.1 × 1000 is 1100.
+        let soft = spec(1_000, OveragePolicy::Soft);
+        assert_eq!(level(1_100, &soft), Level::Warn);
+        assert_eq!(level(1_101, &soft), Level::Throttle);
     }
 
     #[test]
