@@ -11,6 +11,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::domain::enforcement::{Level, Reason};
 use crate::domain::event::{DeadLetterReason, TopicKind};
 
 pub struct Metrics {
@@ -380,6 +381,17 @@ impl Metrics {
         for level in LEVELS {
             self.partners.with_label_values(&[level]);
         }
+        for reason in Reason::ALL {
+            for to in reason.levels_it_sets() {
+                for from in Level::ALL.iter().filter(|from| *from != to) {
+                    self.enforcement_transitions.with_label_values(&[
+                        from.as_str(),
+                        to.as_str(),
+                        reason.as_str(),
+                    ]);
+                }
+            }
+        }
         for scope in SCOPES {
             self.kill_switches_active.with_label_values(&[scope]);
         }
@@ -466,6 +478,9 @@ mod tests {
             "warden_partners{level=\"killed\"} 0",
             "warden_admin_requests_total{route=\"/readyz\",status=\"503\"} 0",
             "warden_commission_usd_total 0",
+            "warden_enforcement_transitions_total{from=\"throttle\",reason=\"error_rate\",to=\"suspend\"} ",
+            "warden_enforcement_transitions_total{from=\"killed\",reason=\"kill_switch\",to=\"ok\"} ",
+            "warden_enforcement_transitions_total{from=\"ok\",reason=\"store_unavailable\",to=\"suspend\"} ",
         ] {
             assert!(text.contains(series), "missing {series}");
         }

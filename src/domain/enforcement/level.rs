@@ -141,6 +141,27 @@ impl Reason {
         Reason::StoreUnavailable,
     ];
 
+    /// The levels a decision with this reason can set: with every other level as `from`,
+    /// the closed set of `warden_enforcement_transitions_total` created at start (CONTRACT
+    /// §7). A health signal's reason also names its steps down, one at a time.
+    pub fn levels_it_sets(self) -> &'static [Level] {
+        use Level::*;
+        match self {
+            Reason::QuotaWarn => &[Warn],
+            Reason::QuotaExceeded | Reason::QuotaSoftOverage | Reason::BurstExceeded => &[Throttle],
+            Reason::QuotaHardCeiling | Reason::PilotExpired => &[Suspend],
+            Reason::ErrorRate
+            | Reason::VolumeAnomaly
+            | Reason::AuthFailureSpike
+            | Reason::ChargebackSpike => &[Warn, Throttle, Suspend],
+            Reason::InsufficientCredits => &[Warn, Suspend],
+            Reason::Calm => &[Ok, Warn, Throttle],
+            Reason::Manual => &[Ok, Warn, Throttle, Suspend, Terminated],
+            Reason::KillSwitch => &[Ok, Killed],
+            Reason::StoreUnavailable => &[Ok, Suspend],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::QuotaWarn => "quota_warn",
