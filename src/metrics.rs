@@ -59,6 +59,9 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
     pub mailbox_events: IntGauge,
     pub invoices_parked: IntGauge,
+    /// Events and facts the per-partner tracking bounds left out (kind: integration_event,
+    /// tenant_fact): a bound that is reached is never silent.
+    pub untracked: IntCounterVec,
     pub store_degraded: IntGaugeVec,
     pub apply_latency_quantiles: prometheus::GaugeVec,
     pub partner_top_requests: IntGaugeVec,
@@ -328,6 +331,11 @@ impl Metrics {
                 "warden_invoices_parked",
                 "Invoice lines of live partners waiting for the first FX rate of their currency.",
             ),
+            untracked: counter_vec(
+                "warden_untracked_total",
+                "Usage events past a partner's tracked integrations (counted for the partner, no integration-scope checks) and tenant facts past its tracked tenants.",
+                &["kind"],
+            ),
             apply_latency_quantiles: reg(
                 &r,
                 prometheus::GaugeVec::new(
@@ -380,6 +388,9 @@ impl Metrics {
             .set(1);
         for level in LEVELS {
             self.partners.with_label_values(&[level]);
+        }
+        for kind in ["integration_event", "tenant_fact"] {
+            self.untracked.with_label_values(&[kind]);
         }
         for reason in Reason::ALL {
             for to in reason.levels_it_sets() {
@@ -479,6 +490,7 @@ mod tests {
             "warden_admin_requests_total{route=\"/readyz\",status=\"503\"} 0",
             "warden_commission_usd_total 0",
             "warden_enforcement_transitions_total{from=\"throttle\",reason=\"error_rate\",to=\"suspend\"} ",
+            "warden_untracked_total{kind=\"tenant_fact\"} ",
             "warden_enforcement_transitions_total{from=\"killed\",reason=\"kill_switch\",to=\"ok\"} ",
             "warden_enforcement_transitions_total{from=\"ok\",reason=\"store_unavailable\",to=\"suspend\"} ",
         ] {

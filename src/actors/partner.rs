@@ -235,6 +235,9 @@ pub struct PartnerActor {
     counted_level: Level,
     /// The parked invoices counted in `warden_invoices_parked` for this partner.
     counted_parked: i64,
+    /// The events and facts past the tracking bounds counted in `warden_untracked_total`
+    /// (integration events, tenant facts).
+    counted_untracked: (u64, u64),
     /// Published outbox entries were dropped since the last snapshot: the next tick asks
     /// for one, so the durable copy does not keep them (a publication does not).
     trimmed: bool,
@@ -250,6 +253,7 @@ impl PartnerActor {
             rejections: Vec::new(),
             counted_level: Level::Ok,
             counted_parked: 0,
+            counted_untracked: (0, 0),
             trimmed: false,
             due,
         }
@@ -289,6 +293,28 @@ impl PartnerActor {
         let parked = self.state.ledger().parked().len() as i64;
         METRICS.invoices_parked.add(parked - self.counted_parked);
         self.counted_parked = parked;
+        self.count_untracked();
+    }
+
+    /// Keeps `warden_untracked_total{kind}` in step: what the tracking bounds left out is
+    /// never silent. A state loaded from the store brings its past count, counted before.
+    fn count_untracked(&mut self) {
+        let c = self.state.capacity();
+        let now = (c.untracked_integration_events, c.untracked_tenant_facts);
+        let (events, facts) = self.counted_untracked;
+        if now.0 > events {
+            METRICS
+                .untracked
+                .with_label_values(&["integration_event"])
+                .inc_by(now.0 - events);
+        }
+        if now.1 > facts {
+            METRICS
+                .untracked
+                .with_label_values(&["tenant_fact"])
+                .inc_by(now.1 - facts);
+        }
+        self.counted_untracked = now;
     }
 
     /// Keeps `warden_partners{level}` in step with this partner's level.
@@ -317,6 +343,8 @@ impl Actor for PartnerActor {
             .partners
             .with_label_values(&[self.counted_level.as_str()])
             .inc();
+        let c = self.state.capacity();
+        self.counted_untracked = (c.untracked_integration_events, c.untracked_tenant_facts);
         self.count_money();
     }
 
@@ -507,6 +535,37 @@ mod tests {
         assert!(
             matches!(&rejected[0].source.event, PartnerEvent::Usage(u) if u.event_id == "u-old")
         );
+    }
+
+    /// LESSONS (silent skipping): usage from integrations past the tracked bound is
+    /// counted for the partner and in `warden_untracked_total`, once per event.
+    #[test]
+    fn events_past_the_integration_bound_are_counted_in_a_metric_once() {
+        use crate::domain::enforcement::MAX_TRACKED_INTEGRATIONS;
+        let untracked = || {
+            METRICS
+                .untracked
+                .with_label_values(&["integration_event"])
+                .get()
+        };
+        let shared = Arc::new(shared());
+        let mut actor =
+            PartnerActor::new(PartnerState::new("p-1"), &shared, Arc::new(TickDue::new()));
+        let batch: Vec<Sourced> = (0..MAX_TRACKED_INTEGRATIONS + 3)
+            .map(|n| {
+                let mut s = usage(&format!("u-{n}"), 1_780_000_000);
+                if let PartnerEvent::Usage(u) = &mut s.event {
+                    u.integration_id = format!("p-1-i{n}");
+                }
+                s
+            })
+            .collect();
+        let before = untracked();
+        assert!(shared.apply_batch(&mut actor.state, batch).is_empty());
+        actor.count_untracked();
+        actor.count_untracked();
+        assert_eq!(untracked() - before, 3);
+        assert_eq!(actor.state.capacity().untracked_integration_events, 3);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::control::{ControlTable, TierAt};
 use super::dedup::{Admission, DedupDelta, DedupWindow};
 use super::enforcement::{
-    Decision, EnforcementPolicy, EnforcementState, LevelView, QuotaSpec, QuotaView, TenantFact,
+    Capacity, Decision, EnforcementPolicy, EnforcementState, LevelView, QuotaSpec, QuotaView,
+    TenantFact,
 };
 use super::event::{
     AttributionEvent, ControlEvent, DeadLetterReason, InvoiceEvent, InvoiceKind, PartnerEvent,
@@ -99,6 +100,9 @@ pub struct PartnerSummary {
     /// Active / at-risk (informational).
     #[serde(default)]
     pub status: Option<StatusView>,
+    /// How close the partner is to its tracking bounds, and what they left out.
+    #[serde(default)]
+    pub tracking: Option<Capacity>,
 }
 
 /// An output in the partner's outbox: durable with the state that made it, published
@@ -520,6 +524,7 @@ impl PartnerState {
             quota: None,
             money: self.ledger().totals(),
             status: None,
+            tracking: Some(self.capacity()),
         }
     }
 
@@ -583,6 +588,11 @@ impl PartnerState {
         let changed = !decisions.is_empty();
         self.push_decisions(decisions);
         changed
+    }
+
+    /// How close the partner is to its tracking bounds, and what they left out.
+    pub fn capacity(&self) -> Capacity {
+        self.enforcement.capacity()
     }
 
     /// Whether this partner's level (or an integration's) must be brought back by ticks,

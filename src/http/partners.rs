@@ -96,6 +96,7 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
         },
         "status": s.status.as_ref().map(|v| v.status),
         "status_detail": s.status,
+        "tracking": s.tracking,
         "source": source,
     })
 }
