@@ -183,6 +183,54 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
     assert!(daemon.terminate().success());
 }
 
+/// CONTRACT §4: a throttle's `rate_limit_rps` is the quota's `burst_rps` × the throttle
+/// factor, a person's throttle too: the partner's quota fact (80 × 0.5 here), else its
+/// tier's.
+#[test]
+fn a_manual_throttle_carries_the_partners_rate_limit() {
+    let stream = Stream::new("admin-manual-throttle");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    let mut p = common::TestProducer::new(&stream.brokers);
+    let partner = json!({"type": "partner", "partner_id": "p-q", "name": "Q", "tier": "gold",
+        "tier_effective_from": "2026-01-01T00:00:00Z"});
+    let quota = json!({"type": "quota", "partner_id": "p-q", "monthly_requests": 1000,
+        "burst_rps": 80, "overage": "block"});
+    for fact in [partner, quota] {
+        p.send_sync(&stream.control, Some("p-q"), fact.to_string().as_bytes());
+    }
+    assert!(common::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let (status, v) = daemon.request("GET", "/v1/partners/p-q", Some(VIEWER_TOKEN), None);
+            status == 200 && v["quota"]["burst_rps"] == 80
+        }
+    ));
+    let throttle = json!({"level": "throttle", "reason": "abuse report"});
+    for (target, expected) in [("p-q", Some("40")), ("p-unknown", None)] {
+        let (status, body) = daemon.request(
+            "POST",
+            &format!("/v1/partners/{target}/enforcement"),
+            Some(OPERATOR),
+            Some(&throttle),
+        );
+        assert_eq!(status, 200, "{body}");
+        let h = common::redis_hash(&redis, &format!("{}:enf:partner:{target}", stream.prefix));
+        assert_eq!(h["level"], "throttle");
+        let rps: u64 = h["rate_limit_rps"].parse().expect("a rate limit");
+        if let Some(expected) = expected {
+            assert_eq!(h["rate_limit_rps"], expected);
+        }
+        assert!(rps >= 1);
+    }
+    let on_topic = distinct_decisions(&stream, 2);
+    let q = on_topic.iter().find(|d| d["id"] == "p-q").unwrap();
+    assert_eq!(q["rate_limit_rps"], 40);
+    assert!(daemon.terminate().success());
+}
+
 /// The distinct decisions on the enforcement topic (a consumer keeps the first record of
 /// each id), once at least `at_least` are there. Every copy of an id must be the same.
 fn distinct_decisions(stream: &Stream, at_least: usize) -> Vec<Value> {

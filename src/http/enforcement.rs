@@ -15,6 +15,7 @@ use super::topic_records::{forget_pending, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
+use crate::domain::enforcement::{throttle_rps, DEFAULT_TIER};
 use crate::publish::count_transition;
 use crate::store::decisions::DecisionWrite;
 
@@ -78,6 +79,11 @@ pub async fn set_level(
             "a kill switch holds this partner; lift it through /v1/kill-switches".into(),
         ));
     }
+    let rate_limit_rps = if body.level == "throttle" {
+        manual_throttle_rps(&state, &partner).await?
+    } else {
+        None
+    };
     let now = Utc::now();
     let outbox_id = format!("manual:{}", uuid_like());
     record(
@@ -98,7 +104,7 @@ pub async fn set_level(
         id: partner.clone(),
         level: body.level.clone(),
         reason: "manual".into(),
-        rate_limit_rps: None,
+        rate_limit_rps,
         since: now.to_rfc3339_opts(SecondsFormat::Millis, true),
         partner_id: partner.clone(),
         previous: current.clone(),
@@ -136,4 +142,17 @@ pub async fn set_level(
         "seq": published.seq,
         "topic_record": if on_topic { "acknowledged" } else { "pending" },
     })))
+}
+
+/// `rate_limit_rps` of a person's throttle, as the partner's owner would set it (CONTRACT
+/// §4): its quota's `burst_rps` (a quota fact's, else its tier's) × the throttle factor.
+/// A partner warden knows nothing of gets the default tier's.
+async fn manual_throttle_rps(state: &ApiState, partner: &str) -> Result<Option<u64>, ApiError> {
+    let burst_rps = match super::partners::load(state, partner).await {
+        Ok(summary) => summary.quota.map(|q| q.burst_rps),
+        Err(ApiError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    }
+    .unwrap_or_else(|| state.policy.tier(DEFAULT_TIER).burst_rps);
+    Ok(throttle_rps(burst_rps, state.policy.throttle_factor))
 }

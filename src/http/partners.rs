@@ -43,7 +43,7 @@ pub async fn get_partner(
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
+pub(super) async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
     // The snapshot, caught up with the control facts its owner has not applied yet.
     let partner = super::statements::current_state(state, id).await?;
     let now = chrono::Utc::now();

@@ -41,7 +41,7 @@ pub use ladder::{Hold, Ladder, Move, Timing, Transition};
 pub use level::{Level, Reason, Scope};
 pub use pilot::{TenantFact, MAX_TRACKED_TENANTS};
 pub use policy::{EnforcementPolicy, TierPolicy, DEFAULT_TIER};
-pub use quota::{monthly_target, Meter, Month, QuotaSpec, QuotaView};
+pub use quota::{monthly_target, throttle_rps, Meter, Month, QuotaSpec, QuotaView};
 pub use state::{
     Capacity, EnforcementState, ManualOrder, DUE_NOW, INTEGRATION_IDLE, MAX_TRACKED_INTEGRATIONS,
 };

@@ -42,7 +42,7 @@ impl QuotaSpec {
     /// `rate_limit_rps` of a throttle: `burst_rps × throttle_factor`, at least 1;
     /// `None` when there is no burst limit to scale.
     pub fn throttle_rps(&self, throttle_factor: f64) -> Option<u64> {
-        (self.burst_rps > 0).then(|| ((self.burst_rps as f64 * throttle_factor) as u64).max(1))
+        throttle_rps(self.burst_rps, throttle_factor)
     }
 }
 
@@ -73,6 +73,12 @@ impl Month {
             self.0.rem_euclid(12) + 1
         )
     }
+}
+
+/// `rate_limit_rps` of a throttle under a quota of `burst_rps` (CONTRACT §4): `burst_rps ×
+/// throttle_factor`, at least 1; none without a burst limit.
+pub fn throttle_rps(burst_rps: u64, throttle_factor: f64) -> Option<u64> {
+    (burst_rps > 0).then(|| ((burst_rps as f64 * throttle_factor) as u64).max(1))
 }
 
 /// `limit × fraction`, taken as the whole number it is within float noise of (1.1 × 1000
