@@ -279,6 +279,9 @@ async fn run_with_io(
     );
     actix_rt::spawn(crate::http::kill_switches::expire_loop(api_state.clone()));
     actix_rt::spawn(crate::http::topic_records::pending_loop(api_state.clone()));
+    actix_rt::spawn(crate::http::guard::refusal_summary_loop(api_state.clone()));
+    // Refusals summarized since the last round are written when the server has stopped.
+    let refusals_state = api_state.clone();
     if config.money.auto_close {
         actix_rt::spawn(crate::http::statements::auto_close_loop(
             api_state.clone(),
@@ -394,6 +397,7 @@ async fn run_with_io(
         }
     }
     server_handle.stop(true).await;
+    crate::http::guard::write_refusal_summaries(&refusals_state).await;
     for a in arbiters {
         a.stop();
     }

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
     pub mailbox_events: IntGauge,
     pub invoices_parked: IntGauge,
+    /// Refused admin requests past their peer's audit rate, written as summaries.
+    pub admin_refusals_summarized: IntCounter,
     /// Events and facts the per-partner tracking bounds left out (kind: integration_event,
     /// tenant_fact): a bound that is reached is never silent.
     pub untracked: IntCounterVec,
@@ -330,6 +332,10 @@ impl Metrics {
             invoices_parked: gauge(
                 "warden_invoices_parked",
                 "Invoice lines of live partners waiting for the first FX rate of their currency.",
+            ),
+            admin_refusals_summarized: counter(
+                "warden_admin_refusals_summarized_total",
+                "Refused admin requests (401, 403) past their peer's audit rate: audited in one summary record per peer per minute instead of one each.",
             ),
             untracked: counter_vec(
                 "warden_untracked_total",

@@ -231,6 +231,49 @@ fn a_manual_throttle_carries_the_partners_rate_limit() {
     assert!(daemon.terminate().success());
 }
 
+/// Requests with no token are audited one by one up to a rate per peer; a flood past it
+/// is counted and audited as one summary per peer (written at the latest when the daemon
+/// stops), so anyone who can reach the port cannot grow the audit chain without limit.
+#[test]
+fn a_flood_of_unauthenticated_requests_is_audited_in_a_bounded_number_of_records() {
+    let stream = Stream::new("admin-refusal-flood");
+    let redis = common::redis_url();
+    let cfg = config(&stream, &redis, "");
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    const FLOOD: usize = 300;
+    for _ in 0..FLOOD {
+        let (status, _) = daemon.request("GET", "/v1/audit?after_seq=0", None, None);
+        assert_eq!(status, 401);
+    }
+    let summarized = common::group::metric(&daemon, "warden_admin_refusals_summarized_total");
+    let one_by_one = audit_records(&daemon)
+        .iter()
+        .filter(|r| r["action"] == "audit.read.refused")
+        .count();
+    assert!(summarized > 0.0, "the flood was not summarized");
+    assert_eq!(
+        one_by_one + summarized as usize,
+        FLOOD,
+        "every refusal is accounted for"
+    );
+    assert!(
+        one_by_one < FLOOD / 2,
+        "{one_by_one} records for {FLOOD} refusals"
+    );
+    assert!(daemon.terminate().success());
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_ready(Duration::from_secs(60));
+    let summaries: Vec<Value> = audit_records(&daemon)
+        .into_iter()
+        .filter(|r| r["action"] == "admin.refused.summary")
+        .collect();
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(summaries[0]["target"], "peer:127.0.0.1");
+    assert_eq!(summaries[0]["detail"]["refused"], summarized as u64);
+    assert!(daemon.terminate().success());
+}
+
 /// The distinct decisions on the enforcement topic (a consumer keeps the first record of
 /// each id), once at least `at_least` are there. Every copy of an id must be the same.
 fn distinct_decisions(stream: &Stream, at_least: usize) -> Vec<Value> {

@@ -69,7 +69,7 @@ pub async fn set_level(
     };
     let touches_termination = body.level == "terminated" || current == "terminated";
     if touches_termination && !who.has(Role::Security) {
-        super::guard::refused(&state, &who.name, "enforcement.set", req.path(), 403).await;
+        super::guard::refused(&state, &who.name, "enforcement.set", &req, 403).await;
         return Err(ApiError::Forbidden(
             "setting or lifting terminated (security only)",
         ));

@@ -11,9 +11,11 @@ use serde_json::json;
 
 use super::auth::Principal;
 use super::error::ApiError;
+use super::refusals::Admission;
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
+use crate::metrics::METRICS;
 
 /// Requests per second and burst, per token.
 pub struct ApiRateLimit {
@@ -62,7 +64,7 @@ pub async fn authorize(
     let principal = match state.auth.authenticate(header, Utc::now()) {
         Ok(p) => p,
         Err(e) => {
-            refused(state, "anonymous", action, req.path(), 401).await;
+            refused(state, "anonymous", action, req, 401).await;
             return Err(e);
         }
     };
@@ -76,25 +78,70 @@ pub async fn authorize(
         Need::AnyOf(roles) => roles.iter().any(|r| principal.has(*r)),
     };
     if !allowed {
-        refused(state, &principal.name, action, req.path(), 403).await;
+        refused(state, &principal.name, action, req, 403).await;
         return Err(ApiError::Forbidden("this action"));
     }
     Ok(principal)
 }
 
-/// Audits a refused attempt (also used by handlers whose refusal depends on the target).
-pub async fn refused(state: &ApiState, actor: &str, action: &str, path: &str, status: u16) {
+/// Audits a refused attempt (also used by handlers whose refusal depends on the target):
+/// on its own while its peer is within its rate, else in the peer's next summary (see
+/// [`super::refusals`]). The path is cut to 256 bytes: the caller chose it.
+pub async fn refused(state: &ApiState, actor: &str, action: &str, req: &HttpRequest, status: u16) {
+    let peer = req.peer_addr().map(|a| a.ip());
+    if state.refusals.admit(peer) == Admission::Summarized {
+        METRICS.admin_refusals_summarized.inc();
+        return;
+    }
     let entry = AuditEntry {
         ref_id: format!("refused:{}", uuid_like()),
         at: Utc::now(),
         actor: actor.to_owned(),
         action: format!("{action}.refused"),
-        target: path.to_owned(),
-        detail: json!({ "status": status }),
+        target: cut(req.path(), 256).to_owned(),
+        detail: json!({ "status": status, "peer": peer.map(|ip| ip.to_string()) }),
     };
     if let Err(e) = super::audit::record(state, entry).await {
         tracing::warn!(error = %e, "refused request not audited");
     }
+}
+
+/// Writes the refusals summarized since the last round, one record per peer, every
+/// minute, on every instance (each summarizes what it refused).
+pub async fn refusal_summary_loop(state: ApiState) {
+    loop {
+        actix_rt::time::sleep(SUMMARY_ROUND).await;
+        write_refusal_summaries(&state).await;
+    }
+}
+
+/// How often refusal summaries are written (and so the most time one covers).
+const SUMMARY_ROUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One summary record per peer for what [`refused`] counted instead of auditing.
+pub async fn write_refusal_summaries(state: &ApiState) {
+    for (peer, count) in state.refusals.take() {
+        let entry = AuditEntry {
+            ref_id: format!("refused:summary:{}", uuid_like()),
+            at: Utc::now(),
+            actor: "anonymous".into(),
+            action: "admin.refused.summary".into(),
+            target: format!("peer:{peer}"),
+            detail: json!({ "refused": count, "within_seconds": SUMMARY_ROUND.as_secs() }),
+        };
+        if let Err(e) = super::audit::record(state, entry).await {
+            tracing::warn!(error = %e, %peer, count, "refusal summary not audited");
+        }
+    }
+}
+
+/// The longest prefix of `s` within `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A random id for records that have no natural one.

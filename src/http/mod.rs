@@ -9,6 +9,7 @@ pub mod guard;
 mod health;
 pub mod kill_switches;
 mod partners;
+mod refusals;
 pub mod statements;
 pub mod topic_records;
 
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub store_timeout: std::time::Duration,
     pub publisher: crate::publish::DecisionPublisher,
     pub rate_limit: Arc<guard::ApiRateLimit>,
+    /// The bound on auditing refused requests one by one, per peer.
+    pub refusals: Arc<refusals::RefusalAudit>,
     pub policy: Arc<crate::domain::enforcement::EnforcementPolicy>,
     pub payouts: Arc<dyn crate::store::statements::PayoutStore>,
     /// Where `month_close` facts are written.
@@ -92,6 +95,7 @@ impl ApiState {
             io: outputs.io,
             store_timeout: config.store.timeout,
             publisher: outputs.publisher,
+            refusals: Arc::new(refusals::RefusalAudit::default()),
             rate_limit: Arc::new(guard::ApiRateLimit::new(
                 config.admin.rate_limit_per_second,
                 config.admin.rate_limit_burst,
