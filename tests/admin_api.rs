@@ -588,6 +588,12 @@ fn authorization_matrix_with_no_side_effect_on_refusal_and_every_attempt_audited
         common::redis_hash(&redis, &format!("{}:enf:partner:p-3", stream.prefix))["level"],
         "terminated"
     );
+    // A bad query from a caller without a token is a 401 (audited), not a 400.
+    let (status, _) = daemon.request("GET", "/v1/audit?after_seq=x", None, None);
+    assert_eq!(status, 401);
+    refused += 1;
+    let (status, _) = daemon.request("GET", "/v1/audit?after_seq=x", Some(SECURITY), None);
+    assert_eq!(status, 400);
 
     let records = audit_records(&daemon);
     let refusals = records

@@ -29,12 +29,9 @@ pub struct AfterQuery {
     limit: Option<usize>,
 }
 
-pub async fn list(
-    req: HttpRequest,
-    q: web::Query<AfterQuery>,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Need::AnyOf(&[Role::Security]), "audit.read").await?;
+    let q: AfterQuery = super::error::parse_query(&req)?;
     let log = state.publisher.audit().log.clone();
     let (after, limit) = (q.after_seq, q.limit.unwrap_or(1_000).min(10_000));
     let records = state

@@ -55,3 +55,13 @@ impl ResponseError for ApiError {
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
 }
+
+/// Parses the query string after authorization (handlers do not take `web::Query`, whose
+/// error would answer a caller without a token 400 instead of 401).
+pub fn parse_query<T: serde::de::DeserializeOwned>(
+    req: &actix_web::HttpRequest,
+) -> Result<T, ApiError> {
+    actix_web::web::Query::<T>::from_query(req.query_string())
+        .map(actix_web::web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
+}

@@ -136,10 +136,10 @@ pub struct ListQuery {
 /// first (then busiest). Partners passivated or owned elsewhere are not listed.
 pub async fn list_partners(
     req: HttpRequest,
-    q: web::Query<ListQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     super::guard::authorize(&req, &state, super::guard::Need::Read, "partners.list").await?;
+    let q: ListQuery = super::error::parse_query(&req)?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     let live = live_summaries(&state).await;
     let mut summaries: Vec<PartnerSummary> = live

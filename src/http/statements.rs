@@ -95,10 +95,10 @@ fn status_of(statement: &Statement, payout: Option<&Payout>) -> &'static str {
 pub async fn get_statement(
     req: HttpRequest,
     path: web::Path<String>,
-    q: web::Query<MonthQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Need::Read, "statements.read").await?;
+    let q: MonthQuery = super::error::parse_query(&req)?;
     let id = path.into_inner();
     let month = parse_month(
         q.month
