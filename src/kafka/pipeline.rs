@@ -471,6 +471,7 @@ impl Pipeline {
         let mut per_partition: BTreeMap<i32, Vec<Sourced>> = BTreeMap::new();
         // One clock read for the batch: it was polled at once.
         let polled_at = Instant::now();
+        let ceiling = watermark_ceiling(Utc::now(), self.settings.limits.max_clock_skew);
         for m in batch {
             let Some(kind) = self.topics.kind_of(m.topic()) else {
                 continue;
@@ -500,9 +501,7 @@ impl Pipeline {
             });
             match decoded {
                 Ok(event) => {
-                    if ps.watermark.is_none_or(|w| event.ts() > w) {
-                        ps.watermark = Some(event.ts());
-                    }
+                    advance_watermark(&mut ps.watermark, event.ts(), ceiling);
                     let sourced = Sourced {
                         topic: kind,
                         partition: p,
@@ -664,7 +663,8 @@ impl Pipeline {
                 continue;
             };
             if !ps.partners.contains_key(&id) {
-                start_loaded(ps, &self.registry, vec![(id.clone(), state)]);
+                let ceiling = watermark_ceiling(Utc::now(), self.settings.limits.max_clock_skew);
+                start_loaded(ps, &self.registry, vec![(id.clone(), state)], ceiling);
             }
             let Some(slot) = ps.partners.get_mut(&id) else {
                 requeue_front(&mut ps.stalled, pending);
@@ -1217,21 +1217,48 @@ impl Pipeline {
     }
 }
 
+/// The furthest a partition's watermark may run ahead of the wall clock: the skew an
+/// event's `ts` may have. A producer whose clock runs ahead sets its records' timestamps
+/// ahead too, so the decode check against the record timestamp passes; its events still
+/// apply to its own partner, but must not move every other partner of the partition into
+/// the future (their windows would drop their real events as too old, their quota month
+/// could roll).
+fn watermark_ceiling(wall_now: DateTime<Utc>, skew: chrono::Duration) -> DateTime<Utc> {
+    wall_now.checked_add_signed(skew).unwrap_or(wall_now)
+}
+
+/// Moves `watermark` to `ts` if later, but not past `ceiling`.
+fn advance_watermark(
+    watermark: &mut Option<DateTime<Utc>>,
+    ts: DateTime<Utc>,
+    ceiling: DateTime<Utc>,
+) {
+    if watermark.is_none_or(|w| ts > w) {
+        let next = ts.min(ceiling);
+        if watermark.is_none_or(|w| next > w) {
+            *watermark = Some(next);
+        }
+    }
+}
+
 /// Starts the actors of partners just loaded from the store. One whose outbox holds
 /// entries made durable before a crash but not yet published is marked dirty, so the next
 /// flush publishes them. The partition's watermark is raised to the event time their
 /// ladders had run to: a silent partition's watermark must go on from where the previous
 /// owner left it (CONTRACT §3), not stay unknown until a record comes, or its ladders never
 /// calm down.
-fn start_loaded(ps: &mut PartitionState, registry: &Registry, loaded: Vec<(String, PartnerState)>) {
+fn start_loaded(
+    ps: &mut PartitionState,
+    registry: &Registry,
+    loaded: Vec<(String, PartnerState)>,
+    ceiling: DateTime<Utc>,
+) {
     for (id, state) in loaded {
         if !state.outbox().is_empty() {
             ps.dirty.insert(id.clone());
         }
         if let Some(clock) = state.event_clock() {
-            if ps.watermark.is_none_or(|w| clock > w) {
-                ps.watermark = Some(clock);
-            }
+            advance_watermark(&mut ps.watermark, clock, ceiling);
         }
         let (addr, due) = registry.start(state);
         ps.partners.insert(
@@ -1365,7 +1392,8 @@ impl Pipeline {
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
-            start_loaded(ps, &self.registry, loaded);
+            let ceiling = watermark_ceiling(Utc::now(), self.settings.limits.max_clock_skew);
+            start_loaded(ps, &self.registry, loaded, ceiling);
             // A partner the store could not give now is tried again at the next tick.
             if control_complete {
                 ps.control_cursor = next;
@@ -1423,6 +1451,26 @@ mod tests {
         assert!(!round_due(true, ms(1_100)), "one at a time");
         // The round that began 1.1 s ago has just ended: the next starts now, not at 2 s.
         assert!(round_due(false, ms(1_100)));
+    }
+
+    /// A producer with its clock a day ahead moves the watermark only to the wall clock
+    /// plus the skew allowed; history (past `ts`) moves it as before.
+    #[test]
+    fn a_future_ts_moves_the_watermark_no_further_than_the_skew_allowed() {
+        let now = Utc::now();
+        let ceiling = watermark_ceiling(now, chrono::Duration::seconds(300));
+        assert_eq!(ceiling, now + chrono::Duration::seconds(300));
+        let mut w = None;
+        let past = now - chrono::Duration::days(30);
+        advance_watermark(&mut w, past, ceiling);
+        assert_eq!(w, Some(past));
+        advance_watermark(&mut w, now + chrono::Duration::days(1), ceiling);
+        assert_eq!(w, Some(ceiling));
+        // Never backwards: an older event, or a ceiling below the watermark.
+        advance_watermark(&mut w, past, ceiling);
+        assert_eq!(w, Some(ceiling));
+        advance_watermark(&mut w, now + chrono::Duration::days(2), now);
+        assert_eq!(w, Some(ceiling));
     }
 
     /// A silent partition's watermark follows the wall clock after 2 s, but only once it
