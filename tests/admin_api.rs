@@ -274,6 +274,102 @@ fn a_flood_of_unauthenticated_requests_is_audited_in_a_bounded_number_of_records
     assert!(daemon.terminate().success());
 }
 
+/// A partner its quota throttles stays throttled through a kill switch: the lift puts back
+/// the level the owner decided (it believes it in force and would not decide it again),
+/// and a person cannot set a level below it by hand either (CONTRACT §3: quota decisions
+/// are immediate).
+#[test]
+fn a_kill_switch_lift_puts_back_the_quota_throttle_and_a_manual_ok_cannot_lift_it() {
+    let stream = Stream::new("admin-kill-quota");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    let mut p = common::TestProducer::new(&stream.brokers);
+    let partner = json!({"type": "partner", "partner_id": "p-qk", "name": "QK", "tier": "gold",
+        "tier_effective_from": "2026-01-01T00:00:00Z"});
+    let quota = json!({"type": "quota", "partner_id": "p-qk", "monthly_requests": 100,
+        "burst_rps": 1000, "overage": "block"});
+    for fact in [partner, quota] {
+        p.send_sync(&stream.control, Some("p-qk"), fact.to_string().as_bytes());
+    }
+    assert!(common::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let (status, v) = daemon.request("GET", "/v1/partners/p-qk", Some(VIEWER_TOKEN), None);
+            status == 200 && v["quota"]["limit"] == 100
+        }
+    ));
+    // 110 of 100: throttled (block), not past the hard ceiling.
+    let usage = json!({"event_id": "qk-1", "ts": chrono::Utc::now(), "partner_id": "p-qk",
+        "integration_id": "qk-i", "requests": 110, "errors": 0, "auth_failures": 0, "bytes": 0});
+    p.send_sync(&stream.usage, Some("p-qk"), usage.to_string().as_bytes());
+    let key = format!("{}:enf:partner:p-qk", stream.prefix);
+    let level = || common::redis_hash(&redis, &key).get("level").cloned();
+    assert!(common::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || level().as_deref() == Some("throttle")
+    ));
+    let kill = json!({"scope": "partner", "target": "p-qk", "reason": "leak", "ttl_seconds": 1});
+    let (status, created) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&kill));
+    assert_eq!(status, 201, "{created}");
+    assert!(common::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || level().as_deref() != Some("killed")
+    ));
+    let h = common::redis_hash(&redis, &key);
+    assert_eq!(
+        (
+            h["level"].as_str(),
+            h["reason"].as_str(),
+            h["rate_limit_rps"].as_str()
+        ),
+        ("throttle", "quota_exceeded", "500"),
+        "{h:?}"
+    );
+    let on_topic = distinct_decisions(&stream, 3);
+    let moves: Vec<(&str, &str, &str)> = on_topic
+        .iter()
+        .map(|d| {
+            (
+                d["previous"].as_str().unwrap(),
+                d["level"].as_str().unwrap(),
+                d["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("ok", "throttle", "quota_exceeded"),
+            ("throttle", "killed", "kill_switch"),
+            ("killed", "throttle", "quota_exceeded")
+        ]
+    );
+    let ok = json!({"level": "ok", "reason": "customer asked"});
+    let (status, body) = daemon.request(
+        "POST",
+        "/v1/partners/p-qk/enforcement",
+        Some(OPERATOR),
+        Some(&ok),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(level().as_deref(), Some("throttle"));
+    // Above it is a person's to set.
+    let suspend = json!({"level": "suspend", "reason": "abuse"});
+    let (status, body) = daemon.request(
+        "POST",
+        "/v1/partners/p-qk/enforcement",
+        Some(OPERATOR),
+        Some(&suspend),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(daemon.terminate().success());
+}
+
 /// The distinct decisions on the enforcement topic (a consumer keeps the first record of
 /// each id), once at least `at_least` are there. Every copy of an id must be the same.
 fn distinct_decisions(stream: &Stream, at_least: usize) -> Vec<Value> {
@@ -468,7 +564,9 @@ fn a_manual_level_set_while_the_broker_is_down_has_its_record_sent_after_a_crash
         (&record["scope"], &record["id"], &record["partner_id"]),
         (&json!("partner"), &json!("p-5"), &json!("p-5"))
     );
-    assert!(record["rate_limit_rps"].is_null(), "{record}");
+    // A throttle's rate, the same on the key and the record (CONTRACT §4).
+    assert!(record["rate_limit_rps"].as_u64().is_some(), "{record}");
+    assert_eq!(record["rate_limit_rps"].to_string(), h["rate_limit_rps"]);
     let forgotten = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         common::redis_hash(&redis, &pending).is_empty()
     });

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use warden::store::decisions::{
-    DecisionStore, DecisionWrite, KillSwitch, LiftWrite, MemoryDecisions, Published,
+    DecisionStore, DecisionWrite, KillSwitch, LiftWrite, MemoryDecisions, OwnerLevel, Published,
 };
 use warden::store::redis::RedisStore;
 
@@ -179,6 +179,9 @@ fn switch(id: &str, expires_at: Option<&str>) -> KillSwitch {
         previous: Some("warn".into()),
         lifted_at: None,
         lift_seq: None,
+        lift_level: None,
+        lift_reason: None,
+        lift_rps: None,
     }
 }
 
@@ -306,6 +309,64 @@ async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
     assert_eq!(stored["seq"], later.seq.to_string());
 }
 
+/// The owner's last level is noted by its own writes, applied or refused (a switch held
+/// the key), never by a person's, and never rolled back by a re-publication; a lift notes
+/// what it wrote on the switch, so its record can be rebuilt.
+async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn DecisionStore) {
+    assert_eq!(s.owner_level("partner", "p-1").await.unwrap(), None);
+    let throttle = s.publish(&write("p-1:1", "throttle", false)).await.unwrap();
+    assert!(throttle.applied);
+    let noted = |level: &str, rps: Option<u64>| OwnerLevel {
+        level: level.into(),
+        reason: "error_rate".into(),
+        rate_limit_rps: rps,
+    };
+    assert_eq!(
+        s.owner_level("partner", "p-1").await.unwrap(),
+        Some(noted("throttle", Some(50)))
+    );
+    let kill = s
+        .publish_switch(&write("ks:ks-1:set", "killed", true), &switch("ks-1", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.owner_level("partner", "p-1").await.unwrap(),
+        Some(noted("throttle", Some(50))),
+        "a person's write is not the owner's"
+    );
+    let suspend = s.publish(&write("p-1:2", "suspend", false)).await.unwrap();
+    assert!(!suspend.applied, "the switch holds the key");
+    let replay = s.publish(&write("p-1:1", "throttle", false)).await.unwrap();
+    assert_eq!(replay.seq, throttle.seq);
+    assert_eq!(
+        s.owner_level("partner", "p-1").await.unwrap(),
+        Some(noted("suspend", None)),
+        "refused but noted; the replay of an older decision changes nothing"
+    );
+    let lift = write("ks:ks-1:lift", "suspend", true);
+    let (applied, _) = lifted(s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap());
+    assert!(applied.applied);
+    assert_eq!(
+        s.read("partner", "p-1").await.unwrap().unwrap()["level"],
+        "suspend"
+    );
+    let registered = s.switches().await.unwrap().remove(0);
+    assert_eq!(
+        (
+            registered.lift_level.as_deref(),
+            registered.lift_reason.as_deref(),
+            registered.lift_rps.as_deref()
+        ),
+        (Some("suspend"), Some("error_rate"), Some(""))
+    );
+    let ok = s.publish(&write("p-1:3", "ok", false)).await.unwrap();
+    assert!(ok.applied);
+    assert_eq!(
+        s.owner_level("partner", "p-1").await.unwrap(),
+        Some(noted("ok", None))
+    );
+}
+
 /// A manual level is kept among the pending records, with the seq it got, by the write
 /// that applies it: whatever happens to the request after, its record can be rebuilt with
 /// the same content. A re-publication neither adds nor changes one; removing forgets it.
@@ -392,7 +453,8 @@ suite!(
     a_switch_is_registered_by_the_write_that_kills,
     lifting_is_compare_and_set_on_the_kill_seq,
     a_lift_leaves_a_later_decision_alone,
-    a_manual_level_is_kept_pending_by_the_write_that_applies_it
+    a_manual_level_is_kept_pending_by_the_write_that_applies_it,
+    the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote
 );
 
 /// Gateways that cache subscribe to the channel: an applied decision is published once,

@@ -15,9 +15,9 @@ use super::topic_records::{forget_pending, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
-use crate::domain::enforcement::{throttle_rps, DEFAULT_TIER};
+use crate::domain::enforcement::{throttle_rps, Level, Reason, DEFAULT_TIER};
 use crate::publish::count_transition;
-use crate::store::decisions::DecisionWrite;
+use crate::store::decisions::{DecisionWrite, OwnerLevel};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +78,15 @@ pub async fn set_level(
         return Err(ApiError::Conflict(
             "a kill switch holds this partner; lift it through /v1/kill-switches".into(),
         ));
+    }
+    if let Some(held) = immediate_level_above(&state, &partner, &body.level).await? {
+        // Its owner believes the level in force and would not decide it again: a lower
+        // level written here would let the partner through until the quota month ends.
+        return Err(ApiError::Conflict(format!(
+            "partner {partner} is held at {} by {}, which lifts when its cause does (a \
+             quota fact raising the limit, a new month, credits, an upgrade)",
+            held.level, held.reason
+        )));
     }
     let rate_limit_rps = if body.level == "throttle" {
         manual_throttle_rps(&state, &partner).await?
@@ -155,4 +164,29 @@ async fn manual_throttle_rps(state: &ApiState, partner: &str) -> Result<Option<u
     }
     .unwrap_or_else(|| state.policy.tier(DEFAULT_TIER).burst_rps);
     Ok(throttle_rps(burst_rps, state.policy.throttle_factor))
+}
+
+/// The level the partner's owner decided for a cause that holds it regardless of people
+/// (a quota, a burst, a pilot, credits; see [`Reason::is_immediate`]), if it is above
+/// `requested`.
+async fn immediate_level_above(
+    state: &ApiState,
+    partner: &str,
+    requested: &str,
+) -> Result<Option<OwnerLevel>, ApiError> {
+    let store = state.publisher.store().clone();
+    let p = partner.to_owned();
+    let owner = state
+        .store_call(async move { store.owner_level("partner", &p).await })
+        .await?;
+    let parse = |s: &str| serde_json::from_value::<Level>(json!(s)).ok();
+    let immediate =
+        |s: &str| serde_json::from_value::<Reason>(json!(s)).is_ok_and(Reason::is_immediate);
+    Ok(owner.filter(|o| {
+        immediate(&o.reason)
+            && match (parse(&o.level), parse(requested)) {
+                (Some(held), Some(asked)) => asked < held,
+                _ => false,
+            }
+    }))
 }

@@ -21,7 +21,7 @@ use crate::config::Role;
 use crate::domain::audit::AuditEntry;
 use crate::metrics::{METRICS, SCOPES};
 use crate::publish::{count_transition, DecisionPublisher};
-use crate::store::decisions::{DecisionWrite, KillSwitch, LiftWrite};
+use crate::store::decisions::{DecisionWrite, KillSwitch, LiftWrite, OwnerLevel};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +94,9 @@ pub async fn create(
         previous: Some(previous),
         lifted_at: None,
         lift_seq: None,
+        lift_level: None,
+        lift_reason: None,
+        lift_rps: None,
     };
     let write = set_write(&switch);
     let store = state.publisher.store().clone();
@@ -206,28 +209,12 @@ pub async fn lift(
         };
         record(state, entry).await?;
     }
-    let lift_write = |since: String| {
-        let mut write = switch_write(
-            &lift_outbox_id(&switch.id),
-            &switch.scope,
-            &switch.target,
-            "ok",
-            "killed",
-            since,
-        );
-        if switch.previous.as_deref() == Some("terminated") {
-            // A termination leaves only by a person's order (CONTRACT §3), not with the
-            // switch set over it, nor by its TTL: the lift puts it back.
-            write.level = "terminated".into();
-            write.reason = "manual".into();
-        }
-        write
-    };
     // The lift's record to send: (write, seq, acknowledged before), or none.
     let lift_record = match (&switch.lifted_at, switch.lift_seq) {
-        (Some(at), Some(seq)) => Some((lift_write(at.clone()), seq, false)),
+        (Some(at), Some(seq)) => Some((noted_lift_write(switch, at.clone()), seq, false)),
         _ => {
-            let write = lift_write(rfc3339(Utc::now()));
+            let restore = restored_level(state, switch).await?;
+            let write = lift_write(switch, restore, rfc3339(Utc::now()));
             let store = state.publisher.store().clone();
             let (w, id, seq) = (write.clone(), switch.id.clone(), switch.seq);
             let lifted = state
@@ -235,20 +222,20 @@ pub async fn lift(
                 .await?;
             match lifted {
                 LiftWrite::Superseded => None,
-                LiftWrite::Lifted {
-                    published,
-                    lifted_at,
-                } => {
+                LiftWrite::Lifted { published, .. } if published.applied => {
                     count_transition(&write, &published);
-                    // The lift's time is the one its first write noted on the switch;
-                    // unregistered, this call's own if it applied the lift, else another
-                    // lifter finished it and there is nothing left to send.
-                    let since = match lifted_at {
-                        Some(at) => Some(at),
-                        None if published.applied => Some(write.since.clone()),
-                        None => None,
-                    };
-                    since.map(|at| (lift_write(at), published.seq, published.produced))
+                    Some((write, published.seq, published.produced))
+                }
+                // Another lifter (a DELETE racing the TTL) applied it first: its record
+                // is rebuilt from what that write noted on the switch, if still there.
+                LiftWrite::Lifted { published, .. } => {
+                    noted_switch(state, &switch.id).await?.and_then(|s| {
+                        Some((
+                            noted_lift_write(&s, s.lifted_at.clone()?),
+                            published.seq,
+                            published.produced,
+                        ))
+                    })
                 }
             }
         }
@@ -321,6 +308,78 @@ fn set_write(switch: &KillSwitch) -> DecisionWrite {
         switch.previous.as_deref().unwrap_or("ok"),
         switch.created_at.clone(),
     )
+}
+
+/// What a lift puts in the data plane: the termination the switch was set over (a
+/// termination leaves only by a person's order, CONTRACT §3, not by a switch's TTL), else
+/// the level the target's owner last decided, refused or not while the switch held the
+/// key (a quota suspension must not end because a kill was lifted: the owner, which
+/// believes it in force, would not decide it again), else `ok`.
+async fn restored_level(state: &ApiState, switch: &KillSwitch) -> Result<OwnerLevel, ApiError> {
+    if switch.previous.as_deref() == Some("terminated") {
+        return Ok(OwnerLevel {
+            level: "terminated".into(),
+            reason: "manual".into(),
+            rate_limit_rps: None,
+        });
+    }
+    let store = state.publisher.store().clone();
+    let (scope, target) = (switch.scope.clone(), switch.target.clone());
+    let owner = state
+        .store_call(async move { store.owner_level(&scope, &target).await })
+        .await?;
+    Ok(owner.filter(|o| o.level != "ok").unwrap_or(OwnerLevel {
+        level: "ok".into(),
+        reason: "kill_switch".into(),
+        rate_limit_rps: None,
+    }))
+}
+
+/// The lift's data-plane write putting `restore` back at `since`.
+fn lift_write(switch: &KillSwitch, restore: OwnerLevel, since: String) -> DecisionWrite {
+    let mut write = switch_write(
+        &lift_outbox_id(&switch.id),
+        &switch.scope,
+        &switch.target,
+        &restore.level,
+        "killed",
+        since,
+    );
+    write.reason = restore.reason;
+    write.rate_limit_rps = restore.rate_limit_rps;
+    write
+}
+
+/// The lift's write as the write that applied it noted on the switch, for its record. A
+/// lift noted before the level was kept wrote `ok` (or put a termination back).
+fn noted_lift_write(switch: &KillSwitch, lifted_at: String) -> DecisionWrite {
+    let restore = match &switch.lift_level {
+        Some(level) => OwnerLevel {
+            level: level.clone(),
+            reason: switch.lift_reason.clone().unwrap_or_default(),
+            rate_limit_rps: switch.lift_rps.as_deref().and_then(|r| r.parse().ok()),
+        },
+        None if switch.previous.as_deref() == Some("terminated") => OwnerLevel {
+            level: "terminated".into(),
+            reason: "manual".into(),
+            rate_limit_rps: None,
+        },
+        None => OwnerLevel {
+            level: "ok".into(),
+            reason: "kill_switch".into(),
+            rate_limit_rps: None,
+        },
+    };
+    lift_write(switch, restore, lifted_at)
+}
+
+/// The switch `id` as registered now, if it still is.
+async fn noted_switch(state: &ApiState, id: &str) -> Result<Option<KillSwitch>, ApiError> {
+    let store = state.publisher.store().clone();
+    let switches = state
+        .store_call(async move { store.switches().await })
+        .await?;
+    Ok(switches.into_iter().find(|s| s.id == id))
 }
 
 /// The data-plane write of a kill switch being set (`killed`) or lifted (`ok`): a

@@ -97,6 +97,26 @@ pub struct KillSwitch {
     /// from the two, whatever happened to the outbox map meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lift_seq: Option<u64>,
+    /// What the lift wrote (level, reason, rate; "" = no rate), noted with `lift_seq`: the
+    /// level its owner had decided, or the termination the switch was set over, so its
+    /// record is rebuilt with the content it was applied with. `None` for a lift noted
+    /// before they were kept (it wrote `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lift_level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lift_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lift_rps: Option<String>,
+}
+
+/// The level a target's owner last decided for it, applied or refused (a kill switch
+/// held the key): what a lift puts back, and what a person's manual level is checked
+/// against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerLevel {
+    pub level: String,
+    pub reason: String,
+    pub rate_limit_rps: Option<u64>,
 }
 
 /// A person's decision whose enforcement-topic record the broker has not acknowledged
@@ -152,7 +172,8 @@ pub trait DecisionStore: Send + Sync + 'static {
     /// [`Self::publish`] of the `ok` decision lifting the switch `switch_id`, only while the
     /// key still holds that switch's `killed` (its seq is `kill_seq`); nothing is written
     /// when a later decision replaced it. Applied, it also notes the lift's time
-    /// (`write.since`) and seq on the switch as `lifted_at` and `lift_seq`. A
+    /// (`write.since`), seq and what it wrote on the switch (`lifted_at`, `lift_seq`,
+    /// `lift_level`, `lift_reason`, `lift_rps`). A
     /// re-publication (a known outbox id) answers as [`Self::publish`] does, whatever the
     /// key holds now.
     async fn publish_lift(
@@ -177,6 +198,9 @@ pub trait DecisionStore: Send + Sync + 'static {
     async fn pending_records(&self) -> Result<Vec<PendingRecord>, StoreError>;
     /// Forgets a pending record once the broker acknowledged it.
     async fn remove_pending(&self, outbox_id: &str) -> Result<(), StoreError>;
+    /// The level the target's owner last decided (see [`OwnerLevel`]); `None` when it never
+    /// decided one, or its last was `ok` long enough ago to be forgotten.
+    async fn owner_level(&self, scope: &str, id: &str) -> Result<Option<OwnerLevel>, StoreError>;
     /// The hash a gateway reads, if any.
     async fn read(
         &self,
@@ -187,23 +211,26 @@ pub trait DecisionStore: Send + Sync + 'static {
     async fn switches(&self) -> Result<Vec<KillSwitch>, StoreError>;
 }
 
-/// KEYS[1] = enf hash, KEYS[2] = seq counter, KEYS[3] = outbox id → seq hash, and for a
-/// person's decision KEYS[4] = a registry hash: the kill-switch registry, or the pending
-/// records of manual levels.
+/// KEYS[1] = enf hash, KEYS[2] = seq counter, KEYS[3] = outbox id → seq hash, KEYS[4] =
+/// the owner's level (see [`DecisionStore::owner_level`]: an owner's decision notes itself
+/// there, applied or refused, when its seq is the newest noted), and for a person's
+/// decision KEYS[5] = a registry hash: the kill-switch registry, or the pending records of
+/// manual levels.
 /// ARGV[1] = outbox id, [2] level, [3] reason, [4] rate_limit_rps ("" = none), [5] since,
 /// [6] "1" when a person decides, [7] scope, [8] id, [9] ttl of the outbox map (s),
 /// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it);
-/// with KEYS[4]: [13] the seq the key must still hold for a first write ("" = any),
+/// with KEYS[5]: [13] the seq the key must still hold for a first write ("" = any),
 /// [14] the entry's field, [15] a JSON object to register there with this write's seq
-/// ("" = note `lifted_at` = ARGV[5] and `lift_seq` on the registered entry instead).
+/// ("" = note `lifted_at` = ARGV[5], `lift_seq` and the level, reason and rate written,
+/// as `lift_level`, `lift_reason`, `lift_rps`, on the registered entry instead).
 /// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1), applied before
-/// (0|1)}, seq 0 when the key no longer held ARGV[13] (nothing written); with KEYS[4] also
+/// (0|1)}, seq 0 when the key no longer held ARGV[13] (nothing written); with KEYS[5] also
 /// the entry's `lifted_at` after the call ("" = none) and whether it is registered (0|1).
 /// An applied decision is also published on the channel as JSON. `produced` says the outbox id's
 /// enforcement-topic record was acknowledged before (see `mark_produced`). Validates
 /// before writing.
 const PUBLISH: &str = r#"
-local registry = #KEYS == 4
+local registry = #KEYS == 5
 if #ARGV ~= (registry and 15 or 12) then
   return redis.error_reply('ERR warden publish: wrong number of arguments')
 end
@@ -212,7 +239,7 @@ end
 local entry = nil
 if registry then
   local raw = ARGV[15]
-  if raw == '' then raw = redis.call('HGET', KEYS[4], ARGV[14]) end
+  if raw == '' then raw = redis.call('HGET', KEYS[5], ARGV[14]) end
   if raw then
     local ok, decoded = pcall(cjson.decode, raw)
     if not ok or type(decoded) ~= 'table' or not pcall(cjson.encode, decoded) then
@@ -244,6 +271,19 @@ else
   redis.call('HSET', KEYS[3], ARGV[1], seq)
   redis.call('EXPIRE', KEYS[3], ARGV[9])
 end
+if ARGV[6] ~= '1' then
+  -- What the owner last decided, refused or not: a person's lift puts it back.
+  local noted = tonumber(redis.call('HGET', KEYS[4], 'seq') or '0')
+  if seq > noted then
+    redis.call('HSET', KEYS[4], 'level', ARGV[2], 'reason', ARGV[3], 'rate_limit_rps', ARGV[4],
+      'seq', seq)
+    if ARGV[2] == 'ok' then
+      redis.call('EXPIRE', KEYS[4], ARGV[9])
+    else
+      redis.call('PERSIST', KEYS[4])
+    end
+  end
+end
 if before == 1 or seq <= cur then return reply(seq, 0, held and 1 or 0, produced, before) end
 if held and ARGV[6] ~= '1' then return reply(seq, 0, 1, produced, before) end
 if entry then
@@ -252,8 +292,11 @@ if entry then
   else
     entry.lifted_at = ARGV[5]
     entry.lift_seq = seq
+    entry.lift_level = ARGV[2]
+    entry.lift_reason = ARGV[3]
+    entry.lift_rps = ARGV[4]
   end
-  redis.call('HSET', KEYS[4], ARGV[14], cjson.encode(entry))
+  redis.call('HSET', KEYS[5], ARGV[14], cjson.encode(entry))
 end
 redis.call('HSET', KEYS[3], ARGV[1] .. ':applied', 1)
 local decision_id = ARGV[7] .. ':' .. ARGV[8] .. ':' .. seq
@@ -291,6 +334,10 @@ impl DecisionKeys {
     }
     pub fn published(&self, scope: &str, id: &str) -> String {
         format!("{}:enfpub:{scope}:{id}", self.prefix)
+    }
+    /// The level the target's owner last decided (see [`DecisionStore::owner_level`]).
+    pub fn owner(&self, scope: &str, id: &str) -> String {
+        format!("{}:enfowner:{scope}:{id}", self.prefix)
     }
     /// The pub/sub channel gateways that cache subscribe to.
     pub fn channel(&self) -> String {
@@ -347,11 +394,12 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 
 impl RedisDecisions {
     /// The keys and arguments of `PUBLISH` for one write.
-    fn publish_call(&self, w: &DecisionWrite) -> ([String; 3], Vec<String>) {
+    fn publish_call(&self, w: &DecisionWrite) -> ([String; 4], Vec<String>) {
         let keys = [
             self.keys.enf(&w.scope, &w.id),
             self.keys.seq(&w.scope, &w.id),
             self.keys.published(&w.scope, &w.id),
+            self.keys.owner(&w.scope, &w.id),
         ];
         let args: Vec<String> = vec![
             w.outbox_id.clone(),
@@ -452,7 +500,7 @@ impl DecisionStore for RedisDecisions {
             return Ok(out);
         }
         let script = self.publish.clone();
-        let calls: Vec<([String; 3], Vec<String>)> =
+        let calls: Vec<([String; 4], Vec<String>)> =
             writes.iter().map(|w| self.publish_call(w)).collect();
         self.store
             .run("publish decisions", move |mut conn| async move {
@@ -542,6 +590,20 @@ impl DecisionStore for RedisDecisions {
                     .await
                     .map_err(unavailable)?;
                 Ok(found)
+            })
+            .await
+    }
+
+    async fn owner_level(&self, scope: &str, id: &str) -> Result<Option<OwnerLevel>, StoreError> {
+        let key = self.keys.owner(scope, id);
+        self.store
+            .run("read owner level", move |mut conn| async move {
+                let map: HashMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(owner_level_of(&map))
             })
             .await
     }
@@ -645,6 +707,15 @@ impl RedisDecisions {
     }
 }
 
+/// The owner's level as noted by `PUBLISH`; a hash without a level is none.
+fn owner_level_of(map: &HashMap<String, String>) -> Option<OwnerLevel> {
+    Some(OwnerLevel {
+        level: map.get("level")?.clone(),
+        reason: map.get("reason").cloned().unwrap_or_default(),
+        rate_limit_rps: map.get("rate_limit_rps").and_then(|r| r.parse().ok()),
+    })
+}
+
 /// A registry hash's entries that decode. An entry warden did not write is left out (and
 /// logged), not fatal: it would otherwise stop every TTL lift, the list and every DELETE,
 /// or every pending record behind it.
@@ -678,6 +749,8 @@ struct MemoryPlane {
     applied: std::collections::HashSet<String>,
     switches: BTreeMap<String, KillSwitch>,
     pending: BTreeMap<String, PendingRecord>,
+    /// The owner's last level per target, with its seq.
+    owner: HashMap<(String, String), (u64, OwnerLevel)>,
 }
 
 impl MemoryPlane {
@@ -713,6 +786,19 @@ impl MemoryPlane {
                 s
             }
         };
+        if !w.by_person
+            && self
+                .owner
+                .get(&target)
+                .is_none_or(|(noted, _)| seq > *noted)
+        {
+            let level = OwnerLevel {
+                level: w.level.clone(),
+                reason: w.reason.clone(),
+                rate_limit_rps: w.rate_limit_rps,
+            };
+            self.owner.insert(target.clone(), (seq, level));
+        }
         if applied_before || seq <= cur_seq || (held && !w.by_person) {
             return Published {
                 seq,
@@ -795,6 +881,9 @@ impl DecisionStore for MemoryDecisions {
             if let Some(s) = plane.switches.get_mut(switch_id) {
                 s.lifted_at = Some(w.since.clone());
                 s.lift_seq = Some(p.seq);
+                s.lift_level = Some(w.level.clone());
+                s.lift_reason = Some(w.reason.clone());
+                s.lift_rps = Some(w.rate_limit_rps.map(|r| r.to_string()).unwrap_or_default());
             }
         }
         let lifted_at = plane
@@ -802,6 +891,15 @@ impl DecisionStore for MemoryDecisions {
             .get(switch_id)
             .map(|s| s.lifted_at.clone().unwrap_or_default());
         Ok(lift_write(p, lifted_at))
+    }
+
+    async fn owner_level(&self, scope: &str, id: &str) -> Result<Option<OwnerLevel>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .owner
+            .get(&(scope.to_owned(), id.to_owned()))
+            .map(|(_, level)| level.clone()))
     }
 
     async fn read(
