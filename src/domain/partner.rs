@@ -778,6 +778,25 @@ mod tests {
         assert_eq!(s.enforcement.partner_level().level, Level::Throttle);
     }
 
+    /// LESSONS (scoped keys): dedup ids are per partner. The same `event_id` from two
+    /// partners is two events; from one partner, one.
+    #[test]
+    fn the_same_event_id_under_two_partners_counts_for_each() {
+        let env = ApplyEnv::default();
+        let of = |partner: &str| {
+            let PartnerEvent::Usage(mut u) = usage("shared-id", 0, 10, 0) else {
+                unreachable!()
+            };
+            u.partner_id = partner.into();
+            PartnerEvent::Usage(u)
+        };
+        let (mut a, mut b) = (PartnerState::new("p-a"), PartnerState::new("p-b"));
+        assert_eq!(a.apply(&of("p-a"), &env.ctx()), Ok(Applied::Counted));
+        assert_eq!(b.apply(&of("p-b"), &env.ctx()), Ok(Applied::Counted));
+        assert_eq!(a.apply(&of("p-a"), &env.ctx()), Ok(Applied::Duplicate));
+        assert_eq!((a.usage.requests, b.usage.requests), (10, 10));
+    }
+
     #[test]
     fn event_outside_the_dedup_window_is_rejected_without_effect() {
         let mut s = PartnerState::new("p-1");

@@ -109,6 +109,43 @@ fn a_late_line_for_a_frozen_month_is_an_adjustment_in_the_open_month() {
     ));
 }
 
+/// LESSONS (refund after payout): a refund of a line whose month is frozen (closed, then
+/// approved and paid by finance, which lives outside the ledger) never changes that
+/// statement. Dated in the frozen month, it lands in the open month as a negative
+/// adjustment naming its origin; dated later, it is a line of its own month.
+#[test]
+fn a_refund_after_its_month_is_frozen_is_a_negative_adjustment_in_the_open_month() {
+    let (f, prog) = (gold_facts(), default_program());
+    let mut l = Ledger::new("p");
+    l.apply_invoice(&paid("a", "2026-04-10T00:00:00Z", "1000"), &f, &prog)
+        .unwrap(); // commission 120.00
+    let close = ControlEvent::MonthClose {
+        month: "2026-04".into(),
+    };
+    l.apply_control(2, &close, &f, &prog);
+    let frozen = l.statement(m("2026-04"));
+    assert_eq!(frozen.totals.commission_usd, d("120.00"));
+    let late = refund("r-late", "a", "2026-04-20T00:00:00Z", "250");
+    let fx = l.apply_invoice(&late, &f, &prog).unwrap();
+    assert_eq!(fx.commission_reversed_usd, d("30.00"));
+    l.apply_invoice(
+        &refund("r-may", "a", "2026-05-03T00:00:00Z", "250"),
+        &f,
+        &prog,
+    )
+    .unwrap();
+    assert_eq!(
+        l.statement(m("2026-04")),
+        frozen,
+        "paid statements never change"
+    );
+    let may = l.statement(m("2026-05"));
+    let origins: Vec<Option<Month>> = may.lines.iter().map(|line| line.origin_month).collect();
+    assert_eq!(origins, [Some(m("2026-04")), None]);
+    assert_eq!(may.totals.commission_usd, d("-60.00"));
+    assert_eq!(l.totals().commission_usd, d("60.00"));
+}
+
 #[test]
 fn mdf_draws_on_the_coop_balance_through_control_facts() {
     let (f, prog) = (gold_facts(), default_program());
