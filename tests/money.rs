@@ -352,6 +352,62 @@ fn a_line_waiting_for_its_rate_stays_live_through_passivation_and_is_booked_when
     d.terminate();
 }
 
+/// A refund that waited with its original for a rate and is found to exceed it when the
+/// rate arrives is a rule rejection like any other (CONTRACT §2 `over_refund`, §5): it goes
+/// to the dead-letter topic under its own record's id, not only to the audit log.
+#[test]
+fn a_parked_refund_rejected_when_its_rate_arrives_is_dead_lettered_under_its_record() {
+    let redis = common::redis_url();
+    let stream = Stream::new("money-parked-reject");
+    let mut d = Daemon::start(&config(&stream, &redis, "default"));
+    d.wait_ready(Duration::from_secs(60));
+    let mut p = TestProducer::new(&stream.brokers);
+    p.send_sync(
+        &stream.control,
+        Some("fx-2"),
+        partner_fact("fx-2", "gold").to_string().as_bytes(),
+    );
+    let mut paid = invoice("fx-2", "inv-eur-9", "2026-04-10T10:00:00Z", "100.00");
+    paid["currency"] = json!("EUR");
+    p.send_sync(&stream.invoices, Some("fx-2"), paid.to_string().as_bytes());
+    let mut refund = invoice("fx-2", "ref-eur-9", "2026-04-11T10:00:00Z", "150.00");
+    refund["currency"] = json!("EUR");
+    refund["kind"] = json!("refund");
+    refund["refers_to"] = json!("inv-eur-9");
+    let at = p.send_sync(
+        &stream.invoices,
+        Some("fx-2"),
+        refund.to_string().as_bytes(),
+    );
+    assert!(wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || field(&d, "fx-2", "parked_invoices") == 2
+    ));
+    let rate = json!({"type": "fx_rate", "currency": "EUR", "usd_per_unit": "1.10",
+        "as_of": "2026-04-01T00:00:00Z"});
+    p.send_sync(&stream.control, None, rate.to_string().as_bytes());
+    let dead = common::consume_all(
+        &stream.brokers,
+        &stream.deadletter,
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter: Value = serde_json::from_slice(&dead[0].3).unwrap();
+    assert_eq!(letter["reason"], "over_refund", "{letter}");
+    assert_eq!(letter["source_topic"], stream.invoices.as_str());
+    assert_eq!(
+        (letter["partition"].as_i64(), letter["offset"].as_i64()),
+        (Some(at.partition as i64), Some(at.offset)),
+        "{letter}"
+    );
+    // The original is booked: 12 % of 110.00 USD.
+    assert_eq!(field(&d, "fx-2", "commission_usd"), "13.20");
+    assert_eq!(field(&d, "fx-2", "parked_invoices"), 0);
+    d.terminate();
+}
+
 #[test]
 fn a_late_invoice_for_a_frozen_month_is_an_adjustment_and_payouts_are_finances_alone() {
     let redis = common::redis_url();

@@ -15,8 +15,8 @@ use super::messages::{
 };
 use crate::domain::control::ControlTable;
 use crate::domain::enforcement::{EnforcementPolicy, Level, DUE_NOW};
-use crate::domain::event::{DeadLetterReason, TopicKind};
-use crate::domain::money::Program;
+use crate::domain::event::{DeadLetterReason, PartnerEvent, TopicKind};
+use crate::domain::money::{Program, RecordRef};
 use crate::domain::partner::{Applied, ApplyContext, ApplyRules, PartnerState};
 use crate::metrics::{Outcome, METRICS};
 
@@ -180,6 +180,13 @@ impl Shared {
                     let took = started.elapsed();
                     seconds.observe(took.as_secs_f64());
                     nanos.push(took.as_nanos() as u64);
+                    if let PartnerEvent::Invoice(e) = &sourced.event {
+                        let at = RecordRef {
+                            partition: sourced.partition,
+                            offset: sourced.offset,
+                        };
+                        state.note_invoice_source(e, at);
+                    }
                     match outcome {
                         Ok(Applied::Counted) => counted.add(sourced.topic, Outcome::Applied),
                         Ok(Applied::Duplicate) => counted.add(sourced.topic, Outcome::Duplicate),
@@ -296,6 +303,33 @@ impl PartnerActor {
         self.count_untracked();
     }
 
+    /// Parked lines their rate rejected join the rejections the next snapshot
+    /// dead-letters, under their own records' ids (CONTRACT §5). One parked before its
+    /// record was kept has no id to go under: it is only audited (by the rules).
+    fn collect_parked_rejections(&mut self) {
+        for (parked, rejection) in self.state.take_rejected_parked() {
+            let Some(at) = parked.source else {
+                tracing::warn!(
+                    partner_id = %self.state.partner_id,
+                    invoice_id = %parked.event.invoice_id,
+                    reason = rejection.reason.as_str(),
+                    "parked invoice rejected at its rate's arrival; its record is unknown, so it is audited only"
+                );
+                continue;
+            };
+            METRICS.dead_letter(TopicKind::Invoices, rejection.reason);
+            self.rejections.push(RejectedEvent {
+                source: Sourced {
+                    topic: TopicKind::Invoices,
+                    partition: at.partition,
+                    offset: at.offset,
+                    event: PartnerEvent::Invoice(Box::new(parked.event)),
+                },
+                rejection,
+            });
+        }
+    }
+
     /// Keeps `warden_untracked_total{kind}` in step: what the tracking bounds left out is
     /// never silent. A state loaded from the store brings its past count, counted before.
     fn count_untracked(&mut self) {
@@ -366,6 +400,7 @@ impl Handler<ApplyBatch> for PartnerActor {
         let outbox_before = self.state.outbox().len();
         let rejected = self.shared.apply_batch(&mut self.state, batch.0);
         self.rejections.extend(rejected);
+        self.collect_parked_rejections();
         if self.state.outbox().len() > outbox_before {
             self.shared.outbox_waiting.note(&self.state.partner_id);
         }
@@ -429,6 +464,7 @@ impl Handler<Tick> for PartnerActor {
                 });
         self.count_level();
         self.count_money();
+        self.collect_parked_rejections();
         let grew = self.state.outbox().len() > outbox_before;
         if grew {
             self.shared.outbox_waiting.note(&self.state.partner_id);

@@ -23,7 +23,7 @@ use super::event::{
 };
 use super::money::{
     ControlOutcome, CreditEffects, CreditSignal, InvoiceOutcome, Ledger, LedgerEffects, MoneyFacts,
-    MoneyTotals, Program, StatusView, CHAIN_LOOPS,
+    MoneyTotals, ParkedInvoice, Program, RecordRef, StatusView, CHAIN_LOOPS,
 };
 
 /// Lifetime usage counters (CONTRACT §6 `usage`).
@@ -230,6 +230,10 @@ pub struct PartnerState {
     /// Not part of the state: what the actor still has to count in metrics.
     #[serde(skip)]
     flow: MoneyFlow,
+    /// Not part of the state: parked lines their rate's arrival rejected, for the actor to
+    /// dead-letter with its next snapshot (CONTRACT §5).
+    #[serde(skip)]
+    rejected_parked: Vec<(ParkedInvoice, Rejection)>,
 }
 
 /// Whether the snapshot leaves the ledger out: none, or one nothing was applied to.
@@ -454,8 +458,9 @@ impl PartnerState {
                     effects.chargeback = false;
                     self.book(effects, e.ts, ctx);
                 }
-                for (e, rejection) in arrival.rejected {
-                    self.audit_refusal(&e, "money.parked_invoice_rejected", &rejection);
+                for (parked, rejection) in arrival.rejected {
+                    self.audit_refusal(&parked.event, "money.parked_invoice_rejected", &rejection);
+                    self.rejected_parked.push((parked, rejection));
                 }
             }
             ControlOutcome::Mdf(outcome) => {
@@ -568,6 +573,19 @@ impl PartnerState {
     /// Active / at-risk and the lock at `now` (informational).
     pub fn status(&self, now: DateTime<Utc>, program: &Program) -> StatusView {
         self.ledger().status(now, program)
+    }
+
+    /// Notes where the invoice `e` just applied came from, if it was parked: a line
+    /// rejected when its rate arrives is dead-lettered under that record's id.
+    pub fn note_invoice_source(&mut self, e: &InvoiceEvent, source: RecordRef) {
+        if let Some(ledger) = self.ledger.as_deref_mut() {
+            ledger.note_parked_source(e, source);
+        }
+    }
+
+    /// Takes the parked lines rejected since the last call, for the dead-letter topic.
+    pub fn take_rejected_parked(&mut self) -> Vec<(ParkedInvoice, Rejection)> {
+        std::mem::take(&mut self.rejected_parked)
     }
 
     /// Takes the money moved since the last call, for metrics.

@@ -12,6 +12,18 @@ use crate::domain::event::{AttributionEvent, InvoiceEvent};
 pub struct ParkedInvoice {
     pub event: InvoiceEvent,
     pub waits_for: String,
+    /// Where its record is on the invoices topic: a line rejected when its rate arrives is
+    /// dead-lettered under that record's id (CONTRACT §4, §5). `None` for one parked before
+    /// it was kept (then it is only audited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RecordRef>,
+}
+
+/// A record's place on its topic (the topic is known from context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRef {
+    pub partition: i32,
+    pub offset: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use super::wallet::{CoopWallet, WalletPlan};
 use super::{add, Rejection};
 use crate::domain::event::{AttributionEvent, DeadLetterReason, InvoiceEvent, InvoiceKind};
 
-pub use super::effects::{InvoiceOutcome, LedgerEffects, MoneyTotals, ParkedInvoice};
+pub use super::effects::{InvoiceOutcome, LedgerEffects, MoneyTotals, ParkedInvoice, RecordRef};
 pub use super::ledger_control::{ControlOutcome, FxArrival};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +111,7 @@ impl Ledger {
         self.parked.push(ParkedInvoice {
             event: e.clone(),
             waits_for: waits_for.to_string(),
+            source: None,
         });
         let mut fx = LedgerEffects::of(InvoiceOutcome::Parked);
         fx.chargeback = e.kind == InvoiceKind::Chargeback;
@@ -277,6 +278,17 @@ impl Ledger {
     /// Invoices waiting for an FX rate, in arrival order.
     pub fn parked(&self) -> &[ParkedInvoice] {
         &self.parked
+    }
+
+    /// Notes where the invoice just parked came from (the caller knows the record, the
+    /// rules do not); a no-op unless the last parked line is that invoice with no source.
+    pub fn note_parked_source(&mut self, e: &InvoiceEvent, source: RecordRef) {
+        if let Some(last) = self.parked.last_mut() {
+            let same = last.event.invoice_id == e.invoice_id && last.event.kind == e.kind;
+            if same && last.source.is_none() {
+                last.source = Some(source);
+            }
+        }
     }
 
     pub fn coop_wallet(&self) -> &CoopWallet {

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 
 use super::credits::{CreditEffects, TenantOutcome};
 use super::facts::MoneyFacts;
-use super::ledger::{Ledger, LedgerEffects};
+use super::ledger::{Ledger, LedgerEffects, ParkedInvoice};
 use super::month::Month;
 use super::program::Program;
 use super::statement::Transition;
@@ -23,9 +23,10 @@ use crate::domain::event::{ControlEvent, InvoiceEvent, MdfDecision};
 pub struct FxArrival {
     /// Each invoice applied now, in arrival order, with its effects (attributions to publish).
     pub applied: Vec<(InvoiceEvent, LedgerEffects)>,
-    /// Invoices that could not be applied now (e.g. an unknown tier): dead-letter and audit
-    /// them; they are no longer parked.
-    pub rejected: Vec<(InvoiceEvent, Rejection)>,
+    /// Invoices that could not be applied now (e.g. an unknown tier, a refund over its
+    /// original), with where their records are: dead-letter and audit them; they are no
+    /// longer parked.
+    pub rejected: Vec<(ParkedInvoice, Rejection)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,11 +210,11 @@ impl Ledger {
             .partition(|p| p.waits_for == currency);
         self.parked = waiting;
         for p in ready {
-            let e = p.event;
-            self.applied.remove(&line_key(&e.invoice_id, e.kind));
-            match self.apply_invoice(&e, facts, program) {
-                Ok(fx) => out.applied.push((e, fx)),
-                Err(rejection) => out.rejected.push((e, rejection)),
+            self.applied
+                .remove(&line_key(&p.event.invoice_id, p.event.kind));
+            match self.apply_invoice(&p.event, facts, program) {
+                Ok(fx) => out.applied.push((p.event, fx)),
+                Err(rejection) => out.rejected.push((p, rejection)),
             }
         }
         out

@@ -55,6 +55,7 @@ pub use fx::{FxQuote, FxTable, USD};
 pub use hierarchy::CHAIN_LOOPS;
 pub use ledger::{
     ControlOutcome, FxArrival, InvoiceOutcome, Ledger, LedgerEffects, MoneyTotals, ParkedInvoice,
+    RecordRef,
 };
 pub use line::{OverridePart, Parts, Pricing, RateSource, SpiffApplied};
 pub use month::{BadMonth, Month};
