@@ -695,6 +695,8 @@ impl Pipeline {
                 && !ps.over_bounds(self.settings.max_unflushed)
             {
                 ps.paused = false;
+                // Fetching starts again from here: statistics from before say nothing.
+                ps.reading_since = Instant::now();
                 pause(consumer, &self.topics, *p, false);
             }
         }
@@ -1145,11 +1147,18 @@ impl Pipeline {
         let (mut sent, mut not_due) = (0, 0);
         for (&partition, ps) in self.partitions.iter() {
             // No record yet: no event time to move ladders by, but control facts still apply.
-            let caught_up = self.fetch_progress.caught_up(
-                self.topics.keyed().iter().copied(),
-                partition,
-                ps.reading_since,
-            );
+            // A partition paused (back-pressure, a store outage) or with events waiting is
+            // behind, whatever the statistics say: a paused fetch leaves its end stale.
+            let caught_up = !ps.paused
+                && ps.stalled.is_empty()
+                && self.fetch_progress.caught_up(
+                    partition,
+                    ps.reading_since,
+                    self.topics
+                        .keyed()
+                        .into_iter()
+                        .map(|t| (t, ps.next.get(t).copied().unwrap_or(-1))),
+                );
             let watermark = ps.tick_watermark(Duration::from_secs(2), caught_up);
             for slot in ps.partners.values() {
                 // A due time read before the actor handled its queued batches is at most
