@@ -122,8 +122,9 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
     assert!(daemon.terminate().success());
 }
 
-/// `terminated` leaves only by a person's order (CONTRACT §3): a kill switch set over a
-/// termination and lifted by its TTL gives the termination back, on the key and the topic.
+/// `terminated` leaves only by a person's order (CONTRACT §3): kill switches stacked over a
+/// termination, the top one lifted by its TTL, give the termination back, on the key and
+/// the topic; the one under it then has nothing left to lift.
 #[test]
 fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
     let stream = Stream::new("admin-kill-terminated");
@@ -138,6 +139,9 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
         Some(&terminate),
     );
     assert_eq!(status, 200, "{body}");
+    let under = json!({"scope": "partner", "target": "p-7", "reason": "leak"});
+    let (status, first) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&under));
+    assert_eq!(status, 201, "{first}");
     let kill = json!({"scope": "partner", "target": "p-7", "reason": "leak", "ttl_seconds": 1});
     let (status, created) =
         daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&kill));
@@ -153,7 +157,7 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
     let h = common::redis_hash(&redis, &key);
     assert_eq!(h["level"], "terminated", "{h:?}");
     assert_eq!(h["reason"], "manual");
-    let on_topic = distinct_decisions(&stream, 3);
+    let on_topic = distinct_decisions(&stream, 4);
     let levels: Vec<(&str, &str)> = on_topic
         .iter()
         .map(|d| {
@@ -168,9 +172,19 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
         [
             ("ok", "terminated"),
             ("terminated", "killed"),
+            ("killed", "killed"),
             ("killed", "terminated")
         ]
     );
+    let id = first["id"].as_str().unwrap();
+    let (status, lifted) = daemon.request(
+        "DELETE",
+        &format!("/v1/kill-switches/{id}"),
+        Some(SECURITY),
+        None,
+    );
+    assert_eq!(status, 200, "{lifted}");
+    assert_eq!(common::redis_hash(&redis, &key)["level"], "terminated");
     // Still a person's to lift: an operator may not.
     let ok = json!({"level": "ok", "reason": "reinstated"});
     let (status, _) = daemon.request(

@@ -313,7 +313,7 @@ async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
 /// the key), never by a person's, and never rolled back by a re-publication; a lift notes
 /// what it wrote on the switch, so its record can be rebuilt.
 async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn DecisionStore) {
-    assert_eq!(s.owner_level("partner", "p-1").await.unwrap(), None);
+    assert_eq!(s.lift_base("partner", "p-1").await.unwrap().owner, None);
     let throttle = s.publish(&write("p-1:1", "throttle", false)).await.unwrap();
     assert!(throttle.applied);
     let noted = |level: &str, rps: Option<u64>| OwnerLevel {
@@ -322,7 +322,7 @@ async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn D
         rate_limit_rps: rps,
     };
     assert_eq!(
-        s.owner_level("partner", "p-1").await.unwrap(),
+        s.lift_base("partner", "p-1").await.unwrap().owner,
         Some(noted("throttle", Some(50)))
     );
     let kill = s
@@ -330,7 +330,7 @@ async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn D
         .await
         .unwrap();
     assert_eq!(
-        s.owner_level("partner", "p-1").await.unwrap(),
+        s.lift_base("partner", "p-1").await.unwrap().owner,
         Some(noted("throttle", Some(50))),
         "a person's write is not the owner's"
     );
@@ -339,7 +339,7 @@ async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn D
     let replay = s.publish(&write("p-1:1", "throttle", false)).await.unwrap();
     assert_eq!(replay.seq, throttle.seq);
     assert_eq!(
-        s.owner_level("partner", "p-1").await.unwrap(),
+        s.lift_base("partner", "p-1").await.unwrap().owner,
         Some(noted("suspend", None)),
         "refused but noted; the replay of an older decision changes nothing"
     );
@@ -362,9 +362,37 @@ async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn D
     let ok = s.publish(&write("p-1:3", "ok", false)).await.unwrap();
     assert!(ok.applied);
     assert_eq!(
-        s.owner_level("partner", "p-1").await.unwrap(),
+        s.lift_base("partner", "p-1").await.unwrap().owner,
         Some(noted("ok", None))
     );
+}
+
+/// A person's `terminated` is noted under the key, not moved by kill switches set and
+/// lifted over it, and cleared only by a person's other manual level.
+async fn a_persons_termination_is_noted_until_a_person_lifts_it(s: &dyn DecisionStore) {
+    let manual = |outbox: &str, level: &str| DecisionWrite {
+        reason: "manual".into(),
+        ..write(outbox, level, true)
+    };
+    assert!(!s.lift_base("partner", "p-1").await.unwrap().terminated);
+    assert!(
+        s.publish(&manual("api:t", "terminated"))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert!(s.lift_base("partner", "p-1").await.unwrap().terminated);
+    let kill = DecisionWrite {
+        reason: "kill_switch".into(),
+        ..write("ks:a:set", "killed", true)
+    };
+    assert!(s.publish(&kill).await.unwrap().applied);
+    assert!(
+        s.lift_base("partner", "p-1").await.unwrap().terminated,
+        "a switch over it leaves it"
+    );
+    assert!(s.publish(&manual("api:ok", "ok")).await.unwrap().applied);
+    assert!(!s.lift_base("partner", "p-1").await.unwrap().terminated);
 }
 
 /// A manual level is kept among the pending records, with the seq it got, by the write
@@ -454,7 +482,8 @@ suite!(
     lifting_is_compare_and_set_on_the_kill_seq,
     a_lift_leaves_a_later_decision_alone,
     a_manual_level_is_kept_pending_by_the_write_that_applies_it,
-    the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote
+    the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote,
+    a_persons_termination_is_noted_until_a_person_lifts_it
 );
 
 /// Gateways that cache subscribe to the channel: an applied decision is published once,

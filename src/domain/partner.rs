@@ -15,7 +15,7 @@ use super::control::{ControlTable, TierAt};
 use super::dedup::{Admission, DedupDelta, DedupWindow};
 use super::enforcement::{
     Capacity, Decision, EnforcementPolicy, EnforcementState, LevelView, QuotaSpec, QuotaView,
-    TenantFact,
+    Target, TenantFact,
 };
 use super::event::{
     AttributionEvent, ControlEvent, DeadLetterReason, InvoiceEvent, InvoiceKind, PartnerEvent,
@@ -606,6 +606,12 @@ impl PartnerState {
         let changed = !decisions.is_empty();
         self.push_decisions(decisions);
         changed
+    }
+
+    /// The level the partner's quota, burst and credits hold it at (see
+    /// [`EnforcementState::partner_immediate`]).
+    pub fn immediate_level(&self, tier: &str, policy: &EnforcementPolicy) -> Target {
+        self.enforcement.partner_immediate(tier, policy)
     }
 
     /// How close the partner is to its tracking bounds, and what they left out.

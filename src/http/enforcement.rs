@@ -15,9 +15,9 @@ use super::topic_records::{forget_pending, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
-use crate::domain::enforcement::{throttle_rps, Level, Reason, DEFAULT_TIER};
+use crate::domain::enforcement::{throttle_rps, Level, Target, DEFAULT_TIER};
 use crate::publish::count_transition;
-use crate::store::decisions::{DecisionWrite, OwnerLevel};
+use crate::store::decisions::DecisionWrite;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,8 +84,9 @@ pub async fn set_level(
         // level written here would let the partner through until the quota month ends.
         return Err(ApiError::Conflict(format!(
             "partner {partner} is held at {} by {}, which lifts when its cause does (a \
-             quota fact raising the limit, a new month, credits, an upgrade)",
-            held.level, held.reason
+             quota fact raising the limit, a new month, credits)",
+            held.level.as_str(),
+            held.reason.as_str()
         )));
     }
     let rate_limit_rps = if body.level == "throttle" {
@@ -166,27 +167,24 @@ async fn manual_throttle_rps(state: &ApiState, partner: &str) -> Result<Option<u
     Ok(throttle_rps(burst_rps, state.policy.throttle_factor))
 }
 
-/// The level the partner's owner decided for a cause that holds it regardless of people
-/// (a quota, a burst, a pilot, credits; see [`Reason::is_immediate`]), if it is above
-/// `requested`.
+/// The level the partner's quota, burst or credits hold it at now, read from its live or
+/// durable state as `GET /v1/partners/{id}` reads it, if it is above `requested`. A
+/// partner warden knows nothing of holds nothing.
 async fn immediate_level_above(
     state: &ApiState,
     partner: &str,
     requested: &str,
-) -> Result<Option<OwnerLevel>, ApiError> {
-    let store = state.publisher.store().clone();
-    let p = partner.to_owned();
-    let owner = state
-        .store_call(async move { store.owner_level("partner", &p).await })
-        .await?;
-    let parse = |s: &str| serde_json::from_value::<Level>(json!(s)).ok();
-    let immediate =
-        |s: &str| serde_json::from_value::<Reason>(json!(s)).is_ok_and(Reason::is_immediate);
-    Ok(owner.filter(|o| {
-        immediate(&o.reason)
-            && match (parse(&o.level), parse(requested)) {
-                (Some(held), Some(asked)) => asked < held,
-                _ => false,
-            }
-    }))
+) -> Result<Option<Target>, ApiError> {
+    let Ok(asked) = serde_json::from_value::<Level>(json!(requested)) else {
+        return Ok(None);
+    };
+    let current = match super::statements::current_state(state, partner).await {
+        Ok(current) => current,
+        Err(ApiError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let at = current.event_clock().unwrap_or_else(Utc::now);
+    let tier = state.control.read().tier(partner).at(at).to_owned();
+    let held = current.immediate_level(&tier, &state.policy);
+    Ok((held.level > asked).then_some(held))
 }

@@ -310,29 +310,34 @@ fn set_write(switch: &KillSwitch) -> DecisionWrite {
     )
 }
 
-/// What a lift puts in the data plane: the termination the switch was set over (a
-/// termination leaves only by a person's order, CONTRACT §3, not by a switch's TTL), else
-/// the level the target's owner last decided, refused or not while the switch held the
-/// key (a quota suspension must not end because a kill was lifted: the owner, which
-/// believes it in force, would not decide it again), else `ok`.
+/// What a lift puts in the data plane ([`LiftBase`]): a person's termination still in
+/// force under the switch (a termination leaves only by a person's order, CONTRACT §3,
+/// not by a switch's TTL; also when switches are stacked), else the level the target's
+/// owner last decided, refused or not while the switch held the key (a quota suspension
+/// must not end because a kill was lifted: the owner, which believes it in force, would
+/// not decide it again), else `ok`. A switch set over a termination before the base was
+/// kept says so in its `previous`.
 async fn restored_level(state: &ApiState, switch: &KillSwitch) -> Result<OwnerLevel, ApiError> {
-    if switch.previous.as_deref() == Some("terminated") {
+    let store = state.publisher.store().clone();
+    let (scope, target) = (switch.scope.clone(), switch.target.clone());
+    let base = state
+        .store_call(async move { store.lift_base(&scope, &target).await })
+        .await?;
+    if base.terminated || switch.previous.as_deref() == Some("terminated") {
         return Ok(OwnerLevel {
             level: "terminated".into(),
             reason: "manual".into(),
             rate_limit_rps: None,
         });
     }
-    let store = state.publisher.store().clone();
-    let (scope, target) = (switch.scope.clone(), switch.target.clone());
-    let owner = state
-        .store_call(async move { store.owner_level(&scope, &target).await })
-        .await?;
-    Ok(owner.filter(|o| o.level != "ok").unwrap_or(OwnerLevel {
-        level: "ok".into(),
-        reason: "kill_switch".into(),
-        rate_limit_rps: None,
-    }))
+    Ok(base
+        .owner
+        .filter(|o| o.level != "ok")
+        .unwrap_or(OwnerLevel {
+            level: "ok".into(),
+            reason: "kill_switch".into(),
+            rate_limit_rps: None,
+        }))
 }
 
 /// The lift's data-plane write putting `restore` back at `since`.
@@ -351,18 +356,13 @@ fn lift_write(switch: &KillSwitch, restore: OwnerLevel, since: String) -> Decisi
 }
 
 /// The lift's write as the write that applied it noted on the switch, for its record. A
-/// lift noted before the level was kept wrote `ok` (or put a termination back).
+/// lift noted before what it wrote was kept wrote `ok`.
 fn noted_lift_write(switch: &KillSwitch, lifted_at: String) -> DecisionWrite {
     let restore = match &switch.lift_level {
         Some(level) => OwnerLevel {
             level: level.clone(),
             reason: switch.lift_reason.clone().unwrap_or_default(),
             rate_limit_rps: switch.lift_rps.as_deref().and_then(|r| r.parse().ok()),
-        },
-        None if switch.previous.as_deref() == Some("terminated") => OwnerLevel {
-            level: "terminated".into(),
-            reason: "manual".into(),
-            rate_limit_rps: None,
         },
         None => OwnerLevel {
             level: "ok".into(),

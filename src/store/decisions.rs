@@ -109,14 +109,24 @@ pub struct KillSwitch {
     pub lift_rps: Option<String>,
 }
 
-/// The level a target's owner last decided for it, applied or refused (a kill switch
-/// held the key): what a lift puts back, and what a person's manual level is checked
-/// against.
+/// A level with its reason and rate, as a decision writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerLevel {
     pub level: String,
     pub reason: String,
     pub rate_limit_rps: Option<u64>,
+}
+
+/// What lies under a kill switch, kept by `PUBLISH` in `<prefix>:enfbase:<scope>:<id>`
+/// whatever held the key meanwhile: what its lift puts back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiftBase {
+    /// The level the target's owner last decided, applied or refused (a switch held the
+    /// key); `None` when it never decided one, or its last was `ok` long enough ago to be
+    /// forgotten.
+    pub owner: Option<OwnerLevel>,
+    /// A person's `terminated` is in force (set by a manual level, lifted only by another).
+    pub terminated: bool,
 }
 
 /// A person's decision whose enforcement-topic record the broker has not acknowledged
@@ -198,9 +208,8 @@ pub trait DecisionStore: Send + Sync + 'static {
     async fn pending_records(&self) -> Result<Vec<PendingRecord>, StoreError>;
     /// Forgets a pending record once the broker acknowledged it.
     async fn remove_pending(&self, outbox_id: &str) -> Result<(), StoreError>;
-    /// The level the target's owner last decided (see [`OwnerLevel`]); `None` when it never
-    /// decided one, or its last was `ok` long enough ago to be forgotten.
-    async fn owner_level(&self, scope: &str, id: &str) -> Result<Option<OwnerLevel>, StoreError>;
+    /// What a kill switch's lift puts back on the target (see [`LiftBase`]).
+    async fn lift_base(&self, scope: &str, id: &str) -> Result<LiftBase, StoreError>;
     /// The hash a gateway reads, if any.
     async fn read(
         &self,
@@ -212,10 +221,10 @@ pub trait DecisionStore: Send + Sync + 'static {
 }
 
 /// KEYS[1] = enf hash, KEYS[2] = seq counter, KEYS[3] = outbox id → seq hash, KEYS[4] =
-/// the owner's level (see [`DecisionStore::owner_level`]: an owner's decision notes itself
-/// there, applied or refused, when its seq is the newest noted), and for a person's
-/// decision KEYS[5] = a registry hash: the kill-switch registry, or the pending records of
-/// manual levels.
+/// what a lift puts back (see [`LiftBase`]: an owner's decision notes itself there,
+/// applied or refused, when its seq is the newest noted; a person's applied manual level
+/// notes or clears `terminated`), and for a person's decision KEYS[5] = a registry hash:
+/// the kill-switch registry, or the pending records of manual levels.
 /// ARGV[1] = outbox id, [2] level, [3] reason, [4] rate_limit_rps ("" = none), [5] since,
 /// [6] "1" when a person decides, [7] scope, [8] id, [9] ttl of the outbox map (s),
 /// [10] pub/sub channel, [11] partner id, [12] previous level (as the decider saw it);
@@ -254,6 +263,15 @@ local function reply(seq, applied, held, produced, before)
   if entry and type(entry.lifted_at) == 'string' then lifted_at = entry.lifted_at end
   return {seq, applied, held, produced, before, lifted_at, entry and 1 or 0}
 end
+-- The lift base is kept while it holds something a lift would put back.
+local function keep_base()
+  local owner = redis.call('HGET', KEYS[4], 'level')
+  if redis.call('HEXISTS', KEYS[4], 'terminated') == 1 or (owner and owner ~= 'ok') then
+    redis.call('PERSIST', KEYS[4])
+  else
+    redis.call('EXPIRE', KEYS[4], ARGV[9])
+  end
+end
 local produced = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':produced')
 local before = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':applied')
 local stored = redis.call('HGET', KEYS[1], 'seq')
@@ -277,11 +295,7 @@ if ARGV[6] ~= '1' then
   if seq > noted then
     redis.call('HSET', KEYS[4], 'level', ARGV[2], 'reason', ARGV[3], 'rate_limit_rps', ARGV[4],
       'seq', seq)
-    if ARGV[2] == 'ok' then
-      redis.call('EXPIRE', KEYS[4], ARGV[9])
-    else
-      redis.call('PERSIST', KEYS[4])
-    end
+    keep_base()
   end
 end
 if before == 1 or seq <= cur then return reply(seq, 0, held and 1 or 0, produced, before) end
@@ -297,6 +311,15 @@ if entry then
     entry.lift_rps = ARGV[4]
   end
   redis.call('HSET', KEYS[5], ARGV[14], cjson.encode(entry))
+end
+if ARGV[6] == '1' and ARGV[3] == 'manual' then
+  -- A person's own level: a termination is what a kill switch's lift puts back.
+  if ARGV[2] == 'terminated' then
+    redis.call('HSET', KEYS[4], 'terminated', 1)
+  else
+    redis.call('HDEL', KEYS[4], 'terminated')
+  end
+  keep_base()
 end
 redis.call('HSET', KEYS[3], ARGV[1] .. ':applied', 1)
 local decision_id = ARGV[7] .. ':' .. ARGV[8] .. ':' .. seq
@@ -335,9 +358,9 @@ impl DecisionKeys {
     pub fn published(&self, scope: &str, id: &str) -> String {
         format!("{}:enfpub:{scope}:{id}", self.prefix)
     }
-    /// The level the target's owner last decided (see [`DecisionStore::owner_level`]).
-    pub fn owner(&self, scope: &str, id: &str) -> String {
-        format!("{}:enfowner:{scope}:{id}", self.prefix)
+    /// What a kill switch's lift puts back (see [`LiftBase`]).
+    pub fn base(&self, scope: &str, id: &str) -> String {
+        format!("{}:enfbase:{scope}:{id}", self.prefix)
     }
     /// The pub/sub channel gateways that cache subscribe to.
     pub fn channel(&self) -> String {
@@ -399,7 +422,7 @@ impl RedisDecisions {
             self.keys.enf(&w.scope, &w.id),
             self.keys.seq(&w.scope, &w.id),
             self.keys.published(&w.scope, &w.id),
-            self.keys.owner(&w.scope, &w.id),
+            self.keys.base(&w.scope, &w.id),
         ];
         let args: Vec<String> = vec![
             w.outbox_id.clone(),
@@ -594,16 +617,16 @@ impl DecisionStore for RedisDecisions {
             .await
     }
 
-    async fn owner_level(&self, scope: &str, id: &str) -> Result<Option<OwnerLevel>, StoreError> {
-        let key = self.keys.owner(scope, id);
+    async fn lift_base(&self, scope: &str, id: &str) -> Result<LiftBase, StoreError> {
+        let key = self.keys.base(scope, id);
         self.store
-            .run("read owner level", move |mut conn| async move {
+            .run("read lift base", move |mut conn| async move {
                 let map: HashMap<String, String> = redis::cmd("HGETALL")
                     .arg(&key)
                     .query_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
-                Ok(owner_level_of(&map))
+                Ok(lift_base_of(&map))
             })
             .await
     }
@@ -707,13 +730,16 @@ impl RedisDecisions {
     }
 }
 
-/// The owner's level as noted by `PUBLISH`; a hash without a level is none.
-fn owner_level_of(map: &HashMap<String, String>) -> Option<OwnerLevel> {
-    Some(OwnerLevel {
-        level: map.get("level")?.clone(),
-        reason: map.get("reason").cloned().unwrap_or_default(),
-        rate_limit_rps: map.get("rate_limit_rps").and_then(|r| r.parse().ok()),
-    })
+/// The lift base as noted by `PUBLISH`.
+fn lift_base_of(map: &HashMap<String, String>) -> LiftBase {
+    LiftBase {
+        owner: map.get("level").map(|level| OwnerLevel {
+            level: level.clone(),
+            reason: map.get("reason").cloned().unwrap_or_default(),
+            rate_limit_rps: map.get("rate_limit_rps").and_then(|r| r.parse().ok()),
+        }),
+        terminated: map.contains_key("terminated"),
+    }
 }
 
 /// A registry hash's entries that decode. An entry warden did not write is left out (and
@@ -751,6 +777,8 @@ struct MemoryPlane {
     pending: BTreeMap<String, PendingRecord>,
     /// The owner's last level per target, with its seq.
     owner: HashMap<(String, String), (u64, OwnerLevel)>,
+    /// Targets a person's manual `terminated` holds.
+    terminated: std::collections::HashSet<(String, String)>,
 }
 
 impl MemoryPlane {
@@ -807,6 +835,13 @@ impl MemoryPlane {
                 produced,
                 applied_before,
             };
+        }
+        if w.by_person && w.reason == "manual" {
+            if w.level == "terminated" {
+                self.terminated.insert(target.clone());
+            } else {
+                self.terminated.remove(&target);
+            }
         }
         if w.level == "ok" {
             self.keys.remove(&target);
@@ -893,13 +928,13 @@ impl DecisionStore for MemoryDecisions {
         Ok(lift_write(p, lifted_at))
     }
 
-    async fn owner_level(&self, scope: &str, id: &str) -> Result<Option<OwnerLevel>, StoreError> {
-        Ok(self
-            .inner
-            .lock()
-            .owner
-            .get(&(scope.to_owned(), id.to_owned()))
-            .map(|(_, level)| level.clone()))
+    async fn lift_base(&self, scope: &str, id: &str) -> Result<LiftBase, StoreError> {
+        let plane = self.inner.lock();
+        let target = (scope.to_owned(), id.to_owned());
+        Ok(LiftBase {
+            owner: plane.owner.get(&target).map(|(_, level)| level.clone()),
+            terminated: plane.terminated.contains(&target),
+        })
     }
 
     async fn read(

@@ -81,16 +81,10 @@ pub fn throttle_rps(burst_rps: u64, throttle_factor: f64) -> Option<u64> {
     (burst_rps > 0).then(|| ((burst_rps as f64 * throttle_factor) as u64).max(1))
 }
 
-/// `limit × fraction`, taken as the whole number it is within float noise of (1.1 × 1000
-/// is 1100, not 1100.0000000000002), else as it is.
-fn scaled(limit: u64, fraction: f64) -> f64 {
-    let x = limit as f64 * fraction;
-    let whole = x.round();
-    if (x - whole).abs() <= 1e-9 * x.abs().max(1.0) {
-        whole
-    } else {
-        x
-    }
+/// `fraction` in billionths: the policy's fractions (0.8, 1.2, 0.1) are exact in it, so
+/// thresholds compare in integers, exactly, whatever the limit.
+fn billionths(fraction: f64) -> u128 {
+    (fraction.max(0.0) * 1e9).round() as u128
 }
 
 /// The monthly decision for `used` requests against `spec`.
@@ -101,9 +95,9 @@ pub fn monthly_target(used: u64, spec: &QuotaSpec, policy: &EnforcementPolicy) -
     }
     // Against `limit × fraction` exactly: 1.2 × 1003 is 1203.6, so 1204 is past it and
     // 802 has not reached 0.8 × 1003. (Rounding the threshold made both off by one.)
-    let used_f = used as f64;
-    let past = |fraction: f64| used_f > scaled(limit, fraction);
-    let reached_warn = used_f >= scaled(limit, policy.warn_fraction);
+    let (used_b, limit_u) = (u128::from(used) * 1_000_000_000, u128::from(limit));
+    let past = |fraction: f64| used_b > limit_u * billionths(fraction);
+    let reached_warn = used_b >= limit_u * billionths(policy.warn_fraction);
     let (level, reason) = match spec.overage {
         OveragePolicy::Block if past(policy.hard_ceiling) => {
             (Level::Suspend, Reason::QuotaHardCeiling)
@@ -299,6 +293,14 @@ mod tests {
         let soft = spec(1_000, OveragePolicy::Soft);
         assert_eq!(level(1_100, &soft), Level::Warn);
         assert_eq!(level(1_101, &soft), Level::Throttle);
+        // Nor is a large limit a reason to round: 0.8 × 1,000,000,003 = 800,000,002.4.
+        let large = spec(1_000_000_003, OveragePolicy::Block);
+        assert_eq!(level(800_000_002, &large), Level::Ok);
+        assert_eq!(level(800_000_003, &large), Level::Warn);
+        // 1.2 × 2,000,000,003 = 2,400,000,003.6.
+        let large = spec(2_000_000_003, OveragePolicy::Block);
+        assert_eq!(level(2_400_000_003, &large), Level::Throttle);
+        assert_eq!(level(2_400_000_004, &large), Level::Suspend);
     }
 
     #[test]

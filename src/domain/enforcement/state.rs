@@ -413,6 +413,21 @@ impl EnforcementState {
         self.clock
     }
 
+    /// The highest level the partner's quota, burst and credits hold it at, at its event
+    /// time (CONTRACT §3: immediate decisions): what no person's lower level may replace,
+    /// since the owner, believing it in force, would not decide it again.
+    pub fn partner_immediate(&self, tier: &str, policy: &EnforcementPolicy) -> Target {
+        let quotas = partner_quotas(self.partner_quota(policy.tier(tier)), self.credits_low);
+        let now = self.clock.unwrap_or(DateTime::UNIX_EPOCH);
+        self.partner
+            .immediate(quotas, now, policy)
+            .into_iter()
+            .fold(
+                Target::CALM,
+                |held, t| if t.level > held.level { t } else { held },
+            )
+    }
+
     fn advance(&mut self, t: DateTime<Utc>) -> DateTime<Utc> {
         let now = self.clock.map_or(t, |c| c.max(t));
         self.clock = Some(now);
