@@ -282,9 +282,14 @@ fn a_flood_of_unauthenticated_requests_is_audited_in_a_bounded_number_of_records
         .into_iter()
         .filter(|r| r["action"] == "admin.refused.summary")
         .collect();
-    assert_eq!(summaries.len(), 1, "{summaries:?}");
-    assert_eq!(summaries[0]["target"], "peer:127.0.0.1");
-    assert_eq!(summaries[0]["detail"]["refused"], summarized as u64);
+    // One, or two if the minute's round came during the flood.
+    assert!(!summaries.is_empty());
+    assert!(summaries.iter().all(|r| r["target"] == "peer:127.0.0.1"));
+    let in_summaries: u64 = summaries
+        .iter()
+        .map(|r| r["detail"]["refused"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_summaries, summarized as u64);
     assert!(daemon.terminate().success());
 }
 

@@ -124,13 +124,16 @@ pub async fn write_refusal_summaries(state: &ApiState) {
         let entry = AuditEntry {
             ref_id: format!("refused:summary:{}", uuid_like()),
             at: Utc::now(),
-            actor: "anonymous".into(),
+            // The daemon writes the summary; the refused requests' own actors (anonymous
+            // or a token's name) are in the records audited one by one.
+            actor: "warden".into(),
             action: "admin.refused.summary".into(),
             target: format!("peer:{peer}"),
             detail: json!({ "refused": count, "within_seconds": SUMMARY_ROUND.as_secs() }),
         };
         if let Err(e) = super::audit::record(state, entry).await {
-            tracing::warn!(error = %e, %peer, count, "refusal summary not audited");
+            tracing::warn!(error = %e, %peer, count, "refusal summary not audited; kept for the next");
+            state.refusals.give_back(peer, count);
         }
     }
 }

@@ -6,8 +6,6 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// How many months back the auto-closer looks when no older month was ever closed.
-pub const AUTO_CLOSE_LOOKBACK: usize = 12;
 /// The furthest back the auto-closer ever looks.
 pub const AUTO_CLOSE_MAX_LOOKBACK: usize = 60;
 
@@ -73,23 +71,23 @@ impl Month {
     }
 
     /// The months the auto-closer closes at `now`, oldest first (CONTRACT §2: after its end
-    /// plus `grace`): every month not closed yet up to the last one whose grace has passed,
-    /// back to the oldest month ever closed or [`AUTO_CLOSE_LOOKBACK`] months, whichever
-    /// reaches further, and never more than [`AUTO_CLOSE_MAX_LOOKBACK`] months (a stray
-    /// close of a month decades ago must not close everything since). Not only the
-    /// previous month: after an outage or a replay longer than a month, older months would
-    /// otherwise stay open until closed by hand.
+    /// plus `grace`): the last month whose grace has passed, and every month still open
+    /// between it and the oldest month ever closed, never more than
+    /// [`AUTO_CLOSE_MAX_LOOKBACK`] months back (a stray close of a month decades ago must
+    /// not close everything since). Not only the previous month: after an outage or a
+    /// replay over more than one month end, older months would otherwise stay open until
+    /// closed by hand. A deployment that never closed a month closes the last one only, as
+    /// before: it cannot tell months before it existed from months it missed.
     pub fn due_for_close(
         now: DateTime<Utc>,
         grace: chrono::Duration,
         closed: &std::collections::BTreeSet<Month>,
     ) -> Vec<Month> {
         let last = Month::of(now - grace).previous();
-        let back = |n: usize| (1..n).fold(last, |m, _| m.previous());
-        let mut first = back(AUTO_CLOSE_LOOKBACK);
-        if let Some(oldest) = closed.first() {
-            first = first.min(*oldest).max(back(AUTO_CLOSE_MAX_LOOKBACK));
-        }
+        let furthest = (1..AUTO_CLOSE_MAX_LOOKBACK).fold(last, |m, _| m.previous());
+        let first = closed
+            .first()
+            .map_or(last, |oldest| (*oldest).max(furthest));
         let mut due = Vec::new();
         let mut month = last;
         while month >= first {
@@ -182,16 +180,15 @@ mod tests {
         // A gap left open behind a later close is closed too.
         let gap = closed(&[m(2026, 3), m(2026, 5)]);
         let due = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &gap);
-        assert_eq!(due.first(), Some(&m(2025, 6)), "twelve months back");
-        assert!(due.contains(&m(2026, 4)) && !due.contains(&m(2026, 5)));
-        // Never closed before: the last twelve months.
+        assert_eq!(due, [m(2026, 4)]);
+        // Never closed before: the last month only.
         let fresh = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &BTreeSet::new());
-        assert_eq!(fresh.len(), AUTO_CLOSE_LOOKBACK);
-        assert_eq!(fresh.last(), Some(&m(2026, 5)));
+        assert_eq!(fresh, [m(2026, 5)]);
         // Closed long ago: back to that month, but never more than five years.
         let old = closed(&[m(2024, 1)]);
         let due = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &old);
         assert_eq!(due.first(), Some(&m(2024, 2)));
+        assert_eq!(due.len(), 28);
         let stray = closed(&[m(1999, 1)]);
         let due = Month::due_for_close(at("2026-06-10T00:00:00Z"), grace, &stray);
         assert_eq!(due.len(), AUTO_CLOSE_MAX_LOOKBACK);
