@@ -108,8 +108,8 @@ impl OutboxWaiting {
 ///
 /// It also says whether the partner must stay live with no event to come: its level is one
 /// only time brings back ([`PartnerState::calms_by_time`]; CONTRACT §3: a silent partner
-/// still calms down), or it has invoice lines waiting for an FX rate, which a control fact
-/// brings, not an event (CONTRACT §2). Such a partner is never passivated, and a new owner
+/// still calms down), or it is a partner the control topic knows with invoice lines
+/// waiting for an FX rate, which a control fact brings, not an event (CONTRACT §2). Such a partner is never passivated, and a new owner
 /// starts it at once.
 #[derive(Debug)]
 pub struct TickDue {
@@ -269,7 +269,16 @@ impl PartnerActor {
     /// Tells the pipeline when this partner is next due a tick: at once while a trimmed
     /// outbox waits for the tick that asks for its snapshot.
     fn note_due(&self) {
-        let keep_live = self.state.calms_by_time() || !self.state.ledger().parked().is_empty();
+        // Waiting lines keep a partner live only if the control topic knows it: invoices
+        // in made-up currencies from made-up partners must not pin actors in memory.
+        let keep_live = self.state.calms_by_time()
+            || (!self.state.ledger().parked().is_empty()
+                && self
+                    .shared
+                    .control
+                    .read()
+                    .partner(&self.state.partner_id)
+                    .is_some());
         self.due.keep_live.store(keep_live, Ordering::Relaxed);
         if self.trimmed {
             self.due.set_now();
