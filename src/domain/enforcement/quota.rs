@@ -87,6 +87,29 @@ fn billionths(fraction: f64) -> u128 {
     (fraction.max(0.0) * 1e9).round() as u128
 }
 
+/// Whether `used` is past `limit × fraction` (or at it, with `or_equal`), exactly: far from
+/// the threshold floats decide (the per-event path), near it integers in billionths do.
+fn beyond(used: u64, limit: u64, fraction: f64, or_equal: bool) -> bool {
+    let threshold = limit as f64 * fraction;
+    let margin = 1.0 + threshold.abs() * 1e-9;
+    let used_f = used as f64;
+    if used_f > threshold + margin {
+        return true;
+    }
+    if used_f < threshold - margin {
+        return false;
+    }
+    let (used_b, threshold_b) = (
+        u128::from(used) * 1_000_000_000,
+        u128::from(limit) * billionths(fraction),
+    );
+    if or_equal {
+        used_b >= threshold_b
+    } else {
+        used_b > threshold_b
+    }
+}
+
 /// The monthly decision for `used` requests against `spec`.
 pub fn monthly_target(used: u64, spec: &QuotaSpec, policy: &EnforcementPolicy) -> Target {
     let limit = spec.monthly_requests;
@@ -95,9 +118,8 @@ pub fn monthly_target(used: u64, spec: &QuotaSpec, policy: &EnforcementPolicy) -
     }
     // Against `limit × fraction` exactly: 1.2 × 1003 is 1203.6, so 1204 is past it and
     // 802 has not reached 0.8 × 1003. (Rounding the threshold made both off by one.)
-    let (used_b, limit_u) = (u128::from(used) * 1_000_000_000, u128::from(limit));
-    let past = |fraction: f64| used_b > limit_u * billionths(fraction);
-    let reached_warn = used_b >= limit_u * billionths(policy.warn_fraction);
+    let past = |fraction: f64| beyond(used, limit, fraction, false);
+    let reached_warn = beyond(used, limit, policy.warn_fraction, true);
     let (level, reason) = match spec.overage {
         OveragePolicy::Block if past(policy.hard_ceiling) => {
             (Level::Suspend, Reason::QuotaHardCeiling)
@@ -267,6 +289,44 @@ mod tests {
                 (5_000, Suspend, QuotaHardCeiling),
             ]
         );
+    }
+
+    /// The float fast path never decides differently from the exact comparison.
+    #[test]
+    fn the_fast_path_agrees_with_integers_near_and_far_from_the_threshold() {
+        let exact = |used: u64, limit: u64, fraction: f64, or_equal: bool| {
+            let (a, b) = (
+                u128::from(used) * 1_000_000_000,
+                u128::from(limit) * billionths(fraction),
+            );
+            if or_equal {
+                a >= b
+            } else {
+                a > b
+            }
+        };
+        for limit in [1, 7, 999, 1_003, 1_000_000_003, u64::MAX / 4] {
+            for fraction in [0.0, 0.1, 0.8, 1.0, 1.1, 1.2, 2.5] {
+                let at = (limit as f64 * fraction) as u64;
+                for used in [
+                    0,
+                    at.saturating_sub(3),
+                    at.saturating_sub(1),
+                    at,
+                    at + 1,
+                    at + 3,
+                    u64::MAX,
+                ] {
+                    for or_equal in [false, true] {
+                        assert_eq!(
+                            beyond(used, limit, fraction, or_equal),
+                            exact(used, limit, fraction, or_equal),
+                            "used {used} limit {limit} fraction {fraction} or_equal {or_equal}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Thresholds that are not whole requests are compared exactly, not rounded.
