@@ -197,6 +197,25 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
     assert!(daemon.terminate().success());
 }
 
+/// Gives partner `id` (gold) a quota of `monthly` requests and `burst_rps` (block) through
+/// the control topic, and waits until the daemon shows it.
+fn partner_with_quota(daemon: &Daemon, stream: &Stream, id: &str, monthly: u64, burst_rps: u64) {
+    let mut p = common::TestProducer::new(&stream.brokers);
+    let partner = json!({"type": "partner", "partner_id": id, "name": id, "tier": "gold",
+        "tier_effective_from": "2026-01-01T00:00:00Z"});
+    let quota = json!({"type": "quota", "partner_id": id, "monthly_requests": monthly,
+        "burst_rps": burst_rps, "overage": "block"});
+    for fact in [partner, quota] {
+        p.send_sync(&stream.control, Some(id), fact.to_string().as_bytes());
+    }
+    let shown = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let path = format!("/v1/partners/{id}");
+        let (status, v) = daemon.request("GET", &path, Some(VIEWER_TOKEN), None);
+        status == 200 && v["quota"]["limit"] == monthly && v["quota"]["burst_rps"] == burst_rps
+    });
+    assert!(shown, "the quota of {id} never showed");
+}
+
 /// CONTRACT §4: a throttle's `rate_limit_rps` is the quota's `burst_rps` × the throttle
 /// factor, a person's throttle too: the partner's quota fact (80 × 0.5 here), else its
 /// tier's.
@@ -206,22 +225,7 @@ fn a_manual_throttle_carries_the_partners_rate_limit() {
     let redis = common::redis_url();
     let mut daemon = Daemon::start(&config(&stream, &redis, ""));
     daemon.wait_ready(Duration::from_secs(60));
-    let mut p = common::TestProducer::new(&stream.brokers);
-    let partner = json!({"type": "partner", "partner_id": "p-q", "name": "Q", "tier": "gold",
-        "tier_effective_from": "2026-01-01T00:00:00Z"});
-    let quota = json!({"type": "quota", "partner_id": "p-q", "monthly_requests": 1000,
-        "burst_rps": 80, "overage": "block"});
-    for fact in [partner, quota] {
-        p.send_sync(&stream.control, Some("p-q"), fact.to_string().as_bytes());
-    }
-    assert!(common::wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let (status, v) = daemon.request("GET", "/v1/partners/p-q", Some(VIEWER_TOKEN), None);
-            status == 200 && v["quota"]["burst_rps"] == 80
-        }
-    ));
+    partner_with_quota(&daemon, &stream, "p-q", 1000, 80);
     let throttle = json!({"level": "throttle", "reason": "abuse report"});
     for (target, expected) in [("p-q", Some("40")), ("p-unknown", None)] {
         let (status, body) = daemon.request(
@@ -303,22 +307,8 @@ fn a_kill_switch_lift_puts_back_the_quota_throttle_and_a_manual_ok_cannot_lift_i
     let redis = common::redis_url();
     let mut daemon = Daemon::start(&config(&stream, &redis, ""));
     daemon.wait_ready(Duration::from_secs(60));
+    partner_with_quota(&daemon, &stream, "p-qk", 100, 1000);
     let mut p = common::TestProducer::new(&stream.brokers);
-    let partner = json!({"type": "partner", "partner_id": "p-qk", "name": "QK", "tier": "gold",
-        "tier_effective_from": "2026-01-01T00:00:00Z"});
-    let quota = json!({"type": "quota", "partner_id": "p-qk", "monthly_requests": 100,
-        "burst_rps": 1000, "overage": "block"});
-    for fact in [partner, quota] {
-        p.send_sync(&stream.control, Some("p-qk"), fact.to_string().as_bytes());
-    }
-    assert!(common::wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let (status, v) = daemon.request("GET", "/v1/partners/p-qk", Some(VIEWER_TOKEN), None);
-            status == 200 && v["quota"]["limit"] == 100
-        }
-    ));
     // 110 of 100: throttled (block), not past the hard ceiling.
     let usage = json!({"event_id": "qk-1", "ts": chrono::Utc::now(), "partner_id": "p-qk",
         "integration_id": "qk-i", "requests": 110, "errors": 0, "auth_failures": 0, "bytes": 0});
