@@ -619,16 +619,8 @@ impl DecisionStore for RedisDecisions {
 
     async fn lift_base(&self, scope: &str, id: &str) -> Result<LiftBase, StoreError> {
         let key = self.keys.base(scope, id);
-        self.store
-            .run("read lift base", move |mut conn| async move {
-                let map: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(lift_base_of(&map))
-            })
-            .await
+        let map: HashMap<String, String> = self.store.hash("read lift base", key).await?;
+        Ok(lift_base_of(&map))
     }
 
     async fn read(
@@ -637,16 +629,8 @@ impl DecisionStore for RedisDecisions {
         id: &str,
     ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
         let key = self.keys.enf(scope, id);
-        self.store
-            .run("read decision", move |mut conn| async move {
-                let map: BTreeMap<String, String> = redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                Ok((!map.is_empty()).then_some(map))
-            })
-            .await
+        let map: BTreeMap<String, String> = self.store.hash("read decision", key).await?;
+        Ok((!map.is_empty()).then_some(map))
     }
 
     async fn publish_pending(
@@ -696,16 +680,8 @@ impl RedisDecisions {
         key: String,
         (operation, entry): (&'static str, &'static str),
     ) -> Result<Vec<T>, StoreError> {
-        self.store
-            .run(operation, move |mut conn| async move {
-                let map: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(readable_entries(&map, entry))
-            })
-            .await
+        let map: HashMap<String, String> = self.store.hash(operation, key).await?;
+        Ok(readable_entries(&map, entry))
     }
 
     /// Removes `field` from a registry hash; whether it was there.

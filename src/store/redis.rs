@@ -120,6 +120,21 @@ impl RedisStore {
         })
     }
 
+    /// The whole hash at `key` (empty when there is none), as `M`.
+    pub(super) async fn hash<M>(&self, what: &'static str, key: String) -> Result<M, StoreError>
+    where
+        M: redis::FromRedisValue + Send + 'static,
+    {
+        self.run(what, move |mut conn| async move {
+            redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+        .await
+    }
+
     /// Runs `op` on the connecting runtime with the store's timeout (see the module doc).
     pub(super) async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where

@@ -112,26 +112,18 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 impl PayoutStore for RedisPayouts {
     async fn get(&self, partner_id: &str, month: &str) -> Result<Option<Payout>, StoreError> {
         let key = self.key(partner_id, month);
-        self.store
-            .run("read payout", move |mut conn| async move {
-                let map: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                match map.get("status") {
-                    None => Ok(None),
-                    Some(s) => {
-                        let status = PayoutStatus::parse(s)
-                            .ok_or_else(|| StoreError::Corrupt(format!("payout status {s}")))?;
-                        Ok(Some(Payout {
-                            status,
-                            reference: map.get("reference").cloned(),
-                        }))
-                    }
-                }
-            })
-            .await
+        let map: HashMap<String, String> = self.store.hash("read payout", key).await?;
+        match map.get("status") {
+            None => Ok(None),
+            Some(s) => {
+                let status = PayoutStatus::parse(s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("payout status {s}")))?;
+                Ok(Some(Payout {
+                    status,
+                    reference: map.get("reference").cloned(),
+                }))
+            }
+        }
     }
 
     async fn transition(
