@@ -543,9 +543,14 @@ impl PartnerState {
         now: DateTime<Utc>,
     ) -> PartnerSummary {
         let mut s = self.summary();
-        s.quota = Some(self.enforcement.quota(tier, policy));
+        s.quota = Some(self.quota(tier, policy));
         s.status = Some(self.status(now, program));
         s
+    }
+
+    /// The partner's quota (a quota fact's, else its tier's) and its use this month.
+    pub fn quota(&self, tier: &str, policy: &EnforcementPolicy) -> QuotaView {
+        self.enforcement.quota(tier, policy)
     }
 
     /// The partner's ledger; an untouched one (with no partner id) until money moves.

@@ -15,7 +15,7 @@ use super::topic_records::{forget_pending, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
 use crate::domain::audit::AuditEntry;
-use crate::domain::enforcement::{throttle_rps, Level, Target, DEFAULT_TIER};
+use crate::domain::enforcement::{throttle_rps, Level, DEFAULT_TIER};
 use crate::publish::count_transition;
 use crate::store::decisions::DecisionWrite;
 
@@ -79,7 +79,19 @@ pub async fn set_level(
             "a kill switch holds this partner; lift it through /v1/kill-switches".into(),
         ));
     }
-    if let Some(held) = immediate_level_above(&state, &partner, &body.level).await? {
+    // The partner as its owner keeps it (live or durable), under its tier at its event
+    // time: what holds it, and the rate of a throttle.
+    let known = match super::statements::current_state_and_tier(&state, &partner).await {
+        Ok(known) => Some(known),
+        Err(ApiError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let asked = serde_json::from_value::<Level>(json!(body.level)).ok();
+    let held = known
+        .as_ref()
+        .map(|(p, tier)| p.immediate_level(tier, &state.policy))
+        .filter(|held| asked.is_some_and(|asked| asked < held.level));
+    if let Some(held) = held {
         // Its owner believes the level in force and would not decide it again: a lower
         // level written here would let the partner through until the quota month ends.
         return Err(ApiError::Conflict(format!(
@@ -89,8 +101,15 @@ pub async fn set_level(
             held.reason.as_str()
         )));
     }
+    // A throttle's rate as the owner would set it (CONTRACT §4): the quota's `burst_rps`
+    // (a quota fact's, else the tier's; the default tier's for a partner warden knows
+    // nothing of) × the throttle factor.
     let rate_limit_rps = if body.level == "throttle" {
-        manual_throttle_rps(&state, &partner).await?
+        let burst_rps = known.as_ref().map_or_else(
+            || state.policy.tier(DEFAULT_TIER).burst_rps,
+            |(p, tier)| p.quota(tier, &state.policy).burst_rps,
+        );
+        throttle_rps(burst_rps, state.policy.throttle_factor)
     } else {
         None
     };
@@ -152,39 +171,4 @@ pub async fn set_level(
         "seq": published.seq,
         "topic_record": if on_topic { "acknowledged" } else { "pending" },
     })))
-}
-
-/// `rate_limit_rps` of a person's throttle, as the partner's owner would set it (CONTRACT
-/// §4): its quota's `burst_rps` (a quota fact's, else its tier's) × the throttle factor.
-/// A partner warden knows nothing of gets the default tier's.
-async fn manual_throttle_rps(state: &ApiState, partner: &str) -> Result<Option<u64>, ApiError> {
-    let burst_rps = match super::partners::load(state, partner).await {
-        Ok(summary) => summary.quota.map(|q| q.burst_rps),
-        Err(ApiError::NotFound(_)) => None,
-        Err(e) => return Err(e),
-    }
-    .unwrap_or_else(|| state.policy.tier(DEFAULT_TIER).burst_rps);
-    Ok(throttle_rps(burst_rps, state.policy.throttle_factor))
-}
-
-/// The level the partner's quota, burst or credits hold it at now, read from its live or
-/// durable state as `GET /v1/partners/{id}` reads it, if it is above `requested`. A
-/// partner warden knows nothing of holds nothing.
-async fn immediate_level_above(
-    state: &ApiState,
-    partner: &str,
-    requested: &str,
-) -> Result<Option<Target>, ApiError> {
-    let Ok(asked) = serde_json::from_value::<Level>(json!(requested)) else {
-        return Ok(None);
-    };
-    let current = match super::statements::current_state(state, partner).await {
-        Ok(current) => current,
-        Err(ApiError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let at = current.event_clock().unwrap_or_else(Utc::now);
-    let tier = state.control.read().tier(partner).at(at).to_owned();
-    let held = current.immediate_level(&tier, &state.policy);
-    Ok((held.level > asked).then_some(held))
 }

@@ -43,15 +43,12 @@ pub async fn get_partner(
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub(super) async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
-    // The snapshot, caught up with the control facts its owner has not applied yet.
-    let partner = super::statements::current_state(state, id).await?;
-    let now = chrono::Utc::now();
-    // The quota as enforcement judges it: under the tier at the partner's event time.
-    let at = partner.event_clock().unwrap_or(now);
-    let tier = state.control.read().tier(id).at(at).to_owned();
+async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
+    // The snapshot, caught up with the control facts its owner has not applied yet; the
+    // quota as enforcement judges it, under the tier at the partner's event time.
+    let (partner, tier) = super::statements::current_state_and_tier(state, id).await?;
     let program = state.registry.shared().program.clone();
-    Ok(partner.summary_in(&tier, &state.policy, &program, now))
+    Ok(partner.summary_in(&tier, &state.policy, &program, chrono::Utc::now()))
 }
 
 /// The CONTRACT §6 shape (fields are only ever added).

@@ -74,6 +74,18 @@ pub(super) async fn current_state(state: &ApiState, id: &str) -> Result<PartnerS
     Ok(partner)
 }
 
+/// [`current_state`] with the partner's tier at its event time: the tier enforcement
+/// judges its quota by.
+pub(super) async fn current_state_and_tier(
+    state: &ApiState,
+    id: &str,
+) -> Result<(PartnerState, String), ApiError> {
+    let partner = current_state(state, id).await?;
+    let at = partner.event_clock().unwrap_or_else(Utc::now);
+    let tier = state.control.read().tier(id).at(at).to_owned();
+    Ok((partner, tier))
+}
+
 async fn payout(state: &ApiState, id: &str, month: Month) -> Result<Option<Payout>, ApiError> {
     let payouts = state.payouts.clone();
     let (id, month) = (id.to_owned(), month.to_string());

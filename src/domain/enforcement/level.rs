@@ -186,21 +186,6 @@ impl Reason {
     pub fn is_manual(self) -> bool {
         matches!(self, Reason::Manual | Reason::KillSwitch)
     }
-
-    /// Reasons of the decisions that move without dwell (CONTRACT §3: quota and pilot
-    /// decisions are immediate): they hold while their cause does, whatever a person set.
-    pub fn is_immediate(self) -> bool {
-        matches!(
-            self,
-            Reason::QuotaWarn
-                | Reason::QuotaExceeded
-                | Reason::QuotaSoftOverage
-                | Reason::QuotaHardCeiling
-                | Reason::BurstExceeded
-                | Reason::PilotExpired
-                | Reason::InsufficientCredits
-        )
-    }
 }
 
 #[cfg(test)]
