@@ -109,8 +109,8 @@ impl OutboxWaiting {
 /// It also says whether the partner must stay live with no event to come: its level is one
 /// only time brings back ([`PartnerState::calms_by_time`]; CONTRACT §3: a silent partner
 /// still calms down), or it is a partner the control topic knows with invoice lines
-/// waiting for an FX rate, which a control fact brings, not an event (CONTRACT §2). Such a partner is never passivated, and a new owner
-/// starts it at once.
+/// waiting for an FX rate, which a control fact brings, not an event (CONTRACT §2). Such
+/// a partner is never passivated, and a new owner starts it at once.
 #[derive(Debug)]
 pub struct TickDue {
     due: AtomicI64,
@@ -342,8 +342,7 @@ impl PartnerActor {
     /// Keeps `warden_untracked_total{kind}` in step: what the tracking bounds left out is
     /// never silent. A state loaded from the store brings its past count, counted before.
     fn count_untracked(&mut self) {
-        let c = self.state.capacity();
-        let now = (c.untracked_integration_events, c.untracked_tenant_facts);
+        let now = self.untracked();
         let (events, facts) = self.counted_untracked;
         if now.0 > events {
             METRICS
@@ -358,6 +357,12 @@ impl PartnerActor {
                 .inc_by(now.1 - facts);
         }
         self.counted_untracked = now;
+    }
+
+    /// What the tracking bounds left out so far: (integration events, tenant facts).
+    fn untracked(&self) -> (u64, u64) {
+        let c = self.state.capacity();
+        (c.untracked_integration_events, c.untracked_tenant_facts)
     }
 
     /// Keeps `warden_partners{level}` in step with this partner's level.
@@ -386,8 +391,7 @@ impl Actor for PartnerActor {
             .partners
             .with_label_values(&[self.counted_level.as_str()])
             .inc();
-        let c = self.state.capacity();
-        self.counted_untracked = (c.untracked_integration_events, c.untracked_tenant_facts);
+        self.counted_untracked = self.untracked();
         self.count_money();
     }
 
@@ -445,9 +449,14 @@ impl Handler<GetSummary> for PartnerActor {
         let now = chrono::Utc::now();
         // The quota shown is the one enforcement judges by: the tier at the partner's
         // event time.
-        let tier = self.shared.with_context(&mut self.state, |state, _, ctx| {
-            ctx.tier.at(state.event_clock().unwrap_or(now)).to_owned()
-        });
+        let at = self.state.event_clock().unwrap_or(now);
+        let tier = self
+            .shared
+            .control
+            .read()
+            .tier(&self.state.partner_id)
+            .at(at)
+            .to_owned();
         actix::MessageResult(self.state.summary_in(
             &tier,
             &self.shared.policy,

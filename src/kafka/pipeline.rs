@@ -462,6 +462,11 @@ impl Pipeline {
         }
     }
 
+    /// [`watermark_ceiling`] at the wall clock now.
+    fn watermark_ceiling_now(&self) -> DateTime<Utc> {
+        watermark_ceiling(Utc::now(), self.settings.limits.max_clock_skew)
+    }
+
     /// Decodes a poll batch and hands each partner its events.
     pub fn route<C: ConsumerContext>(
         &mut self,
@@ -471,7 +476,7 @@ impl Pipeline {
         let mut per_partition: BTreeMap<i32, Vec<Sourced>> = BTreeMap::new();
         // One clock read for the batch: it was polled at once.
         let polled_at = Instant::now();
-        let ceiling = watermark_ceiling(Utc::now(), self.settings.limits.max_clock_skew);
+        let ceiling = self.watermark_ceiling_now();
         for m in batch {
             let Some(kind) = self.topics.kind_of(m.topic()) else {
                 continue;
@@ -647,6 +652,7 @@ impl Pipeline {
         states: Vec<(String, Option<PartnerState>)>,
         consumer: &BaseConsumer<C>,
     ) {
+        let ceiling = self.watermark_ceiling_now();
         let Some(ps) = self.partitions.get_mut(&p) else {
             return;
         };
@@ -663,7 +669,6 @@ impl Pipeline {
                 continue;
             };
             if !ps.partners.contains_key(&id) {
-                let ceiling = watermark_ceiling(Utc::now(), self.settings.limits.max_clock_skew);
                 start_loaded(ps, &self.registry, vec![(id.clone(), state)], ceiling);
             }
             let Some(slot) = ps.partners.get_mut(&id) else {
@@ -1242,11 +1247,9 @@ fn advance_watermark(
     ts: DateTime<Utc>,
     ceiling: DateTime<Utc>,
 ) {
-    if watermark.is_none_or(|w| ts > w) {
-        let next = ts.min(ceiling);
-        if watermark.is_none_or(|w| next > w) {
-            *watermark = Some(next);
-        }
+    let next = ts.min(ceiling);
+    if watermark.is_none_or(|w| next > w) {
+        *watermark = Some(next);
     }
 }
 
@@ -1398,10 +1401,10 @@ impl Pipeline {
                 .cloned()
                 .chain(later)
                 .collect();
+            let ceiling = self.watermark_ceiling_now();
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
-            let ceiling = watermark_ceiling(Utc::now(), self.settings.limits.max_clock_skew);
             start_loaded(ps, &self.registry, loaded, ceiling);
             // A partner the store could not give now is tried again at the next tick.
             if control_complete {
