@@ -184,13 +184,13 @@ pub enum Lift {
 }
 
 /// Lifts `switch` (API or TTL): audited once (the ref is the same for both paths, so a
-/// TTL expiry racing a DELETE is recorded once), then the `ok` decision in the data plane
-/// if the key still holds the switch's `killed` (compare-and-set on its seq); `terminated`
-/// instead when the switch was set over a termination. The records
-/// go out in seq order, the `killed` one first (it may still wait from an outage), and
-/// the switch leaves the registry once both are acknowledged. Repeating it is safe: a
-/// lift already in the data plane is rebuilt from the `lifted_at` and `lift_seq` the
-/// registry keeps, so its record has one content whoever sends it.
+/// TTL expiry racing a DELETE is recorded once), then the decision putting back what was
+/// under the switch ([`restored_level`]) in the data plane, if the key still holds the
+/// switch's `killed` (compare-and-set on its seq). The records go out in seq order, the
+/// `killed` one first (it may still wait from an outage), and the switch leaves the
+/// registry once both are acknowledged. Repeating it is safe: a lift already in the data
+/// plane is rebuilt from what its write noted on the switch (`lifted_at`, `lift_seq`,
+/// `lift_level`...), so its record has one content whoever sends it.
 pub async fn lift(
     state: &ApiState,
     switch: &KillSwitch,
@@ -333,11 +333,16 @@ async fn restored_level(state: &ApiState, switch: &KillSwitch) -> Result<OwnerLe
     Ok(base
         .owner
         .filter(|o| o.level != "ok")
-        .unwrap_or(OwnerLevel {
-            level: "ok".into(),
-            reason: "kill_switch".into(),
-            rate_limit_rps: None,
-        }))
+        .unwrap_or_else(lifted_to_ok))
+}
+
+/// A lift with nothing under the switch: `ok`, for the kill switch's reason.
+fn lifted_to_ok() -> OwnerLevel {
+    OwnerLevel {
+        level: "ok".into(),
+        reason: "kill_switch".into(),
+        rate_limit_rps: None,
+    }
 }
 
 /// The lift's data-plane write putting `restore` back at `since`.
@@ -364,11 +369,7 @@ fn noted_lift_write(switch: &KillSwitch, lifted_at: String) -> DecisionWrite {
             reason: switch.lift_reason.clone().unwrap_or_default(),
             rate_limit_rps: switch.lift_rps.as_deref().and_then(|r| r.parse().ok()),
         },
-        None => OwnerLevel {
-            level: "ok".into(),
-            reason: "kill_switch".into(),
-            rate_limit_rps: None,
-        },
+        None => lifted_to_ok(),
     };
     lift_write(switch, restore, lifted_at)
 }

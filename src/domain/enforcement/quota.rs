@@ -99,10 +99,13 @@ fn beyond(used: u64, limit: u64, fraction: f64, or_equal: bool) -> bool {
     if used_f < threshold - margin {
         return false;
     }
-    let (used_b, threshold_b) = (
-        u128::from(used) * 1_000_000_000,
-        u128::from(limit) * billionths(fraction),
-    );
+    beyond_exactly(used, limit, fraction, or_equal)
+}
+
+/// [`beyond`] in integers, billionths of a request: exact, whatever the limit.
+fn beyond_exactly(used: u64, limit: u64, fraction: f64, or_equal: bool) -> bool {
+    let used_b = u128::from(used) * 1_000_000_000;
+    let threshold_b = u128::from(limit) * billionths(fraction);
     if or_equal {
         used_b >= threshold_b
     } else {
@@ -294,17 +297,6 @@ mod tests {
     /// The float fast path never decides differently from the exact comparison.
     #[test]
     fn the_fast_path_agrees_with_integers_near_and_far_from_the_threshold() {
-        let exact = |used: u64, limit: u64, fraction: f64, or_equal: bool| {
-            let (a, b) = (
-                u128::from(used) * 1_000_000_000,
-                u128::from(limit) * billionths(fraction),
-            );
-            if or_equal {
-                a >= b
-            } else {
-                a > b
-            }
-        };
         for limit in [1, 7, 999, 1_003, 1_000_000_003, u64::MAX / 4] {
             for fraction in [0.0, 0.1, 0.8, 1.0, 1.1, 1.2, 2.5] {
                 let at = (limit as f64 * fraction) as u64;
@@ -320,7 +312,7 @@ mod tests {
                     for or_equal in [false, true] {
                         assert_eq!(
                             beyond(used, limit, fraction, or_equal),
-                            exact(used, limit, fraction, or_equal),
+                            beyond_exactly(used, limit, fraction, or_equal),
                             "used {used} limit {limit} fraction {fraction} or_equal {or_equal}"
                         );
                     }
