@@ -8,7 +8,8 @@
 //! - `fail_open`: nothing. Decisions made meanwhile stay in their partners' outboxes and
 //!   are published once the store is back (traffic is not blocked because of the outage).
 //! - `fail_closed`: a global `suspend` (reason `store_unavailable`) is published at once,
-//!   and a global `ok` when the store answers again.
+//!   and a global `ok` when the store answers again, and also when the instance starts
+//!   (an earlier run's suspend may still be in force; see [`first_told`]).
 //!
 //! Either way `warden_store_degraded{policy}` is 1 for the outage's length.
 //!
@@ -91,11 +92,25 @@ fn store_errors() -> u64 {
         .sum()
 }
 
+/// What gateways are told first. Under `fail_closed` an instance cannot know whether a
+/// global suspend from an earlier run is in force: if every instance restarted during an
+/// outage (the daemon does not start without its store), none of them would ever tell the
+/// `ok`, and gateways would block every partner until someone noticed. So it tells what it
+/// sees as soon as it starts, and `ok` is harmless when nothing was suspended.
+fn first_told(policy: FailurePolicy) -> Option<bool> {
+    match policy {
+        FailurePolicy::FailOpen => Some(false),
+        FailurePolicy::FailClosed => None,
+    }
+}
+
 /// Follows the store's reachability (`warden_store_up`, kept by every store call of the
-/// pipeline) and applies `policy` on each change. Runs until the process ends.
+/// pipeline) and applies `policy` on each change, and under `fail_closed` once at start
+/// (see [`first_told`]). Runs until the process ends.
 pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: String) {
     let gauge = METRICS.store_degraded.with_label_values(&[policy.as_str()]);
-    let mut degraded = false;
+    // Whether the last state told was degraded (`None`: nothing told yet).
+    let mut told_degraded = first_told(policy);
     let mut reachability = Reachability::default();
     let mut errors = store_errors();
     loop {
@@ -104,7 +119,7 @@ pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: Strin
         let up = last_up && now_errors == errors;
         errors = now_errors;
         let down = reachability.observe(up, Instant::now());
-        if down != degraded {
+        if told_degraded != Some(down) {
             let told = match policy {
                 FailurePolicy::FailOpen => true,
                 FailurePolicy::FailClosed => {
@@ -120,9 +135,15 @@ pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: Strin
             };
             // Not told: tried again on the next round.
             if told {
-                degraded = down;
+                let first = told_degraded.is_none();
+                told_degraded = Some(down);
                 gauge.set(i64::from(down));
-                if down {
+                if first && !down {
+                    tracing::info!(
+                        policy = policy.as_str(),
+                        "state store reachable at start: global ok published"
+                    );
+                } else if down {
                     tracing::warn!(
                         policy = policy.as_str(),
                         "state store unreachable: failure policy applied"

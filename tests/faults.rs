@@ -472,7 +472,22 @@ fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
     assert!(caught_up, "lag did not return to zero after the outage");
     let revoked = daemon.output().contains("partitions revoked");
     assert!(!revoked, "the daemon left the group during the outage");
-    // The global decision went out, and was lifted.
+    // The global decision went out, and was lifted (after the `ok` told at start).
+    let global: Vec<String> = global_store_decisions(&stream)
+        .into_iter()
+        .map(|(level, _)| level)
+        .collect();
+    assert_eq!(global, ["ok", "suspend", "ok"], "fail_closed decisions");
+    report(
+        "redis-outage",
+        &[("outage_seconds", outage().as_secs().to_string())],
+    );
+    assert!(daemon.terminate().success());
+}
+
+/// The global `store` decisions on `stream`'s enforcement topic, in the order produced:
+/// (level, seq).
+fn global_store_decisions(stream: &Stream) -> Vec<(String, u64)> {
     // Read whole, or a short read (the reader timing out on a loaded machine) would look
     // like a missing lift: seen once in CI, with the 30 s this read used to have.
     let n = common::topic_record_count(&stream.brokers, &stream.enforcement).max(0) as usize;
@@ -483,18 +498,68 @@ fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
         Duration::from_secs(120),
     );
     assert_eq!(decisions.len(), n, "enforcement topic not read whole");
-    let global: Vec<String> = decisions
+    decisions
         .iter()
         .filter_map(|(_, _, _, v)| serde_json::from_slice::<Value>(v).ok())
         .filter(|v| v["scope"] == "global" && v["id"] == "store")
-        .map(|v| v["level"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert_eq!(global, ["suspend", "ok"], "fail_closed decisions");
-    report(
-        "redis-outage",
-        &[("outage_seconds", outage().as_secs().to_string())],
+        .map(|v| {
+            let level = v["level"].as_str().unwrap_or_default().to_owned();
+            (level, v["seq"].as_u64().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Under `fail_closed`, an instance that dies during an outage leaves its global suspend in
+/// force on the topic, and the daemon does not start without its store, so the next
+/// instance starts only once the outage is over and sees none. It must still lift the
+/// suspend: otherwise gateways block every partner until someone notices.
+#[test]
+fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_start() {
+    let _serial = common::serial();
+    let mut redis = RedisServer::start_new();
+    let url = redis.url();
+    let stream = Stream::new("fault-redis-restart");
+    let cfg = stream
+        .config(&url)
+        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n");
+    let mut first = Daemon::start(&cfg);
+    wait_assigned(&[&first]);
+    redis.stop();
+    let degraded = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        // Readiness pings the store, so the outage shows with no event flowing.
+        first.request("GET", "/readyz", None, None);
+        metric(&first, "warden_store_degraded{policy=\"fail_closed\"}") == 1.0
+    });
+    assert!(
+        degraded,
+        "the failure policy was not applied\n{}",
+        first.output()
     );
-    assert!(daemon.terminate().success());
+    first.kill9();
+    let left: Vec<String> = global_store_decisions(&stream)
+        .into_iter()
+        .map(|(level, _)| level)
+        .collect();
+    assert_eq!(left.last().map(String::as_str), Some("suspend"), "{left:?}");
+
+    redis.start();
+    let mut second = Daemon::start(&cfg);
+    let lifted = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        let decisions = global_store_decisions(&stream);
+        match decisions.as_slice() {
+            [.., (suspend, suspended_at), (ok, lifted_at)] => {
+                suspend == "suspend" && ok == "ok" && lifted_at > suspended_at
+            }
+            _ => false,
+        }
+    });
+    assert!(
+        lifted,
+        "the suspend was not lifted: {:?}\n{}",
+        global_store_decisions(&stream),
+        second.output()
+    );
+    assert!(second.terminate().success());
 }
 
 /// Acceptance 5: the broker restarted (sqlite storage keeps its data): consumption resumes
