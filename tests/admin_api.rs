@@ -249,6 +249,46 @@ fn a_manual_throttle_carries_the_partners_rate_limit() {
     assert!(daemon.terminate().success());
 }
 
+/// An operator's manual level holds against the partner's owner: a quota throttle decided
+/// after it is milder than the operator's `suspend`, so it is refused (and noted for a kill
+/// switch's lift), and the data plane keeps the operator's level.
+#[test]
+fn a_manual_suspend_is_not_ended_by_a_milder_quota_decision() {
+    let stream = Stream::new("admin-manual-hold");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    partner_with_quota(&daemon, &stream, "p-mh", 100, 1000);
+    let suspend = json!({"level": "suspend", "reason": "fraud review"});
+    let (status, body) = daemon.request(
+        "POST",
+        "/v1/partners/p-mh/enforcement",
+        Some(OPERATOR),
+        Some(&suspend),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut p = common::TestProducer::new(&stream.brokers);
+    // 110 of 100: the owner throttles (block).
+    let usage = json!({"event_id": "mh-1", "ts": chrono::Utc::now(), "partner_id": "p-mh",
+        "integration_id": "mh-i", "requests": 110, "errors": 0, "auth_failures": 0, "bytes": 0});
+    p.send_sync(&stream.usage, Some("p-mh"), usage.to_string().as_bytes());
+    let base = format!("{}:enfbase:partner:p-mh", stream.prefix);
+    let decided = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        common::redis_hash(&redis, &base)
+            .get("level")
+            .map(String::as_str)
+            == Some("throttle")
+    });
+    assert!(decided, "the owner's throttle was never published");
+    let h = common::redis_hash(&redis, &format!("{}:enf:partner:p-mh", stream.prefix));
+    assert_eq!(
+        (h["level"].as_str(), h["reason"].as_str()),
+        ("suspend", "manual"),
+        "{h:?}"
+    );
+    assert!(daemon.terminate().success());
+}
+
 /// Requests with no token are audited one by one up to a rate per peer; a flood past it
 /// is counted and audited as one summary per peer (written at the latest when the daemon
 /// stops), so anyone who can reach the port cannot grow the audit chain without limit.

@@ -395,6 +395,92 @@ async fn a_persons_termination_is_noted_until_a_person_lifts_it(s: &dyn Decision
     assert!(!s.lift_base("partner", "p-1").await.unwrap().terminated);
 }
 
+/// A person's manual level holds against the ladder: the owner's decisions at or below it
+/// are refused (a routine quota `warn` must not end an operator's `suspend`), a stricter one
+/// replaces it for good. What a kill switch's lift puts back follows the same rule.
+async fn a_persons_manual_level_gives_way_only_to_a_stricter_owner_level(s: &dyn DecisionStore) {
+    let manual = |outbox: &str, level: &str| DecisionWrite {
+        reason: "manual".into(),
+        ..write(outbox, level, true)
+    };
+    let level = || async {
+        s.read("partner", "p-1")
+            .await
+            .unwrap()
+            .map(|m| m["level"].clone())
+    };
+    let noted_manual = || async {
+        let base = s.lift_base("partner", "p-1").await.unwrap();
+        base.manual.map(|m| (m.level, m.reason, m.rate_limit_rps))
+    };
+    assert!(
+        s.publish(&manual("api:1", "throttle"))
+            .await
+            .unwrap()
+            .applied
+    );
+    for (outbox, milder) in [("p-1:1", "warn"), ("p-1:2", "throttle"), ("p-1:3", "ok")] {
+        let refused = s.publish(&write(outbox, milder, false)).await.unwrap();
+        assert!(!refused.applied && refused.previous_was_held, "{milder}");
+    }
+    assert_eq!(level().await.as_deref(), Some("throttle"));
+    assert_eq!(
+        noted_manual().await,
+        Some(("throttle".into(), "manual".into(), Some(50)))
+    );
+    // Under a kill switch, milder owner levels leave the manual level as what a lift puts
+    // back; a stricter one replaces it there too.
+    let kill = DecisionWrite {
+        reason: "kill_switch".into(),
+        ..write("ks:a:set", "killed", true)
+    };
+    assert!(s.publish(&kill).await.unwrap().applied);
+    assert!(
+        !s.publish(&write("p-1:4", "warn", false))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert_eq!(noted_manual().await.map(|m| m.0), Some("throttle".into()));
+    assert!(
+        !s.publish(&write("p-1:5", "suspend", false))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert_eq!(noted_manual().await, None);
+    let base = s.lift_base("partner", "p-1").await.unwrap();
+    assert_eq!(base.owner.map(|o| o.level).as_deref(), Some("suspend"));
+
+    // Without a switch: a person's level again, then a stricter owner level applies, and
+    // after it the owner's milder levels apply as usual (the manual level is gone).
+    assert!(s.publish(&manual("api:2", "warn")).await.unwrap().applied);
+    assert_eq!(level().await.as_deref(), Some("warn"));
+    assert!(
+        s.publish(&write("p-1:6", "throttle", false))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert_eq!(noted_manual().await, None);
+    assert!(
+        s.publish(&write("p-1:7", "warn", false))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert_eq!(level().await.as_deref(), Some("warn"));
+    // A person's `ok` holds nothing: the ladder decides from there.
+    assert!(s.publish(&manual("api:3", "ok")).await.unwrap().applied);
+    assert_eq!(noted_manual().await, None);
+    assert!(
+        s.publish(&write("p-1:8", "warn", false))
+            .await
+            .unwrap()
+            .applied
+    );
+}
+
 /// A manual level is kept among the pending records, with the seq it got, by the write
 /// that applies it: whatever happens to the request after, its record can be rebuilt with
 /// the same content. A re-publication neither adds nor changes one; removing forgets it.
@@ -483,7 +569,8 @@ suite!(
     a_lift_leaves_a_later_decision_alone,
     a_manual_level_is_kept_pending_by_the_write_that_applies_it,
     the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote,
-    a_persons_termination_is_noted_until_a_person_lifts_it
+    a_persons_termination_is_noted_until_a_person_lifts_it,
+    a_persons_manual_level_gives_way_only_to_a_stricter_owner_level
 );
 
 /// Gateways that cache subscribe to the channel: an applied decision is published once,

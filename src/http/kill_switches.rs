@@ -312,7 +312,8 @@ fn set_write(switch: &KillSwitch) -> DecisionWrite {
 
 /// What a lift puts in the data plane ([`LiftBase`]): a person's termination still in
 /// force under the switch (a termination leaves only by a person's order, CONTRACT §3,
-/// not by a switch's TTL; also when switches are stacked), else the level the target's
+/// not by a switch's TTL; also when switches are stacked), else a person's manual level
+/// that no stricter owner decision replaced, else the level the target's
 /// owner last decided, refused or not while the switch held the key (a quota suspension
 /// must not end because a kill was lifted: the owner, which believes it in force, would
 /// not decide it again), else `ok`. A switch set over a termination before the base was
@@ -330,8 +331,11 @@ async fn restored_level(state: &ApiState, switch: &KillSwitch) -> Result<OwnerLe
             rate_limit_rps: None,
         });
     }
+    // A person's manual level the owner has not replaced with a stricter one holds
+    // against the owner's milder ones, as it would have without the switch.
     Ok(base
-        .owner
+        .manual
+        .or(base.owner)
         .filter(|o| o.level != "ok")
         .unwrap_or_else(lifted_to_ok))
 }

@@ -40,9 +40,10 @@ enum DecisionStep {
     Produce(String, String, Option<AuditEntry>),
     /// Its record is on the topic already (a re-publication after a crash).
     AlreadyProduced,
-    /// The data plane refused it (the key is held at `killed` or `terminated`, which the
-    /// ladder never lowers): not a change of level, so no record and no audit. Its seq is
-    /// a gap, which the contract allows.
+    /// The data plane refused it (the key is held at `killed` or `terminated`, or at a
+    /// person's manual level it does not exceed, which the ladder never lowers): not a
+    /// change of level, so no record and no audit. Its seq is a gap, which the contract
+    /// allows.
     Refused,
     /// The data plane or the audit log did not take it: retry later.
     Retry,

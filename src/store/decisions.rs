@@ -9,6 +9,8 @@
 //! - an outbox id is given its `seq` once and keeps it, so a decision re-published after a
 //!   crash has the same `decision_id` (and the same content);
 //! - a key held at `killed` or `terminated` is never lowered by the ladder;
+//! - a person's manual level is replaced by the ladder only with a stricter level: an
+//!   owner's decision at or below it is refused (and noted for a kill switch's lift);
 //! - no key means `ok`: a decision back to `ok` deletes the hash;
 //! - a person's decision is kept, in the write that applies it, until its enforcement-topic
 //!   record is acknowledged (a kill switch in the switch registry, a manual level among
@@ -127,6 +129,9 @@ pub struct LiftBase {
     pub owner: Option<OwnerLevel>,
     /// A person's `terminated` is in force (set by a manual level, lifted only by another).
     pub terminated: bool,
+    /// A person's manual level (reason `manual`) that no stricter owner decision has
+    /// replaced since: it holds against the owner's milder ones.
+    pub manual: Option<OwnerLevel>,
 }
 
 /// A person's decision whose enforcement-topic record the broker has not acknowledged
@@ -222,8 +227,9 @@ pub trait DecisionStore: Send + Sync + 'static {
 
 /// KEYS[1] = enf hash, KEYS[2] = seq counter, KEYS[3] = outbox id → seq hash, KEYS[4] =
 /// what a lift puts back (see [`LiftBase`]: an owner's decision notes itself there,
-/// applied or refused, when its seq is the newest noted; a person's applied manual level
-/// notes or clears `terminated`), and for a person's decision KEYS[5] = a registry hash:
+/// applied or refused, when its seq is the newest noted, and drops a person's manual level
+/// below it; a person's applied manual level notes or clears `terminated` and
+/// `manual_level`), and for a person's decision KEYS[5] = a registry hash:
 /// the kill-switch registry, or the pending records of manual levels.
 /// ARGV[1] = outbox id, [2] level, [3] reason, [4] rate_limit_rps ("" = none), [5] since,
 /// [6] "1" when a person decides, [7] scope, [8] id, [9] ttl of the outbox map (s),
@@ -263,10 +269,13 @@ local function reply(seq, applied, held, produced, before)
   if entry and type(entry.lifted_at) == 'string' then lifted_at = entry.lifted_at end
   return {seq, applied, held, produced, before, lifted_at, entry and 1 or 0}
 end
+local RANKS = {ok = 0, warn = 1, throttle = 2, suspend = 3, terminated = 4, killed = 5}
+local function rank(l) return RANKS[l] or 0 end
 -- The lift base is kept while it holds something a lift would put back.
 local function keep_base()
   local owner = redis.call('HGET', KEYS[4], 'level')
-  if redis.call('HEXISTS', KEYS[4], 'terminated') == 1 or (owner and owner ~= 'ok') then
+  if redis.call('HEXISTS', KEYS[4], 'terminated') == 1
+    or redis.call('HEXISTS', KEYS[4], 'manual_level') == 1 or (owner and owner ~= 'ok') then
     redis.call('PERSIST', KEYS[4])
   else
     redis.call('EXPIRE', KEYS[4], ARGV[9])
@@ -277,7 +286,10 @@ local before = redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':applied')
 local stored = redis.call('HGET', KEYS[1], 'seq')
 local cur = tonumber(stored or '0')
 local level = redis.call('HGET', KEYS[1], 'level')
+-- What the ladder may not replace with this level: a kill or a termination, or a
+-- person's manual level unless this one is stricter.
 local held = (level == 'killed' or level == 'terminated')
+  or (level and redis.call('HGET', KEYS[1], 'reason') == 'manual' and rank(ARGV[2]) <= rank(level))
 local seq = redis.call('HGET', KEYS[3], ARGV[1])
 if seq then
   seq = tonumber(seq)
@@ -295,6 +307,11 @@ if ARGV[6] ~= '1' then
   if seq > noted then
     redis.call('HSET', KEYS[4], 'level', ARGV[2], 'reason', ARGV[3], 'rate_limit_rps', ARGV[4],
       'seq', seq)
+    -- A stricter level replaces a person's manual one (or would, under a switch).
+    local manual_level = redis.call('HGET', KEYS[4], 'manual_level')
+    if manual_level and rank(ARGV[2]) > rank(manual_level) then
+      redis.call('HDEL', KEYS[4], 'manual_level', 'manual_rps')
+    end
     keep_base()
   end
 end
@@ -313,11 +330,17 @@ if entry then
   redis.call('HSET', KEYS[5], ARGV[14], cjson.encode(entry))
 end
 if ARGV[6] == '1' and ARGV[3] == 'manual' then
-  -- A person's own level: a termination is what a kill switch's lift puts back.
+  -- A person's own level: a termination, or a manual level the ladder has not replaced,
+  -- is what a kill switch's lift puts back.
   if ARGV[2] == 'terminated' then
     redis.call('HSET', KEYS[4], 'terminated', 1)
   else
     redis.call('HDEL', KEYS[4], 'terminated')
+  end
+  if ARGV[2] == 'ok' or ARGV[2] == 'terminated' then
+    redis.call('HDEL', KEYS[4], 'manual_level', 'manual_rps')
+  else
+    redis.call('HSET', KEYS[4], 'manual_level', ARGV[2], 'manual_rps', ARGV[4])
   end
   keep_base()
 end
@@ -715,6 +738,11 @@ fn lift_base_of(map: &HashMap<String, String>) -> LiftBase {
             rate_limit_rps: map.get("rate_limit_rps").and_then(|r| r.parse().ok()),
         }),
         terminated: map.contains_key("terminated"),
+        manual: map.get("manual_level").map(|level| OwnerLevel {
+            level: level.clone(),
+            reason: "manual".into(),
+            rate_limit_rps: map.get("manual_rps").and_then(|r| r.parse().ok()),
+        }),
     }
 }
 
@@ -755,6 +783,20 @@ struct MemoryPlane {
     owner: HashMap<(String, String), (u64, OwnerLevel)>,
     /// Targets a person's manual `terminated` holds.
     terminated: std::collections::HashSet<(String, String)>,
+    /// A person's manual level per target that no stricter owner level replaced since.
+    manual: HashMap<(String, String), OwnerLevel>,
+}
+
+/// How strict a level is, as `PUBLISH` ranks them (the domain's order).
+fn rank(level: &str) -> u8 {
+    match level {
+        "warn" => 1,
+        "throttle" => 2,
+        "suspend" => 3,
+        "terminated" => 4,
+        "killed" => 5,
+        _ => 0,
+    }
 }
 
 impl MemoryPlane {
@@ -768,9 +810,13 @@ impl MemoryPlane {
             .and_then(|m| m.get("seq"))
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
-        let held = current
-            .and_then(|m| m.get("level"))
-            .is_some_and(|l| l == "killed" || l == "terminated");
+        // What the ladder may not replace with this level: a kill or a termination, or a
+        // person's manual level unless this one is stricter.
+        let held = current.is_some_and(|m| {
+            let level = m.get("level").map_or("ok", String::as_str);
+            let manual = m.get("reason").is_some_and(|r| r == "manual");
+            level == "killed" || level == "terminated" || (manual && rank(&w.level) <= rank(level))
+        });
         let seq = match self.published.get(&w.outbox_id) {
             Some(s) => *s,
             None if expected_seq.is_some_and(|e| e != cur_seq) => {
@@ -802,6 +848,13 @@ impl MemoryPlane {
                 rate_limit_rps: w.rate_limit_rps,
             };
             self.owner.insert(target.clone(), (seq, level));
+            if self
+                .manual
+                .get(&target)
+                .is_some_and(|m| rank(&w.level) > rank(&m.level))
+            {
+                self.manual.remove(&target);
+            }
         }
         if applied_before || seq <= cur_seq || (held && !w.by_person) {
             return Published {
@@ -817,6 +870,16 @@ impl MemoryPlane {
                 self.terminated.insert(target.clone());
             } else {
                 self.terminated.remove(&target);
+            }
+            if w.level == "ok" || w.level == "terminated" {
+                self.manual.remove(&target);
+            } else {
+                let level = OwnerLevel {
+                    level: w.level.clone(),
+                    reason: "manual".into(),
+                    rate_limit_rps: w.rate_limit_rps,
+                };
+                self.manual.insert(target.clone(), level);
             }
         }
         if w.level == "ok" {
@@ -910,6 +973,7 @@ impl DecisionStore for MemoryDecisions {
         Ok(LiftBase {
             owner: plane.owner.get(&target).map(|(_, level)| level.clone()),
             terminated: plane.terminated.contains(&target),
+            manual: plane.manual.get(&target).cloned(),
         })
     }
 
