@@ -255,6 +255,7 @@ async fn run_with_io(
         config.store.failure_policy,
         producer.clone(),
         topics.enforcement.clone(),
+        store.clone(),
     ));
     let publisher = DecisionPublisher::new(
         decisions.clone(),

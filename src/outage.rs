@@ -13,11 +13,12 @@
 //!
 //! Either way `warden_store_degraded{policy}` is 1 for the outage's length.
 //!
-//! The outage starts at the first failed call and ends only once every call has succeeded
-//! for [`STEADY`]: warden's Redis connections reconnect each on its own schedule, and
-//! lifting at the first success flapped a global suspension on and off while the last of
-//! them came back.
+//! The outage starts at the first failed call that the watcher's own probe confirms (see
+//! [`probe`]), and ends only once every call has succeeded for [`STEADY`]: warden's Redis
+//! connections reconnect each on its own schedule, and lifting at the first success
+//! flapped a global suspension on and off while the last of them came back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
@@ -26,6 +27,7 @@ use serde_json::json;
 
 use crate::config::FailurePolicy;
 use crate::metrics::METRICS;
+use crate::store::StateStore;
 
 /// The global target a `fail_closed` decision is about.
 pub const STORE_TARGET: &str = "store";
@@ -80,6 +82,23 @@ impl Reachability {
     }
 }
 
+/// Pings in one probe, each bounded by the store's timeout.
+const PROBE_PINGS: usize = 4;
+
+/// Whether the store answers, tried [`PROBE_PINGS`] times. A failed call alone is no
+/// outage: one readiness ping or commit that timed out behind a long commit (Redis runs a
+/// commit alone, and a big one may outlast `store.timeout` by design) would otherwise put
+/// every partner under a global suspend under `fail_closed`. A gauge left at 0 by the last
+/// call of an idle instance is refreshed the same way.
+pub async fn probe(store: &dyn StateStore) -> bool {
+    for _ in 0..PROBE_PINGS {
+        if store.ping().await.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
 /// Store calls that failed so far, whatever their `op` (`warden_store_errors_total`).
 fn store_errors() -> u64 {
     use prometheus::core::Collector;
@@ -107,7 +126,12 @@ fn first_told(policy: FailurePolicy) -> Option<bool> {
 /// Follows the store's reachability (`warden_store_up`, kept by every store call of the
 /// pipeline) and applies `policy` on each change, and under `fail_closed` once at start
 /// (see [`first_told`]). Runs until the process ends.
-pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: String) {
+pub async fn watch(
+    policy: FailurePolicy,
+    producer: FutureProducer,
+    topic: String,
+    store: Arc<dyn StateStore>,
+) {
     let gauge = METRICS.store_degraded.with_label_values(&[policy.as_str()]);
     // Whether the last state told was degraded (`None`: nothing told yet).
     let mut told_degraded = first_told(policy);
@@ -116,7 +140,12 @@ pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: Strin
     loop {
         // Down if the last call failed, or any call failed since the last sample.
         let (now_errors, last_up) = (store_errors(), METRICS.store_up.get() == 1);
-        let up = last_up && now_errors == errors;
+        let calls_up = last_up && now_errors == errors;
+        let up = calls_up || probe(store.as_ref()).await;
+        if !calls_up {
+            // The probe is the store's last call now.
+            METRICS.store_up.set(i64::from(up));
+        }
         errors = now_errors;
         let down = reachability.observe(up, Instant::now());
         if told_degraded != Some(down) {
@@ -124,13 +153,26 @@ pub async fn watch(policy: FailurePolicy, producer: FutureProducer, topic: Strin
                 FailurePolicy::FailOpen => true,
                 FailurePolicy::FailClosed => {
                     let (key, value) = global_decision(down, Utc::now());
-                    producer
+                    let sent = producer
                         .send(
                             FutureRecord::to(&topic).key(&key).payload(&value),
                             Duration::from_secs(5),
                         )
                         .await
-                        .is_ok()
+                        .is_ok();
+                    if sent {
+                        // Counted like every decision (CONTRACT §3).
+                        let (from, to) = if down {
+                            ("ok", "suspend")
+                        } else {
+                            ("suspend", "ok")
+                        };
+                        METRICS
+                            .enforcement_transitions
+                            .with_label_values(&[from, to, "store_unavailable"])
+                            .inc();
+                    }
+                    sent
                 }
             };
             // Not told: tried again on the next round.

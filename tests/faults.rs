@@ -478,6 +478,16 @@ fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
         .map(|(level, _)| level)
         .collect();
     assert_eq!(global, ["ok", "suspend", "ok"], "fail_closed decisions");
+    let counted = |from: &str, to: &str| {
+        metric(
+            &daemon,
+            &format!("warden_enforcement_transitions_total{{from=\"{from}\",reason=\"store_unavailable\",to=\"{to}\"}} "),
+        )
+    };
+    assert_eq!(
+        (counted("ok", "suspend"), counted("suspend", "ok")),
+        (1.0, 2.0)
+    );
     report(
         "redis-outage",
         &[("outage_seconds", outage().as_secs().to_string())],
@@ -560,6 +570,55 @@ fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_
         second.output()
     );
     assert!(second.terminate().success());
+}
+
+/// A store call that times out once is no outage: `/readyz`'s ping, held behind a Redis
+/// paused for longer than `store.timeout`, used to put every partner under a global
+/// suspend under `fail_closed`. The watcher now confirms with pings of its own.
+#[test]
+fn a_store_call_that_times_out_once_is_no_outage_under_fail_closed() {
+    let _serial = common::serial();
+    let redis = RedisServer::start_new();
+    let url = redis.url();
+    let stream = Stream::new("fault-redis-blip");
+    let cfg = stream
+        .config(&url)
+        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n");
+    let mut daemon = Daemon::start(&cfg);
+    wait_assigned(&[&daemon]);
+    let levels = || -> Vec<String> {
+        global_store_decisions(&stream)
+            .into_iter()
+            .map(|(level, _)| level)
+            .collect()
+    };
+    let told = wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
+        levels() == ["ok"]
+    });
+    assert!(told, "no ok at start: {:?}", levels());
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for _ in 0..3 {
+        // 1.2 s: more than the store's 500 ms timeout, less than the watcher's probe.
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1_200)
+            .arg("ALL")
+            .query(&mut conn)
+            .unwrap();
+        let (_, body) = daemon.request("GET", "/readyz", None, None);
+        assert_eq!(body["store_up"], false, "the ping was not held: {body}");
+        thread::sleep(Duration::from_secs(2));
+    }
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        metric(&daemon, "warden_store_degraded{policy=\"fail_closed\"}"),
+        0.0
+    );
+    assert_eq!(levels(), ["ok"], "a global suspend went out");
+    assert!(daemon.terminate().success());
 }
 
 /// Acceptance 5: the broker restarted (sqlite storage keeps its data): consumption resumes

@@ -406,6 +406,8 @@ fn an_emptied_store_is_detected_not_silently_replayed() {
         metric(&again, "warden_store_lost") == 1.0
     });
     assert!(lost, "an empty store was not detected\n{}", again.output());
+    // The gauge alerts read says so too, before anything probed readiness.
+    assert_eq!(metric(&again, "warden_ready "), 0.0);
     let (status, body) = again.request("GET", "/readyz", None, None);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["store_lost"], true);

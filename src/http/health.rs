@@ -24,6 +24,7 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         .map(|r| matches!(r, Ok(Ok(()))))
         .unwrap_or(false);
     METRICS.store_up.set(store_up as i64);
+    METRICS.ready.set(i64::from(h.ready()));
     let body = json!({
         "ready": h.ready(),
         "control_caught_up": h.control_caught_up.load(SeqCst),
@@ -38,7 +39,10 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     }
 }
 
-pub async fn metrics() -> HttpResponse {
+pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    // What /readyz would answer now, so the gauge follows a lost store or a consumer that
+    // stopped whether or not anything probes readiness.
+    METRICS.ready.set(i64::from(state.health.ready()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(METRICS.render())

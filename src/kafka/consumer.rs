@@ -7,6 +7,7 @@
 //! leaves the group for exceeding `max.poll.interval.ms`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -134,6 +135,9 @@ pub fn spawn(
         .name("warden-consumer".into())
         .spawn(move || {
             health.consuming.store(true, Ordering::SeqCst);
+            // Not consuming once this thread ends, however it ends (a panic included):
+            // readiness and `warden_ready` must not go on saying it consumes.
+            let _consuming = ConsumingUntilDropped(Arc::clone(&health));
             poll_loop(&consumer, &settings, &health);
             let deadline = Instant::now() + settings.shutdown_grace;
             let durable = {
@@ -149,10 +153,18 @@ pub fn spawn(
             tracing::info!(durable, "consumer drained; leaving the group");
             consumer.unsubscribe();
             drop(consumer);
-            health.consuming.store(false, Ordering::SeqCst);
         })
         .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
     Ok(handle)
+}
+
+/// Clears `consuming` when dropped.
+struct ConsumingUntilDropped(Arc<crate::app::Health>);
+
+impl Drop for ConsumingUntilDropped {
+    fn drop(&mut self) {
+        self.0.consuming.store(false, Ordering::SeqCst);
+    }
 }
 
 fn poll_loop(
