@@ -395,6 +395,30 @@ async fn a_persons_termination_is_noted_until_a_person_lifts_it(s: &dyn Decision
     assert!(!s.lift_base("partner", "p-1").await.unwrap().terminated);
 }
 
+/// A ladder decision refused while a switch held the key stays refused when published
+/// again (a crash before its ack), even after the key, and the seq it held, were deleted
+/// by a later `ok`: applied then, it would roll the data plane back to a level its owner
+/// has left, under a decision id never seen before.
+async fn a_refused_decision_published_again_stays_refused(s: &dyn DecisionStore) {
+    let kill = DecisionWrite {
+        reason: "kill_switch".into(),
+        ..write("ks:a:set", "killed", true)
+    };
+    assert!(s.publish(&kill).await.unwrap().applied);
+    let throttle = write("p-1:5", "throttle", false);
+    let refused = s.publish(&throttle).await.unwrap();
+    assert!(!refused.applied);
+    let lift = DecisionWrite {
+        reason: "kill_switch".into(),
+        ..write("ks:a:lift", "ok", true)
+    };
+    assert!(s.publish(&lift).await.unwrap().applied);
+    assert!(s.read("partner", "p-1").await.unwrap().is_none());
+    let again = s.publish(&throttle).await.unwrap();
+    assert_eq!((again.seq, again.applied), (refused.seq, false));
+    assert!(s.read("partner", "p-1").await.unwrap().is_none());
+}
+
 /// A person's manual level holds against the ladder: the owner's decisions at or below it
 /// are refused (a routine quota `warn` must not end an operator's `suspend`), a stricter one
 /// replaces it for good. What a kill switch's lift puts back follows the same rule.
@@ -570,7 +594,8 @@ suite!(
     a_manual_level_is_kept_pending_by_the_write_that_applies_it,
     the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote,
     a_persons_termination_is_noted_until_a_person_lifts_it,
-    a_persons_manual_level_gives_way_only_to_a_stricter_owner_level
+    a_persons_manual_level_gives_way_only_to_a_stricter_owner_level,
+    a_refused_decision_published_again_stays_refused
 );
 
 /// Gateways that cache subscribe to the channel: an applied decision is published once,

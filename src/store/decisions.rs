@@ -291,6 +291,10 @@ local level = redis.call('HGET', KEYS[1], 'level')
 local held = (level == 'killed' or level == 'terminated')
   or (level and redis.call('HGET', KEYS[1], 'reason') == 'manual' and rank(ARGV[2]) <= rank(level))
 local seq = redis.call('HGET', KEYS[3], ARGV[1])
+-- A known outbox id was applied (`before`) or refused when first written: either way a
+-- re-publication changes nothing. The key's seq alone cannot tell, since a later `ok`
+-- may have deleted the key (and its seq) since.
+local known = seq ~= false
 if seq then
   seq = tonumber(seq)
 else
@@ -315,7 +319,7 @@ if ARGV[6] ~= '1' then
     keep_base()
   end
 end
-if before == 1 or seq <= cur then return reply(seq, 0, held and 1 or 0, produced, before) end
+if known or seq <= cur then return reply(seq, 0, held and 1 or 0, produced, before) end
 if held and ARGV[6] ~= '1' then return reply(seq, 0, 1, produced, before) end
 if entry then
   if ARGV[15] ~= '' then
@@ -817,6 +821,7 @@ impl MemoryPlane {
             let manual = m.get("reason").is_some_and(|r| r == "manual");
             level == "killed" || level == "terminated" || (manual && rank(&w.level) <= rank(level))
         });
+        let known = self.published.contains_key(&w.outbox_id);
         let seq = match self.published.get(&w.outbox_id) {
             Some(s) => *s,
             None if expected_seq.is_some_and(|e| e != cur_seq) => {
@@ -856,7 +861,7 @@ impl MemoryPlane {
                 self.manual.remove(&target);
             }
         }
-        if applied_before || seq <= cur_seq || (held && !w.by_person) {
+        if known || seq <= cur_seq || (held && !w.by_person) {
             return Published {
                 seq,
                 applied: false,
