@@ -838,7 +838,9 @@ impl Pipeline {
     }
 
     /// Stops the actors of `p` idle for `passivate_after` with nothing to write: not dirty,
-    /// not changed by the last tick, not in a flush, no events waiting for them.
+    /// not changed by the last tick, not in a flush, no events waiting for them, nothing of
+    /// their outbox on its way out (an actor stopped before it hears an item is published
+    /// keeps it in its durable snapshot, and publishes it again at every revival).
     fn passivate_idle(&mut self, p: i32) {
         let Some(ps) = self.partitions.get_mut(&p) else {
             return;
@@ -853,6 +855,7 @@ impl Pipeline {
             .chain(held)
             .map(|s| s.event.partner_id())
             .collect();
+        let publishing = ps.to_publish.partners();
         let registry = &self.registry;
         ps.partners.retain(|id, slot| {
             // A partner whose level only time brings back must keep ticking, events or
@@ -863,6 +866,7 @@ impl Pipeline {
                 || ticked.contains(id)
                 || in_flight.is_some_and(|f| f.contains(id))
                 || stalled_ids.contains(id.as_str())
+                || publishing.contains(id.as_str())
                 || now.duration_since(slot.last_routed) < idle;
             if !keep {
                 registry.stop(id);
@@ -985,12 +989,14 @@ impl Pipeline {
             *e = (*e).max(q.n);
         }
         for (partner, n) in acks {
-            if let Some(slot) = ps.partners.get(&partner) {
-                // Losing an ack is harmless: the entry is re-published with its seq, and
-                // the store applies an outbox id once. The partner is not marked for a flush here:
-                // its next tick does (at most a second later), so in a decision storm a
-                // partner is rewritten once a second, not after every publication.
+            if let Some(slot) = ps.partners.get_mut(&partner) {
+                // The partner is not marked for a flush here: its next tick does (at most a
+                // second later), so in a decision storm a partner is rewritten once a
+                // second, not after every publication. Until then it must not be
+                // passivated, or its durable snapshot would keep the published entries:
+                // an ack counts as activity.
                 slot.addr.do_send(AckOutbox(n));
+                slot.last_routed = Instant::now();
             }
         }
     }

@@ -58,6 +58,11 @@ impl PublishQueue {
         self.ids.contains(id)
     }
 
+    /// The partners with an item queued.
+    pub fn partners(&self) -> HashSet<&str> {
+        self.items.iter().map(|q| q.partner.as_str()).collect()
+    }
+
     /// Appends an item not already queued (see [`PublishQueue::contains`]); it waits
     /// behind every item already queued.
     pub fn push(&mut self, partner: String, n: u64, id: String, item: Outgoing) {
