@@ -917,6 +917,11 @@ impl Section for KafkaConfig {
             ("topics", Value::Table(t)) => check_table::<TopicsConfig>(t, path, c),
             ("properties", Value::Table(t)) => {
                 t.retain(|name, v| {
+                    // From the environment, a property is its variable's text as written
+                    // (`60000`, or an all-digit password), not the number it parses as.
+                    if let Some(raw) = c.env_raw.get(&format!("{path}.{name}")) {
+                        *v = Value::String(raw.clone());
+                    }
                     let ok = v.is_str();
                     if !ok {
                         let message = format!("invalid type: {}, expected a string", v.type_str());
@@ -1056,6 +1061,10 @@ fn validate(config: &Config, c: &mut Collector) {
     }
     if config.metrics.top_partners > 1_000 {
         c.push("metrics.top_partners", "at most 1000 (each is a series)");
+    }
+    if config.metrics.top_partners_interval < Duration::from_secs(1) {
+        // Each round asks every live actor for its summary.
+        c.push("metrics.top_partners_interval", "must be at least 1s");
     }
 }
 
@@ -1475,6 +1484,7 @@ mod tests {
                 ("WARDEN_KAFKA__FLUSH_INTERVAL", "250ms"),
                 ("WARDEN_KAFKA__GROUP_ID", "1234"),
                 ("WARDEN_KAFKA__TOPICS__USAGE", "custom.usage"),
+                ("WARDEN_KAFKA__PROPERTIES__MESSAGE.TIMEOUT.MS", "60000"),
                 ("WARDEN_STORE__BACKEND", "redis"),
                 ("WARDEN_SIMULATOR__INVOICE_FRACTION", "0.5"),
                 ("WARDEN_CONFIG", "not an override"),
@@ -1488,6 +1498,13 @@ mod tests {
         assert_eq!(c.kafka.flush_interval, Duration::from_millis(250));
         assert_eq!(c.kafka.group_id, "1234");
         assert_eq!(c.kafka.topics.usage, "custom.usage");
+        assert_eq!(
+            c.kafka
+                .properties
+                .get("message.timeout.ms")
+                .map(String::as_str),
+            Some("60000")
+        );
         assert_eq!(c.store.backend, StoreBackend::Redis);
         assert_eq!(c.simulator.invoice_fraction, 0.5);
     }
@@ -1733,6 +1750,15 @@ mod tests {
             .message
             .starts_with("must be non-empty"));
         assert_eq!(e.problems.len(), 8, "{e}");
+    }
+
+    #[test]
+    fn the_top_partners_view_is_refreshed_at_most_once_a_second() {
+        let e = errors("[kafka]\nbrokers = \"k:1\"\n[metrics]\ntop_partners_interval = \"0s\"\n");
+        assert_eq!(
+            problem(&e, "metrics.top_partners_interval").message,
+            "must be at least 1s"
+        );
     }
 
     #[test]

@@ -86,8 +86,8 @@ pub const ROUTES: [&str; 14] = [
     "/v1/months/{month}/close",
     "other",
 ];
-pub const STATUSES: [&str; 11] = [
-    "200", "201", "202", "400", "401", "403", "404", "409", "413", "429", "503",
+pub const STATUSES: [&str; 12] = [
+    "200", "201", "202", "400", "401", "403", "404", "409", "413", "429", "500", "503",
 ];
 
 /// Enforcement levels, in order (CONTRACT §3): the `level` label's closed set.
@@ -169,6 +169,13 @@ impl Metrics {
             0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05,
             0.1, 0.5, 1.0,
         ];
+        // Network calls and flush stages: a commit may outlast `store.timeout` by design
+        // and dead letters wait for the broker (up to `message.timeout.ms`, 30 s), so the
+        // buckets reach past a second, and start where a loopback round trip does.
+        let io_buckets = vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
         let ticks = counter_vec(
             "warden_partner_ticks_total",
             "Per-second time ticks by outcome: sent to a live partner, or not due (nothing time-driven due).",
@@ -194,7 +201,7 @@ impl Metrics {
                 &r,
                 Histogram::with_opts(
                     HistogramOpts::new("warden_event_apply_seconds", "Time to apply one event in its partner actor.")
-                        .buckets(latency_buckets.clone()),
+                        .buckets(latency_buckets),
                 )
                 .unwrap(),
             ),
@@ -215,7 +222,7 @@ impl Metrics {
                 &r,
                 HistogramVec::new(
                     HistogramOpts::new("warden_store_op_seconds", "State store call latency by operation.")
-                        .buckets(latency_buckets.clone()),
+                        .buckets(io_buckets.clone()),
                     &["op"],
                 )
                 .unwrap(),
@@ -227,7 +234,7 @@ impl Metrics {
                         "warden_flush_stage_seconds",
                         "Time a partition flush spends in each stage: snapshots (actors answer), dead_letters (broker acknowledges), commit (the store's atomic write).",
                     )
-                    .buckets(latency_buckets),
+                    .buckets(io_buckets),
                     &["stage"],
                 )
                 .unwrap(),
@@ -385,7 +392,7 @@ impl Metrics {
         for stage in FLUSH_STAGES {
             self.flush_stage_seconds.with_label_values(&[stage]);
         }
-        for op in ["acquire", "offsets", "commit", "load", "ping"] {
+        for op in ["acquire", "commit", "load", "ping"] {
             self.store_op_seconds.with_label_values(&[op]);
             self.store_errors.with_label_values(&[op]);
         }
@@ -499,6 +506,9 @@ mod tests {
             "warden_untracked_total{kind=\"tenant_fact\"} ",
             "warden_enforcement_transitions_total{from=\"killed\",reason=\"kill_switch\",to=\"ok\"} ",
             "warden_enforcement_transitions_total{from=\"ok\",reason=\"store_unavailable\",to=\"suspend\"} ",
+            "warden_admin_requests_total{route=\"/readyz\",status=\"500\"} 0",
+            // Store calls and flush stages reach past a second (commits, broker acks).
+            "warden_store_op_seconds_bucket{op=\"commit\",le=\"30\"} 0",
         ] {
             assert!(text.contains(series), "missing {series}");
         }

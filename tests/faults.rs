@@ -618,6 +618,8 @@ fn a_store_call_that_times_out_once_is_no_outage_under_fail_closed() {
         0.0
     );
     assert_eq!(levels(), ["ok"], "a global suspend went out");
+    // Each failed readiness ping is counted where the runbook says to look.
+    assert!(metric(&daemon, "warden_store_errors_total{op=\"ping\"}") >= 3.0);
     assert!(daemon.terminate().success());
 }
 

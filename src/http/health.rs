@@ -17,12 +17,20 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let h = &state.health;
     let store = state.store.clone();
     let timeout = state.store_timeout;
+    let started = std::time::Instant::now();
     let store_up = state
         .io
         .spawn(async move { tokio::time::timeout(timeout, store.ping()).await })
         .await
         .map(|r| matches!(r, Ok(Ok(()))))
         .unwrap_or(false);
+    METRICS
+        .store_op_seconds
+        .with_label_values(&["ping"])
+        .observe(started.elapsed().as_secs_f64());
+    if !store_up {
+        METRICS.store_errors.with_label_values(&["ping"]).inc();
+    }
     METRICS.store_up.set(store_up as i64);
     METRICS.ready.set(i64::from(h.ready()));
     let body = json!({
