@@ -886,7 +886,48 @@ impl Section for SimulatorConfig {}
 impl Section for LogConfig {}
 impl Section for MetricsConfig {}
 impl Section for MoneyConfig {}
-impl Section for crate::domain::enforcement::EnforcementPolicy {}
+impl Section for crate::domain::enforcement::TierPolicy {}
+
+impl Section for crate::domain::enforcement::EnforcementPolicy {
+    /// `tiers` overlays the built-in tiers, key by key: a file or variable that sets one
+    /// tier's `burst_rps` changes that, not every other tier and field. A tier not built in
+    /// starts from the `default` tier. Each tier's keys are checked under its own name.
+    fn check_nested(key: &str, value: &mut Value, path: &str, c: &mut Collector) -> bool {
+        use crate::domain::enforcement::{EnforcementPolicy, TierPolicy, DEFAULT_TIER};
+        let ("tiers", Value::Table(tiers)) = (key, value) else {
+            return false;
+        };
+        let built_in = EnforcementPolicy::default().tiers;
+        let as_table = |tier: &TierPolicy| match Value::try_from(tier) {
+            Ok(Value::Table(t)) => t,
+            _ => Table::new(),
+        };
+        let names: Vec<String> = tiers.keys().cloned().collect();
+        for name in names {
+            let dotted = join_key(path, &name);
+            let Some(Value::Table(given)) = tiers.get_mut(&name) else {
+                tiers.remove(&name);
+                c.push(&dotted, "expected a table of the tier's keys");
+                continue;
+            };
+            check_table::<TierPolicy>(given, &dotted, c);
+            let base = built_in
+                .get(&name)
+                .or_else(|| built_in.get(DEFAULT_TIER))
+                .map(as_table)
+                .unwrap_or_default();
+            let mut merged = base;
+            merged.extend(std::mem::take(given));
+            *given = merged;
+        }
+        for (name, tier) in &built_in {
+            if !tiers.contains_key(name) {
+                tiers.insert(name.clone(), Value::Table(as_table(tier)));
+            }
+        }
+        true
+    }
+}
 
 impl Section for Config {
     fn check_nested(key: &str, value: &mut Value, path: &str, c: &mut Collector) -> bool {
@@ -1750,6 +1791,34 @@ mod tests {
             .message
             .starts_with("must be non-empty"));
         assert_eq!(e.problems.len(), 8, "{e}");
+    }
+
+    /// Setting one key of one tier changes that key: the other tiers and the tier's other
+    /// keys keep their built-in values, and a mistake names its tier.
+    #[test]
+    fn a_tier_setting_overlays_the_built_in_tiers() {
+        let builtin = crate::domain::enforcement::EnforcementPolicy::default();
+        let text = "[kafka]\nbrokers = \"k:1\"\n[enforcement.tiers.diamond]\nburst_rps = 9000\n";
+        let c = load_str(
+            text,
+            &[("WARDEN_ENFORCEMENT__TIERS__GOLD__BURST_RPS", "2000")],
+        )
+        .unwrap();
+        let tiers = &c.enforcement.tiers;
+        assert_eq!(tiers["gold"].burst_rps, 2000);
+        assert_eq!(
+            tiers["gold"].monthly_requests,
+            builtin.tiers["gold"].monthly_requests
+        );
+        assert_eq!(tiers["platinum"], builtin.tiers["platinum"]);
+        assert_eq!(tiers["default"], builtin.tiers["default"]);
+        // A new tier starts from `default`.
+        assert_eq!(tiers["diamond"].burst_rps, 9000);
+        assert_eq!(tiers["diamond"].overage, builtin.tiers["default"].overage);
+        let e = errors("[kafka]\nbrokers = \"k:1\"\n[enforcement.tiers.gold]\nburst_rpss = 5\n");
+        assert!(problem(&e, "enforcement.tiers.gold.burst_rpss")
+            .message
+            .starts_with("unknown key"));
     }
 
     #[test]
