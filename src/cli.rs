@@ -87,7 +87,8 @@ pub enum AuditAction {
 #[derive(Debug, Subcommand)]
 pub enum TokenAction {
     New {
-        #[arg(long, required = true)]
+        /// viewer, operator, finance or security; repeat for several.
+        #[arg(long, required = true, value_parser = clap::builder::PossibleValuesParser::new(["viewer", "operator", "finance", "security"]))]
         role: Vec<String>,
         #[arg(long, default_value = "operator-token")]
         name: String,

@@ -33,10 +33,12 @@ fn main() -> ExitCode {
         } => {
             let token = warden::http::auth::new_token();
             println!("token: {token}");
+            // TOML values, quoted and escaped: the block is pasted into a config file.
+            let roles = toml::Value::Array(role.into_iter().map(toml::Value::String).collect());
             println!("[[admin.tokens]]");
-            println!("name = \"{name}\"");
+            println!("name = {}", toml::Value::String(name));
             println!("sha256 = \"{}\"", warden::http::auth::token_hash(&token));
-            println!("roles = {role:?}");
+            println!("roles = {roles}");
             ExitCode::SUCCESS
         }
         Command::Audit {

@@ -102,3 +102,42 @@ fn a_missing_file_is_a_configuration_error() {
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent/warden.toml"), "{stderr}");
 }
+
+/// `warden token new` prints a block that a config file takes as it is: an unknown role is
+/// refused before anything is printed, and a name with quotes is escaped.
+#[test]
+fn a_new_token_block_is_valid_config() {
+    let new_token = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["token", "new"])
+            .args(args)
+            .output()
+            .expect("run warden token new")
+    };
+    let refused = new_token(&["--role", "admin"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(refused.stdout.is_empty());
+
+    let out = new_token(&[
+        "--role", "security", "--role", "viewer", "--name", "al\"ice",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let block: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("[["))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.toml");
+    std::fs::write(&path, format!("[kafka]\nbrokers = \"b:9092\"\n{block}\n")).unwrap();
+    let (code, _, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "{block}\n{stderr}");
+    let parsed: toml::Table = block.parse().unwrap();
+    let token = &parsed["admin"]["tokens"][0];
+    assert_eq!(token["name"].as_str(), Some("al\"ice"));
+    assert_eq!(
+        token["roles"],
+        toml::Value::Array(vec!["security".into(), "viewer".into()])
+    );
+}
