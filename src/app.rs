@@ -104,6 +104,7 @@ async fn run_with_io(
         None
     };
     let topics = TopicMap::from_config(kafka);
+    METRICS.set_topics(&kafka.topics);
     if let Some(m) = &mock {
         // The mock cluster does not serve CreateTopics; it has its own call for it.
         for (name, n) in [

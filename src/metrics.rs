@@ -50,6 +50,9 @@ pub struct Metrics {
     pub store_lost: IntGauge,
     pub ready: IntGauge,
     pub build_info: IntGaugeVec,
+    /// Which topic plays which role (`warden_consumer_lag`'s `topic` is the configured
+    /// name): dashboards join on it instead of guessing from names.
+    pub topic_info: IntGaugeVec,
     pub partners: IntGaugeVec,
     pub enforcement_transitions: IntCounterVec,
     pub kill_switches_active: IntGaugeVec,
@@ -287,6 +290,14 @@ impl Metrics {
                 &r,
                 IntGaugeVec::new(Opts::new("warden_build_info", "Build information; always 1."), &["version"]).unwrap(),
             ),
+            topic_info: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("warden_topic_info", "The topic configured for each role; always 1."),
+                    &["role", "topic"],
+                )
+                .unwrap(),
+            ),
             partners: reg(
                 &r,
                 IntGaugeVec::new(Opts::new("warden_partners", "Partners in memory by enforcement level."), &["level"])
@@ -427,6 +438,22 @@ impl Metrics {
     }
 
     /// Records how long a flush stage (one of [`FLUSH_STAGES`]) took since `started`.
+    /// Notes the configured topic of each role (`warden_topic_info`).
+    pub fn set_topics(&self, topics: &crate::config::TopicsConfig) {
+        let roles = [
+            ("usage", &topics.usage),
+            ("invoices", &topics.invoices),
+            ("attribution", &topics.attribution),
+            ("control", &topics.control),
+            ("enforcement", &topics.enforcement),
+            ("audit", &topics.audit),
+            ("deadletter", &topics.deadletter),
+        ];
+        for (role, topic) in roles {
+            self.topic_info.with_label_values(&[role, topic]).set(1);
+        }
+    }
+
     pub fn flush_stage(&self, stage: &str, started: std::time::Instant) {
         self.flush_stage_seconds
             .with_label_values(&[stage])
