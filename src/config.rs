@@ -804,6 +804,25 @@ fn apply_env(root: &mut Table, mut env: Vec<(String, String)>, c: &mut Collector
             continue;
         };
         if !rest.contains("__") {
+            // `WARDEN_STORE_REDIS_URL` for `WARDEN_STORE__REDIS_URL`: silently ignored, the
+            // file's value would be used. Only section names are checked, so other
+            // variables of the prefix (`WARDEN_TEST_*`, `WARDEN_BENCH_*`) stay free.
+            let lower = rest.to_ascii_lowercase();
+            let section = field_names::<Config>()
+                .iter()
+                .find(|s| lower.starts_with(&format!("{s}_")));
+            if let Some(section) = section {
+                let key = lower[section.len() + 1..].to_owned();
+                c.push_at(
+                    format!("env {var}"),
+                    &format!("{section}.{key}"),
+                    format!(
+                        "not an override: write WARDEN_{}__{}",
+                        section.to_ascii_uppercase(),
+                        key.to_ascii_uppercase()
+                    ),
+                );
+            }
             continue;
         }
         let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -1622,6 +1641,8 @@ mod tests {
                 ("WARDEN_NOPE__X", "1"),
                 ("WARDEN_KAFKA__BROKERS__X", "1"),
                 ("WARDEN_KAFKA____X", "1"),
+                ("WARDEN_STORE_REDIS_URL", "redis://typo:6379"),
+                ("WARDEN_TEST_REDIS_URL", "redis://not-ours:6379"),
             ],
         )
         .unwrap_err();
@@ -1631,7 +1652,13 @@ mod tests {
         assert_eq!(origin("nope"), "env WARDEN_NOPE__X");
         assert_eq!(origin("kafka.brokers.x"), "env WARDEN_KAFKA__BROKERS__X");
         assert_eq!(origin("kafka..x"), "env WARDEN_KAFKA____X");
-        assert_eq!(e.problems.len(), 5, "{e}");
+        let typo = problem(&e, "store.redis_url");
+        assert_eq!(typo.origin, "env WARDEN_STORE_REDIS_URL");
+        assert_eq!(
+            typo.message,
+            "not an override: write WARDEN_STORE__REDIS_URL"
+        );
+        assert_eq!(e.problems.len(), 6, "{e}");
         let poll = problem(&e, "kafka.poll_batch").to_string();
         assert_eq!(
             poll,
