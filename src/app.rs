@@ -71,6 +71,29 @@ impl RunError {
     }
 }
 
+/// Waits for `shutdown`, or for one of `threads` (those that run until the daemon stops)
+/// to end on its own, checked once a second; the name of that thread, if one did.
+async fn until_shutdown_or_a_thread_ends<'a>(
+    shutdown: impl Future<Output = ()>,
+    threads: &[(&'a str, Option<&std::thread::JoinHandle<()>>)],
+) -> Option<&'a str> {
+    let ended = async {
+        loop {
+            actix_rt::time::sleep(Duration::from_secs(1)).await;
+            let finished = threads
+                .iter()
+                .find(|(_, t)| t.is_some_and(|t| t.is_finished()));
+            if let Some((name, _)) = finished {
+                return *name;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => None,
+        name = ended => Some(name),
+    }
+}
+
 fn fatal(context: &str) -> impl FnOnce(String) -> RunError + '_ {
     move |e| RunError::Fatal(format!("{context}: {e}"))
 }
@@ -377,9 +400,20 @@ async fn run_with_io(
     tracing::info!(partitions, "warden running");
     METRICS.ready.set(1);
     // The shutdown future may already have fired while waiting for control (and an
-    // async fn must not be polled again after it completed).
-    if caught_up {
-        (&mut shutdown).await;
+    // async fn must not be polled again after it completed). A consumer or control thread
+    // that ends on its own (a panic) stops the daemon with exit code 1: alive but no longer
+    // consuming is the failure nobody would see until the lag alerts.
+    let ended_on_its_own = if caught_up {
+        let threads = [
+            ("consumer", consumer_thread.as_ref()),
+            ("control", Some(&control_thread)),
+        ];
+        until_shutdown_or_a_thread_ends(&mut shutdown, &threads).await
+    } else {
+        None
+    };
+    if let Some(name) = ended_on_its_own {
+        tracing::error!(thread = name, "thread ended on its own; shutting down");
     }
 
     tracing::info!("shutting down: draining");
@@ -405,5 +439,34 @@ async fn run_with_io(
     }
     drop(mock);
     tracing::info!("stopped");
-    Ok(())
+    match ended_on_its_own {
+        Some(name) => Err(RunError::Fatal(format!(
+            "the {name} thread ended on its own"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that should run until the daemon stops but ends (a panic) is noticed and
+    /// named; a shutdown first means none did.
+    #[tokio::test]
+    async fn a_thread_that_ends_on_its_own_is_noticed_and_a_shutdown_is_not_mistaken_for_it() {
+        let running = std::thread::spawn(|| std::thread::sleep(Duration::from_secs(30)));
+        let panicked = std::thread::spawn(|| panic!("a worker died"));
+        let threads = [("consumer", Some(&running)), ("control", Some(&panicked))];
+        let never = std::future::pending::<()>();
+        assert_eq!(
+            until_shutdown_or_a_thread_ends(never, &threads).await,
+            Some("control")
+        );
+        let alive = [("consumer", Some(&running)), ("control", None)];
+        assert_eq!(
+            until_shutdown_or_a_thread_ends(std::future::ready(()), &alive).await,
+            None
+        );
+    }
 }
