@@ -717,7 +717,6 @@ impl Pipeline {
         // A flush in flight may still make later offsets durable: re-read from the end of
         // what is durable once it has ended, never from before it.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut abandoned = false;
         while self
             .partitions
             .get(&p)
@@ -727,15 +726,11 @@ impl Pipeline {
             if now >= deadline {
                 tracing::error!(
                     partition = p,
-                    "flush in flight did not end; fencing it and resetting anyway"
+                    "flush in flight did not end; resetting anyway"
                 );
-                abandoned = true;
                 break;
             }
             self.wait_for_completion(consumer, deadline - now);
-        }
-        if abandoned {
-            self.fence_abandoned_flush(p);
         }
         let durable_awake = match self.io.block_on(self.store.awake_partners(p)) {
             Ok(ids) => Some(ids),
@@ -785,39 +780,6 @@ impl Pipeline {
                 tracing::error!(topic, partition = p, error = %e, "seek after reset failed");
             }
         }
-    }
-
-    /// A flush given up on still runs, under the partition's epoch: its commit could land
-    /// after the replay began from older offsets (events applied twice but for their ids,
-    /// and the replay's commit then writing offsets back). Taking a new epoch fences it;
-    /// the offsets read after that are what it did or did not make durable.
-    fn fence_abandoned_flush(&mut self, p: i32) {
-        let store = self.store.clone();
-        let mut backoff = Duration::from_millis(100);
-        for _ in 0..10 {
-            let taken = self.io.block_on(async {
-                let epoch = store.acquire(p).await?;
-                Ok::<_, crate::store::StoreError>((epoch, store.offsets(p).await?))
-            });
-            match taken {
-                Ok((epoch, offsets)) => {
-                    if let Some(ps) = self.partitions.get_mut(&p) {
-                        ps.epoch = epoch;
-                        ps.durable = offsets;
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "cannot fence the abandoned flush yet");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-        tracing::error!(
-            partition = p,
-            "the abandoned flush could not be fenced; it may still commit"
-        );
     }
 
     /// Stops and forgets the actors of `p` (revocation, fencing). Nothing is written.
