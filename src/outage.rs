@@ -82,17 +82,23 @@ impl Reachability {
     }
 }
 
-/// Pings in one probe, each bounded by the store's timeout.
-const PROBE_PINGS: usize = 4;
+/// Writes in one probe, each bounded by the store's timeout, and the pause between two.
+const PROBE_TRIES: usize = 4;
+const PROBE_PAUSE: Duration = Duration::from_millis(250);
 
-/// Whether the store answers, tried [`PROBE_PINGS`] times. A failed call alone is no
-/// outage: one readiness ping or commit that timed out behind a long commit (Redis runs a
-/// commit alone, and a big one may outlast `store.timeout` by design) would otherwise put
-/// every partner under a global suspend under `fail_closed`. A gauge left at 0 by the last
-/// call of an idle instance is refreshed the same way.
+/// Whether the store takes a write, tried [`PROBE_TRIES`] times about a second apart in
+/// all. A failed call alone is no outage: one readiness ping or commit that timed out
+/// behind a long commit (Redis runs a commit alone, and a big one may outlast
+/// `store.timeout` by design) would otherwise put every partner under a global suspend
+/// under `fail_closed`. A write, not a ping: a Redis out of memory or read-only answers
+/// pings but keeps no state. A gauge left at 0 by the last call of an idle instance is
+/// refreshed the same way.
 pub async fn probe(store: &dyn StateStore) -> bool {
-    for _ in 0..PROBE_PINGS {
-        if store.ping().await.is_ok() {
+    for attempt in 0..PROBE_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(PROBE_PAUSE).await;
+        }
+        if store.probe_write().await.is_ok() {
             return true;
         }
     }
@@ -160,8 +166,9 @@ pub async fn watch(
                         )
                         .await
                         .is_ok();
-                    if sent {
-                        // Counted like every decision (CONTRACT §3).
+                    // Counted like every decision (CONTRACT §3); the `ok` told at start is
+                    // not known to change anything.
+                    if sent && told_degraded.is_some() {
                         let (from, to) = if down {
                             ("ok", "suspend")
                         } else {

@@ -46,6 +46,11 @@ impl Keys {
     }
 
     /// String: the partition's ownership epoch (decimal, grown with `INCR`).
+    /// The key the outage watcher writes to check that the store takes writes.
+    pub fn probe(&self) -> String {
+        format!("{}:probe", self.prefix())
+    }
+
     pub fn epoch(&self, partition: i32) -> String {
         self.key(partition, "epoch")
     }

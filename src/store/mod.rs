@@ -108,4 +108,10 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Cheap reachability check, for `warden_store_up` and /readyz's body.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether the store takes a write: a store that answers reads but refuses writes (out
+    /// of memory, a read-only replica after a failover) cannot keep state either.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
 }

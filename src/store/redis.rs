@@ -343,6 +343,21 @@ impl StateStore for RedisStore {
         .await
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let key = self.keys.probe();
+        self.run("probe", |mut conn| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(chrono::Utc::now().timestamp_millis())
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| classify("probe", e))
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", |mut conn| async move {
             let pong: String = redis::cmd("PING")
