@@ -795,6 +795,22 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
     format!("invalid TOML at line {line}, column {column}: {message}")
 }
 
+/// The keys of a top-level section.
+fn section_keys(section: &str) -> &'static [&'static str] {
+    match section {
+        "kafka" => field_names::<KafkaConfig>(),
+        "store" => field_names::<StoreConfig>(),
+        "runtime" => field_names::<RuntimeConfig>(),
+        "admin" => field_names::<AdminConfig>(),
+        "simulator" => field_names::<SimulatorConfig>(),
+        "log" => field_names::<LogConfig>(),
+        "metrics" => field_names::<MetricsConfig>(),
+        "money" => field_names::<MoneyConfig>(),
+        "enforcement" => field_names::<crate::domain::enforcement::EnforcementPolicy>(),
+        _ => &[],
+    }
+}
+
 /// Writes `WARDEN_A__B__C=v` into `a.b.c`. Applied in name order, so a more specific
 /// variable (`…__TOPICS__USAGE`) lands after a broader one (`…__TOPICS`) and wins.
 fn apply_env(root: &mut Table, mut env: Vec<(String, String)>, c: &mut Collector) {
@@ -808,11 +824,16 @@ fn apply_env(root: &mut Table, mut env: Vec<(String, String)>, c: &mut Collector
             // file's value would be used. Only section names are checked, so other
             // variables of the prefix (`WARDEN_TEST_*`, `WARDEN_BENCH_*`) stay free.
             let lower = rest.to_ascii_lowercase();
-            let section = field_names::<Config>()
-                .iter()
-                .find(|s| lower.starts_with(&format!("{s}_")));
-            if let Some(section) = section {
-                let key = lower[section.len() + 1..].to_owned();
+            // Only the spelling of a key the section has: other variables of the prefix
+            // (`WARDEN_TEST_*`, or `WARDEN_METRICS_SERVICE_HOST` that Kubernetes injects for
+            // a Service named `warden-metrics`) stay free.
+            let typo = field_names::<Config>().iter().find_map(|section| {
+                let key = lower.strip_prefix(&format!("{section}_"))?;
+                section_keys(section)
+                    .contains(&key)
+                    .then(|| (section, key.to_owned()))
+            });
+            if let Some((section, key)) = typo {
                 c.push_at(
                     format!("env {var}"),
                     &format!("{section}.{key}"),
@@ -910,7 +931,8 @@ impl Section for crate::domain::enforcement::TierPolicy {}
 impl Section for crate::domain::enforcement::EnforcementPolicy {
     /// `tiers` overlays the built-in tiers, key by key: a file or variable that sets one
     /// tier's `burst_rps` changes that, not every other tier and field. A tier not built in
-    /// starts from the `default` tier. Each tier's keys are checked under its own name.
+    /// starts from the `default` tier as configured. Each tier's keys are checked under its
+    /// own name.
     fn check_nested(key: &str, value: &mut Value, path: &str, c: &mut Collector) -> bool {
         use crate::domain::enforcement::{EnforcementPolicy, TierPolicy, DEFAULT_TIER};
         let ("tiers", Value::Table(tiers)) = (key, value) else {
@@ -921,7 +943,10 @@ impl Section for crate::domain::enforcement::EnforcementPolicy {
             Ok(Value::Table(t)) => t,
             _ => Table::new(),
         };
-        let names: Vec<String> = tiers.keys().cloned().collect();
+        // `default` first: a tier not built in starts from it as this deployment sets it.
+        let mut names: Vec<String> = tiers.keys().cloned().collect();
+        names.sort_by_key(|name| name != DEFAULT_TIER);
+        let mut deployment_default: Option<Table> = None;
         for name in names {
             let dotted = join_key(path, &name);
             let Some(Value::Table(given)) = tiers.get_mut(&name) else {
@@ -930,13 +955,17 @@ impl Section for crate::domain::enforcement::EnforcementPolicy {
                 continue;
             };
             check_table::<TierPolicy>(given, &dotted, c);
-            let base = built_in
-                .get(&name)
-                .or_else(|| built_in.get(DEFAULT_TIER))
-                .map(as_table)
-                .unwrap_or_default();
+            let base = match built_in.get(&name) {
+                Some(tier) => as_table(tier),
+                None => deployment_default.clone().unwrap_or_else(|| {
+                    built_in.get(DEFAULT_TIER).map(as_table).unwrap_or_default()
+                }),
+            };
             let mut merged = base;
             merged.extend(std::mem::take(given));
+            if name == DEFAULT_TIER {
+                deployment_default = Some(merged.clone());
+            }
             *given = merged;
         }
         for (name, tier) in &built_in {
@@ -1643,6 +1672,7 @@ mod tests {
                 ("WARDEN_KAFKA____X", "1"),
                 ("WARDEN_STORE_REDIS_URL", "redis://typo:6379"),
                 ("WARDEN_TEST_REDIS_URL", "redis://not-ours:6379"),
+                ("WARDEN_METRICS_SERVICE_HOST", "10.0.0.7"),
             ],
         )
         .unwrap_err();
@@ -1825,7 +1855,8 @@ mod tests {
     #[test]
     fn a_tier_setting_overlays_the_built_in_tiers() {
         let builtin = crate::domain::enforcement::EnforcementPolicy::default();
-        let text = "[kafka]\nbrokers = \"k:1\"\n[enforcement.tiers.diamond]\nburst_rps = 9000\n";
+        let text = "[kafka]\nbrokers = \"k:1\"\n[enforcement.tiers.diamond]\nburst_rps = 9000\n\
+                    [enforcement.tiers.default]\nerror_rate_warn = 0.06\n";
         let c = load_str(
             text,
             &[("WARDEN_ENFORCEMENT__TIERS__GOLD__BURST_RPS", "2000")],
@@ -1838,10 +1869,19 @@ mod tests {
             builtin.tiers["gold"].monthly_requests
         );
         assert_eq!(tiers["platinum"], builtin.tiers["platinum"]);
-        assert_eq!(tiers["default"], builtin.tiers["default"]);
-        // A new tier starts from `default`.
+        assert_eq!(tiers["default"].error_rate_warn, 0.06);
+        assert_eq!(
+            tiers["default"].burst_rps,
+            builtin.tiers["default"].burst_rps
+        );
+        // A new tier starts from `default` as configured; built-in tiers do not.
         assert_eq!(tiers["diamond"].burst_rps, 9000);
+        assert_eq!(tiers["diamond"].error_rate_warn, 0.06);
         assert_eq!(tiers["diamond"].overage, builtin.tiers["default"].overage);
+        assert_eq!(
+            tiers["gold"].error_rate_warn,
+            builtin.tiers["gold"].error_rate_warn
+        );
         let e = errors("[kafka]\nbrokers = \"k:1\"\n[enforcement.tiers.gold]\nburst_rpss = 5\n");
         assert!(problem(&e, "enforcement.tiers.gold.burst_rpss")
             .message
