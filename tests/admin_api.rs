@@ -227,7 +227,11 @@ fn a_manual_throttle_carries_the_partners_rate_limit() {
     daemon.wait_ready(Duration::from_secs(60));
     partner_with_quota(&daemon, &stream, "p-q", 1000, 80);
     let throttle = json!({"level": "throttle", "reason": "abuse report"});
-    for (target, expected) in [("p-q", Some("40")), ("p-unknown", None)] {
+    // A partner the control topic does not know has the default tier's quota.
+    let policy = warden::domain::enforcement::EnforcementPolicy::default();
+    let default_rps = (policy.tiers["default"].burst_rps as f64 * policy.throttle_factor) as u64;
+    let default_rps = default_rps.to_string();
+    for (target, expected) in [("p-q", "40"), ("p-unknown", default_rps.as_str())] {
         let (status, body) = daemon.request(
             "POST",
             &format!("/v1/partners/{target}/enforcement"),
@@ -237,11 +241,7 @@ fn a_manual_throttle_carries_the_partners_rate_limit() {
         assert_eq!(status, 200, "{body}");
         let h = common::redis_hash(&redis, &format!("{}:enf:partner:{target}", stream.prefix));
         assert_eq!(h["level"], "throttle");
-        let rps: u64 = h["rate_limit_rps"].parse().expect("a rate limit");
-        if let Some(expected) = expected {
-            assert_eq!(h["rate_limit_rps"], expected);
-        }
-        assert!(rps >= 1);
+        assert_eq!(h["rate_limit_rps"], expected, "{target}");
     }
     let on_topic = distinct_decisions(&stream, 2);
     let q = on_topic.iter().find(|d| d["id"] == "p-q").unwrap();
@@ -821,7 +821,10 @@ fn audit_verify_names_an_edited_record() {
         "an edited record must fail verification"
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains('3'), "verify must name record 3: {err}");
+    assert!(
+        err.contains("audit record 3 "),
+        "verify must name record 3: {err}"
+    );
 }
 
 /// Rewrites record `seq`'s detail inside the stored log, whatever structure holds it.
@@ -939,23 +942,13 @@ fn a_kill_switch_that_cannot_be_audited_is_not_executed() {
         listed["kill_switches"].as_array().unwrap().is_empty(),
         "{listed}"
     );
-    assert!(
-        decisions_on_topic_now(&stream).is_empty(),
+    // Watermarks, not a read that a slow reader would also find empty.
+    assert_eq!(
+        common::topic_record_count(&stream.brokers, &stream.enforcement),
+        0,
         "no decision may be published"
     );
     assert!(daemon.terminate().success());
-}
-
-fn decisions_on_topic_now(stream: &Stream) -> Vec<Value> {
-    common::consume_all(
-        &stream.brokers,
-        &stream.enforcement,
-        1,
-        Duration::from_secs(3),
-    )
-    .iter()
-    .map(|r| serde_json::from_slice(&r.3).unwrap())
-    .collect()
 }
 
 /// The CLI for people (`warden kill`, `status`, `unkill`) goes through the admin API with

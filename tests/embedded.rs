@@ -142,14 +142,19 @@ fn each_start_generates_a_new_token() {
                     ("WARDEN_SIMULATOR__ENABLED", "false"),
                 ],
             );
-            let t = d
-                .stdout_lines()
-                .iter()
-                .find_map(|l| {
+            // The token line may come just after the `listening on` line `start` waits for.
+            let token = || {
+                d.stdout_lines().iter().find_map(|l| {
                     l.strip_prefix("admin token (security): ")
                         .map(str::to_owned)
                 })
-                .unwrap();
+            };
+            let printed =
+                common::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+                    token().is_some()
+                });
+            assert!(printed, "no token line");
+            let t = token().unwrap();
             assert!(d.terminate().success());
             t
         })

@@ -601,8 +601,10 @@ fn a_store_call_that_times_out_once_is_no_outage_under_fail_closed() {
         .unwrap()
         .get_connection()
         .unwrap();
+    let mut last_pause = 0;
     for _ in 0..3 {
         // 1.2 s: more than the store's 500 ms timeout, less than the watcher's probe.
+        last_pause = chrono::Utc::now().timestamp_millis();
         let _: () = redis::cmd("CLIENT")
             .arg("PAUSE")
             .arg(1_200)
@@ -613,6 +615,14 @@ fn a_store_call_that_times_out_once_is_no_outage_under_fail_closed() {
         assert_eq!(body["store_up"], false, "the ping was not held: {body}");
         thread::sleep(Duration::from_secs(2));
     }
+    // The watcher judged the last blip: it probed (a write stamped with its time) after the
+    // last pause began, and a suspend would follow that probe at once.
+    let probe_key = format!("{}:probe", stream.prefix);
+    let judged = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let written: Option<i64> = redis::cmd("GET").arg(&probe_key).query(&mut conn).unwrap();
+        written.is_some_and(|at| at >= last_pause)
+    });
+    assert!(judged, "the watcher never probed after the last pause");
     thread::sleep(Duration::from_secs(1));
     assert_eq!(
         metric(&daemon, "warden_store_degraded{policy=\"fail_closed\"}"),
