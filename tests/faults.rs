@@ -418,9 +418,7 @@ fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
     let url = redis.url();
     let stream = Stream::new("fault-redis");
     let load = generate(spec(14, 2_000, 0.0));
-    let cfg = stream
-        .config(&url)
-        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n");
+    let cfg = fail_closed_config(&stream, &url);
     let mut daemon = Daemon::start(&cfg);
     wait_assigned(&[&daemon]);
     let (first, second) = {
@@ -473,10 +471,7 @@ fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
     let revoked = daemon.output().contains("partitions revoked");
     assert!(!revoked, "the daemon left the group during the outage");
     // The global decision went out, and was lifted (after the `ok` told at start).
-    let global: Vec<String> = global_store_decisions(&stream)
-        .into_iter()
-        .map(|(level, _)| level)
-        .collect();
+    let global = global_store_levels(&stream);
     assert_eq!(global, ["ok", "suspend", "ok"], "fail_closed decisions");
     let counted = |from: &str, to: &str| {
         metric(
@@ -520,6 +515,21 @@ fn global_store_decisions(stream: &Stream) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The levels of [`global_store_decisions`], in order.
+fn global_store_levels(stream: &Stream) -> Vec<String> {
+    global_store_decisions(stream)
+        .into_iter()
+        .map(|(level, _)| level)
+        .collect()
+}
+
+/// `stream`'s daemon config on the Redis at `url`, under the `fail_closed` policy.
+fn fail_closed_config(stream: &Stream, url: &str) -> String {
+    stream
+        .config(url)
+        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n")
+}
+
 /// Under `fail_closed`, an instance that dies during an outage leaves its global suspend in
 /// force on the topic, and the daemon does not start without its store, so the next
 /// instance starts only once the outage is over and sees none. It must still lift the
@@ -530,9 +540,7 @@ fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_
     let mut redis = RedisServer::start_new();
     let url = redis.url();
     let stream = Stream::new("fault-redis-restart");
-    let cfg = stream
-        .config(&url)
-        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n");
+    let cfg = fail_closed_config(&stream, &url);
     let mut first = Daemon::start(&cfg);
     wait_assigned(&[&first]);
     redis.stop();
@@ -547,10 +555,7 @@ fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_
         first.output()
     );
     first.kill9();
-    let left: Vec<String> = global_store_decisions(&stream)
-        .into_iter()
-        .map(|(level, _)| level)
-        .collect();
+    let left = global_store_levels(&stream);
     assert_eq!(left.last().map(String::as_str), Some("suspend"), "{left:?}");
 
     redis.start();
@@ -575,24 +580,17 @@ fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_
 
 /// A store call that times out once is no outage: `/readyz`'s ping, held behind a Redis
 /// paused for longer than `store.timeout`, used to put every partner under a global
-/// suspend under `fail_closed`. The watcher now confirms with pings of its own.
+/// suspend under `fail_closed`. The watcher now confirms with writes of its own.
 #[test]
 fn a_store_call_that_times_out_once_is_no_outage_under_fail_closed() {
     let _serial = common::serial();
     let redis = RedisServer::start_new();
     let url = redis.url();
     let stream = Stream::new("fault-redis-blip");
-    let cfg = stream
-        .config(&url)
-        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n");
+    let cfg = fail_closed_config(&stream, &url);
     let mut daemon = Daemon::start(&cfg);
     wait_assigned(&[&daemon]);
-    let levels = || -> Vec<String> {
-        global_store_decisions(&stream)
-            .into_iter()
-            .map(|(level, _)| level)
-            .collect()
-    };
+    let levels = || global_store_levels(&stream);
     let told = wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
         levels() == ["ok"]
     });
@@ -643,17 +641,10 @@ fn a_store_that_refuses_writes_is_an_outage_under_fail_closed() {
     let redis = RedisServer::start_new();
     let url = redis.url();
     let stream = Stream::new("fault-redis-readonly");
-    let cfg = stream
-        .config(&url)
-        .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n");
+    let cfg = fail_closed_config(&stream, &url);
     let mut daemon = Daemon::start(&cfg);
     wait_assigned(&[&daemon]);
-    let levels = || -> Vec<String> {
-        global_store_decisions(&stream)
-            .into_iter()
-            .map(|(level, _)| level)
-            .collect()
-    };
+    let levels = || global_store_levels(&stream);
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
         .get_connection()
