@@ -216,6 +216,15 @@ fn partner_with_quota(daemon: &Daemon, stream: &Stream, id: &str, monthly: u64, 
     assert!(shown, "the quota of {id} never showed");
 }
 
+/// One usage event of `requests` clean requests for `partner`, now, and its ack.
+fn send_usage(stream: &Stream, partner: &str, event_id: &str, requests: u64) {
+    let usage = json!({"event_id": event_id, "ts": chrono::Utc::now(), "partner_id": partner,
+        "integration_id": format!("{partner}-i"), "requests": requests, "errors": 0,
+        "auth_failures": 0, "bytes": 0});
+    let mut p = common::TestProducer::new(&stream.brokers);
+    p.send_sync(&stream.usage, Some(partner), usage.to_string().as_bytes());
+}
+
 /// CONTRACT §4: a throttle's `rate_limit_rps` is the quota's `burst_rps` × the throttle
 /// factor, a person's throttle too: the partner's quota fact (80 × 0.5 here), else its
 /// tier's.
@@ -267,11 +276,8 @@ fn a_manual_suspend_is_not_ended_by_a_milder_quota_decision() {
         Some(&suspend),
     );
     assert_eq!(status, 200, "{body}");
-    let mut p = common::TestProducer::new(&stream.brokers);
     // 110 of 100: the owner throttles (block).
-    let usage = json!({"event_id": "mh-1", "ts": chrono::Utc::now(), "partner_id": "p-mh",
-        "integration_id": "mh-i", "requests": 110, "errors": 0, "auth_failures": 0, "bytes": 0});
-    p.send_sync(&stream.usage, Some("p-mh"), usage.to_string().as_bytes());
+    send_usage(&stream, "p-mh", "mh-1", 110);
     let base = format!("{}:enfbase:partner:p-mh", stream.prefix);
     let decided = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         common::redis_hash(&redis, &base)
@@ -348,11 +354,8 @@ fn a_kill_switch_lift_puts_back_the_quota_throttle_and_a_manual_ok_cannot_lift_i
     let mut daemon = Daemon::start(&config(&stream, &redis, ""));
     daemon.wait_ready(Duration::from_secs(60));
     partner_with_quota(&daemon, &stream, "p-qk", 100, 1000);
-    let mut p = common::TestProducer::new(&stream.brokers);
     // 110 of 100: throttled (block), not past the hard ceiling.
-    let usage = json!({"event_id": "qk-1", "ts": chrono::Utc::now(), "partner_id": "p-qk",
-        "integration_id": "qk-i", "requests": 110, "errors": 0, "auth_failures": 0, "bytes": 0});
-    p.send_sync(&stream.usage, Some("p-qk"), usage.to_string().as_bytes());
+    send_usage(&stream, "p-qk", "qk-1", 110);
     let key = format!("{}:enf:partner:p-qk", stream.prefix);
     let level = || common::redis_hash(&redis, &key).get("level").cloned();
     assert!(common::wait_until(

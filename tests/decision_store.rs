@@ -42,6 +42,22 @@ fn write(outbox: &str, level: &str, by_person: bool) -> DecisionWrite {
     }
 }
 
+/// A person's own level (reason `manual`) on the target of [`write`].
+fn manual(outbox: &str, level: &str) -> DecisionWrite {
+    DecisionWrite {
+        reason: "manual".into(),
+        ..write(outbox, level, true)
+    }
+}
+
+/// A kill switch's write (setting or lifting it) on the target of [`write`].
+fn switch_write(outbox: &str, level: &str) -> DecisionWrite {
+    DecisionWrite {
+        reason: "kill_switch".into(),
+        ..write(outbox, level, true)
+    }
+}
+
 async fn seq_grows_and_replays_keep_their_seq(s: &dyn DecisionStore) {
     let a = s.publish(&write("p-1:1", "warn", false)).await.unwrap();
     let b = s.publish(&write("p-1:2", "throttle", false)).await.unwrap();
@@ -370,10 +386,6 @@ async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn D
 /// A person's `terminated` is noted under the key, not moved by kill switches set and
 /// lifted over it, and cleared only by a person's other manual level.
 async fn a_persons_termination_is_noted_until_a_person_lifts_it(s: &dyn DecisionStore) {
-    let manual = |outbox: &str, level: &str| DecisionWrite {
-        reason: "manual".into(),
-        ..write(outbox, level, true)
-    };
     assert!(!s.lift_base("partner", "p-1").await.unwrap().terminated);
     assert!(
         s.publish(&manual("api:t", "terminated"))
@@ -382,10 +394,7 @@ async fn a_persons_termination_is_noted_until_a_person_lifts_it(s: &dyn Decision
             .applied
     );
     assert!(s.lift_base("partner", "p-1").await.unwrap().terminated);
-    let kill = DecisionWrite {
-        reason: "kill_switch".into(),
-        ..write("ks:a:set", "killed", true)
-    };
+    let kill = switch_write("ks:a:set", "killed");
     assert!(s.publish(&kill).await.unwrap().applied);
     assert!(
         s.lift_base("partner", "p-1").await.unwrap().terminated,
@@ -400,18 +409,12 @@ async fn a_persons_termination_is_noted_until_a_person_lifts_it(s: &dyn Decision
 /// by a later `ok`: applied then, it would roll the data plane back to a level its owner
 /// has left, under a decision id never seen before.
 async fn a_refused_decision_published_again_stays_refused(s: &dyn DecisionStore) {
-    let kill = DecisionWrite {
-        reason: "kill_switch".into(),
-        ..write("ks:a:set", "killed", true)
-    };
+    let kill = switch_write("ks:a:set", "killed");
     assert!(s.publish(&kill).await.unwrap().applied);
     let throttle = write("p-1:5", "throttle", false);
     let refused = s.publish(&throttle).await.unwrap();
     assert!(!refused.applied);
-    let lift = DecisionWrite {
-        reason: "kill_switch".into(),
-        ..write("ks:a:lift", "ok", true)
-    };
+    let lift = switch_write("ks:a:lift", "ok");
     assert!(s.publish(&lift).await.unwrap().applied);
     assert!(s.read("partner", "p-1").await.unwrap().is_none());
     let again = s.publish(&throttle).await.unwrap();
@@ -423,10 +426,6 @@ async fn a_refused_decision_published_again_stays_refused(s: &dyn DecisionStore)
 /// are refused (a routine quota `warn` must not end an operator's `suspend`), a stricter one
 /// replaces it for good. What a kill switch's lift puts back follows the same rule.
 async fn a_persons_manual_level_gives_way_only_to_a_stricter_owner_level(s: &dyn DecisionStore) {
-    let manual = |outbox: &str, level: &str| DecisionWrite {
-        reason: "manual".into(),
-        ..write(outbox, level, true)
-    };
     let level = || async {
         s.read("partner", "p-1")
             .await
@@ -454,10 +453,7 @@ async fn a_persons_manual_level_gives_way_only_to_a_stricter_owner_level(s: &dyn
     );
     // Under a kill switch, milder owner levels leave the manual level as what a lift puts
     // back; a stricter one replaces it there too.
-    let kill = DecisionWrite {
-        reason: "kill_switch".into(),
-        ..write("ks:a:set", "killed", true)
-    };
+    let kill = switch_write("ks:a:set", "killed");
     assert!(s.publish(&kill).await.unwrap().applied);
     assert!(
         !s.publish(&write("p-1:4", "warn", false))

@@ -414,13 +414,9 @@ fn outage() -> Duration {
 #[test]
 fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
     let _serial = common::serial();
-    let mut redis = RedisServer::start_new();
-    let url = redis.url();
-    let stream = Stream::new("fault-redis");
     let load = generate(spec(14, 2_000, 0.0));
-    let cfg = fail_closed_config(&stream, &url);
-    let mut daemon = Daemon::start(&cfg);
-    wait_assigned(&[&daemon]);
+    let (mut redis, stream, mut daemon) = fail_closed_daemon("fault-redis");
+    let url = redis.url();
     let (first, second) = {
         let mut records = load.records;
         let second = records.split_off(records.len() / 2);
@@ -530,6 +526,16 @@ fn fail_closed_config(stream: &Stream, url: &str) -> String {
         .replace("[store]\n", "[store]\nfailure_policy = \"fail_closed\"\n")
 }
 
+/// A Redis of the test's own (to stop, pause or restrict), a stream named `name`, and a
+/// `fail_closed` daemon on both that owns the stream's partitions.
+fn fail_closed_daemon(name: &str) -> (RedisServer, Stream, Daemon) {
+    let redis = RedisServer::start_new();
+    let stream = Stream::new(name);
+    let daemon = Daemon::start(&fail_closed_config(&stream, &redis.url()));
+    wait_assigned(&[&daemon]);
+    (redis, stream, daemon)
+}
+
 /// Under `fail_closed`, an instance that dies during an outage leaves its global suspend in
 /// force on the topic, and the daemon does not start without its store, so the next
 /// instance starts only once the outage is over and sees none. It must still lift the
@@ -537,12 +543,7 @@ fn fail_closed_config(stream: &Stream, url: &str) -> String {
 #[test]
 fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_start() {
     let _serial = common::serial();
-    let mut redis = RedisServer::start_new();
-    let url = redis.url();
-    let stream = Stream::new("fault-redis-restart");
-    let cfg = fail_closed_config(&stream, &url);
-    let mut first = Daemon::start(&cfg);
-    wait_assigned(&[&first]);
+    let (mut redis, stream, mut first) = fail_closed_daemon("fault-redis-restart");
     redis.stop();
     let degraded = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
         // Readiness pings the store, so the outage shows with no event flowing.
@@ -559,7 +560,7 @@ fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_
     assert_eq!(left.last().map(String::as_str), Some("suspend"), "{left:?}");
 
     redis.start();
-    let mut second = Daemon::start(&cfg);
+    let mut second = Daemon::start(&fail_closed_config(&stream, &redis.url()));
     let lifted = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
         let decisions = global_store_decisions(&stream);
         match decisions.as_slice() {
@@ -584,12 +585,8 @@ fn a_global_suspend_left_by_an_instance_dead_in_an_outage_is_lifted_by_the_next_
 #[test]
 fn a_store_call_that_times_out_once_is_no_outage_under_fail_closed() {
     let _serial = common::serial();
-    let redis = RedisServer::start_new();
+    let (redis, stream, mut daemon) = fail_closed_daemon("fault-redis-blip");
     let url = redis.url();
-    let stream = Stream::new("fault-redis-blip");
-    let cfg = fail_closed_config(&stream, &url);
-    let mut daemon = Daemon::start(&cfg);
-    wait_assigned(&[&daemon]);
     let levels = || global_store_levels(&stream);
     let told = wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
         levels() == ["ok"]
@@ -638,12 +635,8 @@ fn a_store_call_that_times_out_once_is_no_outage_under_fail_closed() {
 #[test]
 fn a_store_that_refuses_writes_is_an_outage_under_fail_closed() {
     let _serial = common::serial();
-    let redis = RedisServer::start_new();
+    let (redis, stream, mut daemon) = fail_closed_daemon("fault-redis-readonly");
     let url = redis.url();
-    let stream = Stream::new("fault-redis-readonly");
-    let cfg = fail_closed_config(&stream, &url);
-    let mut daemon = Daemon::start(&cfg);
-    wait_assigned(&[&daemon]);
     let levels = || global_store_levels(&stream);
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
