@@ -437,26 +437,25 @@ impl Metrics {
         }
     }
 
-    /// Records how long a flush stage (one of [`FLUSH_STAGES`]) took since `started`.
     /// Notes the configured topic of each role (`warden_topic_info`).
     pub fn set_topics(&self, topics: &crate::config::TopicsConfig) {
-        let roles = [
-            ("usage", &topics.usage),
-            ("invoices", &topics.invoices),
-            ("attribution", &topics.attribution),
-            ("control", &topics.control),
-            ("enforcement", &topics.enforcement),
-            ("audit", &topics.audit),
-            ("deadletter", &topics.deadletter),
-        ];
-        for (role, topic) in roles {
+        for (role, topic) in topics.all() {
             self.topic_info.with_label_values(&[role, topic]).set(1);
         }
     }
 
+    /// Records how long a flush stage (one of [`FLUSH_STAGES`]) took since `started`.
     pub fn flush_stage(&self, stage: &str, started: std::time::Instant) {
         self.flush_stage_seconds
             .with_label_values(&[stage])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records how long a store call (`acquire`, `commit`, `load`, `ping`) took since
+    /// `started`.
+    pub fn store_op(&self, op: &str, started: std::time::Instant) {
+        self.store_op_seconds
+            .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
     }
 

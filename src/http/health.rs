@@ -24,10 +24,7 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         .await
         .map(|r| matches!(r, Ok(Ok(()))))
         .unwrap_or(false);
-    METRICS
-        .store_op_seconds
-        .with_label_values(&["ping"])
-        .observe(started.elapsed().as_secs_f64());
+    METRICS.store_op("ping", started);
     if !store_up {
         METRICS.store_errors.with_label_values(&["ping"]).inc();
     }

@@ -130,10 +130,7 @@ async fn write_snapshots(
         awake,
     };
     let res = store.commit(write).await;
-    METRICS
-        .store_op_seconds
-        .with_label_values(&["commit"])
-        .observe(started.elapsed().as_secs_f64());
+    METRICS.store_op("commit", started);
     METRICS.flush_stage("commit", started);
     match res {
         Ok(()) => FlushResult::Durable(Written {

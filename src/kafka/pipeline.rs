@@ -1308,10 +1308,7 @@ async fn load_states(
         (id, loaded)
     }))
     .await;
-    METRICS
-        .store_op_seconds
-        .with_label_values(&["load"])
-        .observe(started.elapsed().as_secs_f64());
+    METRICS.store_op("load", started);
     results
         .into_iter()
         .map(|(id, res)| {

@@ -111,10 +111,7 @@ impl Pipeline {
                 let awake = self.store.awake_partners(p).await?;
                 Ok((epoch, offsets, awake))
             });
-            METRICS
-                .store_op_seconds
-                .with_label_values(&["acquire"])
-                .observe(started.elapsed().as_secs_f64());
+            METRICS.store_op("acquire", started);
             match res {
                 Ok(v) => {
                     METRICS.store_up.set(1);
