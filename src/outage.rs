@@ -32,15 +32,21 @@ use crate::store::StateStore;
 /// The global target a `fail_closed` decision is about.
 pub const STORE_TARGET: &str = "store";
 
+/// The (previous, new) level of a `fail_closed` global decision: `suspend` when the store
+/// went down, `ok` when it came back.
+fn global_move(down: bool) -> (&'static str, &'static str) {
+    if down {
+        ("ok", "suspend")
+    } else {
+        ("suspend", "ok")
+    }
+}
+
 /// The enforcement-topic record of a `fail_closed` global decision. Its seq is the
 /// decision time in milliseconds: it only grows, whichever instance decides.
 pub fn global_decision(down: bool, at: chrono::DateTime<Utc>) -> (String, String) {
     let seq = at.timestamp_millis().max(0) as u64;
-    let (level, previous) = if down {
-        ("suspend", "ok")
-    } else {
-        ("ok", "suspend")
-    };
+    let (previous, level) = global_move(down);
     let value = json!({
         "decision_id": format!("global:{STORE_TARGET}:{seq}"),
         "scope": "global",
@@ -169,11 +175,7 @@ pub async fn watch(
                     // Counted like every decision (CONTRACT §3); the `ok` told at start is
                     // not known to change anything.
                     if sent && told_degraded.is_some() {
-                        let (from, to) = if down {
-                            ("ok", "suspend")
-                        } else {
-                            ("suspend", "ok")
-                        };
+                        let (from, to) = global_move(down);
                         METRICS
                             .enforcement_transitions
                             .with_label_values(&[from, to, "store_unavailable"])

@@ -791,16 +791,14 @@ struct MemoryPlane {
     manual: HashMap<(String, String), OwnerLevel>,
 }
 
-/// How strict a level is, as `PUBLISH` ranks them (the domain's order).
-fn rank(level: &str) -> u8 {
-    match level {
-        "warn" => 1,
-        "throttle" => 2,
-        "suspend" => 3,
-        "terminated" => 4,
-        "killed" => 5,
-        _ => 0,
-    }
+/// How strict a level is: its place in the domain's order, which `PUBLISH`'s `RANKS`
+/// spells out (an unknown level ranks as `ok`).
+fn rank(level: &str) -> usize {
+    use crate::domain::enforcement::Level;
+    Level::ALL
+        .iter()
+        .position(|l| l.as_str() == level)
+        .unwrap_or(0)
 }
 
 impl MemoryPlane {
@@ -1027,5 +1025,33 @@ impl DecisionStore for MemoryDecisions {
 
     async fn switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
         Ok(self.inner.lock().switches.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script's ranks and the memory plane's are the domain's order of levels.
+    #[test]
+    fn publish_ranks_levels_in_the_domains_order() {
+        let table = PUBLISH
+            .lines()
+            .find_map(|l| l.strip_prefix("local RANKS = {"))
+            .expect("RANKS in PUBLISH");
+        let ranks: Vec<(String, usize)> = table
+            .trim_end_matches('}')
+            .split(',')
+            .map(|entry| {
+                let (level, n) = entry.split_once('=').expect("level = rank");
+                (level.trim().to_owned(), n.trim().parse().expect("a rank"))
+            })
+            .collect();
+        let names = crate::domain::enforcement::Level::ALL.map(|l| l.as_str());
+        assert_eq!(ranks.len(), names.len());
+        for (level, n) in &ranks {
+            assert_eq!(names[*n], level.as_str());
+            assert_eq!(rank(level), *n);
+        }
     }
 }
