@@ -1359,63 +1359,83 @@ impl Pipeline {
     /// tenant), so their wallets move, and those the previous owner left awake; the tick
     /// that follows applies the facts, calms the ladders, and the flush after publishes
     /// what their outboxes hold.
+    ///
+    /// Both kinds wait in the partition's `to_wake` queue, money first, and one round
+    /// loads at most [`MAX_WAKE_PER_ROUND`] of them: the loads wait on the consumer thread,
+    /// and a new assignment finds every partner that ever had a money fact. The control
+    /// cursor moves at once, since the queue keeps what it found.
     fn wake_sleepers(&mut self) {
         let control = self.registry.shared().control.clone();
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         for p in owned {
-            let Some(ps) = self.partitions.get(&p) else {
+            let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
-            let (sleeping, next) = {
+            let (moved, next) = {
                 let table = control.read();
                 let (moved, next) = table.money_moves_since(ps.control_cursor);
-                let mut ids: Vec<String> = moved
+                let moved: Vec<String> = moved
                     .into_iter()
-                    .filter(|id| {
-                        !ps.partners.contains_key(*id)
-                            && !ps.loading.contains_key(*id)
-                            && partition_for_key(id.as_bytes(), self.settings.partitions) == p
-                    })
+                    .filter(|id| partition_for_key(id.as_bytes(), self.settings.partitions) == p)
                     .map(str::to_owned)
                     .collect();
-                ids.sort();
-                ids.dedup();
-                (ids, next)
+                (moved, next)
             };
-            let mut awake: Vec<String> = ps
-                .to_wake
-                .iter()
-                .filter(|id| !ps.partners.contains_key(*id) && !ps.loading.contains_key(*id))
-                .filter(|id| sleeping.binary_search(id).is_err())
-                .cloned()
-                .collect();
-            // Bounded per round: this waits on the store on the consumer thread.
-            let later = awake.split_off(awake.len().min(MAX_WAKE_PER_ROUND));
-            let wanted: Vec<String> = sleeping.iter().chain(&awake).cloned().collect();
+            ps.control_cursor = next;
+            let wanted = next_wakes(&mut ps.to_wake, moved, MAX_WAKE_PER_ROUND, |id| {
+                ps.partners.contains_key(id) || ps.loading.contains_key(id)
+            });
             let loaded = self.load_partners(p, &wanted);
-            let missing: HashSet<&String> = {
-                let got: HashSet<&String> = loaded.iter().map(|(id, _)| id).collect();
-                wanted.iter().filter(|id| !got.contains(id)).collect()
-            };
-            let control_complete = sleeping.iter().all(|id| !missing.contains(id));
-            let still_to_wake: Vec<String> = awake
-                .iter()
-                .filter(|id| missing.contains(id))
-                .cloned()
-                .chain(later)
-                .collect();
             let ceiling = self.watermark_ceiling_now();
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
+            // A partner the store could not give now is tried again at the next round.
+            let got: HashSet<&str> = loaded.iter().map(|(id, _)| id.as_str()).collect();
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|id| !got.contains(id.as_str()))
+                .cloned()
+                .collect();
+            ps.to_wake.splice(0..0, missing);
             start_loaded(ps, &self.registry, loaded, ceiling);
-            // A partner the store could not give now is tried again at the next tick.
-            if control_complete {
-                ps.control_cursor = next;
-            }
-            ps.to_wake = still_to_wake;
         }
     }
+}
+
+/// Queues `moved` (partners with new money facts) ahead of the partners already waiting
+/// in `to_wake`, and takes this round's share from the front: at most `cap` partners that
+/// are not `live` already (a live partner applies its facts at the tick and needs no
+/// load, so it leaves the queue). Each partner is queued once.
+fn next_wakes(
+    to_wake: &mut Vec<String>,
+    moved: Vec<String>,
+    cap: usize,
+    live: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    if !moved.is_empty() {
+        let mut queued: HashSet<String> = HashSet::with_capacity(to_wake.len() + moved.len());
+        let merged: Vec<String> = moved
+            .into_iter()
+            .chain(std::mem::take(to_wake))
+            .filter(|id| queued.insert(id.clone()))
+            .collect();
+        *to_wake = merged;
+    }
+    let mut taken = Vec::new();
+    let mut kept = Vec::with_capacity(to_wake.len());
+    for id in std::mem::take(to_wake) {
+        if live(&id) {
+            continue;
+        }
+        if taken.len() < cap {
+            taken.push(id);
+        } else {
+            kept.push(id);
+        }
+    }
+    *to_wake = kept;
+    taken
 }
 
 /// The data-plane write for a decision.
@@ -1456,6 +1476,37 @@ mod tests {
                 bytes: 0,
             }),
         }
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A new assignment may find every partner that ever had a money fact: one round
+    /// loads at most its share, money first, and the rest wait for the next rounds.
+    #[test]
+    fn a_round_wakes_at_most_its_share_money_first_and_keeps_the_rest_queued() {
+        let mut to_wake = ids(&["a1", "a2"]);
+        let moved = ids(&["m1", "m2", "a2", "m1", "m3"]);
+        let live = |id: &str| id == "m2";
+
+        let first = next_wakes(&mut to_wake, moved, 2, live);
+        assert_eq!(
+            first,
+            ids(&["m1", "a2"]),
+            "money first, live partners skipped"
+        );
+        assert_eq!(to_wake, ids(&["m3", "a1"]), "each partner queued once");
+
+        let second = next_wakes(&mut to_wake, Vec::new(), 2, live);
+        assert_eq!(second, ids(&["m3", "a1"]));
+        assert!(to_wake.is_empty());
+
+        // A partner that came alive since it was queued leaves the queue without a load.
+        let mut to_wake = ids(&["b1", "b2", "b3"]);
+        let third = next_wakes(&mut to_wake, Vec::new(), 1, |id| id == "b1");
+        assert_eq!(third, ids(&["b2"]));
+        assert_eq!(to_wake, ids(&["b3"]));
     }
 
     #[test]
