@@ -15,20 +15,44 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// The embedded default configuration, relative to the working directory.
-pub const DEFAULT_CONFIG: &str = "config/warden.toml";
+/// `--config FILE`, or none: the embedded default compiled into the binary
+/// ([`crate::config::EMBEDDED_DEFAULT`]), so `warden` needs no file to start.
+#[derive(Debug, Default, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file (TOML); without it, the embedded default.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The configuration with the process environment's `WARDEN_…` overrides applied.
+    pub fn load(&self) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+        match &self.config {
+            Some(path) => crate::config::Config::load_from_process_env(path),
+            None => crate::config::Config::embedded_default_from_process_env(),
+        }
+    }
+
+    /// How messages name the configuration: its path, or the embedded default.
+    pub fn name(&self) -> String {
+        match &self.config {
+            Some(path) => path.display().to_string(),
+            None => crate::config::EMBEDDED_ORIGIN.to_owned(),
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (the default).
     Run {
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Validate a configuration file (and WARDEN_… overrides) without starting.
     CheckConfig {
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Generate an admin token: prints the token once and the config line holding its hash.
     Token {
@@ -79,8 +103,8 @@ pub struct ApiArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
     Verify {
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 

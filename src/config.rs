@@ -575,18 +575,35 @@ impl Config {
 
     /// [`Config::load`] with the process environment's `WARDEN_…` variables.
     pub fn load_from_process_env(path: &Path) -> Result<Config, ConfigErrors> {
-        let env = std::env::vars_os().filter_map(|(k, v)| {
-            let k = k.into_string().ok().filter(|k| k.starts_with(ENV_PREFIX))?;
-            // A non-UTF-8 value is kept lossily so that it is reported rather than dropped.
-            Some((k, v.to_string_lossy().into_owned()))
-        });
-        Config::load(path, env)
+        Config::load(path, process_env())
+    }
+
+    /// The embedded default ([`EMBEDDED_DEFAULT`]) with the process environment's
+    /// `WARDEN_…` variables: what `warden` runs with no `--config`, from any directory.
+    pub fn embedded_default_from_process_env() -> Result<Config, ConfigErrors> {
+        from_parts(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN, process_env().collect())
     }
 
     /// Parses TOML text without environment overrides; `origin` names it in problems.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         from_parts(text, origin, Vec::new())
     }
+}
+
+/// `config/warden.toml`, compiled into the binary: `warden` with no `--config` needs no
+/// file, so it runs the same from any working directory.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/warden.toml");
+
+/// How problems in [`EMBEDDED_DEFAULT`] (or its overrides) name their origin.
+pub const EMBEDDED_ORIGIN: &str = "embedded default (config/warden.toml)";
+
+/// The process environment's `WARDEN_…` variables.
+fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| {
+        let k = k.into_string().ok().filter(|k| k.starts_with(ENV_PREFIX))?;
+        // A non-UTF-8 value is kept lossily so that it is reported rather than dropped.
+        Some((k, v.to_string_lossy().into_owned()))
+    })
 }
 
 /// Durations as humantime strings ("100ms", "5m", "24h"): one helper for all config.

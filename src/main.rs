@@ -6,8 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use warden::cli::{AuditAction, Cli, Command, TokenAction, DEFAULT_CONFIG};
-use warden::config::Config;
+use warden::cli::{AuditAction, Cli, Command, ConfigArg, TokenAction};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -15,12 +14,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run {
-        config: DEFAULT_CONFIG.into(),
+        config: ConfigArg::default(),
     });
     match command {
-        Command::CheckConfig { config } => match Config::load_from_process_env(&config) {
+        Command::CheckConfig { config } => match config.load() {
             Ok(_) => {
-                println!("{}: ok", config.display());
+                println!("{}: ok", config.name());
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -44,7 +43,7 @@ fn main() -> ExitCode {
         Command::Audit {
             action: AuditAction::Verify { config },
         } => {
-            let config = match Config::load_from_process_env(&config) {
+            let config = match config.load() {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -78,7 +77,7 @@ fn main() -> ExitCode {
         Command::Unkill { id, api } => report(warden::people::unkill(&api, &id)),
         Command::Status { partner_id, api } => report(warden::people::status(&api, &partner_id)),
         Command::Run { config } => {
-            let config = match Config::load_from_process_env(&config) {
+            let config = match config.load() {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");

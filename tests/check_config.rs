@@ -103,6 +103,40 @@ fn a_missing_file_is_a_configuration_error() {
     assert!(stderr.contains("/nonexistent/warden.toml"), "{stderr}");
 }
 
+/// With no `--config`, warden takes the embedded default compiled into the binary, so it
+/// starts from any directory (it read `config/warden.toml` relative to the working
+/// directory, and failed anywhere but the repository's root); overrides still apply and
+/// problems name the embedded default.
+#[test]
+fn without_a_config_file_the_embedded_default_is_used_from_any_directory() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("check-config")
+            .current_dir(elsewhere.path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("run warden check-config")
+    };
+    let out = run(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("embedded default"), "{stdout}");
+
+    let out = run(&[("WARDEN_KAFKA__POLL_BATCH", "many")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("WARDEN_KAFKA__POLL_BATCH") && stderr.contains("kafka.poll_batch"),
+        "{stderr}"
+    );
+}
+
 /// `warden token new` prints a block that a config file takes as it is: an unknown role is
 /// refused before anything is printed, and a name with quotes is escaped.
 #[test]

@@ -930,8 +930,14 @@ fn the_dockerfile_builds_locked_and_runs_warden_as_the_manifests_user() {
         json(get("CMD")[0]),
         ["run", "--config", "/etc/warden/warden.toml"]
     );
+    // The builder has what the crate compiles in (`include_str!` of the embedded default).
+    let copies = get("COPY");
+    assert!(
+        copies.iter().any(|c| c.starts_with("config ")),
+        "the builder does not copy config/: {copies:?}"
+    );
     // Every COPY from the build context (the repository root) exists.
-    for args in get("COPY") {
+    for args in copies {
         if args.starts_with("--from") {
             continue;
         }
