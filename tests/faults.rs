@@ -213,12 +213,7 @@ fn sigkill_at_five_random_points_loses_and_doubles_nothing() {
         alive_since = Instant::now();
     }
     producing.join().unwrap();
-    assert_totals_exact(
-        &redis,
-        &stream.prefix,
-        &load.truth,
-        Duration::from_secs(900),
-    );
+    assert_totals_exact(&redis, &stream, &load.truth, Duration::from_secs(900));
     let took = started.elapsed();
     let (ids, repeats) = decisions_by_id(&stream.brokers, &stream.enforcement);
     assert!(ids > 0, "the misbehaving partners caused no decision");
@@ -275,12 +270,7 @@ fn a_rebalance_storm_with_a_rolling_restart_keeps_totals_exact() {
         settle(&members);
     }
     producing.join().unwrap();
-    assert_totals_exact(
-        &redis,
-        &stream.prefix,
-        &load.truth,
-        Duration::from_secs(900),
-    );
+    assert_totals_exact(&redis, &stream, &load.truth, Duration::from_secs(900));
     for m in &members {
         fenced += metric(m, "warden_fenced_writes_total");
     }
@@ -379,12 +369,7 @@ fn a_paused_owner_is_fenced_when_it_resumes() {
         slow.output()
     );
     producing.join().unwrap();
-    assert_totals_exact(
-        &redis,
-        &stream.prefix,
-        &load.truth,
-        Duration::from_secs(900),
-    );
+    assert_totals_exact(&redis, &stream, &load.truth, Duration::from_secs(900));
     report(
         "sigstop",
         &[
@@ -458,7 +443,7 @@ fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
     );
     redis.start();
     producing.join().unwrap();
-    assert_totals_exact(&url, &stream.prefix, &load.truth, Duration::from_secs(900));
+    assert_totals_exact(&url, &stream, &load.truth, Duration::from_secs(900));
     let caught_up = wait_until(Duration::from_secs(120), Duration::from_millis(250), || {
         metric(&daemon, "warden_consumer_lag{") == 0.0
             && metric(&daemon, "warden_store_degraded{policy=\"fail_closed\"}") == 0.0
@@ -694,12 +679,7 @@ fn a_broker_restart_resumes_by_itself() {
     thread::sleep(Duration::from_secs(3));
     broker.start();
     produce(&broker.brokers(), &stream, second).join().unwrap();
-    assert_totals_exact(
-        &redis,
-        &stream.prefix,
-        &load.truth,
-        Duration::from_secs(900),
-    );
+    assert_totals_exact(&redis, &stream, &load.truth, Duration::from_secs(900));
     report("broker-restart", &[]);
     assert!(daemon.terminate().success());
 }
@@ -719,12 +699,7 @@ fn one_percent_malformed_gives_exactly_that_many_dead_letters() {
     produce(&stream.brokers, &stream, load.records)
         .join()
         .unwrap();
-    assert_totals_exact(
-        &redis,
-        &stream.prefix,
-        &load.truth,
-        Duration::from_secs(900),
-    );
+    assert_totals_exact(&redis, &stream, &load.truth, Duration::from_secs(900));
     let dead = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
         common::topic_record_count(&stream.brokers, &stream.deadletter) >= malformed as i64
     });
@@ -799,7 +774,7 @@ fn consumption_rate(
     stop.store(true, Ordering::SeqCst);
     let requests = abusing.join().unwrap();
     assert!(done, "{name}: not every event became durable");
-    assert_totals_exact(redis, &stream.prefix, truth, Duration::from_secs(60));
+    assert_totals_exact(redis, &stream, truth, Duration::from_secs(60));
     (total as f64 / seconds, requests)
 }
 

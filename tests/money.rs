@@ -336,14 +336,21 @@ fn a_line_waiting_for_its_rate_stays_live_through_passivation_and_is_booked_when
         Duration::from_millis(100),
         || field(&d, "fx-1", "parked_invoices") == 1
     ));
-    // Well past passivation and several tick rounds: still live, still counted.
-    let passivations = common::group::metric(&d, "warden_passivations_total");
-    std::thread::sleep(Duration::from_secs(5));
+    // A calm partner heard from after fx-1 is passivated: the rounds that passivated it
+    // found fx-1 idle longer, and kept it live, still counting its line.
+    let calm = json!({
+        "event_id": "fx-calm-1", "ts": "2026-04-10T10:00:00Z", "partner_id": "fx-calm",
+        "integration_id": "fx-calm-int", "requests": 1, "errors": 0,
+    });
+    p.send_sync(&stream.usage, Some("fx-calm"), calm.to_string().as_bytes());
+    let calm_passivated = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        // Not found until its event is applied.
+        let (_, v) = d.request("GET", "/v1/partners/fx-calm", Some(VIEWER_TOKEN), None);
+        v["usage"]["events"] == 1 && v["source"] == "store"
+    });
+    assert!(calm_passivated, "{}", partner(&d, "fx-calm"));
+    assert_eq!(partner(&d, "fx-1")["source"], "live");
     assert_eq!(common::group::metric(&d, "warden_invoices_parked"), 1.0);
-    assert_eq!(
-        common::group::metric(&d, "warden_passivations_total"),
-        passivations
-    );
     let rate = json!({"type": "fx_rate", "currency": "EUR", "usd_per_unit": "1.10",
         "as_of": "2026-04-01T00:00:00Z"});
     p.send_sync(&stream.control, None, rate.to_string().as_bytes());

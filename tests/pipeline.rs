@@ -92,7 +92,7 @@ fn two_hundred_thousand_events_over_two_thousand_partners_are_exact() {
     assert_eq!(truth.len(), 2_000);
     let mut daemon = Daemon::start(&stream.config(&redis));
     daemon.wait_ready(Duration::from_secs(60));
-    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    assert_totals_exact(&redis, &stream, &truth, Duration::from_secs(300));
     let status = daemon.terminate();
     assert!(status.success(), "exit status {status:?}");
     // The API answers from the live actor or the store with the same totals.
@@ -132,7 +132,7 @@ fn sigkill_three_times_mid_stream_loses_and_doubles_nothing() {
             daemon = restart_until_assigned(&stream.config(&redis));
         }
     }
-    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    assert_totals_exact(&redis, &stream, &truth, Duration::from_secs(300));
     daemon.terminate();
 }
 
@@ -171,7 +171,7 @@ fn two_instances_one_stopped_mid_stream_totals_exact() {
     let status = b.terminate();
     assert!(status.success(), "stopped instance exit status {status:?}");
     let truth = producing.join().unwrap();
-    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    assert_totals_exact(&redis, &stream, &truth, Duration::from_secs(300));
     a.terminate();
 }
 
@@ -221,7 +221,7 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
     assert_eq!(status, 200);
     redis.start();
     merge(&mut truth, produce_usage(&stream, 40_000..50_000, partners));
-    assert_totals_exact(&url, &stream.prefix, &truth, Duration::from_secs(300));
+    assert_totals_exact(&url, &stream, &truth, Duration::from_secs(300));
     let revoked = daemon
         .stdout_lines()
         .iter()
@@ -294,7 +294,7 @@ fn malformed_records_go_to_the_dead_letter_topic_with_their_reason() {
         .replace("[kafka]\n", "[kafka]\nmax_record_bytes = 4096\n");
     let mut daemon = Daemon::start(&config);
     daemon.wait_ready(Duration::from_secs(60));
-    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    assert_totals_exact(&redis, &stream, &truth, Duration::from_secs(300));
     let records = common::consume_all(
         &stream.brokers,
         &stream.deadletter,
@@ -349,7 +349,7 @@ fn tiny_mailboxes_and_passivation_keep_totals_exact() {
     let mut truth = produce_usage(&stream, 0..30_000, 200);
     let mut daemon = Daemon::start_with_env(&stream.config(&redis), &env);
     daemon.wait_ready(Duration::from_secs(60));
-    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    assert_totals_exact(&redis, &stream, &truth, Duration::from_secs(300));
     // Idle partners leave memory, except those off `ok` (throttled for bursting, or
     // erring): they must keep ticking to calm down with no further event, and leave once
     // back at `ok` (a burst hold is 30 s).
@@ -378,7 +378,7 @@ fn tiny_mailboxes_and_passivation_keep_totals_exact() {
     );
     // ...and come back from the store with their totals on their next event.
     merge(&mut truth, produce_usage(&stream, 30_000..40_000, 200));
-    assert_totals_exact(&redis, &stream.prefix, &truth, Duration::from_secs(300));
+    assert_totals_exact(&redis, &stream, &truth, Duration::from_secs(300));
     assert!(daemon.terminate().success());
 }
 
@@ -393,7 +393,7 @@ fn an_emptied_store_is_detected_not_silently_replayed() {
     let truth = produce_usage(&stream, 0..5_000, 50);
     let mut daemon = Daemon::start(&stream.config(&url));
     daemon.wait_ready(Duration::from_secs(60));
-    assert_totals_exact(&url, &stream.prefix, &truth, Duration::from_secs(120));
+    assert_totals_exact(&url, &stream, &truth, Duration::from_secs(120));
     assert!(daemon.terminate().success());
     // The store loses everything (e.g. restored from nothing).
     let client = redis::Client::open(url.as_str()).unwrap();

@@ -2,7 +2,6 @@
 //! ground truth the test produced: "exact" means exact after every fault injected.
 
 use std::collections::{BTreeMap, HashMap};
-use std::thread;
 use std::time::Duration;
 
 use warden::domain::partner::PartnerState;
@@ -10,7 +9,9 @@ use warden::loadgen::UsageTruth;
 use warden::store::redis::RedisStore;
 use warden::store::{snapshot, StateStore};
 
-use super::stream::PARTITIONS;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::stream::{Stream, PARTITIONS};
 
 /// Every partner's durable totals in Redis.
 pub fn durable_totals(redis_url: &str, prefix: &str) -> BTreeMap<String, UsageTruth> {
@@ -42,21 +43,60 @@ pub fn total_events(totals: &BTreeMap<String, UsageTruth>) -> u64 {
     totals.values().map(|t| t.events).sum()
 }
 
-/// Waits until the durable event count reaches the truth's, then compares every partner.
+/// The usage topic's end on every partition (its high watermarks).
+fn usage_ends(stream: &Stream) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = super::kafka_config(&stream.brokers)
+        .create()
+        .expect("metadata client");
+    (0..PARTITIONS)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(&stream.usage, p, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("watermarks of {}[{p}]: {e}", stream.usage));
+            (p, high)
+        })
+        .collect()
+}
+
+/// Partitions whose offsets, stored with the snapshots, are still short of `ends`.
+fn short_of(redis_url: &str, prefix: &str, topic: &str, ends: &BTreeMap<i32, i64>) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = RedisStore::connect(redis_url, prefix, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut short = Vec::new();
+        for (&p, &end) in ends {
+            let stored = store.offsets(p).await.unwrap().get(topic).copied();
+            if stored.is_none_or(|o| o < end) {
+                short.push(format!("{p}: {stored:?} of {end}"));
+            }
+        }
+        short
+    })
+}
+
+/// Waits until every event of the truth is durable and the offsets stored with the
+/// snapshots cover the usage topic to its end (as read just before them), then compares
+/// every partner. State and offsets are committed together, so from then on the durable
+/// totals hold every record produced so far, and an over-count is already there to see.
 pub fn assert_totals_exact(
     redis_url: &str,
-    prefix: &str,
+    stream: &Stream,
     truth: &HashMap<String, UsageTruth>,
     timeout: Duration,
 ) {
+    let prefix = stream.prefix.as_str();
     let expected: u64 = truth.values().map(|t| t.events).sum();
-    let mut last = BTreeMap::new();
-    let reached = super::wait_until(timeout, Duration::from_millis(500), || {
-        last = durable_totals(redis_url, prefix);
-        total_events(&last) >= expected
+    let mut short = Vec::new();
+    let covered = super::wait_until(timeout, Duration::from_millis(500), || {
+        let ends = usage_ends(stream);
+        short = short_of(redis_url, prefix, &stream.usage, &ends);
+        short.is_empty() && total_events(&durable_totals(redis_url, prefix)) >= expected
     });
-    if !reached {
-        let short: Vec<String> = truth
+    if !covered {
+        let last = durable_totals(redis_url, prefix);
+        let short_partners: Vec<String> = truth
             .iter()
             .filter(|(k, v)| last.get(*k).map(|t| t.events) != Some(v.events))
             .take(20)
@@ -70,12 +110,11 @@ pub fn assert_totals_exact(
             })
             .collect();
         panic!(
-            "durable events {} never reached {expected}; e.g. {short:#?}",
-            total_events(&last)
+            "never durable to the topic's end (partition: stored of end {short:?}); \
+             durable events {} of {expected}; e.g. {short_partners:#?}",
+            total_events(&last),
         );
     }
-    // Let a possible over-count show up before comparing.
-    thread::sleep(Duration::from_millis(300));
     let actual = durable_totals(redis_url, prefix);
     let want: BTreeMap<String, UsageTruth> = truth.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let diffs: Vec<_> = want
