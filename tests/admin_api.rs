@@ -122,9 +122,10 @@ fn kill_switch_reaches_redis_and_the_topic_survives_restart_and_is_lifted() {
     assert!(daemon.terminate().success());
 }
 
-/// `terminated` leaves only by a person's order (CONTRACT §3): kill switches stacked over a
-/// termination, the top one lifted by its TTL, give the termination back, on the key and
-/// the topic; the one under it then has nothing left to lift.
+/// `terminated` leaves only by a person's order (CONTRACT §3), and a target stays killed
+/// while any switch on it is active: of two switches stacked over a termination, the top
+/// one's TTL ends only that switch (the target stays `killed`, nothing goes on the topic);
+/// lifting the last gives the termination back, on the key and the topic.
 #[test]
 fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
     let stream = Stream::new("admin-kill-terminated");
@@ -147,17 +148,63 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
         daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&kill));
     assert_eq!(status, 201, "{created}");
     let key = format!("{}:enf:partner:p-7", stream.prefix);
-    let lifted = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        common::redis_hash(&redis, &key)
-            .get("level")
-            .map(String::as_str)
-            != Some("killed")
+    // The TTL ends the top switch: it leaves the list (and the audit says so), the one
+    // under it is still listed, and the target stays killed.
+    let listed = || -> Vec<String> {
+        daemon.get_json_with_token("/v1/kill-switches", Some(SECURITY))["kill_switches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expired = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        listed() == [first["id"].as_str().unwrap()]
     });
-    assert!(lifted, "TTL did not lift the switch");
+    assert!(expired, "TTL did not end the top switch: {:?}", listed());
+    let ttl_lift = format!("unkill:{}", created["id"].as_str().unwrap());
+    let audit = daemon.get_json_with_token("/v1/audit?after_seq=0&limit=1000", Some(SECURITY));
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ref"] == ttl_lift.as_str()),
+        "the TTL's end is audited"
+    );
+    let h = common::redis_hash(&redis, &key);
+    assert_eq!(h["level"], "killed", "{h:?}");
+    assert_eq!(
+        common::group::metric(&daemon, "warden_kill_switches_active{scope=\"partner\"}"),
+        1.0
+    );
+    // A DELETE of one of two active switches says which one still holds the target.
+    let (status, extra) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&under));
+    assert_eq!(status, 201, "{extra}");
+    let extra_id = extra["id"].as_str().unwrap();
+    let (status, ended) = daemon.request(
+        "DELETE",
+        &format!("/v1/kill-switches/{extra_id}"),
+        Some(SECURITY),
+        None,
+    );
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["topic_record"], "none", "{ended}");
+    assert_eq!(ended["still_killed_by"], json!([first["id"]]), "{ended}");
+    assert_eq!(common::redis_hash(&redis, &key)["level"], "killed");
+    let id = first["id"].as_str().unwrap();
+    let (status, lifted) = daemon.request(
+        "DELETE",
+        &format!("/v1/kill-switches/{id}"),
+        Some(SECURITY),
+        None,
+    );
+    assert_eq!(status, 200, "{lifted}");
+    assert_eq!(lifted["still_killed_by"], json!([]), "{lifted}");
     let h = common::redis_hash(&redis, &key);
     assert_eq!(h["level"], "terminated", "{h:?}");
     assert_eq!(h["reason"], "manual");
-    let on_topic = distinct_decisions(&stream, 4);
+    let on_topic = distinct_decisions(&stream, 5);
     let levels: Vec<(&str, &str)> = on_topic
         .iter()
         .map(|d| {
@@ -173,18 +220,11 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
             ("ok", "terminated"),
             ("terminated", "killed"),
             ("killed", "killed"),
+            ("killed", "killed"),
             ("killed", "terminated")
         ]
     );
-    let id = first["id"].as_str().unwrap();
-    let (status, lifted) = daemon.request(
-        "DELETE",
-        &format!("/v1/kill-switches/{id}"),
-        Some(SECURITY),
-        None,
-    );
-    assert_eq!(status, 200, "{lifted}");
-    assert_eq!(common::redis_hash(&redis, &key)["level"], "terminated");
+    assert!(listed().is_empty());
     // Still a person's to lift: an operator may not.
     let ok = json!({"level": "ok", "reason": "reinstated"});
     let (status, _) = daemon.request(

@@ -198,6 +198,7 @@ fn switch(id: &str, expires_at: Option<&str>) -> KillSwitch {
         lift_level: None,
         lift_reason: None,
         lift_rps: None,
+        hold_seq: None,
     }
 }
 
@@ -256,8 +257,9 @@ fn lifted(outcome: LiftWrite) -> (Published, Option<String>) {
     }
 }
 
-/// A lift is a compare-and-set on the switch's seq: refused, it writes nothing (and its
-/// outbox id gets no seq, so the right lift still goes through); applied, it deletes the
+/// A lift is a compare-and-set on the switch's seq: refused, it writes nothing to the key
+/// (and its outbox id gets no seq, so the right lift still goes through) and marks the
+/// switch no longer active (`lifted_at` without `lift_seq`); applied, it deletes the
 /// key and notes `lifted_at` and `lift_seq` on the switch; repeated by a lifter with
 /// another clock, it is a re-publication with the first seq and the first `lifted_at`.
 async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
@@ -272,7 +274,12 @@ async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
         s.read("partner", "p-1").await.unwrap().unwrap()["level"],
         "killed"
     );
-    assert_eq!(s.switches().await.unwrap()[0].lifted_at, None);
+    let refused_switch = s.switches().await.unwrap().remove(0);
+    assert_eq!(
+        refused_switch.lifted_at.as_deref(),
+        Some(lift.since.as_str())
+    );
+    assert_eq!(refused_switch.lift_seq, None);
     let (first, lifted_at) = lifted(s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap());
     assert!(first.applied);
     assert!(first.seq > kill.seq);
@@ -302,6 +309,78 @@ async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
     );
     assert!(!late.applied);
     assert_eq!(lifted_at, None);
+}
+
+/// Two switches on one target: the key stays `killed` until the last active one is
+/// lifted, in either order. Lifting the one that holds the key while the other is active
+/// hands the hold over and writes nothing; lifting the one that no longer holds it (the
+/// other's `killed` came later) writes nothing either. Each lifted switch is no longer
+/// active. (Lifting either used to put the target back while the other was still listed,
+/// so a TTL'd switch ended a permanent one.)
+async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dyn DecisionStore) {
+    let active = |all: Vec<KillSwitch>| -> Vec<String> {
+        let mut ids: Vec<String> = all
+            .into_iter()
+            .filter(|sw| sw.lifted_at.is_none())
+            .map(|sw| sw.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let level = || async {
+        s.read("partner", "p-1")
+            .await
+            .unwrap()
+            .map(|m| m["level"].clone())
+    };
+    for newer_first in [true, false] {
+        let (a, b) = if newer_first {
+            ("ks-a", "ks-b")
+        } else {
+            ("ks-c", "ks-d")
+        };
+        let older = s
+            .publish_switch(
+                &switch_write(&format!("ks:{a}:set"), "killed"),
+                &switch(a, None),
+            )
+            .await
+            .unwrap();
+        let newer = s
+            .publish_switch(
+                &switch_write(&format!("ks:{b}:set"), "killed"),
+                &switch(b, None),
+            )
+            .await
+            .unwrap();
+        assert!(older.applied && newer.applied);
+        let (first, first_seq, last, last_seq) = if newer_first {
+            (b, newer.seq, a, older.seq)
+        } else {
+            (a, older.seq, b, newer.seq)
+        };
+        let lift_first = switch_write(&format!("ks:{first}:lift"), "ok");
+        assert_eq!(
+            s.publish_lift(&lift_first, first, first_seq).await.unwrap(),
+            LiftWrite::Superseded,
+            "{first} lifted with {last} active"
+        );
+        assert_eq!(level().await.as_deref(), Some("killed"));
+        let stored = s.read("partner", "p-1").await.unwrap().unwrap();
+        assert_eq!(stored["seq"], newer.seq.to_string(), "nothing written");
+        assert_eq!(active(s.switches().await.unwrap()), vec![last.to_owned()]);
+        let lift_last = switch_write(&format!("ks:{last}:lift"), "ok");
+        let (lifted_last, _) = lifted(s.publish_lift(&lift_last, last, last_seq).await.unwrap());
+        assert!(
+            lifted_last.applied,
+            "{last}: the last active switch lifts the target"
+        );
+        assert_eq!(level().await, None);
+        assert!(active(s.switches().await.unwrap()).is_empty());
+        for id in [first, last] {
+            assert!(s.remove_switch(id).await.unwrap());
+        }
+    }
 }
 
 /// A switch replaced by a later person's decision is not lifted: the key keeps it.
@@ -586,6 +665,7 @@ suite!(
     killed_is_never_lowered_by_the_ladder,
     a_switch_is_registered_by_the_write_that_kills,
     lifting_is_compare_and_set_on_the_kill_seq,
+    stacked_switches_keep_the_target_killed_until_the_last_is_lifted,
     a_lift_leaves_a_later_decision_alone,
     a_manual_level_is_kept_pending_by_the_write_that_applies_it,
     the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote,

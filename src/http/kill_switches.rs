@@ -97,6 +97,7 @@ pub async fn create(
         lift_level: None,
         lift_reason: None,
         lift_rps: None,
+        hold_seq: None,
     };
     let write = set_write(&switch);
     let store = state.publisher.store().clone();
@@ -167,7 +168,17 @@ pub async fn delete(
         Lift::RecordPending => "pending",
         Lift::Superseded => "none",
     };
-    Ok(HttpResponse::Ok().json(json!({ "lifted": switch.id, "topic_record": record })))
+    // A target stays killed while another switch on it is active: say which.
+    let store = state.publisher.store().clone();
+    let still: Vec<String> = state
+        .store_call(async move { store.switches().await })
+        .await?
+        .into_iter()
+        .filter(|s| s.lifted_at.is_none() && s.scope == switch.scope && s.target == switch.target)
+        .map(|s| s.id)
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(json!({ "lifted": switch.id, "topic_record": record, "still_killed_by": still })))
 }
 
 /// What a lift did.

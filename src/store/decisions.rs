@@ -92,9 +92,16 @@ pub struct KillSwitch {
     pub previous: Option<String>,
     /// When its lift reached the data plane (the lift's `decided_at`), while the lift's
     /// record waits for the broker: the switch is no longer active, and is removed from the
-    /// registry once that record is acknowledged.
+    /// registry once that record is acknowledged. Without `lift_seq`: when a lift found it
+    /// holding nothing (a later decision replaced its `killed`) or handed its hold to
+    /// another switch still active on the target; nothing was written to the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifted_at: Option<String>,
+    /// The seq of the key this switch holds when it is not its own: another switch on the
+    /// same target, lifted while this one was active, handed its hold over (the key stays
+    /// `killed` until the last active switch on a target is lifted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_seq: Option<u64>,
     /// The seq of the lift's `ok` decision, with `lifted_at`: the lift's record is rebuilt
     /// from the two, whatever happened to the outbox map meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,8 +305,40 @@ local known = seq ~= false
 if seq then
   seq = tonumber(seq)
 else
-  if registry and ARGV[13] ~= '' and (stored or '0') ~= ARGV[13] then
+  -- A lift (a switch's registry entry, nothing to register) compares the key with the
+  -- seq its switch holds: its own, or one handed over by another switch's lift.
+  local lifting = registry and ARGV[15] == '' and entry ~= nil
+  local expect = ARGV[13]
+  if lifting and entry.hold_seq then expect = tostring(entry.hold_seq) end
+  if registry and expect ~= '' and (stored or '0') ~= expect then
+    if lifting then
+      -- Superseded: the switch holds nothing any more, so it is no longer active.
+      entry.lifted_at = ARGV[5]
+      redis.call('HSET', KEYS[5], ARGV[14], cjson.encode(entry))
+    end
     return reply(0, 0, held and 1 or 0, produced, before)
+  end
+  if lifting then
+    -- Other switches still active on the target keep it killed: they take the hold over,
+    -- and this switch is lifted with nothing written to the key.
+    local others = {}
+    local all = redis.call('HGETALL', KEYS[5])
+    for i = 1, #all, 2 do
+      if all[i] ~= ARGV[14] then
+        local ok, other = pcall(cjson.decode, all[i + 1])
+        if ok and type(other) == 'table' and other.scope == ARGV[7] and other.target == ARGV[8]
+          and type(other.lifted_at) ~= 'string' then
+          other.hold_seq = cur
+          others[#others + 1] = {all[i], other}
+        end
+      end
+    end
+    if #others > 0 then
+      for _, o in ipairs(others) do redis.call('HSET', KEYS[5], o[1], cjson.encode(o[2])) end
+      entry.lifted_at = ARGV[5]
+      redis.call('HSET', KEYS[5], ARGV[14], cjson.encode(entry))
+      return reply(0, 0, held and 1 or 0, produced, before)
+    end
   end
   seq = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[3], ARGV[1], seq)
@@ -802,6 +841,47 @@ fn rank(level: &str) -> usize {
 }
 
 impl MemoryPlane {
+    /// What `PUBLISH` does for a first lift before it writes (see the script): a switch
+    /// that no longer holds the key (its own seq, or one handed over), or one with other
+    /// switches still active on its target (they take the hold over), is lifted with
+    /// nothing written to the key. `None`: the lift goes on to write.
+    fn lift_without_writing(
+        &mut self,
+        w: &DecisionWrite,
+        switch_id: &str,
+        kill_seq: u64,
+    ) -> Option<LiftWrite> {
+        let expected = self.switches.get(switch_id)?.hold_seq.unwrap_or(kill_seq);
+        let target = (w.scope.clone(), w.id.clone());
+        let cur_seq = self
+            .keys
+            .get(&target)
+            .and_then(|m| m.get("seq"))
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let others: Vec<String> = self
+            .switches
+            .values()
+            .filter(|s| s.id != switch_id && s.scope == w.scope && s.target == w.id)
+            .filter(|s| s.lifted_at.is_none())
+            .map(|s| s.id.clone())
+            .collect();
+        if expected == cur_seq && others.is_empty() {
+            return None;
+        }
+        if expected == cur_seq {
+            for id in others {
+                if let Some(s) = self.switches.get_mut(&id) {
+                    s.hold_seq = Some(cur_seq);
+                }
+            }
+        }
+        if let Some(s) = self.switches.get_mut(switch_id) {
+            s.lifted_at = Some(w.since.clone());
+        }
+        Some(LiftWrite::Superseded)
+    }
+
     /// What `PUBLISH` does (see the script); seq 0 when `expected_seq` no longer held.
     fn publish(&mut self, w: &DecisionWrite, expected_seq: Option<u64>) -> Published {
         let produced = self.produced.contains(&w.outbox_id);
@@ -953,7 +1033,18 @@ impl DecisionStore for MemoryDecisions {
         kill_seq: u64,
     ) -> Result<LiftWrite, StoreError> {
         let mut plane = self.inner.lock();
-        let p = plane.publish(w, Some(kill_seq));
+        if !plane.published.contains_key(&w.outbox_id) {
+            if let Some(handed) = plane.lift_without_writing(w, switch_id, kill_seq) {
+                return Ok(handed);
+            }
+        }
+        // The key the switch holds: its own `killed`, or one handed over to it.
+        let holds = plane
+            .switches
+            .get(switch_id)
+            .and_then(|s| s.hold_seq)
+            .unwrap_or(kill_seq);
+        let p = plane.publish(w, Some(holds));
         if p.applied {
             if let Some(s) = plane.switches.get_mut(switch_id) {
                 s.lifted_at = Some(w.since.clone());
