@@ -1359,11 +1359,18 @@ fn validate_admin(a: &AdminConfig, c: &mut Collector) {
         1_000_000,
     );
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut hashes: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, token) in a.tokens.iter().enumerate() {
         let key = |field: &str| format!("admin.tokens[{i}].{field}");
         let name_key = key("name");
         if token.name.is_empty() {
             c.require(false, &[&name_key], "required");
+        } else if RESERVED_ACTORS.contains(&token.name.as_str()) {
+            let message = format!(
+                "{:?} is how the audit log names warden itself; choose another name",
+                token.name
+            );
+            c.require(false, &[&name_key], message);
         } else if let Some(first) = names.get(token.name.as_str()) {
             let first_key = format!("admin.tokens[{first}].name");
             let message = format!(
@@ -1377,10 +1384,22 @@ fn validate_admin(a: &AdminConfig, c: &mut Collector) {
         let message = "must be 64 lowercase hex characters, the SHA-256 of the token \
                        (`warden token new` prints it)";
         c.require(is_sha256_hex(&token.sha256), &[&key("sha256")], message);
+        // One token, one principal: the same secret under two entries would act as
+        // whichever the lookup found.
+        if let Some(first) = hashes.get(token.sha256.as_str()) {
+            let message = format!("the same token as admin.tokens[{first}]");
+            c.require(false, &[&key("sha256")], message);
+        } else {
+            hashes.insert(&token.sha256, i);
+        }
         let message = "at least one role is required (viewer, operator, finance, security)";
         c.require(!token.roles.is_empty(), &[&key("roles")], message);
     }
 }
+
+/// Actor names the audit log gives warden itself (a TTL's lift, a refusal summary, the
+/// ladder's decisions, an unauthenticated caller): a token may not take one.
+const RESERVED_ACTORS: [&str; 3] = ["ttl", "warden", "anonymous"];
 
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -1782,6 +1801,7 @@ mod tests {
                 "admin.tokens[2].expires_at",
                 "admin.tokens[1].sha256",
                 "admin.tokens[2].name",
+                "admin.tokens[2].sha256",
                 "admin.tokens[2].roles",
             ],
             "{e}"
@@ -2009,5 +2029,43 @@ mod tests {
                 "money"
             ]
         );
+    }
+
+    /// A token named like warden's own actors would write audit records that read as
+    /// warden's (a TTL's lift, say); one secret under two entries would act as whichever
+    /// the lookup found.
+    #[test]
+    fn a_token_may_not_take_a_reserved_actor_name_or_another_tokens_secret() {
+        let other = "1".repeat(64);
+        let text = format!(
+            r#"
+            [kafka]
+            brokers = "k:1"
+            [[admin.tokens]]
+            name = "ttl"
+            sha256 = "{HASH}"
+            roles = ["security"]
+            [[admin.tokens]]
+            name = "bob"
+            sha256 = "{other}"
+            roles = ["viewer"]
+            [[admin.tokens]]
+            name = "carol"
+            sha256 = "{other}"
+            roles = ["security"]
+            "#
+        );
+        let e = errors(&text);
+        assert_eq!(
+            keys(&e),
+            ["admin.tokens[0].name", "admin.tokens[2].sha256"],
+            "{e}"
+        );
+        assert!(problem(&e, "admin.tokens[0].name")
+            .message
+            .contains("names warden itself"));
+        assert!(problem(&e, "admin.tokens[2].sha256")
+            .message
+            .contains("admin.tokens[1]"));
     }
 }

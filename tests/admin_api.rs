@@ -784,6 +784,33 @@ fn authorization_matrix_with_no_side_effect_on_refusal_and_every_attempt_audited
     refused += 1;
     let (status, _) = daemon.request("GET", "/v1/audit?after_seq=x", Some(SECURITY), None);
     assert_eq!(status, 400);
+    // Bad switches and levels are refused before anything is audited or written: a TTL of
+    // 0 or past ten years (it used to be capped silently, the audit keeping the uncapped
+    // value), and ids longer than the contract's 128 characters.
+    let long = "p".repeat(129);
+    for bad in [
+        json!({"scope": "partner", "target": "p-9", "reason": "x", "ttl_seconds": 0}),
+        json!({"scope": "partner", "target": "p-9", "reason": "x", "ttl_seconds": 400_000_000u64}),
+        json!({"scope": "partner", "target": long, "reason": "x"}),
+    ] {
+        let (status, body) =
+            daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&bad));
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, body) = daemon.request(
+        "POST",
+        &format!("/v1/partners/{long}/enforcement"),
+        Some(SECURITY),
+        Some(&json!({"level": "suspend", "reason": "x"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = daemon.request(
+        "POST",
+        &format!("/v1/partners/{}/enforcement", "é".repeat(128)),
+        Some(SECURITY),
+        Some(&json!({"level": "warn", "reason": "x"})),
+    );
+    assert_eq!(status, 200, "128 characters, not bytes: {body}");
 
     let records = audit_records(&daemon);
     let refusals = records

@@ -40,6 +40,11 @@ pub async fn set_level(
     )
     .await?;
     let partner = path.into_inner();
+    if !super::guard::valid_id(&partner) {
+        return Err(ApiError::BadRequest(
+            "a partner id is 1-128 characters".into(),
+        ));
+    }
     let body: ManualLevel = super::error::parse_json(&body)?;
     if !["ok", "warn", "throttle", "suspend", "terminated"].contains(&body.level.as_str()) {
         return Err(ApiError::BadRequest(

@@ -147,6 +147,12 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// An id as the contract has them (CONTRACT §2: 1–128 characters, as the decoder takes
+/// them from events), so the API can name every partner an event can, and nothing longer.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().count() <= 128
+}
+
 /// A random id for records that have no natural one.
 pub fn uuid_like() -> String {
     hex::encode(rand::random::<[u8; 16]>())

@@ -32,6 +32,9 @@ pub struct NewSwitch {
     ttl_seconds: Option<u64>,
 }
 
+/// The longest TTL a switch takes: ten years (a longer one is a typo, or no TTL meant).
+const MAX_TTL_SECONDS: u64 = 10 * 365 * 86_400;
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -55,16 +58,25 @@ pub async fn create(
             "scope must be one of {SCOPES:?}"
         )));
     }
-    if body.target.is_empty() || body.target.len() > 128 || body.reason.trim().is_empty() {
+    if !super::guard::valid_id(&body.target) || body.reason.trim().is_empty() {
         return Err(ApiError::BadRequest(
-            "target (1-128 chars) and reason are required".into(),
+            "target (1-128 characters) and reason are required".into(),
         ));
+    }
+    if body
+        .ttl_seconds
+        .is_some_and(|s| s == 0 || s > MAX_TTL_SECONDS)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_seconds must be between 1 and {MAX_TTL_SECONDS} (10 years); leave it out \
+             for a switch that lasts until lifted"
+        )));
     }
     let now = Utc::now();
     let id = format!("ks-{}", &uuid_like()[..16]);
     let expires_at = body
         .ttl_seconds
-        .map(|s| now + chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64));
+        .map(|s| now + chrono::Duration::seconds(s as i64));
     // Audit first: no record, no kill. The level it replaces is read meanwhile (one round
     // trip less before the switch reaches the data plane).
     let (audited, previous) = futures::join!(
