@@ -365,6 +365,18 @@ fn a_flood_of_unauthenticated_requests_is_audited_in_a_bounded_number_of_records
         one_by_one < FLOOD / 2,
         "{one_by_one} records for {FLOOD} refusals"
     );
+    // From the same peer, past its budget: a token holder's refused attempts are still
+    // audited one by one, naming the token and the action (a summary would hide them).
+    let kill = json!({"scope": "partner", "target": "p-1", "reason": "x"});
+    for _ in 0..3 {
+        let (status, _) = daemon.request("POST", "/v1/kill-switches", Some(OPERATOR), Some(&kill));
+        assert_eq!(status, 403);
+    }
+    let attempts = audit_records(&daemon)
+        .into_iter()
+        .filter(|r| r["action"] == "kill_switch.create.refused" && r["actor"] == "operator")
+        .count();
+    assert_eq!(attempts, 3, "the operator's attempts are each audited");
     assert!(daemon.terminate().success());
     let mut daemon = Daemon::start(&cfg);
     daemon.wait_ready(Duration::from_secs(60));

@@ -40,6 +40,9 @@ impl ApiRateLimit {
     }
 }
 
+/// The actor of a request without a valid token.
+const ANONYMOUS: &str = "anonymous";
+
 /// What a route needs.
 #[derive(Debug, Clone, Copy)]
 pub enum Need {
@@ -64,7 +67,7 @@ pub async fn authorize(
     let principal = match state.auth.authenticate(header, Utc::now()) {
         Ok(p) => p,
         Err(e) => {
-            refused(state, "anonymous", action, req, 401).await;
+            refused(state, ANONYMOUS, action, req, 401).await;
             return Err(e);
         }
     };
@@ -85,11 +88,16 @@ pub async fn authorize(
 }
 
 /// Audits a refused attempt (also used by handlers whose refusal depends on the target):
-/// on its own while its peer is within its rate, else in the peer's next summary (see
-/// [`super::refusals`]). The path is cut to 256 bytes: the caller chose it.
+/// an authenticated caller's (a 403) always on its own, naming the token, the action and
+/// the path: tokens are few and each is rate-limited before its roles are checked, so
+/// these cannot flood the chain, and a summary would hide who tried what. An
+/// unauthenticated one (`anonymous`, a 401) on its own while its peer is within its rate,
+/// else in the next summary (see [`super::refusals`]). The path is cut to 256 bytes: the
+/// caller chose it.
 pub async fn refused(state: &ApiState, actor: &str, action: &str, req: &HttpRequest, status: u16) {
     let peer = req.peer_addr().map(|a| a.ip());
-    if state.refusals.admit(peer) == Admission::Summarized {
+    let authenticated = actor != ANONYMOUS;
+    if !authenticated && state.refusals.admit(peer) == Admission::Summarized {
         METRICS.admin_refusals_summarized.inc();
         return;
     }
@@ -118,9 +126,19 @@ pub async fn refusal_summary_loop(state: ApiState) {
 /// How often refusal summaries are written (and so the most time one covers).
 const SUMMARY_ROUND: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// One summary record per peer for what [`refused`] counted instead of auditing.
+/// One summary record per peer for what [`refused`] counted instead of auditing, for the
+/// busiest peers of the round, and one for all the others together (see
+/// [`super::refusals::RefusalAudit::take`]): a round writes a bounded number of records
+/// however many addresses the refusals came from.
 pub async fn write_refusal_summaries(state: &ApiState) {
-    for (peer, count) in state.refusals.take() {
+    for summary in state.refusals.take() {
+        let mut detail = json!({
+            "refused": summary.refused,
+            "within_seconds": SUMMARY_ROUND.as_secs(),
+        });
+        if summary.peers > 1 {
+            detail["peers"] = json!(summary.peers);
+        }
         let entry = AuditEntry {
             ref_id: format!("refused:summary:{}", uuid_like()),
             at: Utc::now(),
@@ -128,12 +146,12 @@ pub async fn write_refusal_summaries(state: &ApiState) {
             // or a token's name) are in the records audited one by one.
             actor: "warden".into(),
             action: "admin.refused.summary".into(),
-            target: format!("peer:{peer}"),
-            detail: json!({ "refused": count, "within_seconds": SUMMARY_ROUND.as_secs() }),
+            target: format!("peer:{}", summary.peer),
+            detail,
         };
         if let Err(e) = super::audit::record(state, entry).await {
-            tracing::warn!(error = %e, %peer, count, "refusal summary not audited; kept for the next");
-            state.refusals.give_back(peer, count);
+            tracing::warn!(error = %e, peer = %summary.peer, count = summary.refused, "refusal summary not audited; kept for the next");
+            state.refusals.give_back(summary);
         }
     }
 }

@@ -4,8 +4,11 @@
 //! can reach the port grow the audit chain (Redis, and the audit topic) without limit,
 //! with no token at all. So each peer (its IP address, from the connection, never from a
 //! header it could forge) gets its refusals audited one by one up to a rate; past it, they
-//! are counted and written as one summary record per peer per minute. Nothing is dropped
-//! unseen: `warden_admin_refusals_summarized_total` counts what went into summaries.
+//! are counted and written as summary records every minute: one per peer for the busiest,
+//! one for all the others. Nothing is dropped unseen:
+//! `warden_admin_refusals_summarized_total` counts what went into summaries. A caller with
+//! a valid token is audited one refusal at a time whatever its peer (see
+//! `guard::refused`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,8 +26,20 @@ const ALL_PEERS_PER_SECOND: u32 = 10;
 const ALL_PEERS_BURST: u32 = 600;
 /// Peers whose summarized refusals are kept apart; the rest share one summary.
 const MAX_PEERS: usize = 10_000;
+/// Summaries written per round under their own peer's name (the busiest); the other
+/// peers' counts go into one more: a round's records are bounded, whatever the number of
+/// addresses the refusals came from.
+const SUMMARIES_PER_ROUND: usize = 20;
 /// The peer name of the shared summary.
 pub const OTHER_PEERS: &str = "other";
+
+/// One summary record's content: refusals of one peer, or of `peers` peers together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub peer: String,
+    pub peers: u64,
+    pub refused: u64,
+}
 
 /// What [`RefusalAudit::admit`] says about one refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,19 +89,43 @@ impl RefusalAudit {
         Admission::Summarized
     }
 
-    /// The counts summarized since the last call, per peer (sorted), and forgets them;
-    /// the limiter forgets peers it has not seen for a while too.
-    pub fn take(&self) -> Vec<(String, u64)> {
+    /// The counts summarized since the last call, and forgets them: the
+    /// [`SUMMARIES_PER_ROUND`] busiest peers on their own (most refusals first, then by
+    /// name), then every other peer in one summary named [`OTHER_PEERS`]. The limiter
+    /// forgets peers it has not seen for a while too.
+    pub fn take(&self) -> Vec<Summary> {
         self.per_peer.retain_recent();
         let mut counts: Vec<(String, u64)> = self.summarized.lock().drain().collect();
-        counts.sort();
-        counts
+        counts.sort_by(|(pa, na), (pb, nb)| nb.cmp(na).then_with(|| pa.cmp(pb)));
+        let mut out: Vec<Summary> = Vec::new();
+        let mut others = Summary {
+            peer: OTHER_PEERS.to_owned(),
+            peers: 0,
+            refused: 0,
+        };
+        for (peer, refused) in counts {
+            if peer != OTHER_PEERS && out.len() < SUMMARIES_PER_ROUND {
+                out.push(Summary {
+                    peer,
+                    peers: 1,
+                    refused,
+                });
+            } else {
+                // The shared entry already stands for at least one peer.
+                others.peers += 1;
+                others.refused += refused;
+            }
+        }
+        if others.refused > 0 {
+            out.push(others);
+        }
+        out
     }
 
-    /// Counts taken by [`RefusalAudit::take`] whose summary could not be written: they
-    /// join the next one.
-    pub fn give_back(&self, peer: String, count: u64) {
-        *self.summarized.lock().entry(peer).or_default() += count;
+    /// A summary taken by [`RefusalAudit::take`] that could not be written: its count joins
+    /// the next round's.
+    pub fn give_back(&self, summary: Summary) {
+        *self.summarized.lock().entry(summary.peer).or_default() += summary.refused;
     }
 }
 
@@ -118,7 +157,12 @@ mod tests {
         assert!((PER_PEER_BURST as usize..200).contains(&admitted));
         assert_eq!(audit.admit(Some(calm)), Admission::Audit);
         let taken = audit.take();
-        assert_eq!(taken, [("10.0.0.9".to_owned(), 200 - admitted as u64)]);
+        let want = Summary {
+            peer: "10.0.0.9".to_owned(),
+            peers: 1,
+            refused: 200 - admitted as u64,
+        };
+        assert_eq!(taken, [want]);
         assert!(audit.take().is_empty(), "taken once");
     }
 
@@ -136,9 +180,31 @@ mod tests {
         // summarized: under its own name up to the bound, then under one.
         assert!(summarized > (MAX_PEERS / 2) as u64, "{summarized}");
         let taken = audit.take();
-        assert_eq!(taken.iter().map(|(_, n)| n).sum::<u64>(), summarized);
-        assert_eq!(taken.len(), MAX_PEERS + 1);
-        assert!(taken.iter().any(|(peer, n)| peer == OTHER_PEERS && *n >= 1));
+        assert_eq!(taken.iter().map(|s| s.refused).sum::<u64>(), summarized);
+        // A round writes the busiest peers' summaries and one for all the others: not
+        // one per address (10,000 a minute from an IPv6 range would grow the chain).
+        assert_eq!(taken.len(), SUMMARIES_PER_ROUND + 1);
+        let others = taken.last().unwrap();
+        assert_eq!(others.peer, OTHER_PEERS);
+        assert!(others.peers > MAX_PEERS as u64 / 2, "{others:?}");
+    }
+
+    #[test]
+    fn the_busiest_peers_are_summarized_on_their_own() {
+        let audit = RefusalAudit::default();
+        for n in 0..(SUMMARIES_PER_ROUND as u64 + 5) {
+            audit.give_back(Summary {
+                peer: format!("10.0.1.{n}"),
+                peers: 1,
+                refused: n + 1,
+            });
+        }
+        let taken = audit.take();
+        assert_eq!(taken.len(), SUMMARIES_PER_ROUND + 1);
+        // Most refusals first; the five quietest share the last record.
+        assert_eq!(taken[0].peer, format!("10.0.1.{}", SUMMARIES_PER_ROUND + 4));
+        let others = &taken[SUMMARIES_PER_ROUND];
+        assert_eq!((others.peers, others.refused), (5, 1 + 2 + 3 + 4 + 5));
     }
 
     #[test]
@@ -155,8 +221,13 @@ mod tests {
     #[test]
     fn counts_given_back_join_the_next_summary() {
         let audit = RefusalAudit::default();
-        audit.give_back("10.0.0.9".into(), 7);
-        audit.give_back("10.0.0.9".into(), 3);
-        assert_eq!(audit.take(), [("10.0.0.9".to_owned(), 10)]);
+        let back = |refused| Summary {
+            peer: "10.0.0.9".into(),
+            peers: 1,
+            refused,
+        };
+        audit.give_back(back(7));
+        audit.give_back(back(3));
+        assert_eq!(audit.take(), [back(10)]);
     }
 }
