@@ -522,12 +522,34 @@ fn a_late_invoice_for_a_frozen_month_is_an_adjustment_and_payouts_are_finances_a
         (200, json!("approved")),
         "{body}"
     );
-    let (status, body) = d.request("POST", paid, Some(FINANCE), Some(&reference));
-    assert_eq!(
-        (status, body["status"].clone()),
-        (200, json!("paid")),
-        "{body}"
+    // Eight finance requests race to mark it paid, each with its own reference: one
+    // wins. Each is audited before its compare-and-set, so a loser that got that far
+    // leaves `statements.paid.aborted` under its ref: the audit never shows two payments.
+    let answers: Vec<(u16, Value, Value)> = std::thread::scope(|scope| {
+        let racing: Vec<_> = (1..=8)
+            .map(|i| {
+                let d = &d;
+                scope.spawn(move || {
+                    let r = json!({ "reference": format!("PAY-2026-04-000{i}") });
+                    let (status, body) = d.request("POST", paid, Some(FINANCE), Some(&r));
+                    (status, body, r)
+                })
+            })
+            .collect();
+        racing.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<&(u16, Value, Value)> = answers
+        .iter()
+        .filter(|(status, body, _)| *status == 200 && body["status"] == "paid")
+        .collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, ..)| *status == 200 || *status == 409),
+        "{answers:?}"
     );
+    let reference = winners[0].2.clone();
     // Repeating is harmless; another reference is a conflict.
     let (status, body) = d.request("POST", paid, Some(FINANCE), Some(&reference));
     assert_eq!((status, body["changed"].clone()), (200, json!(false)));
@@ -541,7 +563,7 @@ fn a_late_invoice_for_a_frozen_month_is_an_adjustment_and_payouts_are_finances_a
     let s = statement(&d, "late-1", "2026-04");
     assert_eq!(
         (s["status"].clone(), s["payment_reference"].clone()),
-        (json!("paid"), json!("PAY-2026-04-0001"))
+        (json!("paid"), reference["reference"].clone())
     );
     assert_eq!(
         serde_json::to_string(&(&s["lines"], &s["totals"])).unwrap(),
@@ -554,7 +576,22 @@ fn a_late_invoice_for_a_frozen_month_is_an_adjustment_and_payouts_are_finances_a
     let count = |action: &str| records.iter().filter(|r| r["action"] == action).count();
     assert_eq!(count("months.close"), 1, "{audit}");
     assert_eq!(count("statements.approved"), 1, "{audit}");
-    assert_eq!(count("statements.paid"), 1, "{audit}");
+    let aborted: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "statements.paid.aborted")
+        .collect();
+    assert_eq!(
+        count("statements.paid"),
+        1 + aborted.len(),
+        "every payment audited but not made says so: {audit}"
+    );
+    for a in &aborted {
+        let first = a["ref"].as_str().unwrap().strip_suffix(":aborted").unwrap();
+        assert!(records
+            .iter()
+            .any(|r| r["ref"] == first && r["action"] == "statements.paid"));
+        assert_eq!(a["detail"]["status"], 409);
+    }
     let refused = records
         .iter()
         .filter(|r| {

@@ -22,6 +22,28 @@ pub async fn record(state: &ApiState, entry: AuditEntry) -> Result<Option<AuditR
         .map_err(|e| ApiError::StoreUnavailable(format!("audit log: {e}")))
 }
 
+/// Records that an action audited before it ran did not take effect, for a reason known
+/// for certain (a compare-and-set refused it, say): `<ref>:aborted`, action
+/// `<action>.aborted`, with the answer given. Best effort, as the refusal's own audit: the
+/// caller's answer does not wait on it. Not for a store call that failed or timed out,
+/// whose write may have landed.
+pub async fn aborted(state: &ApiState, first: &AuditEntry, error: &ApiError) {
+    let entry = AuditEntry {
+        ref_id: format!("{}:aborted", first.ref_id),
+        at: chrono::Utc::now(),
+        actor: first.actor.clone(),
+        action: format!("{}.aborted", first.action),
+        target: first.target.clone(),
+        detail: serde_json::json!({
+            "status": actix_web::ResponseError::status_code(error).as_u16(),
+            "reason": error.to_string(),
+        }),
+    };
+    if let Err(e) = record(state, entry).await {
+        tracing::warn!(error = %e, audit_ref = %first.ref_id, "aborted action not audited");
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct AfterQuery {
     #[serde(default)]

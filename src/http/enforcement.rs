@@ -8,7 +8,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::audit::record;
+use super::audit::{aborted, record};
 use super::error::ApiError;
 use super::guard::{authorize, uuid_like, Need};
 use super::topic_records::{forget_pending, send_record, RECORD_WAIT};
@@ -120,18 +120,15 @@ pub async fn set_level(
     };
     let now = Utc::now();
     let outbox_id = format!("manual:{}", uuid_like());
-    record(
-        &state,
-        AuditEntry {
-            ref_id: outbox_id.clone(),
-            at: now,
-            actor: who.name.clone(),
-            action: "enforcement.set".into(),
-            target: format!("partner:{partner}"),
-            detail: json!({ "from": current, "to": body.level, "reason": body.reason }),
-        },
-    )
-    .await?;
+    let audited = AuditEntry {
+        ref_id: outbox_id.clone(),
+        at: now,
+        actor: who.name.clone(),
+        action: "enforcement.set".into(),
+        target: format!("partner:{partner}"),
+        detail: json!({ "from": current, "to": body.level, "reason": body.reason }),
+    };
+    record(&state, audited.clone()).await?;
     let write = DecisionWrite {
         outbox_id,
         scope: "partner".into(),
@@ -151,17 +148,22 @@ pub async fn set_level(
     let published = state
         .store_call(async move { store.publish_pending(&w, current_seq).await })
         .await?;
-    if published.seq == 0 {
-        return Err(ApiError::Conflict(format!(
+    let not_applied = if published.seq == 0 {
+        Some(ApiError::Conflict(format!(
             "partner {partner}'s level changed while this request was made (it was {current}); \
              read it and try again"
-        )));
-    }
-    if !published.applied {
+        )))
+    } else if !published.applied {
         // A fresh outbox id always applies; if it ever did not, nothing was kept.
-        return Err(ApiError::StoreUnavailable(
+        Some(ApiError::StoreUnavailable(
             "the level was not applied".into(),
-        ));
+        ))
+    } else {
+        None
+    };
+    if let Some(error) = not_applied {
+        aborted(&state, &audited, &error).await;
+        return Err(error);
     }
     count_transition(&write, &published);
     let records = &state.manual_records;

@@ -299,21 +299,18 @@ async fn move_payout(
         )));
     }
     let action = format!("statements.{}", to.as_str());
-    record(
-        state,
-        AuditEntry {
-            ref_id: format!("{action}:{id}:{month}:{}", uuid_like()),
-            at: Utc::now(),
-            actor: actor.to_owned(),
-            action: action.clone(),
-            target: format!("partner:{id}"),
-            detail: json!({
-                "month": month.to_string(), "from": from.map_or("pending", PayoutStatus::as_str),
-                "to": to.as_str(), "reference": reference,
-            }),
-        },
-    )
-    .await?;
+    let audited = AuditEntry {
+        ref_id: format!("{action}:{id}:{month}:{}", uuid_like()),
+        at: Utc::now(),
+        actor: actor.to_owned(),
+        action: action.clone(),
+        target: format!("partner:{id}"),
+        detail: json!({
+            "month": month.to_string(), "from": from.map_or("pending", PayoutStatus::as_str),
+            "to": to.as_str(), "reference": reference,
+        }),
+    };
+    record(state, audited.clone()).await?;
     let payouts = state.payouts.clone();
     let (pid, m, r) = (
         id.to_owned(),
@@ -329,10 +326,15 @@ async fn move_payout(
         .await?;
     match moved {
         Move::Done(p) => Ok(answer(&p, true)),
-        Move::Refused(now) => Err(ApiError::Conflict(format!(
-            "statement {month} moved meanwhile (now {})",
-            now.map_or("pending", PayoutStatus::as_str)
-        ))),
+        Move::Refused(now) => {
+            // Another finance request moved it first (both were audited): this one did not.
+            let error = ApiError::Conflict(format!(
+                "statement {month} moved meanwhile (now {})",
+                now.map_or("pending", PayoutStatus::as_str)
+            ));
+            super::audit::aborted(state, &audited, &error).await;
+            Err(error)
+        }
     }
 }
 
