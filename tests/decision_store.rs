@@ -253,7 +253,7 @@ fn lifted(outcome: LiftWrite) -> (Published, Option<String>) {
             published,
             lifted_at,
         } => (published, lifted_at),
-        LiftWrite::Superseded => panic!("expected a lift, got Superseded"),
+        other => panic!("expected a lift, got {other:?}"),
     }
 }
 
@@ -268,7 +268,10 @@ async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
         .await
         .unwrap();
     let lift = write("ks:ks-1:lift", "ok", true);
-    let refused = s.publish_lift(&lift, "ks-1", kill.seq + 100).await.unwrap();
+    let refused = s
+        .publish_lift(&lift, "ks-1", kill.seq + 100, None)
+        .await
+        .unwrap();
     assert_eq!(refused, LiftWrite::Superseded);
     assert_eq!(
         s.read("partner", "p-1").await.unwrap().unwrap()["level"],
@@ -280,7 +283,7 @@ async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
         Some(lift.since.as_str())
     );
     assert_eq!(refused_switch.lift_seq, None);
-    let (first, lifted_at) = lifted(s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap());
+    let (first, lifted_at) = lifted(s.publish_lift(&lift, "ks-1", kill.seq, None).await.unwrap());
     assert!(first.applied);
     assert!(first.seq > kill.seq);
     assert_eq!(lifted_at.as_deref(), Some(lift.since.as_str()));
@@ -293,7 +296,7 @@ async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
         ..lift.clone()
     };
     let (again, lifted_at) = lifted(
-        s.publish_lift(&later_clock, "ks-1", kill.seq)
+        s.publish_lift(&later_clock, "ks-1", kill.seq, None)
             .await
             .unwrap(),
     );
@@ -303,7 +306,7 @@ async fn lifting_is_compare_and_set_on_the_kill_seq(s: &dyn DecisionStore) {
     // Once the switch has left the registry, a late lifter learns there is nothing to send.
     assert!(s.remove_switch("ks-1").await.unwrap());
     let (late, lifted_at) = lifted(
-        s.publish_lift(&later_clock, "ks-1", kill.seq)
+        s.publish_lift(&later_clock, "ks-1", kill.seq, None)
             .await
             .unwrap(),
     );
@@ -361,7 +364,9 @@ async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dy
         };
         let lift_first = switch_write(&format!("ks:{first}:lift"), "ok");
         assert_eq!(
-            s.publish_lift(&lift_first, first, first_seq).await.unwrap(),
+            s.publish_lift(&lift_first, first, first_seq, None)
+                .await
+                .unwrap(),
             LiftWrite::Superseded,
             "{first} lifted with {last} active"
         );
@@ -370,7 +375,11 @@ async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dy
         assert_eq!(stored["seq"], newer.seq.to_string(), "nothing written");
         assert_eq!(active(s.switches().await.unwrap()), vec![last.to_owned()]);
         let lift_last = switch_write(&format!("ks:{last}:lift"), "ok");
-        let (lifted_last, _) = lifted(s.publish_lift(&lift_last, last, last_seq).await.unwrap());
+        let (lifted_last, _) = lifted(
+            s.publish_lift(&lift_last, last, last_seq, None)
+                .await
+                .unwrap(),
+        );
         assert!(
             lifted_last.applied,
             "{last}: the last active switch lifts the target"
@@ -396,7 +405,7 @@ async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
     assert!(later.applied);
     let lift = write("ks:ks-1:lift", "ok", true);
     assert_eq!(
-        s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap(),
+        s.publish_lift(&lift, "ks-1", kill.seq, None).await.unwrap(),
         LiftWrite::Superseded
     );
     let stored = s.read("partner", "p-1").await.unwrap().unwrap();
@@ -438,8 +447,31 @@ async fn the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote(s: &dyn D
         Some(noted("suspend", None)),
         "refused but noted; the replay of an older decision changes nothing"
     );
+    // A lift that read the base before the owner's `suspend` was noted writes nothing: it
+    // must read it again (it would put back the older `throttle`).
+    let before_suspend = s.lift_base("partner", "p-1").await.unwrap().seq;
+    assert_eq!(
+        before_suspend, suspend.seq,
+        "the base names the decision it noted"
+    );
+    let stale = write("ks:ks-1:lift", "throttle", true);
+    assert_eq!(
+        s.publish_lift(&stale, "ks-1", kill.seq, Some(throttle.seq))
+            .await
+            .unwrap(),
+        LiftWrite::BaseMoved
+    );
+    assert_eq!(
+        s.read("partner", "p-1").await.unwrap().unwrap()["level"],
+        "killed",
+        "nothing written"
+    );
     let lift = write("ks:ks-1:lift", "suspend", true);
-    let (applied, _) = lifted(s.publish_lift(&lift, "ks-1", kill.seq).await.unwrap());
+    let (applied, _) = lifted(
+        s.publish_lift(&lift, "ks-1", kill.seq, Some(before_suspend))
+            .await
+            .unwrap(),
+    );
     assert!(applied.applied);
     assert_eq!(
         s.read("partner", "p-1").await.unwrap().unwrap()["level"],
@@ -728,7 +760,7 @@ async fn a_lift_of_an_unreadable_switch_fails_having_written_nothing() {
         .unwrap();
     let lift = write("ks:ks-1:lift", "ok", true);
     let err = store
-        .publish_lift(&lift, "ks-1", kill.seq)
+        .publish_lift(&lift, "ks-1", kill.seq, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not a JSON object"), "{err}");

@@ -32,6 +32,9 @@ pub struct NewSwitch {
     ttl_seconds: Option<u64>,
 }
 
+/// How often a lift reads what to put back again when its target's owner keeps deciding.
+const MAX_LIFT_ATTEMPTS: u32 = 5;
+
 /// The longest TTL a switch takes: ten years (a longer one is a typo, or no TTL meant).
 const MAX_TTL_SECONDS: u64 = 10 * 365 * 86_400;
 
@@ -236,15 +239,34 @@ pub async fn lift(
     let lift_record = match (&switch.lifted_at, switch.lift_seq) {
         (Some(at), Some(seq)) => Some((noted_lift_write(switch, at.clone()), seq, false)),
         _ => {
-            let restore = restored_level(state, switch).await?;
-            let write = lift_write(switch, restore, rfc3339(Utc::now()));
-            let store = state.publisher.store().clone();
-            let (w, id, seq) = (write.clone(), switch.id.clone(), switch.seq);
-            let lifted = state
-                .store_call(async move { store.publish_lift(&w, &id, seq).await })
-                .await?;
+            // What to put back is read, then written if the owner has not decided since
+            // (else read again): a decision refused under the switch in between would
+            // otherwise be lost to an older base.
+            let mut attempts = 0;
+            let (write, lifted) = loop {
+                let (restore, base_seq) = restored_level(state, switch).await?;
+                let write = lift_write(switch, restore, rfc3339(Utc::now()));
+                let store = state.publisher.store().clone();
+                let (w, id, seq) = (write.clone(), switch.id.clone(), switch.seq);
+                let lifted = state
+                    .store_call(
+                        async move { store.publish_lift(&w, &id, seq, Some(base_seq)).await },
+                    )
+                    .await?;
+                attempts += 1;
+                match lifted {
+                    LiftWrite::BaseMoved if attempts < MAX_LIFT_ATTEMPTS => continue,
+                    LiftWrite::BaseMoved => {
+                        return Err(ApiError::StoreUnavailable(format!(
+                            "the target's owner decided {MAX_LIFT_ATTEMPTS} times during the \
+                             lift; nothing was lifted, try again"
+                        )))
+                    }
+                    lifted => break (write, lifted),
+                }
+            };
             match lifted {
-                LiftWrite::Superseded => None,
+                LiftWrite::Superseded | LiftWrite::BaseMoved => None,
                 LiftWrite::Lifted { published, .. } if published.applied => {
                     count_transition(&write, &published);
                     Some((write, published.seq, published.produced))
@@ -341,26 +363,31 @@ fn set_write(switch: &KillSwitch) -> DecisionWrite {
 /// must not end because a kill was lifted: the owner, which believes it in force, would
 /// not decide it again), else `ok`. A switch set over a termination before the base was
 /// kept says so in its `previous`.
-async fn restored_level(state: &ApiState, switch: &KillSwitch) -> Result<OwnerLevel, ApiError> {
+async fn restored_level(
+    state: &ApiState,
+    switch: &KillSwitch,
+) -> Result<(OwnerLevel, u64), ApiError> {
     let store = state.publisher.store().clone();
     let (scope, target) = (switch.scope.clone(), switch.target.clone());
     let base = state
         .store_call(async move { store.lift_base(&scope, &target).await })
         .await?;
     if base.terminated || switch.previous.as_deref() == Some("terminated") {
-        return Ok(OwnerLevel {
+        let terminated = OwnerLevel {
             level: "terminated".into(),
             reason: "manual".into(),
             rate_limit_rps: None,
-        });
+        };
+        return Ok((terminated, base.seq));
     }
     // A person's manual level the owner has not replaced with a stricter one holds
     // against the owner's milder ones, as it would have without the switch.
-    Ok(base
+    let level = base
         .manual
         .or(base.owner)
         .filter(|o| o.level != "ok")
-        .unwrap_or_else(lifted_to_ok))
+        .unwrap_or_else(lifted_to_ok);
+    Ok((level, base.seq))
 }
 
 /// A lift with nothing under the switch: `ok`, for the kill switch's reason.

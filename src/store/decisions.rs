@@ -139,6 +139,9 @@ pub struct LiftBase {
     /// A person's manual level (reason `manual`) that no stricter owner decision has
     /// replaced since: it holds against the owner's milder ones.
     pub manual: Option<OwnerLevel>,
+    /// The seq of the owner's decision noted (0: none): a lift passes it back, so a
+    /// decision noted in between makes the lift read the base again.
+    pub seq: u64,
 }
 
 /// A person's decision whose enforcement-topic record the broker has not acknowledged
@@ -156,6 +159,9 @@ pub struct PendingRecord {
 pub enum LiftWrite {
     /// A later decision had replaced the switch's `killed`: nothing was written.
     Superseded,
+    /// The target's owner decided since the lift's level was read (the `base_seq` given no
+    /// longer matches [`LiftBase::seq`]): nothing was written; read the base again.
+    BaseMoved,
     /// The lift is in the data plane, applied by this call or an earlier one.
     /// `lifted_at` is the lift's time as the registry keeps it after the call: `None`
     /// when the switch is no longer registered (a lifter finished the lift already).
@@ -203,6 +209,7 @@ pub trait DecisionStore: Send + Sync + 'static {
         write: &DecisionWrite,
         switch_id: &str,
         kill_seq: u64,
+        base_seq: Option<u64>,
     ) -> Result<LiftWrite, StoreError>;
     /// [`Self::publish`] of a person's decision (manual enforcement) that also keeps it,
     /// with the seq the write got, among the pending records in the same atomic write, so
@@ -244,16 +251,19 @@ pub trait DecisionStore: Send + Sync + 'static {
 /// with KEYS[5]: [13] the seq the key must still hold for a first write ("" = any),
 /// [14] the entry's field, [15] a JSON object to register there with this write's seq
 /// ("" = note `lifted_at` = ARGV[5], `lift_seq` and the level, reason and rate written,
-/// as `lift_level`, `lift_reason`, `lift_rps`, on the registered entry instead).
+/// as `lift_level`, `lift_reason`, `lift_rps`, on the registered entry instead), [16] for
+/// a lift, the `seq` of KEYS[4] its level was read from ("" = not checked): if the owner
+/// decided since, nothing is written and the reply's last element is 1 (read it again).
 /// Returns {seq, applied (0|1), previous_was_held (0|1), produced (0|1), applied before
 /// (0|1)}, seq 0 when the key no longer held ARGV[13] (nothing written); with KEYS[5] also
-/// the entry's `lifted_at` after the call ("" = none) and whether it is registered (0|1).
+/// the entry's `lifted_at` after the call ("" = none), whether it is registered (0|1), and
+/// whether a lift's base moved (0|1, see ARGV[16]).
 /// An applied decision is also published on the channel as JSON. `produced` says the outbox id's
 /// enforcement-topic record was acknowledged before (see `mark_produced`). Validates
 /// before writing.
 const PUBLISH: &str = r#"
 local registry = #KEYS == 5
-if #ARGV ~= (registry and 15 or 12) then
+if #ARGV ~= (registry and 16 or 12) then
   return redis.error_reply('ERR warden publish: wrong number of arguments')
 end
 -- The entry to register, or the registered one a lift notes itself on: read before any
@@ -270,11 +280,11 @@ if registry then
     entry = decoded
   end
 end
-local function reply(seq, applied, held, produced, before)
+local function reply(seq, applied, held, produced, before, stale)
   if not registry then return {seq, applied, held, produced, before} end
   local lifted_at = ''
   if entry and type(entry.lifted_at) == 'string' then lifted_at = entry.lifted_at end
-  return {seq, applied, held, produced, before, lifted_at, entry and 1 or 0}
+  return {seq, applied, held, produced, before, lifted_at, entry and 1 or 0, stale or 0}
 end
 local RANKS = {ok = 0, warn = 1, throttle = 2, suspend = 3, terminated = 4, killed = 5}
 local function rank(l) return RANKS[l] or 0 end
@@ -339,6 +349,10 @@ else
       redis.call('HSET', KEYS[5], ARGV[14], cjson.encode(entry))
       return reply(0, 0, held and 1 or 0, produced, before)
     end
+  end
+  if lifting and ARGV[16] ~= '' and (redis.call('HGET', KEYS[4], 'seq') or '0') ~= ARGV[16] then
+    -- The owner decided since the lift read what to put back: it reads it again.
+    return reply(0, 0, held and 1 or 0, produced, before, 1)
   end
   seq = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[3], ARGV[1], seq)
@@ -516,11 +530,18 @@ impl RedisDecisions {
         expected_seq: &str,
         entry_id: &str,
         entry_json: String,
+        base_seq: Option<u64>,
     ) -> (Vec<String>, Vec<String>) {
         let (keys, mut args) = self.publish_call(w);
         let mut keys = keys.to_vec();
         keys.push(registry);
-        args.extend([expected_seq.to_owned(), entry_id.to_owned(), entry_json]);
+        let base = base_seq.map(|b| b.to_string()).unwrap_or_default();
+        args.extend([
+            expected_seq.to_owned(),
+            entry_id.to_owned(),
+            entry_json,
+            base,
+        ]);
         (keys, args)
     }
 
@@ -541,23 +562,26 @@ impl RedisDecisions {
     }
 
     /// `PUBLISH` with a registry key: what it did, the entry's `lifted_at` after it
-    /// ("" = none) and whether the entry is registered.
+    /// ("" = none), whether the entry is registered, and whether a lift's base moved.
     async fn invoke_registry(
         &self,
         keys: Vec<String>,
         args: Vec<String>,
-    ) -> Result<(Published, String, bool), StoreError> {
-        type Reply = (u64, u8, u8, u8, u8, String, u8);
-        let (seq, applied, held, produced, before, lifted_at, registered): Reply =
+    ) -> Result<(Published, String, bool, bool), StoreError> {
+        type Reply = (u64, u8, u8, u8, u8, String, u8, u8);
+        let (seq, applied, held, produced, before, lifted_at, registered, stale): Reply =
             self.invoke_publish(keys, args).await?;
         let p = published((seq, applied, held, produced, before));
-        Ok((p, lifted_at, registered == 1))
+        Ok((p, lifted_at, registered == 1, stale == 1))
     }
 }
 
 /// A lift's outcome from what `PUBLISH` answered (seq 0: refused) and the switch's
 /// `lifted_at` as registered after it (`None`: not registered; `Some("")`: no lift noted).
-fn lift_write(published: Published, lifted_at: Option<String>) -> LiftWrite {
+fn lift_write(published: Published, lifted_at: Option<String>, stale: bool) -> LiftWrite {
+    if stale {
+        return LiftWrite::BaseMoved;
+    }
     if published.seq == 0 {
         return LiftWrite::Superseded;
     }
@@ -622,7 +646,7 @@ impl DecisionStore for RedisDecisions {
         switch: &KillSwitch,
     ) -> Result<Published, StoreError> {
         let json = serde_json::to_string(switch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (keys, args) = self.registry_call(w, self.keys.switches(), "", &switch.id, json);
+        let (keys, args) = self.registry_call(w, self.keys.switches(), "", &switch.id, json, None);
         Ok(self.invoke_registry(keys, args).await?.0)
     }
 
@@ -631,6 +655,7 @@ impl DecisionStore for RedisDecisions {
         w: &DecisionWrite,
         switch_id: &str,
         kill_seq: u64,
+        base_seq: Option<u64>,
     ) -> Result<LiftWrite, StoreError> {
         let (keys, args) = self.registry_call(
             w,
@@ -638,9 +663,14 @@ impl DecisionStore for RedisDecisions {
             &kill_seq.to_string(),
             switch_id,
             String::new(),
+            base_seq,
         );
-        let (published, lifted_at, registered) = self.invoke_registry(keys, args).await?;
-        Ok(lift_write(published, registered.then_some(lifted_at)))
+        let (published, lifted_at, registered, stale) = self.invoke_registry(keys, args).await?;
+        Ok(lift_write(
+            published,
+            registered.then_some(lifted_at),
+            stale,
+        ))
     }
 
     async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
@@ -712,7 +742,7 @@ impl DecisionStore for RedisDecisions {
         let json = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let expected = expected_seq.to_string();
         let (keys, args) =
-            self.registry_call(w, self.keys.pending(), &expected, &w.outbox_id, json);
+            self.registry_call(w, self.keys.pending(), &expected, &w.outbox_id, json, None);
         Ok(self.invoke_registry(keys, args).await?.0)
     }
 
@@ -786,6 +816,7 @@ fn lift_base_of(map: &HashMap<String, String>) -> LiftBase {
             reason: "manual".into(),
             rate_limit_rps: map.get("manual_rps").and_then(|r| r.parse().ok()),
         }),
+        seq: map.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
     }
 }
 
@@ -1031,11 +1062,17 @@ impl DecisionStore for MemoryDecisions {
         w: &DecisionWrite,
         switch_id: &str,
         kill_seq: u64,
+        base_seq: Option<u64>,
     ) -> Result<LiftWrite, StoreError> {
         let mut plane = self.inner.lock();
         if !plane.published.contains_key(&w.outbox_id) {
             if let Some(handed) = plane.lift_without_writing(w, switch_id, kill_seq) {
                 return Ok(handed);
+            }
+            let target = (w.scope.clone(), w.id.clone());
+            let noted = plane.owner.get(&target).map_or(0, |(seq, _)| *seq);
+            if base_seq.is_some_and(|b| b != noted) {
+                return Ok(LiftWrite::BaseMoved);
             }
         }
         // The key the switch holds: its own `killed`, or one handed over to it.
@@ -1058,7 +1095,7 @@ impl DecisionStore for MemoryDecisions {
             .switches
             .get(switch_id)
             .map(|s| s.lifted_at.clone().unwrap_or_default());
-        Ok(lift_write(p, lifted_at))
+        Ok(lift_write(p, lifted_at, false))
     }
 
     async fn lift_base(&self, scope: &str, id: &str) -> Result<LiftBase, StoreError> {
@@ -1068,6 +1105,7 @@ impl DecisionStore for MemoryDecisions {
             owner: plane.owner.get(&target).map(|(_, level)| level.clone()),
             terminated: plane.terminated.contains(&target),
             manual: plane.manual.get(&target).cloned(),
+            seq: plane.owner.get(&target).map_or(0, |(seq, _)| *seq),
         })
     }
 
