@@ -374,6 +374,21 @@ async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dy
         let stored = s.read("partner", "p-1").await.unwrap().unwrap();
         assert_eq!(stored["seq"], newer.seq.to_string(), "nothing written");
         assert_eq!(active(s.switches().await.unwrap()), vec![last.to_owned()]);
+        // The first lifter removes the switch; a second lifter of it (a TTL racing a
+        // DELETE, on another instance) finds nothing left to lift, and writes nothing.
+        assert!(s.remove_switch(first).await.unwrap());
+        assert_eq!(
+            s.publish_lift(&lift_first, first, first_seq, None)
+                .await
+                .unwrap(),
+            LiftWrite::Superseded,
+            "a late lifter of {first}"
+        );
+        let stored = s.read("partner", "p-1").await.unwrap().unwrap();
+        assert_eq!(
+            (stored["level"].as_str(), stored["seq"].clone()),
+            ("killed", newer.seq.to_string())
+        );
         let lift_last = switch_write(&format!("ks:{last}:lift"), "ok");
         let (lifted_last, _) = lifted(
             s.publish_lift(&lift_last, last, last_seq, None)
@@ -386,9 +401,7 @@ async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dy
         );
         assert_eq!(level().await, None);
         assert!(active(s.switches().await.unwrap()).is_empty());
-        for id in [first, last] {
-            assert!(s.remove_switch(id).await.unwrap());
-        }
+        assert!(s.remove_switch(last).await.unwrap());
     }
 }
 

@@ -183,15 +183,21 @@ pub async fn delete(
         Lift::RecordPending => "pending",
         Lift::Superseded => "none",
     };
-    // A target stays killed while another switch on it is active: say which.
+    // A target stays killed while another switch on it is active: say which (best
+    // effort: the lift is done, and a failed read must not answer it as failed).
     let store = state.publisher.store().clone();
-    let still: Vec<String> = state
+    let still: Option<Vec<String>> = state
         .store_call(async move { store.switches().await })
-        .await?
-        .into_iter()
-        .filter(|s| s.lifted_at.is_none() && s.scope == switch.scope && s.target == switch.target)
-        .map(|s| s.id)
-        .collect();
+        .await
+        .ok()
+        .map(|all| {
+            all.into_iter()
+                .filter(|s| {
+                    s.lifted_at.is_none() && s.scope == switch.scope && s.target == switch.target
+                })
+                .map(|s| s.id)
+                .collect()
+        });
     Ok(HttpResponse::Ok()
         .json(json!({ "lifted": switch.id, "topic_record": record, "still_killed_by": still })))
 }

@@ -317,7 +317,12 @@ if seq then
 else
   -- A lift (a switch's registry entry, nothing to register) compares the key with the
   -- seq its switch holds: its own, or one handed over by another switch's lift.
-  local lifting = registry and ARGV[15] == '' and entry ~= nil
+  -- A first lift of a switch no longer registered: another lifter finished it (handed its
+  -- hold over, or found it superseded) and removed it: nothing is left to lift.
+  if registry and ARGV[15] == '' and entry == nil then
+    return reply(0, 0, held and 1 or 0, produced, before)
+  end
+  local lifting = registry and ARGV[15] == ''
   local expect = ARGV[13]
   if lifting and entry.hold_seq then expect = tostring(entry.hold_seq) end
   if registry and expect ~= '' and (stored or '0') ~= expect then
@@ -882,7 +887,11 @@ impl MemoryPlane {
         switch_id: &str,
         kill_seq: u64,
     ) -> Option<LiftWrite> {
-        let expected = self.switches.get(switch_id)?.hold_seq.unwrap_or(kill_seq);
+        // No longer registered: another lifter finished it; nothing is left to lift.
+        let Some(switch) = self.switches.get(switch_id) else {
+            return Some(LiftWrite::Superseded);
+        };
+        let expected = switch.hold_seq.unwrap_or(kill_seq);
         let target = (w.scope.clone(), w.id.clone());
         let cur_seq = self
             .keys
