@@ -87,17 +87,19 @@ pub async fn authorize(
     Ok(principal)
 }
 
-/// Audits a refused attempt (also used by handlers whose refusal depends on the target):
-/// an authenticated caller's (a 403) always on its own, naming the token, the action and
-/// the path: tokens are few and each is rate-limited before its roles are checked, so
-/// these cannot flood the chain, and a summary would hide who tried what. An
-/// unauthenticated one (`anonymous`, a 401) on its own while its peer is within its rate,
-/// else in the next summary (see [`super::refusals`]). The path is cut to 256 bytes: the
+/// Audits a refused attempt (also used by handlers whose refusal depends on the target)
+/// on its own while its source is within its rate, else in the source's next summary (see
+/// [`super::refusals`]). The source of a caller with a valid token (a 403) is the token,
+/// whatever its peer, and its summary names the token and each action; that of a caller
+/// without one (`anonymous`, a 401) is its peer address. The path is cut to 256 bytes: the
 /// caller chose it.
 pub async fn refused(state: &ApiState, actor: &str, action: &str, req: &HttpRequest, status: u16) {
     let peer = req.peer_addr().map(|a| a.ip());
-    let authenticated = actor != ANONYMOUS;
-    if !authenticated && state.refusals.admit(peer) == Admission::Summarized {
+    let admission = match actor {
+        ANONYMOUS => state.refusals.admit(peer),
+        token => state.refusals.admit_token(token, action),
+    };
+    if admission == Admission::Summarized {
         METRICS.admin_refusals_summarized.inc();
         return;
     }
@@ -152,6 +154,26 @@ pub async fn write_refusal_summaries(state: &ApiState) {
         if let Err(e) = super::audit::record(state, entry).await {
             tracing::warn!(error = %e, peer = %summary.peer, count = summary.refused, "refusal summary not audited; kept for the next");
             state.refusals.give_back(summary);
+        }
+    }
+    for (token, actions) in state.refusals.take_tokens() {
+        let refused: u64 = actions.values().sum();
+        let entry = AuditEntry {
+            ref_id: format!("refused:summary:{}", uuid_like()),
+            at: Utc::now(),
+            // The token's holder tried these: the summary is theirs.
+            actor: token.clone(),
+            action: "admin.refused.summary".into(),
+            target: format!("token:{token}"),
+            detail: json!({
+                "refused": refused,
+                "actions": actions,
+                "within_seconds": SUMMARY_ROUND.as_secs(),
+            }),
+        };
+        if let Err(e) = super::audit::record(state, entry).await {
+            tracing::warn!(error = %e, %token, count = refused, "refusal summary not audited; kept for the next");
+            state.refusals.give_back_token((token, actions));
         }
     }
 }

@@ -7,10 +7,10 @@
 //! are counted and written as summary records every minute: one per peer for the busiest,
 //! one for all the others. Nothing is dropped unseen:
 //! `warden_admin_refusals_summarized_total` counts what went into summaries. A caller with
-//! a valid token is audited one refusal at a time whatever its peer (see
-//! `guard::refused`).
+//! a valid token is budgeted by its token instead of its peer (behind a proxy every caller
+//! is one peer), and its summary names the token and counts each action it tried.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 
@@ -24,6 +24,10 @@ const PER_PEER_BURST: u32 = 60;
 /// unbounded chain.
 const ALL_PEERS_PER_SECOND: u32 = 10;
 const ALL_PEERS_BURST: u32 = 600;
+/// Refusals audited one by one per token (a caller with a valid token but not the role):
+/// the same rate as a peer's. Tokens are few, so their summaries need no bound.
+const PER_TOKEN_PER_SECOND: u32 = 1;
+const PER_TOKEN_BURST: u32 = 60;
 /// Peers whose summarized refusals are kept apart; the rest share one summary.
 const MAX_PEERS: usize = 10_000;
 /// Summaries written per round under their own peer's name (the busiest); the other
@@ -50,12 +54,19 @@ pub enum Admission {
     Summarized,
 }
 
-/// Refusals past their peer's rate, to be written as summaries.
+/// Refusals past their peer's (or token's) rate, to be written as summaries.
 pub struct RefusalAudit {
     per_peer: DefaultKeyedRateLimiter<IpAddr>,
     all_peers: DefaultDirectRateLimiter,
-    summarized: Mutex<HashMap<String, u64>>,
+    /// Per peer name: (peers it stands for, refusals).
+    summarized: Mutex<HashMap<String, (u64, u64)>>,
+    per_token: DefaultKeyedRateLimiter<String>,
+    /// Per token name, per action: refusals past the token's rate.
+    by_token: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
 }
+
+/// A token's refusals past its rate in one round, per action.
+pub type TokenSummary = (String, BTreeMap<String, u64>);
 
 fn quota(per_second: u32, burst: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
@@ -68,6 +79,8 @@ impl Default for RefusalAudit {
             per_peer: RateLimiter::keyed(quota(PER_PEER_PER_SECOND, PER_PEER_BURST)),
             all_peers: RateLimiter::direct(quota(ALL_PEERS_PER_SECOND, ALL_PEERS_BURST)),
             summarized: Mutex::new(HashMap::new()),
+            per_token: RateLimiter::keyed(quota(PER_TOKEN_PER_SECOND, PER_TOKEN_BURST)),
+            by_token: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -85,8 +98,41 @@ impl RefusalAudit {
             Some(ip) if summarized.len() < MAX_PEERS || summarized.contains_key(&ip) => ip,
             _ => OTHER_PEERS.to_owned(),
         };
-        *summarized.entry(name).or_default() += 1;
+        let entry = summarized.entry(name).or_insert((1, 0));
+        entry.1 += 1;
         Admission::Summarized
+    }
+
+    /// Whether a refusal of a caller with a valid token is audited on its own: up to the
+    /// token's own rate, whatever peer it comes from (a proxy makes every caller one
+    /// peer); past it, counted per action for the token's summary, so the records name
+    /// the token and what it tried.
+    pub fn admit_token(&self, token: &str, action: &str) -> Admission {
+        if self.per_token.check_key(&token.to_owned()).is_ok() {
+            return Admission::Audit;
+        }
+        let mut by_token = self.by_token.lock();
+        let actions = by_token.entry(token.to_owned()).or_default();
+        *actions.entry(action.to_owned()).or_default() += 1;
+        Admission::Summarized
+    }
+
+    /// The tokens' refusals summarized since the last call (one entry per token; tokens
+    /// are few, from the configuration), and forgets them.
+    pub fn take_tokens(&self) -> Vec<TokenSummary> {
+        self.per_token.retain_recent();
+        std::mem::take(&mut *self.by_token.lock())
+            .into_iter()
+            .collect()
+    }
+
+    /// A token's summary that could not be written: its counts join the next round's.
+    pub fn give_back_token(&self, (token, actions): TokenSummary) {
+        let mut by_token = self.by_token.lock();
+        let kept = by_token.entry(token).or_default();
+        for (action, n) in actions {
+            *kept.entry(action).or_default() += n;
+        }
     }
 
     /// The counts summarized since the last call, and forgets them: the
@@ -95,24 +141,23 @@ impl RefusalAudit {
     /// forgets peers it has not seen for a while too.
     pub fn take(&self) -> Vec<Summary> {
         self.per_peer.retain_recent();
-        let mut counts: Vec<(String, u64)> = self.summarized.lock().drain().collect();
-        counts.sort_by(|(pa, na), (pb, nb)| nb.cmp(na).then_with(|| pa.cmp(pb)));
+        let mut counts: Vec<(String, (u64, u64))> = self.summarized.lock().drain().collect();
+        counts.sort_by(|(pa, (_, na)), (pb, (_, nb))| nb.cmp(na).then_with(|| pa.cmp(pb)));
         let mut out: Vec<Summary> = Vec::new();
         let mut others = Summary {
             peer: OTHER_PEERS.to_owned(),
             peers: 0,
             refused: 0,
         };
-        for (peer, refused) in counts {
+        for (peer, (peers, refused)) in counts {
             if peer != OTHER_PEERS && out.len() < SUMMARIES_PER_ROUND {
                 out.push(Summary {
                     peer,
-                    peers: 1,
+                    peers,
                     refused,
                 });
             } else {
-                // The shared entry already stands for at least one peer.
-                others.peers += 1;
+                others.peers += peers;
                 others.refused += refused;
             }
         }
@@ -125,7 +170,11 @@ impl RefusalAudit {
     /// A summary taken by [`RefusalAudit::take`] that could not be written: its count joins
     /// the next round's.
     pub fn give_back(&self, summary: Summary) {
-        *self.summarized.lock().entry(summary.peer).or_default() += summary.refused;
+        let mut summarized = self.summarized.lock();
+        let entry = summarized.entry(summary.peer).or_insert((0, 0));
+        // The peers it stands for: at least as many as either round saw.
+        entry.0 = entry.0.max(summary.peers);
+        entry.1 += summary.refused;
     }
 }
 
@@ -216,6 +265,43 @@ mod tests {
         assert_ne!(network_of(a), network_of(other));
         let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
         assert_eq!(network_of(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_tokens_refusals_past_its_rate_are_summarized_per_action_under_its_name() {
+        let audit = RefusalAudit::default();
+        let admitted = (0..200)
+            .filter(|_| audit.admit_token("bob", "kill_switch.create") == Admission::Audit)
+            .count();
+        assert!((PER_TOKEN_BURST as usize..200).contains(&admitted));
+        assert_eq!(audit.admit_token("carol", "audit.read"), Admission::Audit);
+        for _ in 0..3 {
+            assert_eq!(
+                audit.admit_token("bob", "enforcement.set"),
+                Admission::Summarized
+            );
+        }
+        let taken = audit.take_tokens();
+        let want = BTreeMap::from([
+            ("enforcement.set".to_owned(), 3),
+            ("kill_switch.create".to_owned(), 200 - admitted as u64),
+        ]);
+        assert_eq!(taken, [("bob".to_owned(), want.clone())]);
+        audit.give_back_token(("bob".to_owned(), want.clone()));
+        assert_eq!(audit.take_tokens(), [("bob".to_owned(), want)]);
+        assert!(audit.take_tokens().is_empty());
+    }
+
+    #[test]
+    fn a_shared_summary_given_back_keeps_the_peers_it_stands_for() {
+        let audit = RefusalAudit::default();
+        audit.give_back(Summary {
+            peer: OTHER_PEERS.into(),
+            peers: 40,
+            refused: 90,
+        });
+        let taken = audit.take();
+        assert_eq!((taken[0].peers, taken[0].refused), (40, 90));
     }
 
     #[test]
