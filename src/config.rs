@@ -783,8 +783,10 @@ fn from_parts(
     check_table::<Config>(&mut root, "", &mut c);
     match Value::Table(root).try_into::<Config>() {
         Ok(mut config) => {
+            // A relative program file is the config file's neighbour; with the embedded
+            // default (no file) it is relative to the working directory.
             if let Some(file) = config.money.program_file.as_mut() {
-                if file.is_relative() {
+                if file.is_relative() && origin != EMBEDDED_ORIGIN {
                     if let Some(dir) = Path::new(origin).parent() {
                         *file = dir.join(&*file);
                     }
@@ -2067,5 +2069,21 @@ mod tests {
         assert!(problem(&e, "admin.tokens[2].sha256")
             .message
             .contains("admin.tokens[1]"));
+    }
+
+    /// A relative `money.program_file` given for the embedded default (no file to be a
+    /// neighbour of) is relative to the working directory (the crate root, for tests).
+    #[test]
+    fn a_relative_program_file_with_the_embedded_default_is_the_working_directorys() {
+        let vars = env(&[(
+            "WARDEN_MONEY__PROGRAM_FILE",
+            "config/programs/reseller.toml",
+        )]);
+        let c = from_parts(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN, vars).expect("valid");
+        assert_eq!(
+            c.money.program_file.as_deref(),
+            Some(Path::new("config/programs/reseller.toml"))
+        );
+        assert_eq!(c.money.load_program().unwrap().name, "reseller");
     }
 }
