@@ -259,6 +259,13 @@ fn the_ladder_never_lowers_a_kill_switch_on_the_topic() {
         daemon.output()
     );
     assert_eq!(handled(), want.len(), "the held ladder's steps");
+    // None applied (the data plane marks an applied outbox id before it is produced).
+    let applied: Vec<String> =
+        common::redis_hash(&redis, &format!("{}:enfpub:partner:p-held", stream.prefix))
+            .into_keys()
+            .filter(|k| k.starts_with("p-held:") && k.ends_with(":applied"))
+            .collect();
+    assert!(applied.is_empty(), "refused decisions applied: {applied:?}");
 
     let free: Vec<Value> = partner_decisions(&stream, "p-free");
     let levels: Vec<&str> = free.iter().map(|d| d["level"].as_str().unwrap()).collect();

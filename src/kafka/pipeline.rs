@@ -1390,14 +1390,14 @@ impl Pipeline {
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
-            // A partner the store could not give now is tried again at the next round.
+            // A partner the store could not give now is tried again in a later round, after
+            // those still waiting: one whose state stays unreadable does not hold the others.
             let got: HashSet<&str> = loaded.iter().map(|(id, _)| id.as_str()).collect();
-            let missing: Vec<String> = wanted
+            let missing = wanted
                 .iter()
                 .filter(|id| !got.contains(id.as_str()))
-                .cloned()
-                .collect();
-            ps.to_wake.splice(0..0, missing);
+                .cloned();
+            ps.to_wake.extend(missing);
             start_loaded(ps, &self.registry, loaded, ceiling);
         }
     }
