@@ -405,6 +405,65 @@ async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dy
     }
 }
 
+/// An owner's calm step never raises the key above a person's lower level: after a
+/// person's `ok` over the owner's `throttle`, the owner's next step down (`warn`) is
+/// refused (it used to put the partner back at `warn`), while a new escalation applies;
+/// and a calm step stricter than a person's manual `warn` neither applies nor replaces
+/// the manual level a lift would put back.
+async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn DecisionStore) {
+    let level = || async {
+        s.read("partner", "p-1")
+            .await
+            .unwrap()
+            .map(|m| m["level"].clone())
+    };
+    let owner = |outbox: &str, level: &str, previous: &str| DecisionWrite {
+        previous: previous.into(),
+        ..write(outbox, level, false)
+    };
+    assert!(
+        s.publish(&owner("p-1:1", "throttle", "warn"))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert!(s.publish(&manual("api:1", "ok")).await.unwrap().applied);
+    assert_eq!(level().await, None);
+    let calm = s
+        .publish(&owner("p-1:2", "warn", "throttle"))
+        .await
+        .unwrap();
+    assert!(
+        !calm.applied && calm.previous_was_held,
+        "a calm step raised the key"
+    );
+    assert_eq!(level().await, None);
+    let worse = s
+        .publish(&owner("p-1:3", "throttle", "warn"))
+        .await
+        .unwrap();
+    assert!(worse.applied, "an escalation applies");
+    assert_eq!(level().await.as_deref(), Some("throttle"));
+
+    assert!(s.publish(&manual("api:2", "warn")).await.unwrap().applied);
+    assert!(
+        s.publish(&owner("p-1:4", "suspend", "throttle"))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert!(s.publish(&manual("api:3", "warn")).await.unwrap().applied);
+    let calm = s
+        .publish(&owner("p-1:5", "throttle", "suspend"))
+        .await
+        .unwrap();
+    assert!(!calm.applied, "a calm step stricter than the manual level");
+    assert_eq!(level().await.as_deref(), Some("warn"));
+    let base = s.lift_base("partner", "p-1").await.unwrap();
+    assert_eq!(base.manual.map(|m| m.level).as_deref(), Some("warn"));
+    assert_eq!(base.owner.map(|o| o.level).as_deref(), Some("throttle"));
+}
+
 /// A switch replaced by a later person's decision is not lifted: the key keeps it.
 async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
     let kill = s
@@ -716,6 +775,7 @@ suite!(
     the_owners_last_level_is_noted_and_a_lift_notes_what_it_wrote,
     a_persons_termination_is_noted_until_a_person_lifts_it,
     a_persons_manual_level_gives_way_only_to_a_stricter_owner_level,
+    a_calm_step_never_raises_the_key_above_a_persons_level,
     a_refused_decision_published_again_stays_refused
 );
 

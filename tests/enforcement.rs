@@ -287,6 +287,86 @@ fn the_ladder_never_lowers_a_kill_switch_on_the_topic() {
 /// Ticks go only to partners with something due (issue 6): a partner left off `ok` by its
 /// last events is ticked every round and calms down without another event, while 300 calm
 /// partners with one event each are left alone by nearly every round.
+/// A person's `ok` over a health `throttle` is not undone by the ladder calming down: the
+/// owner, which still believes `throttle`, steps down to `warn` and then `ok`, and its
+/// `warn` would have put the partner back at `warn` after a person cleared it. The calm
+/// step is refused (it never raises the key), so the topic reads warn, throttle, the
+/// person's ok, and the owner's own ok.
+#[test]
+fn a_persons_ok_is_not_undone_by_the_ladder_calming_down() {
+    let stream = Stream::new("enf-manual-ok");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis));
+    daemon.wait_ready(Duration::from_secs(60));
+    let base = Utc::now() - chrono::Duration::minutes(30);
+    let at = |i: u64| base + chrono::Duration::milliseconds(i as i64 * 100);
+    let mut producer = TestProducer::new(&stream.brokers);
+    // 20 % errors (throttle's band) for 20 s of event time: warn, then throttle.
+    for i in 0..200u64 {
+        producer.send(&stream.usage, Some("p-ok"), &usage("p-ok", i, at(i), 0.2));
+    }
+    producer.flush();
+    let key = format!("{}:enf:partner:p-ok", stream.prefix);
+    assert!(
+        wait_for_level(&redis, &key, "throttle", Duration::from_secs(60)),
+        "{}",
+        daemon.output()
+    );
+    let ok = json!({"level": "ok", "reason": "false alarm"});
+    let (status, body) = daemon.request(
+        "POST",
+        "/v1/partners/p-ok/enforcement",
+        Some(SECURITY),
+        Some(&ok),
+    );
+    assert_eq!(status, 200, "{body}");
+    // 50 s clean: the owner calms throttle -> warn -> ok, 15 s a step.
+    for i in 200..700u64 {
+        producer.send(&stream.usage, Some("p-ok"), &usage("p-ok", i, at(i), 0.0));
+    }
+    producer.flush();
+    let base_key = format!("{}:enfbase:partner:p-ok", stream.prefix);
+    let calmed = common::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        common::redis_hash(&redis, &base_key)
+            .get("level")
+            .map(String::as_str)
+            == Some("ok")
+    });
+    assert!(
+        calmed,
+        "{:?}\n{}",
+        common::redis_hash(&redis, &base_key),
+        daemon.output()
+    );
+    // Each decision once (a re-published record has the same id), in seq order.
+    let decisions = || -> Vec<(String, String)> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for d in partner_decisions(&stream, "p-ok") {
+            let id = d["decision_id"].as_str().unwrap().to_owned();
+            if !ids.contains(&id) {
+                ids.push(id);
+                out.push((
+                    d["level"].as_str().unwrap().to_owned(),
+                    d["reason"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        out
+    };
+    let mut seen = Vec::new();
+    // The owner's `ok` is in the base before its record is on the topic.
+    common::wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
+        seen = decisions();
+        seen.last().is_some_and(|(l, r)| l == "ok" && r != "manual")
+    });
+    let levels: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(levels, ["warn", "throttle", "ok", "ok"], "{seen:?}");
+    assert_eq!(seen[2].1, "manual", "{seen:?}");
+    assert!(common::redis_hash(&redis, &key).is_empty());
+    assert!(daemon.terminate().success());
+}
+
 #[test]
 fn a_silent_partner_calms_down_while_calm_partners_are_not_ticked() {
     let stream = Stream::new("enf-due");

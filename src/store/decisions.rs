@@ -305,8 +305,13 @@ local cur = tonumber(stored or '0')
 local level = redis.call('HGET', KEYS[1], 'level')
 -- What the ladder may not replace with this level: a kill or a termination, or a
 -- person's manual level unless this one is stricter.
+-- An owner's calm step (below the level it believed in force) never raises the key: the
+-- key is below the owner's belief only where a person set it lower (a manual level, `ok`
+-- included), and the ladder calming down is no reason to overrule them.
+local calming = ARGV[6] ~= '1' and rank(ARGV[2]) < rank(ARGV[12])
 local held = (level == 'killed' or level == 'terminated')
   or (level and redis.call('HGET', KEYS[1], 'reason') == 'manual' and rank(ARGV[2]) <= rank(level))
+  or (calming and rank(ARGV[2]) > rank(level or 'ok'))
 local seq = redis.call('HGET', KEYS[3], ARGV[1])
 -- A known outbox id was applied (`before`) or refused when first written: either way a
 -- re-publication changes nothing. The key's seq alone cannot tell, since a later `ok`
@@ -369,9 +374,10 @@ if ARGV[6] ~= '1' then
   if seq > noted then
     redis.call('HSET', KEYS[4], 'level', ARGV[2], 'reason', ARGV[3], 'rate_limit_rps', ARGV[4],
       'seq', seq)
-    -- A stricter level replaces a person's manual one (or would, under a switch).
+    -- A stricter level replaces a person's manual one (or would, under a switch); a calm
+    -- step does not (see `calming`).
     local manual_level = redis.call('HGET', KEYS[4], 'manual_level')
-    if manual_level and rank(ARGV[2]) > rank(manual_level) then
+    if manual_level and not calming and rank(ARGV[2]) > rank(manual_level) then
       redis.call('HDEL', KEYS[4], 'manual_level', 'manual_rps')
     end
     keep_base()
@@ -934,11 +940,16 @@ impl MemoryPlane {
             .unwrap_or(0);
         // What the ladder may not replace with this level: a kill or a termination, or a
         // person's manual level unless this one is stricter.
+        // An owner's calm step never raises the key (see the script's `calming`).
+        let calming = !w.by_person && rank(&w.level) < rank(&w.previous);
+        let key_level = current
+            .and_then(|m| m.get("level"))
+            .map_or("ok", String::as_str);
         let held = current.is_some_and(|m| {
             let level = m.get("level").map_or("ok", String::as_str);
             let manual = m.get("reason").is_some_and(|r| r == "manual");
             level == "killed" || level == "terminated" || (manual && rank(&w.level) <= rank(level))
-        });
+        }) || (calming && rank(&w.level) > rank(key_level));
         let known = self.published.contains_key(&w.outbox_id);
         let seq = match self.published.get(&w.outbox_id) {
             Some(s) => *s,
@@ -971,10 +982,11 @@ impl MemoryPlane {
                 rate_limit_rps: w.rate_limit_rps,
             };
             self.owner.insert(target.clone(), (seq, level));
-            if self
-                .manual
-                .get(&target)
-                .is_some_and(|m| rank(&w.level) > rank(&m.level))
+            if !calming
+                && self
+                    .manual
+                    .get(&target)
+                    .is_some_and(|m| rank(&w.level) > rank(&m.level))
             {
                 self.manual.remove(&target);
             }
