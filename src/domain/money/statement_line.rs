@@ -211,9 +211,10 @@ fn opt_text(v: Option<&str>) -> String {
     v.map(text).unwrap_or_default()
 }
 
-/// A text cell: quoted when needed; a leading `=`, `+` or `@` is defused for spreadsheets.
-fn text(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '@']) {
+/// A text cell: quoted when needed. A leading `=`, `+`, `-`, `@`, tab or carriage return
+/// (what spreadsheets read as the start of a formula, OWASP's list) is defused with `'`.
+pub(crate) fn text(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
         s.to_string()

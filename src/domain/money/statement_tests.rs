@@ -122,6 +122,30 @@ fn a_line_for_a_frozen_month_lands_in_the_next_open_one() {
     assert_eq!(s.landing_month(m("2026-12")), m("2027-01"));
 }
 
+/// Ids come from partners' events: one a spreadsheet would run as a formula is defused,
+/// whichever of the characters that start one it begins with.
+#[test]
+fn a_csv_cell_that_would_start_a_formula_is_defused() {
+    use super::super::statement_line::text;
+    for formula in [
+        "=1+1",
+        "+1+1",
+        "-2+3+cmd|' /C calc'!A0",
+        "@SUM(A1)",
+        "\t=1",
+        "\r=1",
+    ] {
+        let cell = text(formula);
+        let unquoted = cell.trim_start_matches('"');
+        assert!(unquoted.starts_with('\''), "{formula:?} -> {cell:?}");
+    }
+    assert_eq!(
+        text("p-1"),
+        "p-1",
+        "an id with an inner dash is left as it is"
+    );
+}
+
 #[test]
 fn csv_has_a_header_the_lines_and_the_same_totals() {
     let mut s = Statements::default();
