@@ -405,11 +405,12 @@ async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dy
     }
 }
 
-/// An owner's calm step never raises the key above a person's lower level: after a
-/// person's `ok` over the owner's `throttle`, the owner's next step down (`warn`) is
-/// refused (it used to put the partner back at `warn`), while a new escalation applies;
-/// and a calm step stricter than a person's manual `warn` neither applies nor replaces
-/// the manual level a lift would put back.
+/// The health ladder's calm step never raises the key above a person's lower level:
+/// after a person's `ok` over the owner's `throttle`, the owner's next step down (`warn`)
+/// is refused (it used to put the partner back at `warn`), and a kill switch's lift puts
+/// the person's `ok` back, not that `warn`; a new escalation applies; a calm step stricter
+/// than a person's manual `warn` neither applies nor replaces the manual level a lift
+/// would put back; and a step down to a quota level is new evidence, which applies.
 async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn DecisionStore) {
     let level = || async {
         s.read("partner", "p-1")
@@ -421,47 +422,53 @@ async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn Decision
         previous: previous.into(),
         ..write(outbox, level, false)
     };
-    assert!(
-        s.publish(&owner("p-1:1", "throttle", "warn"))
-            .await
-            .unwrap()
-            .applied
-    );
-    assert!(s.publish(&manual("api:1", "ok")).await.unwrap().applied);
+    let applied = |w: DecisionWrite| async move { s.publish(&w).await.unwrap() };
+    assert!(applied(owner("p-1:1", "throttle", "warn")).await.applied);
+    assert!(applied(manual("api:1", "ok")).await.applied);
     assert_eq!(level().await, None);
-    let calm = s
-        .publish(&owner("p-1:2", "warn", "throttle"))
-        .await
-        .unwrap();
+    let calm = applied(owner("p-1:2", "warn", "throttle")).await;
     assert!(
         !calm.applied && calm.previous_was_held,
         "a calm step raised the key"
     );
     assert_eq!(level().await, None);
-    let worse = s
-        .publish(&owner("p-1:3", "throttle", "warn"))
+    let kill = s
+        .publish_switch(&switch_write("ks:c:set", "killed"), &switch("ks-c", None))
         .await
         .unwrap();
+    let base = s.lift_base("partner", "p-1").await.unwrap();
+    assert_eq!(base.manual.map(|m| m.level).as_deref(), Some("ok"));
+    let lift = switch_write("ks:c:lift", "ok");
+    let (lifted_ok, _) = lifted(
+        s.publish_lift(&lift, "ks-c", kill.seq, Some(base.seq))
+            .await
+            .unwrap(),
+    );
+    assert!(lifted_ok.applied);
+    assert_eq!(level().await, None, "the lift put back the person's ok");
+    let worse = applied(owner("p-1:3", "throttle", "warn")).await;
     assert!(worse.applied, "an escalation applies");
     assert_eq!(level().await.as_deref(), Some("throttle"));
 
-    assert!(s.publish(&manual("api:2", "warn")).await.unwrap().applied);
-    assert!(
-        s.publish(&owner("p-1:4", "suspend", "throttle"))
-            .await
-            .unwrap()
-            .applied
-    );
-    assert!(s.publish(&manual("api:3", "warn")).await.unwrap().applied);
-    let calm = s
-        .publish(&owner("p-1:5", "throttle", "suspend"))
-        .await
-        .unwrap();
+    assert!(applied(manual("api:2", "warn")).await.applied);
+    assert!(applied(owner("p-1:4", "suspend", "throttle")).await.applied);
+    assert!(applied(manual("api:3", "warn")).await.applied);
+    let calm = applied(owner("p-1:5", "throttle", "suspend")).await;
     assert!(!calm.applied, "a calm step stricter than the manual level");
     assert_eq!(level().await.as_deref(), Some("warn"));
     let base = s.lift_base("partner", "p-1").await.unwrap();
     assert_eq!(base.manual.map(|m| m.level).as_deref(), Some("warn"));
     assert_eq!(base.owner.map(|o| o.level).as_deref(), Some("throttle"));
+
+    // A person's `ok`; the ladder at `suspend` steps down while the quota is exceeded: the
+    // owner's `throttle` names the quota, and applies.
+    assert!(applied(manual("api:4", "ok")).await.applied);
+    let quota = DecisionWrite {
+        reason: "quota_exceeded".into(),
+        ..owner("p-1:6", "throttle", "suspend")
+    };
+    assert!(applied(quota).await.applied, "a quota level applies");
+    assert_eq!(level().await.as_deref(), Some("throttle"));
 }
 
 /// A switch replaced by a later person's decision is not lifted: the key keeps it.
@@ -673,9 +680,10 @@ async fn a_persons_manual_level_gives_way_only_to_a_stricter_owner_level(s: &dyn
             .applied
     );
     assert_eq!(level().await.as_deref(), Some("warn"));
-    // A person's `ok` holds nothing: the ladder decides from there.
+    // A person's `ok` holds nothing against the owner's escalations (it is noted, for a
+    // lift to put back, and against the ladder's calm steps).
     assert!(s.publish(&manual("api:3", "ok")).await.unwrap().applied);
-    assert_eq!(noted_manual().await, None);
+    assert_eq!(noted_manual().await.map(|m| m.0), Some("ok".into()));
     assert!(
         s.publish(&write("p-1:8", "warn", false))
             .await

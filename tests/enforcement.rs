@@ -284,9 +284,6 @@ fn the_ladder_never_lowers_a_kill_switch_on_the_topic() {
     assert!(daemon.terminate().success());
 }
 
-/// Ticks go only to partners with something due (issue 6): a partner left off `ok` by its
-/// last events is ticked every round and calms down without another event, while 300 calm
-/// partners with one event each are left alone by nearly every round.
 /// A person's `ok` over a health `throttle` is not undone by the ladder calming down: the
 /// owner, which still believes `throttle`, steps down to `warn` and then `ok`, and its
 /// `warn` would have put the partner back at `warn` after a person cleared it. The calm
@@ -367,6 +364,9 @@ fn a_persons_ok_is_not_undone_by_the_ladder_calming_down() {
     assert!(daemon.terminate().success());
 }
 
+/// Ticks go only to partners with something due (issue 6): a partner left off `ok` by its
+/// last events is ticked every round and calms down without another event, while 300 calm
+/// partners with one event each are left alone by nearly every round.
 #[test]
 fn a_silent_partner_calms_down_while_calm_partners_are_not_ticked() {
     let stream = Stream::new("enf-due");
