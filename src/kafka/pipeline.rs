@@ -747,16 +747,19 @@ impl Pipeline {
         ps.resets += 1;
         // Replay brings back only partners with records past the durable offsets: those
         // that must stay live with no event, or with an outbox to publish, are woken instead.
-        let mut to_wake: Vec<String> = ps
-            .partners
-            .iter()
-            .filter(|(_, slot)| slot.due.keep_live())
-            .map(|(id, _)| id.clone())
+        // The queue first, in its order (money first), then the rest, each once.
+        let mut queued: HashSet<String> = HashSet::new();
+        let to_wake: Vec<String> = std::mem::take(&mut ps.to_wake)
+            .into_iter()
+            .chain(
+                ps.partners
+                    .iter()
+                    .filter(|(_, slot)| slot.due.keep_live())
+                    .map(|(id, _)| id.clone()),
+            )
             .chain(durable_awake.unwrap_or_default())
-            .chain(std::mem::take(&mut ps.to_wake))
+            .filter(|id| queued.insert(id.clone()))
             .collect();
-        to_wake.sort();
-        to_wake.dedup();
         ps.to_wake = to_wake;
         for id in ps.partners.keys() {
             self.registry.stop(id);
