@@ -405,12 +405,13 @@ async fn stacked_switches_keep_the_target_killed_until_the_last_is_lifted(s: &dy
     }
 }
 
-/// The health ladder's calm step never raises the key above a person's lower level:
-/// after a person's `ok` over the owner's `throttle`, the owner's next step down (`warn`)
-/// is refused (it used to put the partner back at `warn`), and a kill switch's lift puts
-/// the person's `ok` back, not that `warn`; a new escalation applies; a calm step stricter
-/// than a person's manual `warn` neither applies nor replaces the manual level a lift
-/// would put back; and a step down to a quota level is new evidence, which applies.
+/// The ladder's calm step (reason `calm`) never raises the key above a person's lower
+/// level: after a person's `ok` over the owner's `throttle`, the owner's next step down
+/// (`warn`) is refused (it used to put the partner back at `warn`), and a kill switch's
+/// lift puts the person's `ok` back, not that `warn`; a new escalation applies; a calm
+/// step stricter than a person's manual `warn` neither applies nor replaces the manual
+/// level a lift would put back; and a step down that a quota level or a signal still
+/// holds names that cause: it is evidence, and applies.
 async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn DecisionStore) {
     let level = || async {
         s.read("partner", "p-1")
@@ -422,13 +423,17 @@ async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn Decision
         previous: previous.into(),
         ..write(outbox, level, false)
     };
+    let calm = |outbox: &str, level: &str, previous: &str| DecisionWrite {
+        reason: "calm".into(),
+        ..owner(outbox, level, previous)
+    };
     let applied = |w: DecisionWrite| async move { s.publish(&w).await.unwrap() };
     assert!(applied(owner("p-1:1", "throttle", "warn")).await.applied);
     assert!(applied(manual("api:1", "ok")).await.applied);
     assert_eq!(level().await, None);
-    let calm = applied(owner("p-1:2", "warn", "throttle")).await;
+    let refused = applied(calm("p-1:2", "warn", "throttle")).await;
     assert!(
-        !calm.applied && calm.previous_was_held,
+        !refused.applied && refused.previous_was_held,
         "a calm step raised the key"
     );
     assert_eq!(level().await, None);
@@ -453,8 +458,11 @@ async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn Decision
     assert!(applied(manual("api:2", "warn")).await.applied);
     assert!(applied(owner("p-1:4", "suspend", "throttle")).await.applied);
     assert!(applied(manual("api:3", "warn")).await.applied);
-    let calm = applied(owner("p-1:5", "throttle", "suspend")).await;
-    assert!(!calm.applied, "a calm step stricter than the manual level");
+    let refused = applied(calm("p-1:5", "throttle", "suspend")).await;
+    assert!(
+        !refused.applied,
+        "a calm step stricter than the manual level"
+    );
     assert_eq!(level().await.as_deref(), Some("warn"));
     let base = s.lift_base("partner", "p-1").await.unwrap();
     assert_eq!(base.manual.map(|m| m.level).as_deref(), Some("warn"));
@@ -469,6 +477,13 @@ async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn Decision
     };
     assert!(applied(quota).await.applied, "a quota level applies");
     assert_eq!(level().await.as_deref(), Some("throttle"));
+    // The same with a signal (`error_rate` still holds `warn` as the ladder steps down).
+    assert!(applied(manual("api:5", "ok")).await.applied);
+    assert!(
+        applied(owner("p-1:7", "warn", "throttle")).await.applied,
+        "a signal's level applies"
+    );
+    assert_eq!(level().await.as_deref(), Some("warn"));
 }
 
 /// A switch replaced by a later person's decision is not lifted: the key keeps it.

@@ -291,8 +291,9 @@ local function rank(l) return RANKS[l] or 0 end
 -- The lift base is kept while it holds something a lift would put back.
 local function keep_base()
   local owner = redis.call('HGET', KEYS[4], 'level')
+  local manual = redis.call('HGET', KEYS[4], 'manual_level')
   if redis.call('HEXISTS', KEYS[4], 'terminated') == 1
-    or redis.call('HEXISTS', KEYS[4], 'manual_level') == 1 or (owner and owner ~= 'ok') then
+    or (manual and manual ~= 'ok') or (owner and owner ~= 'ok') then
     redis.call('PERSIST', KEYS[4])
   else
     redis.call('EXPIRE', KEYS[4], ARGV[9])
@@ -305,13 +306,12 @@ local cur = tonumber(stored or '0')
 local level = redis.call('HGET', KEYS[1], 'level')
 -- What the ladder may not replace with this level: a kill or a termination, or a
 -- person's manual level unless this one is stricter.
--- The health ladder calming down (a step below the level the owner believed in force,
--- for a health reason or none) never raises the key: the key is below the owner's belief
--- where a person set it lower (a manual level, `ok` included), and calming is no reason to
--- overrule them. A quota, burst, credits or pilot level is new evidence, and applies.
-local LADDER_REASONS = {calm = true, error_rate = true, volume_anomaly = true,
-  auth_failure_spike = true, chargeback_spike = true}
-local calming = ARGV[6] ~= '1' and rank(ARGV[2]) < rank(ARGV[12]) and LADDER_REASONS[ARGV[3]] == true
+-- The ladder calming down (a step below the level the owner believed in force, with
+-- reason `calm`: no signal holds the lower level) never raises the key: the key is below
+-- the owner's belief where a person set it lower (a manual level, `ok` included), and
+-- calming is no reason to overrule them. A step down that a signal, a quota, burst,
+-- credits or pilot level holds names that cause: it is evidence, and applies.
+local calming = ARGV[6] ~= '1' and rank(ARGV[2]) < rank(ARGV[12]) and ARGV[3] == 'calm'
 local held = (level == 'killed' or level == 'terminated')
   or (level and redis.call('HGET', KEYS[1], 'reason') == 'manual' and rank(ARGV[2]) <= rank(level))
   or (calming and rank(ARGV[2]) > rank(level or 'ok'))
@@ -886,16 +886,6 @@ fn rank(level: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// The reasons of the health ladder's levels (and its `calm`), as `PUBLISH`'s
-/// `LADDER_REASONS` has them: a step down for one of these is the ladder calming down.
-const LADDER_REASONS: [&str; 5] = [
-    "calm",
-    "error_rate",
-    "volume_anomaly",
-    "auth_failure_spike",
-    "chargeback_spike",
-];
-
 impl MemoryPlane {
     /// What `PUBLISH` does for a first lift before it writes (see the script): a switch
     /// that no longer holds the key (its own seq, or one handed over), or one with other
@@ -954,11 +944,8 @@ impl MemoryPlane {
             .unwrap_or(0);
         // What the ladder may not replace with this level: a kill or a termination, or a
         // person's manual level unless this one is stricter.
-        // The health ladder calming down never raises the key (see the script's
-        // `calming`).
-        let calming = !w.by_person
-            && rank(&w.level) < rank(&w.previous)
-            && LADDER_REASONS.contains(&w.reason.as_str());
+        // The ladder calming down never raises the key (see the script's `calming`).
+        let calming = !w.by_person && rank(&w.level) < rank(&w.previous) && w.reason == "calm";
         let key_level = current
             .and_then(|m| m.get("level"))
             .map_or("ok", String::as_str);
@@ -1220,31 +1207,5 @@ mod tests {
             assert_eq!(names[*n], level.as_str());
             assert_eq!(rank(level), *n);
         }
-    }
-
-    /// The script's ladder reasons and the memory plane's are the domain's.
-    #[test]
-    fn publish_knows_the_ladders_reasons_as_the_domain_does() {
-        use crate::domain::enforcement::Reason;
-        let start = PUBLISH
-            .find("local LADDER_REASONS = {")
-            .expect("LADDER_REASONS");
-        let table = &PUBLISH[start..];
-        let table = &table[table.find('{').unwrap() + 1..table.find('}').unwrap()];
-        let mut script: Vec<&str> = table
-            .split(',')
-            .map(|entry| entry.split_once('=').expect("reason = true").0.trim())
-            .collect();
-        script.sort_unstable();
-        let mut domain: Vec<&str> = Reason::ALL
-            .into_iter()
-            .filter(|r| r.is_ladder())
-            .map(Reason::as_str)
-            .collect();
-        domain.sort_unstable();
-        assert_eq!(script, domain);
-        let mut memory = LADDER_REASONS.to_vec();
-        memory.sort_unstable();
-        assert_eq!(memory, domain);
     }
 }

@@ -141,20 +141,6 @@ impl Reason {
         Reason::StoreUnavailable,
     ];
 
-    /// The health ladder's reasons (its signals' and `calm`): a step down for one of these
-    /// is the ladder calming down, not new evidence as a quota, burst, credits or pilot
-    /// level is.
-    pub fn is_ladder(self) -> bool {
-        matches!(
-            self,
-            Reason::ErrorRate
-                | Reason::VolumeAnomaly
-                | Reason::AuthFailureSpike
-                | Reason::ChargebackSpike
-                | Reason::Calm
-        )
-    }
-
     /// The levels a decision with this reason can set: with every other level as `from`,
     /// the closed set of `warden_enforcement_transitions_total` created at start (CONTRACT
     /// §7). A health signal's reason also names its steps down, one at a time.
