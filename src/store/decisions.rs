@@ -886,7 +886,21 @@ fn rank(level: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The key seq a switch's lift compares with: its own `killed`'s, or one handed over.
+fn held_seq(switch: &KillSwitch, kill_seq: u64) -> u64 {
+    switch.hold_seq.unwrap_or(kill_seq)
+}
+
 impl MemoryPlane {
+    /// The seq the key of `target` holds (0: no key).
+    fn key_seq(&self, target: &(String, String)) -> u64 {
+        self.keys
+            .get(target)
+            .and_then(|m| m.get("seq"))
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
     /// What `PUBLISH` does for a first lift before it writes (see the script): a switch
     /// that no longer holds the key (its own seq, or one handed over), or one with other
     /// switches still active on its target (they take the hold over), is lifted with
@@ -901,14 +915,8 @@ impl MemoryPlane {
         let Some(switch) = self.switches.get(switch_id) else {
             return Some(LiftWrite::Superseded);
         };
-        let expected = switch.hold_seq.unwrap_or(kill_seq);
-        let target = (w.scope.clone(), w.id.clone());
-        let cur_seq = self
-            .keys
-            .get(&target)
-            .and_then(|m| m.get("seq"))
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+        let expected = held_seq(switch, kill_seq);
+        let cur_seq = self.key_seq(&(w.scope.clone(), w.id.clone()));
         let others: Vec<String> = self
             .switches
             .values()
@@ -937,23 +945,21 @@ impl MemoryPlane {
         let produced = self.produced.contains(&w.outbox_id);
         let applied_before = self.applied.contains(&w.outbox_id);
         let target = (w.scope.clone(), w.id.clone());
+        let cur_seq = self.key_seq(&target);
         let current = self.keys.get(&target);
-        let cur_seq = current
-            .and_then(|m| m.get("seq"))
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        // What the ladder may not replace with this level: a kill or a termination, or a
-        // person's manual level unless this one is stricter.
-        // The ladder calming down never raises the key (see the script's `calming`).
-        let calming = !w.by_person && rank(&w.level) < rank(&w.previous) && w.reason == "calm";
         let key_level = current
             .and_then(|m| m.get("level"))
             .map_or("ok", String::as_str);
-        let held = current.is_some_and(|m| {
-            let level = m.get("level").map_or("ok", String::as_str);
-            let manual = m.get("reason").is_some_and(|r| r == "manual");
-            level == "killed" || level == "terminated" || (manual && rank(&w.level) <= rank(level))
-        }) || (calming && rank(&w.level) > rank(key_level));
+        let manual = current.is_some_and(|m| m.get("reason").is_some_and(|r| r == "manual"));
+        // The ladder calming down never raises the key (see the script's `calming`).
+        let calming = !w.by_person && rank(&w.level) < rank(&w.previous) && w.reason == "calm";
+        // What the ladder may not replace with this level: a kill or a termination, a
+        // person's manual level unless this one is stricter, or a level a calm step would
+        // raise.
+        let held = key_level == "killed"
+            || key_level == "terminated"
+            || (manual && rank(&w.level) <= rank(key_level))
+            || (calming && rank(&w.level) > rank(key_level));
         let known = self.published.contains_key(&w.outbox_id);
         let seq = match self.published.get(&w.outbox_id) {
             Some(s) => *s,
@@ -1104,8 +1110,7 @@ impl DecisionStore for MemoryDecisions {
         let holds = plane
             .switches
             .get(switch_id)
-            .and_then(|s| s.hold_seq)
-            .unwrap_or(kill_seq);
+            .map_or(kill_seq, |s| held_seq(s, kill_seq));
         let p = plane.publish(w, Some(holds));
         if p.applied {
             if let Some(s) = plane.switches.get_mut(switch_id) {
