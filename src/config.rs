@@ -1367,7 +1367,7 @@ fn validate_admin(a: &AdminConfig, c: &mut Collector) {
         let name_key = key("name");
         if token.name.is_empty() {
             c.require(false, &[&name_key], "required");
-        } else if RESERVED_ACTORS.contains(&token.name.as_str()) {
+        } else if crate::domain::audit::RESERVED_ACTORS.contains(&token.name.as_str()) {
             let message = format!(
                 "{:?} is how the audit log names warden itself; choose another name",
                 token.name
@@ -1398,10 +1398,6 @@ fn validate_admin(a: &AdminConfig, c: &mut Collector) {
         c.require(!token.roles.is_empty(), &[&key("roles")], message);
     }
 }
-
-/// Actor names the audit log gives warden itself (a TTL's lift, a refusal summary, the
-/// ladder's decisions, an unauthenticated caller): a token may not take one.
-const RESERVED_ACTORS: [&str; 3] = ["ttl", "warden", "anonymous"];
 
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

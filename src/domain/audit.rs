@@ -20,6 +20,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// How the audit log names warden itself as an actor: a refusal summary, the ladder's
+/// decisions, a month closed on time.
+pub const ACTOR_WARDEN: &str = "warden";
+/// The actor of a kill switch's lift when its TTL ran out.
+pub const ACTOR_TTL: &str = "ttl";
+/// The actor of a request without a valid token.
+pub const ACTOR_ANONYMOUS: &str = "anonymous";
+/// Actor names no admin token may take: its records would read as warden's own.
+pub const RESERVED_ACTORS: [&str; 3] = [ACTOR_TTL, ACTOR_WARDEN, ACTOR_ANONYMOUS];
+
 /// `prev_hash` of the first record: 64 zeros.
 pub const GENESIS_PREV_HASH: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::refusals::Admission;
 use super::ApiState;
 use crate::config::Role;
-use crate::domain::audit::AuditEntry;
+use crate::domain::audit::{AuditEntry, ACTOR_ANONYMOUS, ACTOR_WARDEN};
 use crate::metrics::METRICS;
 
 /// Requests per second and burst, per token.
@@ -40,9 +40,6 @@ impl ApiRateLimit {
     }
 }
 
-/// The actor of a request without a valid token.
-const ANONYMOUS: &str = "anonymous";
-
 /// What a route needs.
 #[derive(Debug, Clone, Copy)]
 pub enum Need {
@@ -67,7 +64,7 @@ pub async fn authorize(
     let principal = match state.auth.authenticate(header, Utc::now()) {
         Ok(p) => p,
         Err(e) => {
-            refused(state, ANONYMOUS, action, req, 401).await;
+            refused(state, ACTOR_ANONYMOUS, action, req, 401).await;
             return Err(e);
         }
     };
@@ -96,7 +93,7 @@ pub async fn authorize(
 pub async fn refused(state: &ApiState, actor: &str, action: &str, req: &HttpRequest, status: u16) {
     let peer = req.peer_addr().map(|a| a.ip());
     let admission = match actor {
-        ANONYMOUS => state.refusals.admit(peer),
+        ACTOR_ANONYMOUS => state.refusals.admit(peer),
         token => state.refusals.admit_token(token, action),
     };
     if admission == Admission::Summarized {
@@ -146,7 +143,7 @@ pub async fn write_refusal_summaries(state: &ApiState) {
             at: Utc::now(),
             // The daemon writes the summary; the refused requests' own actors (anonymous
             // or a token's name) are in the records audited one by one.
-            actor: "warden".into(),
+            actor: ACTOR_WARDEN.into(),
             action: "admin.refused.summary".into(),
             target: format!("peer:{}", summary.peer),
             detail,

@@ -18,7 +18,7 @@ use super::guard::{authorize, uuid_like, Need};
 use super::topic_records::{ensure_sent, past_grace, send_record, RECORD_WAIT};
 use super::ApiState;
 use crate::config::Role;
-use crate::domain::audit::AuditEntry;
+use crate::domain::audit::{AuditEntry, ACTOR_TTL};
 use crate::metrics::{METRICS, SCOPES};
 use crate::publish::{count_transition, DecisionPublisher};
 use crate::store::decisions::{DecisionWrite, KillSwitch, LiftWrite, OwnerLevel};
@@ -513,7 +513,7 @@ pub async fn expire_loop(state: ApiState) {
                 .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
                 .is_some_and(|e| e.with_timezone(&Utc) <= now);
             if expired || s.lifted_at.is_some() {
-                if let Err(e) = lift(&state, s, "ttl", Duration::ZERO).await {
+                if let Err(e) = lift(&state, s, ACTOR_TTL, Duration::ZERO).await {
                     tracing::warn!(id = %s.id, error = %e, "kill switch lift failed; will retry");
                 }
             } else if past_grace(&s.created_at, now) {

@@ -363,7 +363,7 @@ pub async fn auto_close_loop(state: ApiState, grace: Duration) {
                 AuditEntry {
                     ref_id: format!("months.close:auto:{month}"),
                     at: Utc::now(),
-                    actor: "warden".into(),
+                    actor: crate::domain::audit::ACTOR_WARDEN.into(),
                     action: "months.close".into(),
                     target: format!("month:{month}"),
                     detail: json!({ "month": month.to_string(), "by": "auto_close" }),

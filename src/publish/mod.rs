@@ -150,7 +150,7 @@ impl DecisionPublisher {
                         AuditEntry {
                             ref_id: note.ref_id.clone(),
                             at: Utc::now(),
-                            actor: "warden".into(),
+                            actor: crate::domain::audit::ACTOR_WARDEN.into(),
                             action: note.action.clone(),
                             target: note.target.clone(),
                             detail: note.detail.clone(),
@@ -309,7 +309,7 @@ fn decision_audit(w: &DecisionWrite, seq: u64) -> AuditEntry {
     AuditEntry {
         ref_id: decision_id.clone(),
         at: Utc::now(),
-        actor: "warden".into(),
+        actor: crate::domain::audit::ACTOR_WARDEN.into(),
         action: "enforcement.decision".into(),
         target: format!("{}:{}", w.scope, w.id),
         detail: json!({
