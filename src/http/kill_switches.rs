@@ -177,27 +177,23 @@ pub async fn delete(
         .find(|s| s.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("kill switch {id}")))?;
     let lifted = lift(&state, &switch, &who.name, RECORD_WAIT).await?;
-    refresh_gauges(&state.publisher).await;
+    // A target stays killed while another switch on it is active: say which, from the
+    // registry the gauges are refreshed from (best effort: the lift is done, and a failed
+    // read must not answer it as failed).
+    let registry = refresh_gauges(&state.publisher).await;
+    let still: Option<Vec<String>> = registry.map(|all| {
+        all.into_iter()
+            .filter(|s| {
+                s.lifted_at.is_none() && s.scope == switch.scope && s.target == switch.target
+            })
+            .map(|s| s.id)
+            .collect()
+    });
     let record = match lifted {
         Lift::Done => "acknowledged",
         Lift::RecordPending => "pending",
         Lift::Superseded => "none",
     };
-    // A target stays killed while another switch on it is active: say which (best
-    // effort: the lift is done, and a failed read must not answer it as failed).
-    let store = state.publisher.store().clone();
-    let still: Option<Vec<String>> = state
-        .store_call(async move { store.switches().await })
-        .await
-        .ok()
-        .map(|all| {
-            all.into_iter()
-                .filter(|s| {
-                    s.lifted_at.is_none() && s.scope == switch.scope && s.target == switch.target
-                })
-                .map(|s| s.id)
-                .collect()
-        });
     Ok(HttpResponse::Ok()
         .json(json!({ "lifted": switch.id, "topic_record": record, "still_killed_by": still })))
 }
@@ -477,19 +473,19 @@ fn partner_of(scope: &str, target: &str) -> String {
 
 /// Sets `warden_kill_switches_active{scope}` from the registry (shared by all instances):
 /// a switch whose lift waits for its record is no longer active.
-pub async fn refresh_gauges(publisher: &DecisionPublisher) {
-    if let Ok(switches) = publisher.store().switches().await {
-        for scope in SCOPES {
-            let n = switches
-                .iter()
-                .filter(|s| s.scope == scope && s.lifted_at.is_none())
-                .count();
-            METRICS
-                .kill_switches_active
-                .with_label_values(&[scope])
-                .set(n as i64);
-        }
+pub async fn refresh_gauges(publisher: &DecisionPublisher) -> Option<Vec<KillSwitch>> {
+    let switches = publisher.store().switches().await.ok()?;
+    for scope in SCOPES {
+        let n = switches
+            .iter()
+            .filter(|s| s.scope == scope && s.lifted_at.is_none())
+            .count();
+        METRICS
+            .kill_switches_active
+            .with_label_values(&[scope])
+            .set(n as i64);
     }
+    Some(switches)
 }
 
 /// Every second (wall clock), on whichever instance sees them first: lifts expired
