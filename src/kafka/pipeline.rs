@@ -747,20 +747,14 @@ impl Pipeline {
         ps.resets += 1;
         // Replay brings back only partners with records past the durable offsets: those
         // that must stay live with no event, or with an outbox to publish, are woken instead.
-        // The queue first, in its order (money first), then the rest, each once.
-        let mut queued: HashSet<String> = HashSet::new();
-        let to_wake: Vec<String> = std::mem::take(&mut ps.to_wake)
-            .into_iter()
-            .chain(
-                ps.partners
-                    .iter()
-                    .filter(|(_, slot)| slot.due.keep_live())
-                    .map(|(id, _)| id.clone()),
-            )
-            .chain(durable_awake.unwrap_or_default())
-            .filter(|id| queued.insert(id.clone()))
-            .collect();
-        ps.to_wake = to_wake;
+        // The queue first, in its order (money first), then the rest.
+        let keep_live = ps
+            .partners
+            .iter()
+            .filter(|(_, slot)| slot.due.keep_live())
+            .map(|(id, _)| id.clone());
+        let rest: Vec<String> = keep_live.chain(durable_awake.unwrap_or_default()).collect();
+        ps.to_wake = each_once(std::mem::take(&mut ps.to_wake).into_iter().chain(rest));
         for id in ps.partners.keys() {
             self.registry.stop(id);
         }
@@ -1406,6 +1400,13 @@ impl Pipeline {
     }
 }
 
+/// `ids` in their order, each at its first place only: the wake queue's order is its
+/// priority (money first).
+fn each_once(ids: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen: HashSet<String> = HashSet::new();
+    ids.filter(|id| seen.insert(id.clone())).collect()
+}
+
 /// Queues `moved` (partners with new money facts) ahead of the partners already waiting
 /// in `to_wake`, and takes this round's share from the front: at most `cap` partners that
 /// are not `live` already (a live partner applies its facts at the tick and needs no
@@ -1417,13 +1418,7 @@ fn next_wakes(
     live: impl Fn(&str) -> bool,
 ) -> Vec<String> {
     if !moved.is_empty() {
-        let mut queued: HashSet<String> = HashSet::with_capacity(to_wake.len() + moved.len());
-        let merged: Vec<String> = moved
-            .into_iter()
-            .chain(std::mem::take(to_wake))
-            .filter(|id| queued.insert(id.clone()))
-            .collect();
-        *to_wake = merged;
+        *to_wake = each_once(moved.into_iter().chain(std::mem::take(to_wake)));
     }
     let mut taken = Vec::new();
     let mut kept = Vec::with_capacity(to_wake.len());
