@@ -131,23 +131,14 @@ const SUMMARY_ROUND: std::time::Duration = std::time::Duration::from_secs(60);
 /// however many addresses the refusals came from.
 pub async fn write_refusal_summaries(state: &ApiState) {
     for summary in state.refusals.take() {
-        let mut detail = json!({
-            "refused": summary.refused,
-            "within_seconds": SUMMARY_ROUND.as_secs(),
-        });
+        let mut detail = json!({ "refused": summary.refused });
         if summary.peers > 1 {
             detail["peers"] = json!(summary.peers);
         }
-        let entry = AuditEntry {
-            ref_id: format!("refused:summary:{}", uuid_like()),
-            at: Utc::now(),
-            // The daemon writes the summary; the refused requests' own actors (anonymous
-            // or a token's name) are in the records audited one by one.
-            actor: ACTOR_WARDEN.into(),
-            action: "admin.refused.summary".into(),
-            target: format!("peer:{}", summary.peer),
-            detail,
-        };
+        // The daemon writes the summary; the refused requests' own actors (anonymous or a
+        // token's name) are in the records audited one by one.
+        let target = format!("peer:{}", summary.peer);
+        let entry = summary_entry(ACTOR_WARDEN.into(), target, detail);
         if let Err(e) = super::audit::record(state, entry).await {
             tracing::warn!(error = %e, peer = %summary.peer, count = summary.refused, "refusal summary not audited; kept for the next");
             state.refusals.give_back(summary);
@@ -155,23 +146,26 @@ pub async fn write_refusal_summaries(state: &ApiState) {
     }
     for (token, actions) in state.refusals.take_tokens() {
         let refused: u64 = actions.values().sum();
-        let entry = AuditEntry {
-            ref_id: format!("refused:summary:{}", uuid_like()),
-            at: Utc::now(),
-            // The token's holder tried these: the summary is theirs.
-            actor: token.clone(),
-            action: "admin.refused.summary".into(),
-            target: format!("token:{token}"),
-            detail: json!({
-                "refused": refused,
-                "actions": actions,
-                "within_seconds": SUMMARY_ROUND.as_secs(),
-            }),
-        };
+        // The token's holder tried these: the summary is theirs.
+        let detail = json!({ "refused": refused, "actions": actions });
+        let entry = summary_entry(token.clone(), format!("token:{token}"), detail);
         if let Err(e) = super::audit::record(state, entry).await {
             tracing::warn!(error = %e, %token, count = refused, "refusal summary not audited; kept for the next");
             state.refusals.give_back_token((token, actions));
         }
+    }
+}
+
+/// A summary record of one round's refusals (`detail` gains the round's length).
+fn summary_entry(actor: String, target: String, mut detail: serde_json::Value) -> AuditEntry {
+    detail["within_seconds"] = json!(SUMMARY_ROUND.as_secs());
+    AuditEntry {
+        ref_id: format!("refused:summary:{}", uuid_like()),
+        at: Utc::now(),
+        actor,
+        action: "admin.refused.summary".into(),
+        target,
+        detail,
     }
 }
 
