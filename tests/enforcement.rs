@@ -70,6 +70,21 @@ fn partner_decisions(stream: &Stream, id: &str) -> Vec<Value> {
     .collect()
 }
 
+/// [`partner_decisions`], each once: a record re-published after a crash has the same
+/// `decision_id` (the first copy is kept, in topic order).
+fn distinct_partner_decisions(stream: &Stream, id: &str) -> Vec<Value> {
+    let mut ids: Vec<String> = Vec::new();
+    partner_decisions(stream, id)
+        .into_iter()
+        .filter(|d| {
+            let decision = d["decision_id"].as_str().unwrap().to_owned();
+            let first = !ids.contains(&decision);
+            ids.push(decision);
+            first
+        })
+        .collect()
+}
+
 /// Sends a `tenant` control fact: `tenant` of `partner` on `plan` since `started_at`.
 fn send_tenant(
     producer: &mut TestProducer,
@@ -335,21 +350,16 @@ fn a_persons_ok_is_not_undone_by_the_ladder_calming_down() {
         common::redis_hash(&redis, &base_key),
         daemon.output()
     );
-    // Each decision once (a re-published record has the same id), in seq order.
     let decisions = || -> Vec<(String, String)> {
-        let mut ids: Vec<String> = Vec::new();
-        let mut out = Vec::new();
-        for d in partner_decisions(&stream, "p-ok") {
-            let id = d["decision_id"].as_str().unwrap().to_owned();
-            if !ids.contains(&id) {
-                ids.push(id);
-                out.push((
+        distinct_partner_decisions(&stream, "p-ok")
+            .iter()
+            .map(|d| {
+                (
                     d["level"].as_str().unwrap().to_owned(),
                     d["reason"].as_str().unwrap().to_owned(),
-                ));
-            }
-        }
-        out
+                )
+            })
+            .collect()
     };
     let mut seen = Vec::new();
     // The owner's `ok` is in the base before its record is on the topic.
@@ -439,16 +449,10 @@ fn a_silent_partner_off_ok_calms_down_through_passivation_and_a_crash() {
     daemon.wait_ready(Duration::from_secs(60));
     let key = format!("{}:enf:partner:p-quiet", stream.prefix);
     let levels = || -> Vec<String> {
-        let mut seen: Vec<String> = Vec::new();
-        let mut levels = Vec::new();
-        for d in partner_decisions(&stream, "p-quiet") {
-            let id = d["decision_id"].as_str().unwrap().to_owned();
-            if !seen.contains(&id) {
-                seen.push(id);
-                levels.push(d["level"].as_str().unwrap().to_owned());
-            }
-        }
-        levels
+        distinct_partner_decisions(&stream, "p-quiet")
+            .iter()
+            .map(|d| d["level"].as_str().unwrap().to_owned())
+            .collect()
     };
     let suspended = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         levels().iter().any(|l| l == "suspend")
