@@ -9,17 +9,25 @@ use warden::loadgen::UsageTruth;
 use warden::store::redis::RedisStore;
 use warden::store::{snapshot, StateStore};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-
 use super::stream::{Stream, PARTITIONS};
+
+/// A store on `redis_url` under `prefix`, with the runtime to call it on.
+fn store(redis_url: &str, prefix: &str) -> (tokio::runtime::Runtime, RedisStore) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt
+        .block_on(RedisStore::connect(
+            redis_url,
+            prefix,
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    (rt, store)
+}
 
 /// Every partner's durable totals in Redis.
 pub fn durable_totals(redis_url: &str, prefix: &str) -> BTreeMap<String, UsageTruth> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, store) = store(redis_url, prefix);
     rt.block_on(async {
-        let store = RedisStore::connect(redis_url, prefix, Duration::from_secs(5))
-            .await
-            .unwrap();
         let mut out = BTreeMap::new();
         for p in 0..PARTITIONS {
             for id in store.partner_ids(p).await.unwrap() {
@@ -45,26 +53,14 @@ pub fn total_events(totals: &BTreeMap<String, UsageTruth>) -> u64 {
 
 /// The usage topic's end on every partition (its high watermarks).
 fn usage_ends(stream: &Stream) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = super::kafka_config(&stream.brokers)
-        .create()
-        .expect("metadata client");
-    (0..PARTITIONS)
-        .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(&stream.usage, p, Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("watermarks of {}[{p}]: {e}", stream.usage));
-            (p, high)
-        })
-        .collect()
+    let ends = super::watermarks(&stream.brokers, &stream.usage);
+    (0..).zip(ends.into_iter().map(|(_, high)| high)).collect()
 }
 
 /// Partitions whose offsets, stored with the snapshots, are still short of `ends`.
 fn short_of(redis_url: &str, prefix: &str, topic: &str, ends: &BTreeMap<i32, i64>) -> Vec<String> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, store) = store(redis_url, prefix);
     rt.block_on(async {
-        let store = RedisStore::connect(redis_url, prefix, Duration::from_secs(5))
-            .await
-            .unwrap();
         let mut short = Vec::new();
         for (&p, &end) in ends {
             let stored = store.offsets(p).await.unwrap().get(topic).copied();

@@ -384,18 +384,25 @@ pub fn consume_records(
     records
 }
 
-/// Records in `topic` per the broker's watermarks: Σ (high − low) over partitions.
-pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
+/// The broker's (low, high) watermarks of each partition of `topic`, in partition order.
+pub fn watermarks(brokers: &str, topic: &str) -> Vec<(i64, i64)> {
     let consumer: BaseConsumer = kafka_config(brokers).create().expect("metadata client");
     let partitions = partition_count_of(&consumer, topic)
         .unwrap_or_else(|| panic!("topic {topic} does not exist"));
     (0..partitions as i32)
         .map(|p| {
-            let (low, high) = consumer
+            consumer
                 .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
-                .unwrap_or_else(|e| panic!("watermarks of {topic}[{p}]: {e}"));
-            high - low
+                .unwrap_or_else(|e| panic!("watermarks of {topic}[{p}]: {e}"))
         })
+        .collect()
+}
+
+/// Records in `topic` per the broker's watermarks: Σ (high − low) over partitions.
+pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
+    watermarks(brokers, topic)
+        .into_iter()
+        .map(|(low, high)| high - low)
         .sum()
 }
 
