@@ -562,7 +562,7 @@ impl Config {
     ) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => from_parts(&text, &origin, env.into_iter().collect()),
+            Ok(text) => from_parts(&text, &origin, path.parent(), env.into_iter().collect()),
             Err(e) => Err(ConfigErrors {
                 problems: vec![ConfigProblem {
                     origin,
@@ -581,12 +581,17 @@ impl Config {
     /// The embedded default ([`EMBEDDED_DEFAULT`]) with the process environment's
     /// `WARDEN_…` variables: what `warden` runs with no `--config`, from any directory.
     pub fn embedded_default_from_process_env() -> Result<Config, ConfigErrors> {
-        from_parts(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN, process_env().collect())
+        from_parts(
+            EMBEDDED_DEFAULT,
+            EMBEDDED_ORIGIN,
+            None,
+            process_env().collect(),
+        )
     }
 
     /// Parses TOML text without environment overrides; `origin` names it in problems.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-        from_parts(text, origin, Vec::new())
+        from_parts(text, origin, Path::new(origin).parent(), Vec::new())
     }
 }
 
@@ -760,9 +765,13 @@ fn join_key(path: &str, key: &str) -> String {
     }
 }
 
+/// Parses `text` (named `origin` in problems) with the `WARDEN_…` overrides in `env`; a
+/// relative `money.program_file` is resolved against `dir`, the directory of the file the
+/// text came from (none: the working directory's, for the embedded default).
 fn from_parts(
     text: &str,
     origin: &str,
+    dir: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> Result<Config, ConfigErrors> {
     let mut c = Collector {
@@ -783,13 +792,10 @@ fn from_parts(
     check_table::<Config>(&mut root, "", &mut c);
     match Value::Table(root).try_into::<Config>() {
         Ok(mut config) => {
-            // A relative program file is the config file's neighbour; with the embedded
-            // default (no file) it is relative to the working directory.
-            if let Some(file) = config.money.program_file.as_mut() {
-                if file.is_relative() && origin != EMBEDDED_ORIGIN {
-                    if let Some(dir) = Path::new(origin).parent() {
-                        *file = dir.join(&*file);
-                    }
+            // A relative program file is the config file's neighbour.
+            if let (Some(file), Some(dir)) = (config.money.program_file.as_mut(), dir) {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
                 }
             }
             validate(&config, &mut c);
@@ -1465,7 +1471,7 @@ mod tests {
     }
 
     fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
-        from_parts(text, "x.toml", env(vars))
+        from_parts(text, "x.toml", None, env(vars))
     }
 
     #[test]
@@ -2075,7 +2081,7 @@ mod tests {
             "WARDEN_MONEY__PROGRAM_FILE",
             "config/programs/reseller.toml",
         )]);
-        let c = from_parts(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN, vars).expect("valid");
+        let c = from_parts(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN, None, vars).expect("valid");
         assert_eq!(
             c.money.program_file.as_deref(),
             Some(Path::new("config/programs/reseller.toml"))
