@@ -3,7 +3,9 @@
 //!
 //! 1. Event → decision: background usage traffic at `--rate` events/s; every
 //!    `--probe-every-ms` a probe partner (quota: 10 requests a month, `block`) sends one
-//!    event of 11 requests, which crosses its quota: warden decides `throttle`. Latency =
+//!    event of 11 requests, which crosses its quota: warden decides `throttle`. A probe
+//!    partner is new to warden (looked up in the store first), or with `--live-probes`
+//!    live already (it sent one request before the timed part). Latency =
 //!    from handing the event to the producer until the decision arrives on the Redis
 //!    channel `<prefix>:enf` (where gateways that cache hear it).
 //! 2. Kill switch: `POST /v1/kill-switches` → the switch's decision on the same channel,
@@ -67,6 +69,11 @@ struct Args {
     /// 0.6 does, adds up to this much to every record's latency.)
     #[arg(long, default_value_t = 500)]
     fetch_wait_ms: u32,
+    /// Each probe partner first sends one event under its quota, before the timed part,
+    /// so its crossing event meets a live actor (as a misbehaving partner's usually does)
+    /// rather than a partner warden must first look up in the store.
+    #[arg(long)]
+    live_probes: bool,
 }
 
 type Waiting = Arc<Mutex<HashMap<String, Instant>>>;
@@ -167,6 +174,20 @@ async fn main() -> Result<()> {
     }
     p.flush(Duration::from_secs(30))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    if args.live_probes {
+        // One request of ten: no decision, and the 11 of the timed event cross the quota.
+        for i in 0..probes {
+            let id = format!("probe-{i}");
+            send(
+                &p,
+                &args.usage_topic,
+                &id,
+                &usage(&id, &format!("{id}-w"), 1),
+            );
+        }
+        p.flush(Duration::from_secs(30))?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
 
     tokio::spawn(listen(
         args.redis_url.clone(),
