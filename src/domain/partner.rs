@@ -1177,6 +1177,34 @@ mod tests {
         assert!(fresh.ledger().statement(april).lines.is_empty());
     }
 
+    /// A backdated invoice for a month before the oldest closed one is paid with the open
+    /// month: that month is never closed automatically, so its statement would never be.
+    #[test]
+    fn a_backdated_line_before_the_oldest_closed_month_lands_in_the_open_month() {
+        let mut w = World::new("default");
+        w.fact(partner_fact("res", "gold", None, None));
+        w.fact(ControlEvent::MonthClose {
+            month: "2026-05".into(),
+        });
+        let mut s = PartnerState::new("res");
+        s.catch_up(&w.table, &w.ctx());
+        s.apply(
+            &paid("res", "inv-old", "2026-03-20T00:00:00Z", "USD", "100.00"),
+            &w.ctx(),
+        )
+        .unwrap();
+        let march = super::super::money::Month::new(2026, 3).unwrap();
+        let june = super::super::money::Month::new(2026, 6).unwrap();
+        assert!(s.ledger().statement(march).lines.is_empty());
+        let lines = s.ledger().statement(june).lines;
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].origin_month, Some(march));
+        assert_eq!(
+            s.ledger().statement(june).totals.commission_usd,
+            dec("12.00")
+        );
+    }
+
     #[test]
     fn a_looping_chain_is_refused_and_audited() {
         let mut w = World::new("default");

@@ -116,9 +116,16 @@ impl Statements {
     }
 
     /// The statement a line of `origin` lands in: the first month from `origin` on that is
-    /// still open.
+    /// still open. A month before the oldest one closed counts as closed: the auto-closer
+    /// never reaches back past that one ([`Month::due_for_close`]), so a late or backdated
+    /// line landing there would stay in an open statement that no run ever pays.
     pub fn landing_month(&self, origin: Month) -> Month {
-        let mut month = origin;
+        let oldest_closed = self
+            .months
+            .iter()
+            .find(|(_, m)| m.status != StatementStatus::Open)
+            .map(|(month, _)| *month);
+        let mut month = oldest_closed.map_or(origin, |oldest| origin.max(oldest));
         while self.status(month) != StatementStatus::Open {
             month = month.next();
         }

@@ -117,9 +117,23 @@ fn a_line_for_a_frozen_month_lands_in_the_next_open_one() {
     s.freeze(m("2026-04"));
     s.freeze(m("2026-05"));
     assert_eq!(s.landing_month(m("2026-04")), m("2026-06"));
-    assert_eq!(s.landing_month(m("2026-03")), m("2026-03"));
+    assert_eq!(s.landing_month(m("2026-07")), m("2026-07"));
     s.freeze(m("2026-12"));
     assert_eq!(s.landing_month(m("2026-12")), m("2027-01"));
+}
+
+/// The auto-closer never closes a month before the oldest one closed, so a backdated line
+/// for such a month would sit in a statement that never becomes payable: it lands in the
+/// first open month instead, as for a frozen one.
+#[test]
+fn a_line_for_a_month_before_the_oldest_closed_one_lands_in_the_first_open_month() {
+    let mut s = Statements::default();
+    assert_eq!(s.landing_month(m("2026-03")), m("2026-03"));
+    s.freeze(m("2026-05"));
+    assert_eq!(s.landing_month(m("2026-03")), m("2026-06"));
+    assert_eq!(s.landing_month(m("2025-11")), m("2026-06"));
+    s.freeze(m("2026-06"));
+    assert_eq!(s.landing_month(m("2026-03")), m("2026-07"));
 }
 
 /// Ids come from partners' events: one a spreadsheet would run as a formula is defused,
