@@ -937,7 +937,7 @@ fn the_dockerfile_builds_locked_and_runs_warden_as_the_manifests_user() {
         "the builder does not copy config/: {copies:?}"
     );
     // Every COPY from the build context (the repository root) exists.
-    for args in copies {
+    for args in &copies {
         if args.starts_with("--from") {
             continue;
         }
@@ -948,6 +948,56 @@ fn the_dockerfile_builds_locked_and_runs_warden_as_the_manifests_user() {
                 "COPY {source}: not in the repo"
             );
         }
+    }
+    // Cargo reads every target the manifest declares before it builds any one of them, so
+    // the builder needs the file of each (a bench's defaults to benches/<name>.rs): one
+    // missing made `cargo build --bin warden` refuse the manifest.
+    let copied: Vec<&str> = copies
+        .iter()
+        .filter(|c| !c.starts_with("--from"))
+        .flat_map(|c| {
+            let parts: Vec<&str> = c.split_whitespace().collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .collect();
+    let manifest: toml::Value = toml::from_str(&read(&repo().join("Cargo.toml"))).unwrap();
+    let mut target_files: Vec<String> = Vec::new();
+    for (kind, default_dir) in [
+        ("bin", "src/bin"),
+        ("bench", "benches"),
+        ("test", "tests"),
+        ("example", "examples"),
+    ] {
+        for target in manifest
+            .get(kind)
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let path = target.get("path").and_then(|p| p.as_str()).map_or_else(
+                || format!("{default_dir}/{}.rs", target["name"].as_str().unwrap()),
+                str::to_owned,
+            );
+            target_files.push(path);
+        }
+    }
+    target_files.extend(
+        manifest
+            .get("lib")
+            .and_then(|l| l.get("path"))
+            .and_then(|p| p.as_str())
+            .map(str::to_owned),
+    );
+    assert!(
+        target_files.iter().any(|f| f.starts_with("benches/")),
+        "{target_files:?}"
+    );
+    for file in &target_files {
+        let top = file.split('/').next().unwrap();
+        assert!(
+            copied.contains(&top) || copied.contains(&file.as_str()),
+            "the builder does not copy {file}, a target of Cargo.toml (copies: {copied:?})"
+        );
     }
     // The image's default config is a valid one.
     let out = check_config(&repo().join("config/warden.toml"), &[]);
