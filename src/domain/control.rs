@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::event::ControlEvent;
+use super::event::{ControlEvent, TenantPlan};
 use super::money::{MoneyFacts, Month, TierEntry};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,6 +71,13 @@ pub struct ControlTable {
     /// `credit_purchase`, `tenant`): their owners wake those partners to apply them.
     money_moves: Vec<(i64, String)>,
     closed_months: BTreeSet<Month>,
+    /// `tenant` facts applied, by identity (CONTRACT §1: tenant_id, partner_id, plan): a
+    /// repeat changes nothing, so a retried pilot fact cannot restart a pilot's 30 days or
+    /// put an upgraded tenant back on an expired pilot.
+    tenant_identities: std::collections::HashSet<(String, String, TenantPlan)>,
+    /// The partner each tenant's last `tenant` fact named: a fact naming another partner
+    /// is a migration, and the partner it leaves must hear it to lift its tenant.
+    tenant_owners: std::collections::HashMap<String, String>,
     money: MoneyFacts,
     facts_applied: u64,
     /// The control-topic offset of the last fact applied (+1), for readiness.
@@ -82,6 +89,32 @@ impl ControlTable {
         self.facts_applied += 1;
         self.next_offset = self.next_offset.max(offset + 1);
         self.money.apply(offset, fact);
+        if let ControlEvent::Tenant {
+            tenant_id,
+            partner_id,
+            plan,
+            ..
+        } = fact
+        {
+            let identity = (tenant_id.clone(), partner_id.clone(), *plan);
+            if !self.tenant_identities.insert(identity) {
+                return;
+            }
+            let left = self
+                .tenant_owners
+                .insert(tenant_id.clone(), partner_id.clone())
+                .filter(|previous| previous != partner_id);
+            if let Some(previous) = left {
+                // Filed under the partner it leaves too (its owner wakes it): that partner
+                // forgets the tenant and lifts what it held on it. Its ledger takes it as
+                // no activation (`MoneyFacts::activation_of` names the first fact).
+                self.money_moves.push((offset, previous.clone()));
+                self.scoped
+                    .entry(previous)
+                    .or_default()
+                    .push((offset, fact.clone()));
+            }
+        }
         match fact {
             ControlEvent::Partner {
                 partner_id,

@@ -1177,6 +1177,53 @@ mod tests {
         assert!(fresh.ledger().statement(april).lines.is_empty());
     }
 
+    /// A tenant that moves to another partner is lifted by the partner it left, which only
+    /// hears of it because the table files the fact under that partner too; a repeated
+    /// fact (same tenant, partner and plan) changes nothing.
+    #[test]
+    fn a_migrated_tenant_is_lifted_by_the_partner_it_left_and_a_repeat_changes_nothing() {
+        use super::super::enforcement::{Level, Reason, Scope};
+        use crate::domain::event::TenantPlan;
+        let mut w = World::new("default");
+        w.fact(partner_fact("pa", "gold", None, None));
+        w.fact(partner_fact("pb", "gold", None, None));
+        let tenant = |partner: &str, plan| ControlEvent::Tenant {
+            tenant_id: "t-1".into(),
+            partner_id: partner.into(),
+            plan,
+            started_at: at("2026-05-01T00:00:00Z"),
+            deployment_value_usd: None,
+        };
+        let tenant_decisions = |s: &PartnerState| -> Vec<(Level, Reason)> {
+            s.outbox()
+                .iter()
+                .filter_map(|o| match &o.item {
+                    Outbound::Decision(d) if d.scope == Scope::Tenant && d.id == "t-1" => {
+                        Some((d.level, d.reason))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // A pilot of pa, 60 days old at the wall clock: suspended.
+        w.fact(tenant("pa", TenantPlan::Pilot));
+        let mut pa = PartnerState::new("pa");
+        pa.catch_up(&w.table, &w.ctx());
+        assert_eq!(
+            tenant_decisions(&pa),
+            [(Level::Suspend, Reason::PilotExpired)]
+        );
+        // It becomes a paid tenant of pb: pa, which it left, lifts it.
+        w.fact(tenant("pb", TenantPlan::Paid));
+        assert!(pa.catch_up(&w.table, &w.ctx()));
+        assert_eq!(tenant_decisions(&pa).last().map(|d| d.0), Some(Level::Ok));
+        // A retried copy of the first fact is not a new pilot for pa.
+        let seen = tenant_decisions(&pa).len();
+        w.fact(tenant("pa", TenantPlan::Pilot));
+        pa.catch_up(&w.table, &w.ctx());
+        assert_eq!(tenant_decisions(&pa).len(), seen);
+    }
+
     /// A backdated invoice for a month before the oldest closed one is paid with the open
     /// month: that month is never closed automatically, so its statement would never be.
     #[test]
