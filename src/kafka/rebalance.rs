@@ -48,7 +48,7 @@ impl Pipeline {
                 tracing::error!(
                     partition = p,
                     "the store has no offsets for a partition the consumer group has committed: \
-                     the store lost its data; not consuming this partition (see README: rebuilding)"
+                     the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
                 );
                 self.health
                     .store_lost
