@@ -918,7 +918,14 @@ fn the_dockerfile_builds_locked_and_runs_warden_as_the_manifests_user() {
     assert!(froms[1].starts_with("debian:bookworm-slim"));
     let runs = get("RUN").join("\n");
     assert!(runs.contains("cargo build --release --locked"), "{runs}");
-    for package in ["cmake", "pkg-config", "zlib1g-dev", "ca-certificates"] {
+    for package in [
+        "cmake",
+        "pkg-config",
+        "zlib1g-dev",
+        "libssl-dev",
+        "ca-certificates",
+        "libssl3",
+    ] {
         assert!(runs.contains(package), "{package} not installed");
     }
     assert!(runs.contains("--uid 10001"));

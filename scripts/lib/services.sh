@@ -24,8 +24,8 @@ TANSU_INSTALL_LOG="$WARDEN_CACHE/tansu.log"
 # The path is relative to tansu's cwd (the run's tansu dir).
 TANSU_STORAGE="${WARDEN_TEST_TANSU_STORAGE:-sqlite://tansu.db}"
 
-APT_PACKAGES=(redis-server prometheus cmake pkg-config libssl-dev zlib1g-dev libzstd-dev libcurl4-openssl-dev)
-REQUIRED_COMMANDS=(redis-server redis-cli prometheus cmake pkg-config python3)
+APT_PACKAGES=(redis-server prometheus openssl cmake pkg-config libssl-dev zlib1g-dev libzstd-dev libcurl4-openssl-dev)
+REQUIRED_COMMANDS=(redis-server redis-cli prometheus openssl cmake pkg-config python3)
 
 SERVICES_DIR=""
 REDIS_PID=""
