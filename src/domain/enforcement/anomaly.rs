@@ -101,9 +101,10 @@ impl Baseline {
         self.samples = self.samples.saturating_add(1);
     }
 
-    /// z-score of the open window's volume at `now`, once `min_windows` samples exist.
-    /// A window `now` has moved past counts as empty.
-    pub fn z(&self, now: DateTime<Utc>, min_windows: u32) -> Option<f64> {
+    /// z-score of the open window's volume at `now`, once `min_windows` samples exist and
+    /// the window holds at least `min_requests`. A window `now` has moved past counts as
+    /// empty.
+    pub fn z(&self, now: DateTime<Utc>, min_windows: u32, min_requests: u64) -> Option<f64> {
         if self.samples < min_windows || self.width == 0 {
             return None;
         }
@@ -111,6 +112,9 @@ impl Baseline {
             Some(open) if open == now.timestamp().div_euclid(self.width) => self.volume,
             _ => 0,
         };
+        if current < min_requests {
+            return None;
+        }
         let spread = self.var.sqrt().max(REL_STD_FLOOR * self.mean).max(1.0);
         Some((current as f64 - self.mean) / spread)
     }
@@ -168,9 +172,9 @@ mod tests {
         steady(&mut b, 5, 100);
         // Five windows recorded, four closed.
         assert_eq!(b.samples(), 4);
-        assert_eq!(b.z(t(4 * 60), 5), None);
+        assert_eq!(b.z(t(4 * 60), 5, 0), None);
         b.roll(t(5 * 60), 0.1);
-        assert!(b.z(t(5 * 60), 5).is_some());
+        assert!(b.z(t(5 * 60), 5, 0).is_some());
     }
 
     #[test]
@@ -178,11 +182,11 @@ mod tests {
         let mut b = Baseline::default();
         steady(&mut b, 20, 100);
         b.record(t(20 * 60), 2_000, W, 0.1);
-        let z = b.z(t(20 * 60), 10).unwrap();
+        let z = b.z(t(20 * 60), 10, 0).unwrap();
         assert!(z > 100.0, "z = {z}");
         // The next window, back to normal, is not anomalous.
         b.record(t(21 * 60), 100, W, 0.1);
-        assert!(b.z(t(21 * 60), 10).unwrap() < 1.0);
+        assert!(b.z(t(21 * 60), 10, 0).unwrap() < 1.0);
     }
 
     #[test]
@@ -194,7 +198,7 @@ mod tests {
         b.roll(t(20_000 * 60), 0.1);
         assert_eq!(b.samples(), 12);
         assert_eq!(b.mean(), mean);
-        assert!(b.z(t(20_000 * 60), 10).unwrap() < 0.0);
+        assert!(b.z(t(20_000 * 60), 10, 0).unwrap() < 0.0);
     }
 
     #[test]

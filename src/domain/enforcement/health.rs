@@ -100,7 +100,11 @@ impl Health {
             error_rate(traffic, tier),
             chargebacks(self.chargebacks.sum(now).0, tier),
             auth_failures(traffic.auth_failures, tier),
-            anomaly(self.volume.z(now, tier.anomaly_min_windows), tier),
+            anomaly(
+                self.volume
+                    .z(now, tier.anomaly_min_windows, tier.anomaly_min_requests),
+                tier,
+            ),
         ]
     }
 

@@ -65,6 +65,9 @@ pub struct TierPolicy {
     pub anomaly_z_throttle: f64,
     /// Windows with traffic needed before the baseline is trusted.
     pub anomaly_min_windows: u32,
+    /// Below this many requests in the open window the anomaly signal says nothing: a
+    /// partner of one request a minute that sends nine is not abusing anything.
+    pub anomaly_min_requests: u64,
     /// One sample of request volume.
     #[serde(with = "duration_str")]
     pub anomaly_window: Duration,
@@ -94,6 +97,7 @@ impl Default for TierPolicy {
             anomaly_z_warn: 4.0,
             anomaly_z_throttle: 8.0,
             anomaly_min_windows: 10,
+            anomaly_min_requests: 100,
             anomaly_window: Duration::from_secs(60),
             ewma_alpha: 0.1,
             auth_fail_warn: 50,

@@ -154,6 +154,24 @@ fn a_small_steady_partner_that_spikes_20x_trips_volume_anomaly() {
     assert_eq!(moves.last().unwrap().2, L0, "{moves:?}");
 }
 
+/// A partner of one request a minute that sends nine in one minute is 8 spreads above
+/// its baseline, but nine requests abuse nothing: below `anomaly_min_requests` in the
+/// window the signal says nothing. The same jump at a hundred times the volume trips it.
+#[test]
+fn a_tiny_partners_jump_is_below_the_anomaly_floor() {
+    for (scale, expected) in [(1, None), (100, Some(Warn))] {
+        let mut sim = Sim::new(health_policy());
+        for w in 0..20 {
+            sim.usage(w * 60, scale, 0, 0);
+            sim.tick(w * 60 + 30);
+        }
+        sim.usage(1_200, 9 * scale, 0, 0);
+        sim.tick(1_205);
+        let first = sim.moves(Scope::Partner).first().map(|m| m.2);
+        assert_eq!(first, expected, "{scale} a minute, then {}", 9 * scale);
+    }
+}
+
 #[test]
 fn chargebacks_warn_at_three_climb_to_suspend_at_ten_and_calm_after_their_window() {
     let mut sim = Sim::new(health_policy());
