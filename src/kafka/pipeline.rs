@@ -34,6 +34,7 @@ use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::{PartnerActor, TickDue};
 use crate::actors::registry::Registry;
 use crate::app::Health;
+use crate::domain::event::PartnerEvent;
 use crate::domain::partner::PartnerState;
 use crate::domain::partner::{Outbound, OutboxEntry};
 use crate::metrics::METRICS;
@@ -505,7 +506,8 @@ impl Pipeline {
                 )
             });
             match decoded {
-                Ok(event) => {
+                Ok(mut event) => {
+                    clamp_usage_ts(&mut event, ceiling);
                     advance_watermark(&mut ps.watermark, event.ts(), ceiling);
                     let sourced = Sourced {
                         topic: kind,
@@ -1244,6 +1246,18 @@ fn watermark_ceiling(wall_now: DateTime<Utc>, skew: chrono::Duration) -> DateTim
     wall_now.checked_add_signed(skew).unwrap_or(wall_now)
 }
 
+/// A usage event time past `ceiling` (the wall clock plus the skew allowed) counts at
+/// the ceiling. Its requests are counted all the same, but one event from a host whose
+/// clock runs ahead must not move its partner's enforcement clock hours into the future:
+/// the quota month would roll and the partner's real events would then count as late (out
+/// of the month, the windows and the burst second). Invoices keep their `ts`: it dates
+/// their money.
+fn clamp_usage_ts(event: &mut PartnerEvent, ceiling: DateTime<Utc>) {
+    if let PartnerEvent::Usage(e) = event {
+        e.ts = e.ts.min(ceiling);
+    }
+}
+
 /// Moves `watermark` to `ts` if later, but not past `ceiling`.
 fn advance_watermark(
     watermark: &mut Option<DateTime<Utc>>,
@@ -1535,6 +1549,39 @@ mod tests {
         assert_eq!(w, Some(ceiling));
         advance_watermark(&mut w, now + chrono::Duration::days(2), now);
         assert_eq!(w, Some(ceiling));
+    }
+
+    /// A usage event from a host whose clock runs 12 h ahead, an hour before a month ends,
+    /// counts at the ceiling: its partner's month does not roll early. Its requests are
+    /// kept; an invoice keeps its `ts`, which dates its money.
+    #[test]
+    fn a_usage_ts_past_the_ceiling_counts_at_the_ceiling() {
+        let now: DateTime<Utc> = "2026-05-31T23:00:00Z".parse().unwrap();
+        let ceiling = watermark_ceiling(now, chrono::Duration::seconds(300));
+        let ahead: DateTime<Utc> = "2026-06-01T11:00:00Z".parse().unwrap();
+        let mut event = usage("p-1").event;
+        if let PartnerEvent::Usage(e) = &mut event {
+            e.ts = ahead;
+            e.requests = 7;
+        }
+        clamp_usage_ts(&mut event, ceiling);
+        assert_eq!(event.ts(), ceiling);
+        assert_eq!(
+            crate::domain::money::Month::of(event.ts()).to_string(),
+            "2026-05"
+        );
+        assert!(matches!(&event, PartnerEvent::Usage(e) if e.requests == 7));
+        // Within the skew, or in the past: unchanged.
+        let mut on_time = usage("p-1").event;
+        let ts = on_time.ts();
+        clamp_usage_ts(&mut on_time, ts + chrono::Duration::seconds(1));
+        assert_eq!(on_time.ts(), ts);
+        let mut invoice = PartnerEvent::Invoice(Box::new(crate::domain::event::InvoiceEvent {
+            ts: ahead,
+            ..crate::domain::money::testkit::paid("inv-1", "2026-05-31T22:00:00Z", "10")
+        }));
+        clamp_usage_ts(&mut invoice, ceiling);
+        assert_eq!(invoice.ts(), ahead);
     }
 
     /// A silent partition's watermark follows the wall clock after 2 s, but only once it

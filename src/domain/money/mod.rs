@@ -39,7 +39,7 @@ mod ledger_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
