@@ -38,10 +38,35 @@ fn width_of(window: Duration) -> i64 {
     i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX)
 }
 
+/// How closed windows become samples: their width, the EWMA weight, and the clip.
+#[derive(Debug, Clone, Copy)]
+pub struct Sampling {
+    pub window: Duration,
+    pub alpha: f64,
+    /// Once the baseline is trusted (`min_windows` samples), a sample is folded in at most
+    /// this many spreads above the mean: one surge window folded at full weight made a
+    /// 20× level read as z ≈ 3 the next minute, so a sustained surge stopped being an
+    /// anomaly after one window. Clipped, it takes several, and a lasting new level is
+    /// still learnt.
+    pub clip_z: f64,
+    pub min_windows: u32,
+}
+
+impl Sampling {
+    pub fn of(tier: &super::policy::TierPolicy) -> Sampling {
+        Sampling {
+            window: tier.anomaly_window,
+            alpha: tier.ewma_alpha,
+            clip_z: tier.anomaly_z_throttle,
+            min_windows: tier.anomaly_min_windows,
+        }
+    }
+}
+
 impl Baseline {
     /// Counts `requests` at `ts`, closing the open window first if `ts` is past it.
-    pub fn record(&mut self, ts: DateTime<Utc>, requests: u64, window: Duration, alpha: f64) {
-        let width = width_of(window);
+    pub fn record(&mut self, ts: DateTime<Utc>, requests: u64, sampling: &Sampling) {
+        let width = width_of(sampling.window);
         if width != self.width {
             // A new sampling width (tier change) makes old samples incomparable.
             *self = Baseline {
@@ -50,16 +75,16 @@ impl Baseline {
             };
         }
         let idx = ts.timestamp().div_euclid(width);
-        self.roll_to(idx, alpha);
+        self.roll_to(idx, sampling);
         if self.open == Some(idx) {
             self.volume = self.volume.saturating_add(requests);
         }
     }
 
     /// Closes the open window when `now` is past it (time passing without events).
-    pub fn roll(&mut self, now: DateTime<Utc>, alpha: f64) {
+    pub fn roll(&mut self, now: DateTime<Utc>, sampling: &Sampling) {
         if self.width > 0 {
-            self.roll_to(now.timestamp().div_euclid(self.width), alpha);
+            self.roll_to(now.timestamp().div_euclid(self.width), sampling);
         }
     }
 
@@ -75,12 +100,16 @@ impl Baseline {
         )
     }
 
-    fn roll_to(&mut self, idx: i64, alpha: f64) {
+    fn roll_to(&mut self, idx: i64, sampling: &Sampling) {
         match self.open {
             Some(open) if idx <= open => {}
             _ => {
                 if self.open.is_some() && self.volume > 0 {
-                    self.fold(self.volume as f64, alpha);
+                    let mut x = self.volume as f64;
+                    if self.samples >= sampling.min_windows {
+                        x = x.min(self.mean + sampling.clip_z * self.spread());
+                    }
+                    self.fold(x, sampling.alpha);
                 }
                 self.open = Some(idx);
                 self.volume = 0;
@@ -115,8 +144,13 @@ impl Baseline {
         if current < min_requests {
             return None;
         }
-        let spread = self.var.sqrt().max(REL_STD_FLOOR * self.mean).max(1.0);
-        Some((current as f64 - self.mean) / spread)
+        Some((current as f64 - self.mean) / self.spread())
+    }
+
+    /// The standard deviation a z-score divides by, never below [`REL_STD_FLOOR`] of the
+    /// mean nor below one request.
+    fn spread(&self) -> f64 {
+        self.var.sqrt().max(REL_STD_FLOOR * self.mean).max(1.0)
     }
 
     #[cfg(test)]
@@ -155,6 +189,14 @@ mod tests {
     use super::*;
 
     const W: Duration = Duration::from_secs(60);
+    /// The default tier's sampling: 60 s windows, alpha 0.1, clipped at 8 spreads once 10
+    /// samples exist.
+    const S: Sampling = Sampling {
+        window: W,
+        alpha: 0.1,
+        clip_z: 8.0,
+        min_windows: 10,
+    };
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_780_000_020 + secs, 0).unwrap()
@@ -162,7 +204,7 @@ mod tests {
 
     fn steady(b: &mut Baseline, windows: i64, volume: u64) {
         for k in 0..windows {
-            b.record(t(k * 60), volume, W, 0.1);
+            b.record(t(k * 60), volume, &S);
         }
     }
 
@@ -173,7 +215,7 @@ mod tests {
         // Five windows recorded, four closed.
         assert_eq!(b.samples(), 4);
         assert_eq!(b.z(t(4 * 60), 5, 0), None);
-        b.roll(t(5 * 60), 0.1);
+        b.roll(t(5 * 60), &S);
         assert!(b.z(t(5 * 60), 5, 0).is_some());
     }
 
@@ -181,12 +223,30 @@ mod tests {
     fn a_20x_spike_of_a_small_steady_partner_has_a_huge_z() {
         let mut b = Baseline::default();
         steady(&mut b, 20, 100);
-        b.record(t(20 * 60), 2_000, W, 0.1);
+        b.record(t(20 * 60), 2_000, &S);
         let z = b.z(t(20 * 60), 10, 0).unwrap();
         assert!(z > 100.0, "z = {z}");
         // The next window, back to normal, is not anomalous.
-        b.record(t(21 * 60), 100, W, 0.1);
+        b.record(t(21 * 60), 100, &S);
         assert!(b.z(t(21 * 60), 10, 0).unwrap() < 1.0);
+    }
+
+    /// A small steady partner jumps to 20× and stays there: each surge window is folded in
+    /// clipped, so the surge stays an anomaly for several windows, not one, and a level
+    /// that lasts is learnt within a quarter of an hour.
+    #[test]
+    fn a_sustained_surge_stays_anomalous_for_several_windows_then_is_learnt() {
+        let mut b = Baseline::default();
+        steady(&mut b, 20, 100);
+        let mut z = Vec::new();
+        for k in 20..40 {
+            b.record(t(k * 60), 2_000, &S);
+            z.push(b.z(t(k * 60), 10, 0).unwrap());
+        }
+        let warn = 4.0;
+        let anomalous = z.iter().take_while(|z| **z >= warn).count();
+        assert!(anomalous >= 3, "{z:?}");
+        assert!(z[15..].iter().all(|z| *z < warn), "{z:?}");
     }
 
     #[test]
@@ -194,8 +254,8 @@ mod tests {
         let mut b = Baseline::default();
         steady(&mut b, 12, 100);
         let mean = b.mean();
-        b.roll(t(10_000 * 60), 0.1);
-        b.roll(t(20_000 * 60), 0.1);
+        b.roll(t(10_000 * 60), &S);
+        b.roll(t(20_000 * 60), &S);
         assert_eq!(b.samples(), 12);
         assert_eq!(b.mean(), mean);
         assert!(b.z(t(20_000 * 60), 10, 0).unwrap() < 0.0);
@@ -205,7 +265,7 @@ mod tests {
     fn the_baseline_round_trips_through_json_bit_for_bit() {
         let mut b = Baseline::default();
         for (k, v) in [(0, 103), (1, 97), (2, 211), (3, 5), (4, 1_000_003)] {
-            b.record(t(k * 60), v, W, 0.1);
+            b.record(t(k * 60), v, &S);
         }
         let json = serde_json::to_string(&b).unwrap();
         let back: Baseline = serde_json::from_str(&json).unwrap();
@@ -220,7 +280,7 @@ mod tests {
         let mut b = Baseline::default();
         steady(&mut b, 12, 100);
         let before = b.clone();
-        b.record(t(0), 1_000_000, W, 0.1);
+        b.record(t(0), 1_000_000, &S);
         assert_eq!(b, before);
     }
 }

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::anomaly::Baseline;
+use super::anomaly::{Baseline, Sampling};
 use super::level::{Level, Reason};
 use super::policy::TierPolicy;
 use super::window::{Count, Traffic, Window};
@@ -64,7 +64,7 @@ impl Health {
     ) {
         self.traffic.add(ts, traffic, now, tier.error_window);
         self.volume
-            .record(ts, traffic.requests, tier.anomaly_window, tier.ewma_alpha);
+            .record(ts, traffic.requests, &Sampling::of(tier));
     }
 
     pub fn record_chargeback(&mut self, ts: DateTime<Utc>, now: DateTime<Utc>, tier: &TierPolicy) {
@@ -74,7 +74,7 @@ impl Health {
 
     /// Lets time pass: closes the volume window and forgets buckets that slid out.
     pub fn advance(&mut self, now: DateTime<Utc>, tier: &TierPolicy) {
-        self.volume.roll(now, tier.ewma_alpha);
+        self.volume.roll(now, &Sampling::of(tier));
         self.traffic.prune(now);
         self.chargebacks.prune(now);
     }
