@@ -347,6 +347,16 @@ mod cases {
             Ok(vec![(2_000, id("b")), (3_000, id("c"))])
         );
         assert_eq!(store.load_dedup(4, "p-2").await, Ok(Vec::new()));
+        // The one-read load (revivals) gives the snapshot with the same ids; none for a
+        // partner without a snapshot.
+        assert_eq!(
+            store.load_state(4, "p-1").await,
+            Ok(Some((
+                b"{}".to_vec(),
+                vec![(2_000, id("b")), (3_000, id("c"))]
+            )))
+        );
+        assert_eq!(store.load_state(4, "p-2").await, Ok(None));
         // A stale owner writes no id.
         let newer = store.acquire(4).await.expect("acquire");
         assert!(newer > epoch);

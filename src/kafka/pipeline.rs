@@ -1311,11 +1311,7 @@ async fn load_states(
     let started = Instant::now();
     let store = &store;
     let results = join_all(ids.into_iter().map(|id| async move {
-        let loaded = match store.load_partner(p, &id).await {
-            Ok(Some(bytes)) => store.load_dedup(p, &id).await.map(|ids| Some((bytes, ids))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
+        let loaded = store.load_state(p, &id).await;
         (id, loaded)
     }))
     .await;
@@ -1549,6 +1545,123 @@ mod tests {
         assert_eq!(w, Some(ceiling));
         advance_watermark(&mut w, now + chrono::Duration::days(2), now);
         assert_eq!(w, Some(ceiling));
+    }
+
+    /// A store whose late commit (one the client gave up on, still run by Redis) lands
+    /// right after the first read of a revival.
+    struct Straddling {
+        inner: crate::store::memory::MemoryStore,
+        late: parking_lot::Mutex<Option<crate::store::PartitionWrite>>,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Straddling {
+        async fn acquire(&self, p: i32) -> Result<u64, crate::store::StoreError> {
+            self.inner.acquire(p).await
+        }
+        async fn offsets(&self, p: i32) -> Result<crate::store::Offsets, crate::store::StoreError> {
+            self.inner.offsets(p).await
+        }
+        async fn commit(
+            &self,
+            w: crate::store::PartitionWrite,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.commit(w).await
+        }
+        async fn load_partner(
+            &self,
+            p: i32,
+            id: &str,
+        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            let read = self.inner.load_partner(p, id).await;
+            let late = self.late.lock().take();
+            if let Some(w) = late {
+                self.inner.commit(w).await.expect("the late commit");
+            }
+            read
+        }
+        async fn load_dedup(
+            &self,
+            p: i32,
+            id: &str,
+        ) -> Result<Vec<(i64, String)>, crate::store::StoreError> {
+            self.inner.load_dedup(p, id).await
+        }
+        async fn load_state(
+            &self,
+            p: i32,
+            id: &str,
+        ) -> Result<Option<(Vec<u8>, Vec<(i64, String)>)>, crate::store::StoreError> {
+            let read = self.inner.load_state(p, id).await;
+            let late = self.late.lock().take();
+            if let Some(w) = late {
+                self.inner.commit(w).await.expect("the late commit");
+            }
+            read
+        }
+        async fn awake_partners(&self, p: i32) -> Result<Vec<String>, crate::store::StoreError> {
+            self.inner.awake_partners(p).await
+        }
+        async fn partner_ids(&self, p: i32) -> Result<Vec<String>, crate::store::StoreError> {
+            self.inner.partner_ids(p).await
+        }
+        async fn ping(&self) -> Result<(), crate::store::StoreError> {
+            self.inner.ping().await
+        }
+    }
+
+    /// A commit landing while a partner is revived (after a reset, say) is seen whole or
+    /// not at all: the older snapshot with the newer dedup ids would take the replayed
+    /// event as a duplicate, and it would never be counted.
+    #[tokio::test]
+    async fn a_revival_reads_snapshot_and_dedup_ids_at_one_point() {
+        use crate::domain::dedup::DedupDelta;
+        use crate::domain::partner::{Applied, ApplyEnv};
+        let store = Straddling {
+            inner: crate::store::memory::MemoryStore::new(),
+            late: parking_lot::Mutex::new(None),
+        };
+        let epoch = store.acquire(0).await.unwrap();
+        let env = ApplyEnv::default();
+        let state = PartnerState::new("p-1");
+        let before = crate::store::snapshot::encode(&state).unwrap();
+        store
+            .commit(crate::store::PartitionWrite {
+                partition: 0,
+                epoch,
+                partners: vec![("p-1".into(), before)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // The late commit: the event applied, its snapshot and its id.
+        let event = usage("p-1").event;
+        let mut after = state.clone();
+        assert_eq!(after.apply(&event, &env.ctx()), Ok(Applied::Counted));
+        *store.late.lock() = Some(crate::store::PartitionWrite {
+            partition: 0,
+            epoch,
+            partners: vec![(
+                "p-1".into(),
+                crate::store::snapshot::encode(&after).unwrap(),
+            )],
+            dedup: vec![(
+                "p-1".into(),
+                DedupDelta {
+                    added: vec![(event.ts().timestamp_millis(), "p-1-e".into())],
+                    evict_below_ms: None,
+                },
+            )],
+            ..Default::default()
+        });
+        let store: Arc<dyn StateStore> = Arc::new(store);
+        let mut loaded = load_states(store, 0, vec!["p-1".into()]).await;
+        let (_, revived) = loaded.pop().unwrap();
+        let mut revived = revived.expect("readable");
+        // Replayed from the older offsets: counted once, whichever side of the commit the
+        // read fell on.
+        let _ = revived.apply(&event, &env.ctx());
+        assert_eq!(revived.summary().usage.events, 1);
     }
 
     /// A usage event from a host whose clock runs 12 h ahead, an hour before a month ends,

@@ -65,6 +65,17 @@ impl MemoryStore {
     }
 }
 
+/// A partner's dedup ids as `[epoch millis, id]`, oldest first.
+fn dedup_ids(state: &Partition, partner_id: &str) -> Vec<(i64, String)> {
+    let mut ids: Vec<(i64, String)> = state
+        .dedup
+        .get(partner_id)
+        .map(|ids| ids.iter().map(|(id, ms)| (*ms, id.clone())).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn acquire(&self, partition: i32) -> Result<u64, StoreError> {
@@ -125,14 +136,17 @@ impl StateStore for MemoryStore {
         partition: i32,
         partner_id: &str,
     ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(partition, |state| dedup_ids(state, partner_id))
+    }
+
+    async fn load_state(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<(i64, String)>)>, StoreError> {
         self.read(partition, |state| {
-            let mut ids: Vec<(i64, String)> = state
-                .dedup
-                .get(partner_id)
-                .map(|ids| ids.iter().map(|(id, ms)| (*ms, id.clone())).collect())
-                .unwrap_or_default();
-            ids.sort();
-            ids
+            let snapshot = state.partners.get(partner_id).cloned()?;
+            Some((snapshot, dedup_ids(state, partner_id)))
         })
     }
 

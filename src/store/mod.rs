@@ -99,6 +99,16 @@ pub trait StateStore: Send + Sync + 'static {
         partner_id: &str,
     ) -> Result<Vec<(i64, String)>, StoreError>;
 
+    /// A partner's durable state as one read: its snapshot and, when it has one, its dedup
+    /// ids. One read, because a commit may land between two: one the client gave up on
+    /// still runs in Redis. A snapshot from before such a commit with the ids it added
+    /// would take the events between as duplicates, and a replay would skip them.
+    async fn load_state(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<(i64, String)>)>, StoreError>;
+
     /// The partners of `partition` whose last durable snapshot asked to be started at once
     /// by the next owner (see [`PartitionWrite::awake`]): read on assignment.
     async fn awake_partners(&self, partition: i32) -> Result<Vec<String>, StoreError>;

@@ -319,6 +319,43 @@ impl StateStore for RedisStore {
         .await
     }
 
+    async fn load_state(
+        &self,
+        partition: i32,
+        partner_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<(i64, String)>)>, StoreError> {
+        let (partners, dedup) = (
+            self.keys.partners(partition),
+            self.keys.dedup(partition, partner_id),
+        );
+        let field = partner_id.to_owned();
+        self.run("load_state", |mut conn| async move {
+            // MULTI/EXEC: no commit runs between the two reads. The keys share the
+            // partition's hash tag, so this holds on a cluster too.
+            let (snapshot, raw): (Option<Vec<u8>>, Vec<(String, f64)>) = redis::pipe()
+                .atomic()
+                .cmd("HGET")
+                .arg(&partners)
+                .arg(&field)
+                .cmd("ZRANGE")
+                .arg(&dedup)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("load_state", e))?;
+            // Scores come back as doubles; millis are far below 2^53, so they are exact.
+            Ok(snapshot.map(|bytes| {
+                (
+                    bytes,
+                    raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect(),
+                )
+            }))
+        })
+        .await
+    }
+
     async fn awake_partners(&self, partition: i32) -> Result<Vec<String>, StoreError> {
         let key = self.keys.awake(partition);
         self.run("awake_partners", |mut conn| async move {
