@@ -55,6 +55,9 @@ pub(super) enum FlushResult {
         error: String,
         dead_letters: Vec<PendingDeadLetter>,
     },
+    /// Not durable because a partner's actor is gone (it stopped on a bug): no retry can
+    /// take its snapshot, so the partition is read again from what is durable.
+    ActorLost(String),
 }
 
 type SnapshotRequest = Request<PartnerActor, TakeSnapshot>;
@@ -77,6 +80,7 @@ async fn write_snapshots(
     let mut awake = Vec::with_capacity(replies.len());
     let mut dead_letters = dead_letters;
     let mut actor_error = None;
+    let mut actor_lost = None;
     for reply in replies {
         match reply {
             Ok(Ok(snap)) => {
@@ -102,6 +106,9 @@ async fn write_snapshots(
                 partners.push((snap.partner_id, snap.bytes));
             }
             Ok(Err(e)) => actor_error = Some(format!("snapshot: {e}")),
+            Err(actix::MailboxError::Closed) => {
+                actor_lost = Some("a partner actor stopped; its mailbox is closed".to_owned());
+            }
             Err(e) => actor_error = Some(format!("actor mailbox: {e}")),
         }
     }
@@ -113,6 +120,9 @@ async fn write_snapshots(
             error: "dead letters not acknowledged".into(),
             dead_letters: unacked,
         };
+    }
+    if let Some(error) = actor_lost {
+        return FlushResult::ActorLost(error);
     }
     if let Some(error) = actor_error {
         return FlushResult::Failed {
@@ -314,6 +324,13 @@ impl Pipeline {
                 self.drop_partition(p);
                 pause(consumer, &self.topics, p, true);
             }
+            FlushResult::ActorLost(error) => {
+                // Retrying would fail the same way for ever, and the partition would stop
+                // becoming durable; only a later event for that very partner reset it.
+                METRICS.flushes.with_label_values(&["error"]).inc();
+                tracing::error!(partition = p, error = %error, "flush failed: a partner actor is gone; reading the partition again from what is durable");
+                self.reset_partition(p, consumer);
+            }
             FlushResult::Failed {
                 error,
                 dead_letters,
@@ -364,5 +381,63 @@ impl Pipeline {
             }
             self.wait_for_completion(consumer, (deadline - now).min(Duration::from_millis(20)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::messages::Stop;
+    use crate::actors::partner::{OutboxWaiting, Shared, TickDue};
+    use crate::config::KafkaConfig;
+    use crate::domain::control::ControlTable;
+    use crate::domain::enforcement::EnforcementPolicy;
+    use crate::domain::money::Program;
+    use crate::domain::partner::{ApplyRules, PartnerState};
+    use crate::store::memory::MemoryStore;
+    use actix::Actor;
+    use rdkafka::config::ClientConfig;
+
+    /// A partner actor that stopped (a bug in a handler) can never give its snapshot: the
+    /// flush says so, and the partition is read again, instead of retrying for ever.
+    #[test]
+    fn a_flush_that_meets_a_stopped_actor_reports_the_actor_lost() {
+        actix_rt::System::new().block_on(async {
+            let shared = Arc::new(Shared {
+                rules: ApplyRules::default(),
+                mailbox_capacity: 8,
+                control: Arc::new(parking_lot::RwLock::new(ControlTable::default())),
+                policy: Arc::new(EnforcementPolicy::default()),
+                program: Arc::new(Program::builtin("default").unwrap().unwrap()),
+                outbox_waiting: Arc::new(OutboxWaiting::default()),
+            });
+            let live =
+                PartnerActor::new(PartnerState::new("p-1"), &shared, Arc::new(TickDue::new()))
+                    .start();
+            let gone =
+                PartnerActor::new(PartnerState::new("p-2"), &shared, Arc::new(TickDue::new()))
+                    .start();
+            let _ = gone.send(Stop).await;
+            let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+            let epoch = store.acquire(0).await.unwrap();
+            let producer = ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .create()
+                .unwrap();
+            let kafka = KafkaConfig::default();
+            let dlq = DeadLetterSink::new(producer, kafka.topics.deadletter.clone());
+            let io = (store.clone(), dlq, TopicMap::from_config(&kafka));
+            let requests = vec![live.send(TakeSnapshot), gone.send(TakeSnapshot)];
+            let result = write_snapshots(0, epoch, BTreeMap::new(), requests, Vec::new(), io).await;
+            let outcome = match &result {
+                FlushResult::ActorLost(_) => "actor lost",
+                FlushResult::Failed { .. } => "failed",
+                FlushResult::Durable(_) => "durable",
+                FlushResult::Fenced(_) => "fenced",
+            };
+            assert_eq!(outcome, "actor lost");
+            // Nothing was written: the partition's state stays what was durable.
+            assert_eq!(store.partner_ids(0).await.unwrap(), Vec::<String>::new());
+        });
     }
 }
