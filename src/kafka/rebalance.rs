@@ -18,6 +18,23 @@ use super::pipeline::{PartitionState, Pipeline};
 use crate::metrics::METRICS;
 use crate::store::StoreError;
 
+/// Reads of the group's committed offsets before a partition without stored offsets is
+/// taken as possibly lost.
+const COMMITTED_ATTEMPTS: u32 = 3;
+
+/// Whether partition `p`, assigned with `no_stored_offsets`, may have had its state lost:
+/// the group has commits for it, or they could not be read (`committed` is `None`). Then
+/// the partition may be new or lost, and only reading it from the start would tell, which
+/// is the silent replay CONTRACT §9 forbids.
+fn possibly_lost(no_stored_offsets: bool, committed: Option<&TopicPartitionList>, p: i32) -> bool {
+    no_stored_offsets
+        && committed.is_none_or(|c| {
+            c.elements()
+                .iter()
+                .any(|e| e.partition() == p && matches!(e.offset(), Offset::Offset(o) if o > 0))
+        })
+}
+
 impl Pipeline {
     /// Builds the assignment with each partition's stored offsets.
     pub fn on_assign<C: ConsumerContext>(
@@ -26,9 +43,17 @@ impl Pipeline {
         consumer: &BaseConsumer<C>,
     ) -> TopicPartitionList {
         let numbers: BTreeSet<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
-        let committed = consumer
-            .committed_offsets(assigned.clone(), Duration::from_secs(10))
-            .ok();
+        // Read a few times before giving up: a group coordinator still loading after a
+        // restart (when an emptied Redis is also likeliest) answers with an error.
+        let committed = (0..COMMITTED_ATTEMPTS).find_map(|attempt| {
+            match consumer.committed_offsets(assigned.clone(), Duration::from_secs(10)) {
+                Ok(list) => Some(list),
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "group's committed offsets unreadable");
+                    None
+                }
+            }
+        });
         let mut out = TopicPartitionList::new();
         for p in numbers {
             self.drop_partition(p);
@@ -39,17 +64,21 @@ impl Pipeline {
                 );
                 continue;
             };
-            let group_has_commits = committed.as_ref().is_some_and(|c| {
-                c.elements()
-                    .iter()
-                    .any(|e| e.partition() == p && matches!(e.offset(), Offset::Offset(o) if o > 0))
-            });
-            if offsets.is_empty() && group_has_commits {
-                tracing::error!(
-                    partition = p,
-                    "the store has no offsets for a partition the consumer group has committed: \
-                     the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
-                );
+            if possibly_lost(offsets.is_empty(), committed.as_ref(), p) {
+                if committed.is_some() {
+                    tracing::error!(
+                        partition = p,
+                        "the store has no offsets for a partition the consumer group has committed: \
+                         the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
+                    );
+                } else {
+                    tracing::error!(
+                        partition = p,
+                        "the store has no offsets for this partition and the consumer group's commits \
+                         could not be read: it is new or its state was lost; not consuming it \
+                         (restart to read them again; RUNBOOK: WardenStoreLost)"
+                    );
+                }
                 self.health
                     .store_lost
                     .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -140,5 +169,33 @@ impl Pipeline {
         }
         METRICS.partitions_assigned.set(0);
         tracing::info!("partitions revoked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition with no stored offsets is consumed from the start only when the group
+    /// is known to have no commits for it; commits that could not be read are no answer.
+    #[test]
+    fn a_partition_without_stored_offsets_is_lost_unless_the_group_has_none_for_it() {
+        let mut committed = TopicPartitionList::new();
+        committed
+            .add_partition_offset("usage", 0, Offset::Offset(120))
+            .unwrap();
+        committed
+            .add_partition_offset("usage", 1, Offset::Invalid)
+            .unwrap();
+        assert!(
+            possibly_lost(true, Some(&committed), 0),
+            "the group committed it"
+        );
+        assert!(!possibly_lost(true, Some(&committed), 1), "new: no commit");
+        assert!(
+            possibly_lost(true, None, 1),
+            "the commits could not be read"
+        );
+        assert!(!possibly_lost(false, None, 0), "the store has its offsets");
     }
 }
