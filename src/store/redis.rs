@@ -174,6 +174,12 @@ impl RedisStore {
     }
 }
 
+/// A dedup sorted set read `WITHSCORES`, as `[epoch millis, id]`. Scores come back as
+/// doubles; millis are far below 2^53, so they are exact.
+fn dedup_ids(raw: Vec<(String, f64)>) -> Vec<(i64, String)> {
+    raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect()
+}
+
 /// How long a commit may take: the store's timeout, plus what Redis needs to take in and
 /// apply and fsync a big one: about 200 ms a MiB and 10 µs an entry. With
 /// `appendfsync always`, Redis answers a commit only once its megabytes are on disk, and
@@ -305,7 +311,6 @@ impl StateStore for RedisStore {
     ) -> Result<Vec<(i64, String)>, StoreError> {
         let key = self.keys.dedup(partition, partner_id);
         self.run("load_dedup", |mut conn| async move {
-            // Scores come back as doubles; millis are far below 2^53, so they are exact.
             let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
                 .arg(&key)
                 .arg(0)
@@ -314,7 +319,7 @@ impl StateStore for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| classify("load_dedup", e))?;
-            Ok(raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect())
+            Ok(dedup_ids(raw))
         })
         .await
     }
@@ -345,13 +350,7 @@ impl StateStore for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| classify("load_state", e))?;
-            // Scores come back as doubles; millis are far below 2^53, so they are exact.
-            Ok(snapshot.map(|bytes| {
-                (
-                    bytes,
-                    raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect(),
-                )
-            }))
+            Ok(snapshot.map(|bytes| (bytes, dedup_ids(raw))))
         })
         .await
     }
