@@ -97,7 +97,13 @@ impl ControlTable {
         } = fact
         {
             let identity = (tenant_id.clone(), partner_id.clone(), *plan);
-            if !self.tenant_identities.insert(identity) {
+            let moved_back = self
+                .tenant_owners
+                .get(tenant_id)
+                .is_some_and(|owner| owner != partner_id);
+            // A repeat of an applied fact changes nothing, unless the tenant has moved away
+            // since: then it is a move back, which both partners must hear.
+            if !self.tenant_identities.insert(identity) && !moved_back {
                 return;
             }
             let left = self

@@ -1179,7 +1179,9 @@ mod tests {
 
     /// A tenant that moves to another partner is lifted by the partner it left, which only
     /// hears of it because the table files the fact under that partner too; a repeated
-    /// fact (same tenant, partner and plan) changes nothing.
+    /// fact (same tenant, partner and plan) changes nothing, unless the tenant moved away
+    /// since (a move back); and a pilot that moves already expired is left to the new
+    /// owner's suspension, with no lift of the old one to race it.
     #[test]
     fn a_migrated_tenant_is_lifted_by_the_partner_it_left_and_a_repeat_changes_nothing() {
         use super::super::enforcement::{Level, Reason, Scope};
@@ -1187,11 +1189,11 @@ mod tests {
         let mut w = World::new("default");
         w.fact(partner_fact("pa", "gold", None, None));
         w.fact(partner_fact("pb", "gold", None, None));
-        let tenant = |partner: &str, plan| ControlEvent::Tenant {
+        let tenant = |partner: &str, plan, started: &str| ControlEvent::Tenant {
             tenant_id: "t-1".into(),
             partner_id: partner.into(),
             plan,
-            started_at: at("2026-05-01T00:00:00Z"),
+            started_at: at(started),
             deployment_value_usd: None,
         };
         let tenant_decisions = |s: &PartnerState| -> Vec<(Level, Reason)> {
@@ -1206,22 +1208,42 @@ mod tests {
                 .collect()
         };
         // A pilot of pa, 60 days old at the wall clock: suspended.
-        w.fact(tenant("pa", TenantPlan::Pilot));
+        w.fact(tenant("pa", TenantPlan::Pilot, "2026-05-01T00:00:00Z"));
         let mut pa = PartnerState::new("pa");
         pa.catch_up(&w.table, &w.ctx());
         assert_eq!(
             tenant_decisions(&pa),
             [(Level::Suspend, Reason::PilotExpired)]
         );
-        // It becomes a paid tenant of pb: pa, which it left, lifts it.
-        w.fact(tenant("pb", TenantPlan::Paid));
-        assert!(pa.catch_up(&w.table, &w.ctx()));
-        assert_eq!(tenant_decisions(&pa).last().map(|d| d.0), Some(Level::Ok));
-        // A retried copy of the first fact is not a new pilot for pa.
-        let seen = tenant_decisions(&pa).len();
-        w.fact(tenant("pa", TenantPlan::Pilot));
+        // The same fact again, with a fresh start: a repeat, so the 30 days do not restart.
+        w.fact(tenant("pa", TenantPlan::Pilot, "2026-06-29T00:00:00Z"));
         pa.catch_up(&w.table, &w.ctx());
+        assert_eq!(tenant_decisions(&pa).len(), 1);
+        // It becomes a paid tenant of pb: pa, which it left, lifts it.
+        w.fact(tenant("pb", TenantPlan::Paid, "2026-06-29T00:00:00Z"));
+        assert!(pa.catch_up(&w.table, &w.ctx()));
+        assert_eq!(
+            tenant_decisions(&pa).last(),
+            Some(&(Level::Ok, Reason::Calm))
+        );
+        // It moves back to pa as the pilot it was: not a repeat any more, pa suspends it.
+        w.fact(tenant("pa", TenantPlan::Pilot, "2026-05-01T00:00:00Z"));
+        pa.catch_up(&w.table, &w.ctx());
+        assert_eq!(
+            tenant_decisions(&pa).last(),
+            Some(&(Level::Suspend, Reason::PilotExpired))
+        );
+        // It moves to pb as that expired pilot: pb suspends it, and pa writes nothing.
+        let seen = tenant_decisions(&pa).len();
+        w.fact(tenant("pb", TenantPlan::Pilot, "2026-05-01T00:00:00Z"));
+        assert!(pa.catch_up(&w.table, &w.ctx()));
         assert_eq!(tenant_decisions(&pa).len(), seen);
+        let mut pb = PartnerState::new("pb");
+        pb.catch_up(&w.table, &w.ctx());
+        assert_eq!(
+            tenant_decisions(&pb).last(),
+            Some(&(Level::Suspend, Reason::PilotExpired))
+        );
     }
 
     /// A backdated invoice for a month before the oldest closed one is paid with the open

@@ -18,21 +18,22 @@ use super::pipeline::{PartitionState, Pipeline};
 use crate::metrics::METRICS;
 use crate::store::StoreError;
 
-/// Reads of the group's committed offsets before a partition without stored offsets is
-/// taken as possibly lost.
+/// Reads of the group's committed offsets on assignment, a pause apart: a coordinator
+/// still loading after a restart (when an emptied Redis is also likeliest) answers with
+/// an error at first. Bounded, since the rebalance callback holds the consumer.
 const COMMITTED_ATTEMPTS: u32 = 3;
+const COMMITTED_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Whether partition `p`, assigned with `no_stored_offsets`, may have had its state lost:
-/// the group has commits for it, or they could not be read (`committed` is `None`). Then
-/// the partition may be new or lost, and only reading it from the start would tell, which
-/// is the silent replay CONTRACT §9 forbids.
-fn possibly_lost(no_stored_offsets: bool, committed: Option<&TopicPartitionList>, p: i32) -> bool {
-    no_stored_offsets
-        && committed.is_none_or(|c| {
-            c.elements()
-                .iter()
-                .any(|e| e.partition() == p && matches!(e.offset(), Offset::Offset(o) if o > 0))
-        })
+/// Whether the group has a commit for partition `p`. Unreadable commits count as none: a
+/// partition that never had a record has no stored offsets either, and refusing it would
+/// leave the instance unready until restarted; the loss check then waits for the next
+/// assignment (logged).
+fn group_committed(committed: Option<&TopicPartitionList>, p: i32) -> bool {
+    committed.is_some_and(|c| {
+        c.elements()
+            .iter()
+            .any(|e| e.partition() == p && matches!(e.offset(), Offset::Offset(o) if o > 0))
+    })
 }
 
 impl Pipeline {
@@ -43,10 +44,11 @@ impl Pipeline {
         consumer: &BaseConsumer<C>,
     ) -> TopicPartitionList {
         let numbers: BTreeSet<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
-        // Read a few times before giving up: a group coordinator still loading after a
-        // restart (when an emptied Redis is also likeliest) answers with an error.
         let committed = (0..COMMITTED_ATTEMPTS).find_map(|attempt| {
-            match consumer.committed_offsets(assigned.clone(), Duration::from_secs(10)) {
+            if attempt > 0 {
+                std::thread::sleep(COMMITTED_RETRY_PAUSE);
+            }
+            match consumer.committed_offsets(assigned.clone(), Duration::from_secs(5)) {
                 Ok(list) => Some(list),
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "group's committed offsets unreadable");
@@ -54,6 +56,13 @@ impl Pipeline {
                 }
             }
         });
+        if committed.is_none() {
+            tracing::error!(
+                "the consumer group's committed offsets could not be read: a partition with no \
+                 stored offsets is taken as new, so a store emptied meanwhile would not be \
+                 detected for it (RUNBOOK: WardenStoreLost)"
+            );
+        }
         let mut out = TopicPartitionList::new();
         for p in numbers {
             self.drop_partition(p);
@@ -64,21 +73,12 @@ impl Pipeline {
                 );
                 continue;
             };
-            if possibly_lost(offsets.is_empty(), committed.as_ref(), p) {
-                if committed.is_some() {
-                    tracing::error!(
-                        partition = p,
-                        "the store has no offsets for a partition the consumer group has committed: \
-                         the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
-                    );
-                } else {
-                    tracing::error!(
-                        partition = p,
-                        "the store has no offsets for this partition and the consumer group's commits \
-                         could not be read: it is new or its state was lost; not consuming it \
-                         (restart to read them again; RUNBOOK: WardenStoreLost)"
-                    );
-                }
+            if offsets.is_empty() && group_committed(committed.as_ref(), p) {
+                tracing::error!(
+                    partition = p,
+                    "the store has no offsets for a partition the consumer group has committed: \
+                     the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
+                );
                 self.health
                     .store_lost
                     .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -176,10 +176,8 @@ impl Pipeline {
 mod tests {
     use super::*;
 
-    /// A partition with no stored offsets is consumed from the start only when the group
-    /// is known to have no commits for it; commits that could not be read are no answer.
     #[test]
-    fn a_partition_without_stored_offsets_is_lost_unless_the_group_has_none_for_it() {
+    fn a_partition_counts_as_committed_only_with_a_commit_read_for_it() {
         let mut committed = TopicPartitionList::new();
         committed
             .add_partition_offset("usage", 0, Offset::Offset(120))
@@ -187,15 +185,11 @@ mod tests {
         committed
             .add_partition_offset("usage", 1, Offset::Invalid)
             .unwrap();
+        assert!(group_committed(Some(&committed), 0));
+        assert!(!group_committed(Some(&committed), 1), "new: no commit");
         assert!(
-            possibly_lost(true, Some(&committed), 0),
-            "the group committed it"
+            !group_committed(None, 0),
+            "unreadable: logged, taken as new"
         );
-        assert!(!possibly_lost(true, Some(&committed), 1), "new: no commit");
-        assert!(
-            possibly_lost(true, None, 1),
-            "the commits could not be read"
-        );
-        assert!(!possibly_lost(false, None, 0), "the store has its offsets");
     }
 }

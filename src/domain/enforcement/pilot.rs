@@ -114,8 +114,24 @@ impl Tenants {
                 return Vec::new();
             }
         }
+        if fact.partner_id != owner {
+            // It moved to another partner, whose owner judges it from now on; both write
+            // the one tenant key, so this one writes only what that one will agree with.
+            // A pilot already past its age there is suspended by the new owner: forgotten
+            // here without a word, so no lift of ours can land after that suspension.
+            let expired_there = fact.plan == TenantPlan::Pilot
+                && clock.wall_now - fact.started_at > chrono_dur(clock.pilot_max_age);
+            if expired_there {
+                self.map.remove(fact.tenant_id);
+                return Vec::new();
+            }
+        }
         let tenant = self.map.entry(fact.tenant_id.to_owned()).or_default();
         tenant.pilot_since = stays.then_some(fact.started_at);
+        if fact.partner_id != owner {
+            // Its activation here no longer holds it either.
+            tenant.credits_refused = false;
+        }
         self.evaluate_one(fact.tenant_id, owner, clock)
             .into_iter()
             .collect()
@@ -295,12 +311,20 @@ mod tests {
         let mut ts = Tenants::default();
         ts.on_fact(fact(TenantPlan::Pilot, "p-1"), "p-1", clock(day(31)));
         assert_eq!(ts.views().count(), 1);
-        let d = ts.on_fact(fact(TenantPlan::Pilot, "p-2"), "p-1", clock(day(32)));
+        let d = ts.on_fact(fact(TenantPlan::Paid, "p-2"), "p-1", clock(day(32)));
         assert_eq!((d[0].level, d[0].partner_id.as_str()), (Level::Ok, "p-1"));
         assert_eq!(ts.tracked(), 0);
         assert!(ts
             .on_fact(fact(TenantPlan::Paid, "p-1"), "p-1", clock(day(33)))
             .is_empty());
+        // Moved as the expired pilot it is: the new owner suspends it, so this one forgets
+        // it without a lift that could land after that suspension.
+        let mut ts = Tenants::default();
+        ts.on_fact(fact(TenantPlan::Pilot, "p-1"), "p-1", clock(day(31)));
+        assert!(ts
+            .on_fact(fact(TenantPlan::Pilot, "p-2"), "p-1", clock(day(32)))
+            .is_empty());
+        assert_eq!(ts.tracked(), 0);
     }
 
     #[test]
