@@ -507,8 +507,7 @@ impl Pipeline {
             });
             match decoded {
                 Ok(mut event) => {
-                    clamp_usage_ts(&mut event, ceiling);
-                    advance_watermark(&mut ps.watermark, event.ts(), ceiling);
+                    place_in_time(&mut event, &mut ps.watermark, ceiling);
                     let sourced = Sourced {
                         topic: kind,
                         partition: p,
@@ -1258,6 +1257,17 @@ fn clamp_usage_ts(event: &mut PartnerEvent, ceiling: DateTime<Utc>) {
     }
 }
 
+/// Where a decoded event stands in event time: a usage `ts` past `ceiling` counts at it
+/// ([`clamp_usage_ts`]), and the partition's watermark moves to the event, not past it.
+fn place_in_time(
+    event: &mut PartnerEvent,
+    watermark: &mut Option<DateTime<Utc>>,
+    ceiling: DateTime<Utc>,
+) {
+    clamp_usage_ts(event, ceiling);
+    advance_watermark(watermark, event.ts(), ceiling);
+}
+
 /// Moves `watermark` to `ts` if later, but not past `ceiling`.
 fn advance_watermark(
     watermark: &mut Option<DateTime<Utc>>,
@@ -1677,8 +1687,10 @@ mod tests {
             e.ts = ahead;
             e.requests = 7;
         }
-        clamp_usage_ts(&mut event, ceiling);
+        let mut watermark = None;
+        place_in_time(&mut event, &mut watermark, ceiling);
         assert_eq!(event.ts(), ceiling);
+        assert_eq!(watermark, Some(ceiling));
         assert_eq!(
             crate::domain::money::Month::of(event.ts()).to_string(),
             "2026-05"
