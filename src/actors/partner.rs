@@ -158,6 +158,19 @@ impl Default for TickDue {
 }
 
 impl Shared {
+    /// The default rules and program, an empty control table, mailboxes of 8 (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Shared {
+        Shared {
+            rules: ApplyRules::default(),
+            mailbox_capacity: 8,
+            control: Arc::new(RwLock::new(ControlTable::default())),
+            policy: Arc::new(EnforcementPolicy::default()),
+            program: Arc::new(Program::builtin("default").unwrap().unwrap()),
+            outbox_waiting: Arc::new(OutboxWaiting::default()),
+        }
+    }
+
     /// Applies a batch of one partner's events in offset order, after the control facts
     /// that came before them, and counts each in the metrics. Returns the events the
     /// rules rejected, for the dead-letter topic.
@@ -560,14 +573,7 @@ mod tests {
     }
 
     fn shared() -> Shared {
-        Shared {
-            rules: ApplyRules::default(),
-            mailbox_capacity: 8,
-            control: Arc::new(RwLock::new(ControlTable::default())),
-            policy: Arc::new(EnforcementPolicy::default()),
-            program: Arc::new(Program::builtin("default").unwrap().unwrap()),
-            outbox_waiting: Arc::new(OutboxWaiting::default()),
-        }
+        Shared::for_tests()
     }
 
     #[test]

@@ -97,19 +97,18 @@ impl ControlTable {
         } = fact
         {
             let identity = (tenant_id.clone(), partner_id.clone(), *plan);
-            let moved_back = self
-                .tenant_owners
-                .get(tenant_id)
-                .is_some_and(|owner| owner != partner_id);
-            // A repeat of an applied fact changes nothing, unless the tenant has moved away
-            // since: then it is a move back, which both partners must hear.
-            if !self.tenant_identities.insert(identity) && !moved_back {
-                return;
-            }
             let left = self
                 .tenant_owners
-                .insert(tenant_id.clone(), partner_id.clone())
-                .filter(|previous| previous != partner_id);
+                .get(tenant_id)
+                .filter(|previous| *previous != partner_id)
+                .cloned();
+            // A repeat of an applied fact changes nothing, unless the tenant has moved away
+            // since: then it is a move back, which both partners must hear.
+            if !self.tenant_identities.insert(identity) && left.is_none() {
+                return;
+            }
+            self.tenant_owners
+                .insert(tenant_id.clone(), partner_id.clone());
             if let Some(previous) = left {
                 // Filed under the partner it leaves too (its owner wakes it): that partner
                 // forgets the tenant and lifts what it held on it. Its ledger takes it as

@@ -388,12 +388,9 @@ impl Pipeline {
 mod tests {
     use super::*;
     use crate::actors::messages::Stop;
-    use crate::actors::partner::{OutboxWaiting, Shared, TickDue};
+    use crate::actors::partner::{Shared, TickDue};
     use crate::config::KafkaConfig;
-    use crate::domain::control::ControlTable;
-    use crate::domain::enforcement::EnforcementPolicy;
-    use crate::domain::money::Program;
-    use crate::domain::partner::{ApplyRules, PartnerState};
+    use crate::domain::partner::PartnerState;
     use crate::store::memory::MemoryStore;
     use actix::Actor;
     use rdkafka::config::ClientConfig;
@@ -403,14 +400,7 @@ mod tests {
     #[test]
     fn a_flush_that_meets_a_stopped_actor_reports_the_actor_lost() {
         actix_rt::System::new().block_on(async {
-            let shared = Arc::new(Shared {
-                rules: ApplyRules::default(),
-                mailbox_capacity: 8,
-                control: Arc::new(parking_lot::RwLock::new(ControlTable::default())),
-                policy: Arc::new(EnforcementPolicy::default()),
-                program: Arc::new(Program::builtin("default").unwrap().unwrap()),
-                outbox_waiting: Arc::new(OutboxWaiting::default()),
-            });
+            let shared = Arc::new(Shared::for_tests());
             let live =
                 PartnerActor::new(PartnerState::new("p-1"), &shared, Arc::new(TickDue::new()))
                     .start();

@@ -50,12 +50,21 @@ impl Tenant {
             return Target::new(Level::Suspend, Reason::InsufficientCredits);
         }
         match self.pilot_since {
-            Some(since) if wall_now - since > chrono_dur(max_age) => {
+            Some(since) if pilot_expired(since, wall_now, max_age) => {
                 Target::new(Level::Suspend, Reason::PilotExpired)
             }
             _ => Target::CALM,
         }
     }
+}
+
+/// Whether a pilot started at `since` is past its age at `wall_now`.
+fn pilot_expired(
+    since: DateTime<Utc>,
+    wall_now: DateTime<Utc>,
+    max_age: std::time::Duration,
+) -> bool {
+    wall_now - since > chrono_dur(max_age)
 }
 
 /// A tenant fact, as this partner's state needs it.
@@ -114,21 +123,21 @@ impl Tenants {
                 return Vec::new();
             }
         }
-        if fact.partner_id != owner {
-            // It moved to another partner, whose owner judges it from now on; both write
-            // the one tenant key, so this one writes only what that one will agree with.
-            // A pilot already past its age there is suspended by the new owner: forgotten
-            // here without a word, so no lift of ours can land after that suspension.
-            let expired_there = fact.plan == TenantPlan::Pilot
-                && clock.wall_now - fact.started_at > chrono_dur(clock.pilot_max_age);
-            if expired_there {
-                self.map.remove(fact.tenant_id);
-                return Vec::new();
-            }
+        let left = fact.partner_id != owner;
+        // It moved to another partner, whose owner judges it from now on; both write the
+        // one tenant key, so this one writes only what that one will agree with. A pilot
+        // already past its age there is suspended by the new owner: forgotten here without
+        // a word, so no lift of ours can land after that suspension.
+        if left
+            && fact.plan == TenantPlan::Pilot
+            && pilot_expired(fact.started_at, clock.wall_now, clock.pilot_max_age)
+        {
+            self.map.remove(fact.tenant_id);
+            return Vec::new();
         }
         let tenant = self.map.entry(fact.tenant_id.to_owned()).or_default();
         tenant.pilot_since = stays.then_some(fact.started_at);
-        if fact.partner_id != owner {
+        if left {
             // Its activation here no longer holds it either.
             tenant.credits_refused = false;
         }
