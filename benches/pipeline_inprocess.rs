@@ -270,6 +270,8 @@ impl Daemon {
             let mut dedup = Vec::new();
             let mut outboxes = Vec::new();
             let mut awake = Vec::with_capacity(ps.dirty.len());
+            let mut wakes = Vec::new();
+            let wall_now = Utc::now();
             for id in ps.dirty.drain() {
                 let state = &self.partners[&id];
                 let delta = state.dedup_delta();
@@ -278,6 +280,11 @@ impl Daemon {
                     id.clone(),
                     state.calms_by_time() || !state.outbox().is_empty(),
                 ));
+                // When to start it on the wall clock, as the actor's snapshot says; this
+                // load has no pilots, so every partner's time stays unset.
+                if let Some(at) = state.wake_at_ms(wall_now, &self.shared.policy) {
+                    wakes.push((id.clone(), Some(at)));
+                }
                 partners.push((id.clone(), snapshot::encode(state).unwrap()));
                 // The decisions to publish once the snapshot is durable, copied out as
                 // the actor's `TakeSnapshot` does.
@@ -300,6 +307,7 @@ impl Daemon {
                 partners,
                 dedup,
                 awake,
+                wake: wakes,
             };
             rt.block_on(self.store.commit(write)).unwrap();
             for (id, n) in acks {

@@ -558,6 +558,126 @@ fn a_control_fact_reaches_a_live_partner_with_nothing_due() {
     assert!(daemon.terminate().success());
 }
 
+/// A pilot age short enough for a test, and partners passivated after a second idle.
+const PILOT_AGE_SECS: i64 = 30;
+
+fn pilot_config(stream: &Stream, redis: &str) -> String {
+    let cfg = config(stream, redis)
+        .replace(
+            "[enforcement]\n",
+            &format!("[enforcement]\npilot_max_age = \"{PILOT_AGE_SECS}s\"\n"),
+        )
+        .replace("[runtime]\n", "[runtime]\npassivate_after = \"1s\"\n");
+    assert!(cfg.contains("pilot_max_age") && cfg.contains("passivate_after"));
+    cfg
+}
+
+/// `partner`'s wake time in the store (wall-clock millis), if it has one.
+fn stored_wake(stream: &Stream, redis: &str, partner: &str) -> Option<i64> {
+    let p =
+        warden::kafka::topics::partition_for_key(partner.as_bytes(), common::stream::PARTITIONS);
+    let key = warden::store::keys::Keys::new(stream.prefix.clone()).wake(p);
+    let mut conn = redis::Client::open(redis)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&key)
+        .arg(partner)
+        .query(&mut conn)
+        .unwrap();
+    score.map(|ms| ms as i64)
+}
+
+/// A pilot tenant and one usage event of its partner, then nothing more from either.
+fn pilot_of_a_silent_partner(stream: &Stream, (tenant, partner): (&str, &str)) -> DateTime<Utc> {
+    let mut producer = TestProducer::new(&stream.brokers);
+    let started = Utc::now();
+    send_tenant(&mut producer, stream, (tenant, partner), "pilot", started);
+    producer.send(
+        &stream.usage,
+        Some(partner),
+        &usage(partner, 0, started, 0.0),
+    );
+    producer.flush();
+    started
+}
+
+/// CONTRACT §3: a pilot expires on the wall clock, also for a partner that went silent and
+/// was passivated before it did (a passivated partner is judged only when started).
+#[test]
+fn a_silent_partners_pilot_is_suspended_when_it_expires() {
+    let stream = Stream::new("enf-pilot-silent");
+    let redis = common::redis_url();
+    let started = pilot_of_a_silent_partner(&stream, ("t-quiet", "p-quiet"));
+    let mut daemon = Daemon::start(&pilot_config(&stream, &redis));
+    daemon.wait_ready(Duration::from_secs(60));
+    let passivated =
+        common::wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            metric(&daemon, "warden_passivations_total") >= 1.0
+        });
+    assert!(
+        passivated,
+        "the silent partner was not passivated\n{}",
+        daemon.output()
+    );
+    let key = format!("{}:enf:tenant:t-quiet", stream.prefix);
+    assert!(
+        common::redis_hash(&redis, &key).is_empty(),
+        "suspended before its partner was passivated: the test shows nothing"
+    );
+    let expiry = (started + chrono::Duration::seconds(PILOT_AGE_SECS)).timestamp_millis();
+    assert_eq!(stored_wake(&stream, &redis, "p-quiet"), Some(expiry + 1));
+    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(90));
+    assert!(
+        suspended,
+        "the pilot of a passivated partner did not expire\n{}",
+        daemon.output()
+    );
+    let decision = common::redis_hash(&redis, &key);
+    assert_eq!(decision["reason"], "pilot_expired");
+    // Judged at its time, and its entry is gone once the suspension is durable.
+    let cleared = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        stored_wake(&stream, &redis, "p-quiet").is_none()
+    });
+    assert!(cleared, "the wake time outlived the suspension");
+    assert!(daemon.terminate().success());
+}
+
+/// The wake time is durable with the partner's snapshot: an owner that never saw the
+/// partner live (a restart, a rebalance) still starts it when its pilot expires.
+#[test]
+fn a_new_owner_wakes_a_silent_partner_when_its_pilot_expires() {
+    let stream = Stream::new("enf-pilot-owner");
+    let redis = common::redis_url();
+    let cfg = pilot_config(&stream, &redis);
+    let started = pilot_of_a_silent_partner(&stream, ("t-moved", "p-moved"));
+    let mut first = Daemon::start(&cfg);
+    first.wait_ready(Duration::from_secs(60));
+    let expiry = (started + chrono::Duration::seconds(PILOT_AGE_SECS)).timestamp_millis();
+    let stored = common::wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        stored_wake(&stream, &redis, "p-moved") == Some(expiry + 1)
+    });
+    assert!(stored, "no wake time stored\n{}", first.output());
+    assert!(first.terminate().success());
+    let key = format!("{}:enf:tenant:t-moved", stream.prefix);
+    assert!(
+        common::redis_hash(&redis, &key).is_empty(),
+        "suspended before the restart: the test shows nothing"
+    );
+
+    let mut second = Daemon::start(&cfg);
+    second.wait_ready(Duration::from_secs(60));
+    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(90));
+    assert!(
+        suspended,
+        "the new owner did not wake the partner\n{}",
+        second.output()
+    );
+    assert_eq!(common::redis_hash(&redis, &key)["reason"], "pilot_expired");
+    assert!(second.terminate().success());
+}
+
 #[test]
 fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
     let stream = Stream::new("enf-pilot");

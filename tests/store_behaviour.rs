@@ -62,6 +62,7 @@ fn write(
             .collect(),
         dedup: Vec::new(),
         awake: Vec::new(),
+        wake: Vec::new(),
     }
 }
 
@@ -300,6 +301,12 @@ mod cases {
                 .enumerate()
                 .map(|(i, (id, _))| (id.clone(), i % 400 != 7))
                 .collect(),
+            // More than one of the script's 1,000-argument ZADDs.
+            wake: partners
+                .iter()
+                .enumerate()
+                .map(|(i, (id, _))| (id.clone(), Some(i as i64)))
+                .collect(),
         };
         store.commit(commit).await.expect("commit");
 
@@ -314,6 +321,14 @@ mod cases {
             .map(|(_, id)| id.clone())
             .collect();
         assert_eq!(awake, expected_awake);
+        let mut wakes = store.wake_schedule(11).await.expect("wake schedule");
+        wakes.sort();
+        let expected_wakes: Vec<(String, i64)> = expected_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as i64))
+            .collect();
+        assert_eq!(wakes, expected_wakes);
         for (id, snapshot) in &partners {
             assert_eq!(
                 store.load_partner(11, id).await.as_ref(),
@@ -413,6 +428,53 @@ mod cases {
         ));
         assert_eq!(store.awake_partners(6).await, Ok(vec!["p-2".to_owned()]));
     }
+
+    /// When partners must be started on the wall clock: set, moved and cleared by the
+    /// commits that carry the change, kept while not written, and untouched by a fenced
+    /// write. Times are epoch millis, kept exactly.
+    pub async fn wake_times_follow_the_commits_that_change_them(store: &dyn StateStore) {
+        let at = |pairs: &[(&str, Option<i64>)]| -> Vec<(String, Option<i64>)> {
+            pairs.iter().map(|(id, t)| (id.to_string(), *t)).collect()
+        };
+        let sorted = |mut v: Vec<(String, i64)>| {
+            v.sort();
+            v
+        };
+        let expiry = 1_782_592_000_123_i64;
+        assert_eq!(store.wake_schedule(8).await, Ok(Vec::new()));
+        let epoch = store.acquire(8).await.expect("acquire");
+        let mut w = write(8, epoch, &[("usage", 1)], &[("p-1", b"{}"), ("p-2", b"{}")]);
+        w.wake = at(&[("p-1", Some(expiry)), ("p-2", Some(expiry + 5))]);
+        store.commit(w).await.expect("commit");
+        assert_eq!(
+            sorted(store.wake_schedule(8).await.unwrap()),
+            [("p-1".to_owned(), expiry), ("p-2".to_owned(), expiry + 5)]
+        );
+        // p-1's pilot was paid (cleared), p-2's moved; a partner not listed keeps its time.
+        let mut w = write(8, epoch, &[("usage", 2)], &[("p-1", b"{}"), ("p-3", b"{}")]);
+        w.wake = at(&[("p-1", None), ("p-3", Some(expiry - 1))]);
+        store.commit(w).await.expect("commit");
+        assert_eq!(
+            sorted(store.wake_schedule(8).await.unwrap()),
+            [
+                ("p-2".to_owned(), expiry + 5),
+                ("p-3".to_owned(), expiry - 1)
+            ]
+        );
+        assert_eq!(
+            store.wake_schedule(9).await,
+            Ok(Vec::new()),
+            "per partition"
+        );
+        store.acquire(8).await.expect("acquire");
+        let mut stale = write(8, epoch, &[("usage", 3)], &[("p-2", b"{}")]);
+        stale.wake = at(&[("p-2", None)]);
+        assert!(matches!(
+            store.commit(stale).await,
+            Err(StoreError::Fenced { .. })
+        ));
+        assert_eq!(store.wake_schedule(8).await.unwrap().len(), 2);
+    }
 }
 
 /// Generates one `#[tokio::test]` per case in `mod $backend`, on a new store from `$new_store`.
@@ -453,6 +515,7 @@ for_each_backend!(
     partners_of_a_large_flush_in_one_commit,
     dedup_deltas_accumulate_evict_and_are_fenced,
     the_awake_set_follows_each_partners_last_snapshot,
+    wake_times_follow_the_commits_that_change_them,
 );
 
 /// What only a networked store can get wrong.

@@ -42,6 +42,9 @@ pub struct Snapshot {
     /// has entries to publish, or it must stay live with no event to come (see
     /// `TickDue::keep_live`).
     pub awake: bool,
+    /// When, on the wall clock (epoch millis), the partner must be started even if it is
+    /// silent: its next pilot expiry (`PartnerState::wake_at_ms`).
+    pub wake_at: Option<i64>,
 }
 
 /// The store made the first `n` ids of the last snapshot's dedup delta durable.

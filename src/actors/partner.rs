@@ -449,6 +449,9 @@ impl Handler<TakeSnapshot> for PartnerActor {
             bytes,
             rejections: std::mem::take(&mut self.rejections),
             awake: !outbox.is_empty() || self.due.keep_live(),
+            wake_at: self
+                .state
+                .wake_at_ms(chrono::Utc::now(), &self.shared.policy),
             outbox,
             dedup: self.state.dedup_delta(),
         })

@@ -635,6 +635,12 @@ impl PartnerState {
         self.enforcement.clock()
     }
 
+    /// When, on the wall clock (epoch millis), this partner must be started to suspend a
+    /// pilot that expires: the store keeps it for partners passivated meanwhile.
+    pub fn wake_at_ms(&self, wall_now: DateTime<Utc>, policy: &EnforcementPolicy) -> Option<i64> {
+        self.enforcement.next_pilot_expiry_ms(wall_now, policy)
+    }
+
     /// The earliest event-time watermark, in epoch millis, at which [`PartnerState::tick`]
     /// could change anything (`DUE_NOW`: the next tick; `None`: only an event or a control
     /// fact can). See [`EnforcementState::tick_due_ms`].

@@ -38,6 +38,8 @@ pub(super) struct FlushJob {
     pub partners: Vec<String>,
     /// Events routed before the flush started: durable once it succeeds.
     pub events: usize,
+    /// The durable wake times of its partners that have one.
+    pub known_wakes: std::collections::HashMap<String, i64>,
 }
 
 /// The outboxes of the snapshots written (to publish now), and how many dedup ids of each
@@ -45,6 +47,8 @@ pub(super) struct FlushJob {
 pub(super) struct Written {
     outboxes: Vec<(String, Vec<crate::domain::partner::OutboxEntry>)>,
     dedup: Vec<(String, usize)>,
+    /// The wake-time changes it wrote.
+    wake: Vec<(String, Option<i64>)>,
 }
 
 pub(super) enum FlushResult {
@@ -63,9 +67,9 @@ pub(super) enum FlushResult {
 type SnapshotRequest = Request<PartnerActor, TakeSnapshot>;
 
 async fn write_snapshots(
-    partition: i32,
-    epoch: u64,
+    (partition, epoch): (i32, u64),
     offsets: BTreeMap<String, i64>,
+    known_wakes: &std::collections::HashMap<String, i64>,
     requests: Vec<SnapshotRequest>,
     dead_letters: Vec<PendingDeadLetter>,
     (store, dlq, topics): (Arc<dyn StateStore>, DeadLetterSink, TopicMap),
@@ -78,6 +82,7 @@ async fn write_snapshots(
     let mut dedup = Vec::new();
     let mut dedup_acks = Vec::new();
     let mut awake = Vec::with_capacity(replies.len());
+    let mut wakes = Vec::new();
     let mut dead_letters = dead_letters;
     let mut actor_error = None;
     let mut actor_lost = None;
@@ -103,6 +108,7 @@ async fn write_snapshots(
                     dedup.push((snap.partner_id.clone(), snap.dedup));
                 }
                 awake.push((snap.partner_id.clone(), snap.awake));
+                wakes.push((snap.partner_id.clone(), snap.wake_at));
                 partners.push((snap.partner_id, snap.bytes));
             }
             Ok(Err(e)) => actor_error = Some(format!("snapshot: {e}")),
@@ -131,6 +137,7 @@ async fn write_snapshots(
         };
     }
     let started = Instant::now();
+    let wake = super::wake_schedule::changes(known_wakes, wakes);
     let write = PartitionWrite {
         partition,
         epoch,
@@ -138,6 +145,7 @@ async fn write_snapshots(
         partners,
         dedup,
         awake,
+        wake: wake.clone(),
     };
     let res = store.commit(write).await;
     METRICS.store_op("commit", started);
@@ -146,6 +154,7 @@ async fn write_snapshots(
         Ok(()) => FlushResult::Durable(Written {
             outboxes,
             dedup: dedup_acks,
+            wake,
         }),
         Err(e @ StoreError::Fenced { .. }) => FlushResult::Fenced(e),
         Err(e) => FlushResult::Failed {
@@ -219,6 +228,7 @@ impl Pipeline {
                 .map(|s| s.addr.clone().send(TakeSnapshot))
                 .collect();
             ps.flush_seq += 1;
+            let known_wakes = ps.wakes.known(&partners);
             let job = FlushJob {
                 partition: *p,
                 epoch: ps.epoch,
@@ -226,6 +236,7 @@ impl Pipeline {
                 offsets,
                 partners,
                 events: std::mem::take(&mut ps.unflushed),
+                known_wakes,
             };
             ps.urgent = false;
             ps.last_flush = now;
@@ -250,9 +261,9 @@ impl Pipeline {
             let offsets = job.offsets.clone();
             self.io.spawn(async move {
                 let result = write_snapshots(
-                    job.partition,
-                    job.epoch,
+                    (job.partition, job.epoch),
                     offsets,
+                    &job.known_wakes,
                     requests,
                     dead_letters,
                     io,
@@ -307,6 +318,7 @@ impl Pipeline {
                     return;
                 };
                 ps.failures = 0;
+                ps.wakes.committed(written.wake);
                 let mut commit = TopicPartitionList::new();
                 for (topic, offset) in &job.offsets {
                     // unwrap-free: a bad offset only skips lag reporting.
@@ -418,7 +430,9 @@ mod tests {
             let dlq = DeadLetterSink::new(producer, kafka.topics.deadletter.clone());
             let io = (store.clone(), dlq, TopicMap::from_config(&kafka));
             let requests = vec![live.send(TakeSnapshot), gone.send(TakeSnapshot)];
-            let result = write_snapshots(0, epoch, BTreeMap::new(), requests, Vec::new(), io).await;
+            let none = std::collections::HashMap::new();
+            let result =
+                write_snapshots((0, epoch), BTreeMap::new(), &none, requests, Vec::new(), io).await;
             let outcome = match &result {
                 FlushResult::ActorLost(_) => "actor lost",
                 FlushResult::Failed { .. } => "failed",

@@ -11,3 +11,4 @@ pub mod pipeline;
 mod publish_queue;
 mod rebalance;
 pub mod topics;
+mod wake_schedule;

@@ -29,6 +29,7 @@ use super::decode::{decode_partner_record, DecodeLimits};
 use super::fetch_progress::{FetchProgress, PartitionStats};
 use super::publish_queue::{PublishQueue, Stage};
 use super::topics::{check_partition, partition_for_key, TopicMap};
+use super::wake_schedule::WakeSchedule;
 use crate::actors::messages::{AckOutbox, DedupDurable, Tick, TickChange, TickRound};
 use crate::actors::messages::{ApplyBatch, Sourced};
 use crate::actors::partner::{PartnerActor, TickDue};
@@ -100,6 +101,8 @@ pub(super) struct PartitionState {
     /// Partners the previous owner left awake (an outbox to publish, a level only time
     /// brings back) still to start; a silent partner would otherwise wait for an event.
     pub to_wake: Vec<String>,
+    /// Partners to start at a wall-clock time (a pilot's expiry), as durable in the store.
+    pub wakes: WakeSchedule,
     /// The flush on its way to the store, if any (one at a time per partition).
     pub flushing: Option<InFlight>,
     /// A partner of this partition has an outbox item waiting: flush without waiting for
@@ -255,6 +258,7 @@ impl PartitionState {
             to_publish: PublishQueue::default(),
             control_cursor: 0,
             to_wake: Vec::new(),
+            wakes: WakeSchedule::default(),
             flushing: None,
             urgent: false,
             publishing: false,
@@ -756,6 +760,8 @@ impl Pipeline {
             .map(|(id, _)| id.clone());
         let rest: Vec<String> = keep_live.chain(durable_awake.unwrap_or_default()).collect();
         ps.to_wake = each_once(std::mem::take(&mut ps.to_wake).into_iter().chain(rest));
+        // Partners woken for their time lose what that waking did: wake them again.
+        ps.wakes.rearm();
         for id in ps.partners.keys() {
             self.registry.stop(id);
         }
@@ -858,7 +864,7 @@ impl Pipeline {
         ps.partners.retain(|id, slot| {
             // A partner whose level only time brings back must keep ticking, events or
             // not, and one with lines waiting for an FX rate must be there when it comes.
-            // (A pilot's expiry is judged again at the partner's next event.)
+            // (A pilot's expiry wakes it at its time: see `WakeSchedule`.)
             let keep = slot.due.keep_live()
                 || dirty.contains(id)
                 || ticked.contains(id)
@@ -1399,6 +1405,11 @@ impl Pipeline {
                 (moved, next)
             };
             ps.control_cursor = next;
+            // Partners whose wall-clock time came (a pilot's expiry) queue behind the rest.
+            let timed = ps.wakes.take_due(Utc::now().timestamp_millis());
+            if !timed.is_empty() {
+                ps.to_wake = each_once(std::mem::take(&mut ps.to_wake).into_iter().chain(timed));
+            }
             let wanted = next_wakes(&mut ps.to_wake, moved, MAX_WAKE_PER_ROUND, |id| {
                 ps.partners.contains_key(id) || ps.loading.contains_key(id)
             });
@@ -1611,6 +1622,12 @@ mod tests {
         }
         async fn awake_partners(&self, p: i32) -> Result<Vec<String>, crate::store::StoreError> {
             self.inner.awake_partners(p).await
+        }
+        async fn wake_schedule(
+            &self,
+            p: i32,
+        ) -> Result<Vec<(String, i64)>, crate::store::StoreError> {
+            self.inner.wake_schedule(p).await
         }
         async fn partner_ids(&self, p: i32) -> Result<Vec<String>, crate::store::StoreError> {
             self.inner.partner_ids(p).await

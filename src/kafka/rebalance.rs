@@ -15,8 +15,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::pipeline::{PartitionState, Pipeline};
+use super::wake_schedule::WakeSchedule;
 use crate::metrics::METRICS;
 use crate::store::StoreError;
+
+/// What a new owner reads when it takes a partition.
+struct Acquired {
+    epoch: u64,
+    offsets: crate::store::Offsets,
+    /// Partners to start at once.
+    awake: Vec<String>,
+    /// Partners to start at a wall-clock time.
+    wakes: WakeSchedule,
+}
 
 /// Reads of the group's committed offsets on assignment, a pause apart: a coordinator
 /// still loading after a restart (when an emptied Redis is also likeliest) answers with
@@ -66,7 +77,13 @@ impl Pipeline {
         let mut out = TopicPartitionList::new();
         for p in numbers {
             self.drop_partition(p);
-            let Some((epoch, offsets, awake)) = self.acquire(p) else {
+            let Some(Acquired {
+                epoch,
+                offsets,
+                awake,
+                wakes,
+            }) = self.acquire(p)
+            else {
                 tracing::warn!(
                     partition = p,
                     "shutting down before partition could be acquired"
@@ -99,11 +116,13 @@ impl Pipeline {
                 epoch,
                 ?offsets,
                 awake = awake.len(),
+                timed = wakes.len(),
                 "partition assigned"
             );
             let mut ps = PartitionState::new(epoch, offsets);
             // Started at the next tick round, events or not (see `wake_sleepers`).
             ps.to_wake = awake;
+            ps.wakes = wakes;
             self.partitions.insert(p, ps);
             // Per-partition series exist from assignment to revocation (CONTRACT §7).
             for topic in self.topics.keyed() {
@@ -122,7 +141,7 @@ impl Pipeline {
     /// Takes the epoch, then reads the offsets and the partners to start at once; retries
     /// while the store is unreachable (heartbeats go on in librdkafka's own thread
     /// meanwhile).
-    fn acquire(&self, p: i32) -> Option<(u64, crate::store::Offsets, Vec<String>)> {
+    fn acquire(&self, p: i32) -> Option<Acquired> {
         let mut backoff = Duration::from_millis(50);
         loop {
             if self
@@ -133,12 +152,17 @@ impl Pipeline {
                 return None;
             }
             let started = Instant::now();
-            type Acquired = (u64, crate::store::Offsets, Vec<String>);
             let res: Result<Acquired, StoreError> = self.io.block_on(async {
                 let epoch = self.store.acquire(p).await?;
                 let offsets = self.store.offsets(p).await?;
                 let awake = self.store.awake_partners(p).await?;
-                Ok((epoch, offsets, awake))
+                let wakes = WakeSchedule::from_store(self.store.wake_schedule(p).await?);
+                Ok(Acquired {
+                    epoch,
+                    offsets,
+                    awake,
+                    wakes,
+                })
             });
             METRICS.store_op("acquire", started);
             match res {

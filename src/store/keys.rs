@@ -73,6 +73,12 @@ impl Keys {
         self.key(partition, "awake")
     }
 
+    /// Sorted set: partners to start at a wall-clock time (epoch millis), live or not: a
+    /// pilot tenant expires on the wall clock, and its partner may be silent by then.
+    pub fn wake(&self, partition: i32) -> String {
+        self.key(partition, "wake")
+    }
+
     /// Sorted set: one partner's dedup ids, scored by event time (epoch millis).
     pub fn dedup(&self, partition: i32, partner_id: &str) -> String {
         self.key(partition, &format!("dedup:{partner_id}"))

@@ -29,6 +29,8 @@ struct Partition {
     partners: BTreeMap<String, Vec<u8>>,
     /// Partners the next owner starts at once.
     awake: std::collections::BTreeSet<String>,
+    /// Partner id → when to start it (wall-clock millis).
+    wake: BTreeMap<String, i64>,
     /// Partner id → (dedup id → event time in millis).
     dedup: HashMap<String, HashMap<String, i64>>,
 }
@@ -113,6 +115,12 @@ impl StateStore for MemoryStore {
                 state.awake.remove(&partner);
             }
         }
+        for (partner, at) in write.wake {
+            match at {
+                Some(ms) => state.wake.insert(partner, ms),
+                None => state.wake.remove(&partner),
+            };
+        }
         for (partner, delta) in write.dedup {
             let ids = state.dedup.entry(partner).or_default();
             ids.extend(delta.added.into_iter().map(|(ms, id)| (id, ms)));
@@ -154,6 +162,16 @@ impl StateStore for MemoryStore {
         self.read(partition, |state| state.awake.iter().cloned().collect())
     }
 
+    async fn wake_schedule(&self, partition: i32) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(partition, |state| {
+            state
+                .wake
+                .iter()
+                .map(|(id, ms)| (id.clone(), *ms))
+                .collect()
+        })
+    }
+
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError> {
         self.read(partition, |state| state.partners.keys().cloned().collect())
     }
@@ -187,6 +205,7 @@ mod tests {
             partners: vec![("p".to_owned(), b"{}".to_vec())],
             dedup: Vec::new(),
             awake: Vec::new(),
+            wake: Vec::new(),
         };
         let failed = store.commit(write.clone()).await.expect_err("unavailable");
         assert!(failed.is_retryable());

@@ -44,6 +44,10 @@ pub struct PartitionWrite {
     /// For partners of this write, whether the next owner must start them at once
     /// ([`StateStore::awake_partners`]); a partner not listed keeps its mark.
     pub awake: Vec<(String, bool)>,
+    /// Changes to when partners must be started on the wall clock (epoch millis; `None`
+    /// removes it), read by every owner ([`StateStore::wake_schedule`]). Only changes are
+    /// listed: a partner not listed keeps its time.
+    pub wake: Vec<(String, Option<i64>)>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -112,6 +116,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// The partners of `partition` whose last durable snapshot asked to be started at once
     /// by the next owner (see [`PartitionWrite::awake`]): read on assignment.
     async fn awake_partners(&self, partition: i32) -> Result<Vec<String>, StoreError>;
+
+    /// The partners of `partition` to start at a wall-clock time (epoch millis), whether
+    /// they are live or not: a pilot of a passivated partner must still expire. Read on
+    /// assignment and reset; the owner keeps it in step with its writes.
+    async fn wake_schedule(&self, partition: i32) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Every partner id with a snapshot in `partition` (operators and tests; not on hot paths).
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError>;

@@ -253,6 +253,7 @@ impl StateStore for RedisStore {
             self.keys.offsets(partition),
             self.keys.partners(partition),
             self.keys.awake(partition),
+            self.keys.wake(partition),
         ];
         keys.extend(
             write
@@ -363,6 +364,23 @@ impl StateStore for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| classify("awake_partners", e))
+        })
+        .await
+    }
+
+    async fn wake_schedule(&self, partition: i32) -> Result<Vec<(String, i64)>, StoreError> {
+        let key = self.keys.wake(partition);
+        self.run("wake_schedule", |mut conn| async move {
+            let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("wake_schedule", e))?;
+            // Scores are millis, exact in a double up to 2^53.
+            Ok(raw.into_iter().map(|(id, ms)| (id, ms as i64)).collect())
         })
         .await
     }

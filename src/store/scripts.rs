@@ -13,13 +13,16 @@ use super::PartitionWrite;
 /// its ownership epoch.
 ///
 /// KEYS[1] = epoch key (string, decimal), KEYS[2] = offsets hash, KEYS[3] = partners hash,
-/// KEYS[4] = the awake set, KEYS[5..] = the dedup sorted set of each partner with a dedup
-/// change, in ARGV's order (all with the partition's hash tag, see `keys.rs`).
+/// KEYS[4] = the awake set, KEYS[5] = the wake-time sorted set, KEYS[6..] = the dedup
+/// sorted set of each partner with a dedup change, in ARGV's order (all with the
+/// partition's hash tag, see `keys.rs`).
 /// ARGV[1] = the epoch the writer holds (decimal);
 /// ARGV[2] = n, the number of (topic, offset) pairs, then n pairs topic, next offset;
 /// then m, the number of partners, then m pairs partner id, snapshot bytes;
 /// then a, the number of partners to add to the awake set, and their a ids; then r and r
 /// ids to remove from it;
+/// then w and w pairs score (wall-clock millis), id to set in the wake-time set; then z and
+/// z ids to remove from it;
 /// then, for each dedup key: the eviction horizon (millis, "" for none), k, and k pairs
 /// score (millis), id.
 ///
@@ -46,9 +49,15 @@ if a == nil then return redis.error_reply(bad) end
 local ri = ai + 1 + a
 local r = count(ri)
 if r == nil then return redis.error_reply(bad) end
-local di = ri + 1 + r
+local wi = ri + 1 + r
+local w = count(wi)
+if w == nil then return redis.error_reply(bad) end
+local zi = wi + 1 + 2 * w
+local z = count(zi)
+if z == nil then return redis.error_reply(bad) end
+local di = zi + 1 + z
 local i = di
-for d = 5, #KEYS do
+for d = 6, #KEYS do
   local k = count(i + 1)
   if k == nil then return redis.error_reply(bad) end
   i = i + 2 + 2 * k
@@ -81,9 +90,11 @@ end
 write_pairs('HSET', KEYS[2], 3, mi - 1)
 write_pairs('HSET', KEYS[3], mi + 1, ai - 1)
 write_pairs('SADD', KEYS[4], ai + 1, ri - 1)
-write_pairs('SREM', KEYS[4], ri + 1, di - 1)
+write_pairs('SREM', KEYS[4], ri + 1, wi - 1)
+write_pairs('ZADD', KEYS[5], wi + 1, zi - 1)
+write_pairs('ZREM', KEYS[5], zi + 1, di - 1)
 i = di
-for d = 5, #KEYS do
+for d = 6, #KEYS do
   local horizon = ARGV[i]
   local k = tonumber(ARGV[i + 1])
   write_pairs('ZADD', KEYS[d], i + 2, i + 1 + 2 * k)
@@ -100,7 +111,7 @@ pub(super) fn commit_script() -> Script {
 }
 
 /// ARGV for [`COMMIT`], moving the snapshots rather than copying them. The dedup keys
-/// (KEYS[5..]) follow `write.dedup`'s order.
+/// (KEYS[6..]) follow `write.dedup`'s order.
 pub(super) fn commit_argv(write: PartitionWrite) -> Vec<Vec<u8>> {
     let ids: usize = write.dedup.iter().map(|(_, d)| 2 + 2 * d.added.len()).sum();
     let mut argv = Vec::with_capacity(3 + 2 * (write.offsets.len() + write.partners.len()) + ids);
@@ -120,6 +131,15 @@ pub(super) fn commit_argv(write: PartitionWrite) -> Vec<Vec<u8>> {
         argv.push(ids.len().to_string().into_bytes());
         argv.extend(ids.into_iter().map(|(id, _)| id.into_bytes()));
     }
+    let (timed, cleared): (Vec<_>, Vec<_>) =
+        write.wake.into_iter().partition(|(_, at)| at.is_some());
+    argv.push(timed.len().to_string().into_bytes());
+    for (id, at) in timed {
+        argv.push(at.unwrap_or_default().to_string().into_bytes());
+        argv.push(id.into_bytes());
+    }
+    argv.push(cleared.len().to_string().into_bytes());
+    argv.extend(cleared.into_iter().map(|(id, _)| id.into_bytes()));
     for (_, delta) in write.dedup {
         let horizon = delta
             .evict_below_ms
@@ -330,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn argv_layout_is_epoch_offsets_partners_awake_then_dedup() {
+    fn argv_layout_is_epoch_offsets_partners_awake_wake_times_then_dedup() {
         let write = PartitionWrite {
             partition: 3,
             epoch: 12,
@@ -347,6 +367,7 @@ mod tests {
                 },
             )],
             awake: vec![(s("p-2"), false), (s("p-1"), true)],
+            wake: vec![(s("p-2"), None), (s("p-1"), Some(86_400_000))],
         };
         let argv: Vec<String> = commit_argv(write)
             .into_iter()
@@ -371,6 +392,11 @@ mod tests {
                 "p-1",
                 "1",
                 "p-2",
+                "1",
+                "86400000",
+                "p-1",
+                "1",
+                "p-2",
                 "500",
                 "1",
                 "1000",
@@ -380,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn argv_of_an_empty_write_is_epoch_and_four_zeros() {
+    fn argv_of_an_empty_write_is_epoch_and_six_zeros() {
         let write = PartitionWrite {
             partition: 0,
             epoch: 1,
@@ -389,7 +415,15 @@ mod tests {
         let zero = || b"0".to_vec();
         assert_eq!(
             commit_argv(write),
-            vec![b"1".to_vec(), zero(), zero(), zero(), zero()]
+            vec![
+                b"1".to_vec(),
+                zero(),
+                zero(),
+                zero(),
+                zero(),
+                zero(),
+                zero()
+            ]
         );
     }
 

@@ -169,6 +169,27 @@ impl Tenants {
         self.evaluate_one(tenant_id, owner, clock)
     }
 
+    /// The wall-clock time, in epoch millis, at which the next of its pilots still young at
+    /// `wall_now` expires: a partner passivated meanwhile must be started then, or its
+    /// pilot would run on until the partner's next event.
+    pub fn next_pilot_expiry_ms(
+        &self,
+        wall_now: DateTime<Utc>,
+        max_age: std::time::Duration,
+    ) -> Option<i64> {
+        self.map
+            .values()
+            .filter_map(|t| t.pilot_since)
+            .filter(|since| !pilot_expired(*since, wall_now, max_age))
+            // The first millisecond past the age (`pilot_expired` is strict).
+            .map(|since| {
+                (since + chrono_dur(max_age))
+                    .timestamp_millis()
+                    .saturating_add(1)
+            })
+            .min()
+    }
+
     /// Time passing: pilot expiry (wall clock), tenant ladders calming (event time).
     pub fn tick(&mut self, owner: &str, clock: TenantClock) -> Vec<Decision> {
         let ids: Vec<String> = self.map.keys().cloned().collect();
@@ -275,6 +296,48 @@ mod tests {
             plan,
             started_at: day(0),
         }
+    }
+
+    /// The wake time is the first instant a tick suspends the pilot: a millisecond before
+    /// it nothing happens, at it the suspension does. Expired and paid tenants have none.
+    #[test]
+    fn the_next_pilot_expiry_is_when_a_tick_suspends_it() {
+        let mut ts = Tenants::default();
+        assert_eq!(
+            ts.next_pilot_expiry_ms(day(1), clock(day(1)).pilot_max_age),
+            None
+        );
+        ts.on_fact(fact(TenantPlan::Pilot, "p-1"), "p-1", clock(day(1)));
+        let later = TenantFact {
+            tenant_id: "t-2",
+            started_at: day(5),
+            ..fact(TenantPlan::Pilot, "p-1")
+        };
+        ts.on_fact(later, "p-1", clock(day(5)));
+        let age = clock(day(1)).pilot_max_age;
+        let wake = ts
+            .next_pilot_expiry_ms(day(6), age)
+            .expect("two young pilots");
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+        assert!(ts.clone().tick("p-1", clock(at(wake - 1))).is_empty());
+        let d = ts.tick("p-1", clock(at(wake)));
+        assert_eq!(
+            d.iter()
+                .map(|d| (d.id.as_str(), d.level))
+                .collect::<Vec<_>>(),
+            [("t-1", Level::Suspend)]
+        );
+        // t-1 is expired now: the next wake is t-2's, and none once it is paid.
+        let next = ts
+            .next_pilot_expiry_ms(at(wake), age)
+            .expect("t-2 still young");
+        assert_eq!(next - wake, 5 * 86_400_000);
+        let paid = TenantFact {
+            plan: TenantPlan::Paid,
+            ..later
+        };
+        ts.on_fact(paid, "p-1", clock(at(wake)));
+        assert_eq!(ts.next_pilot_expiry_ms(at(wake), age), None);
     }
 
     #[test]

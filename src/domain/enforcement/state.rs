@@ -260,6 +260,17 @@ impl EnforcementState {
     /// tracked, or a change is pending at the partner's own clock), `None` when only an
     /// event or a control fact can. Ticking only at this time gives the same decisions as
     /// ticking every second (`scenarios/due.rs`).
+    /// When, on the wall clock (epoch millis), the next of this partner's pilots expires
+    /// (see [`Tenants::next_pilot_expiry_ms`]).
+    pub fn next_pilot_expiry_ms(
+        &self,
+        wall_now: DateTime<Utc>,
+        policy: &EnforcementPolicy,
+    ) -> Option<i64> {
+        self.tenants
+            .next_pilot_expiry_ms(wall_now, policy.pilot_max_age)
+    }
+
     pub fn tick_due_ms(&self, policy: &EnforcementPolicy) -> Option<i64> {
         // Pilots expire on the wall clock and tenant ladders calm down: tick while any is tracked.
         if self.tenants.tracked() > 0 {
