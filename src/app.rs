@@ -173,11 +173,13 @@ async fn run_with_io(
                 config.store.key_prefix.clone(),
                 config.store.timeout,
             );
+            let replica_acks = config.store.replica_acks;
             let store = io
                 .spawn(async move { RedisStore::connect(&url, &prefix, timeout).await })
                 .await
                 .map_err(|e| fatal("store")(e.to_string()))?
-                .map_err(|e| fatal("redis")(e.to_string()))?;
+                .map_err(|e| fatal("redis")(e.to_string()))?
+                .with_replica_acks(replica_acks);
             (
                 Arc::new(store.clone()),
                 Arc::new(store.decisions()),

@@ -235,6 +235,9 @@ pub struct StoreConfig {
     #[serde(with = "duration_str")]
     pub timeout: Duration,
     pub failure_policy: FailurePolicy,
+    /// Replicas that must acknowledge a snapshot before it counts as durable (CONTRACT §9:
+    /// Redis `WAIT`); 0 with no replicas. Only the Redis backend has replicas.
+    pub replica_acks: u32,
 }
 
 impl Default for StoreConfig {
@@ -245,6 +248,7 @@ impl Default for StoreConfig {
             key_prefix: "warden".into(),
             timeout: Duration::from_millis(500),
             failure_policy: FailurePolicy::FailOpen,
+            replica_acks: 0,
         }
     }
 }
@@ -257,6 +261,7 @@ impl fmt::Debug for StoreConfig {
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("failure_policy", &self.failure_policy)
+            .field("replica_acks", &self.replica_acks)
             .finish()
     }
 }
@@ -1494,6 +1499,7 @@ mod tests {
         assert_eq!(c.kafka.session_timeout, Duration::from_secs(10));
         assert_eq!(c.kafka.max_poll_interval, Duration::from_secs(300));
         assert_eq!(c.store.backend, StoreBackend::Memory);
+        assert_eq!(c.store.replica_acks, 0);
         assert_eq!(c.store.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(c.store.timeout, Duration::from_millis(500));
         assert_eq!(c.store.failure_policy, FailurePolicy::FailOpen);
@@ -1651,6 +1657,18 @@ mod tests {
             .to_string()
             .starts_with("x.toml: kafka.bogus: unknown key"));
         assert!(problem(&e, "nope").message.starts_with("unknown section"));
+    }
+
+    #[test]
+    fn replica_acks_is_a_count_of_replicas() {
+        let c = Config::from_toml_str(
+            "[kafka]\nembedded = true\n[store]\nreplica_acks = 2\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.store.replica_acks, 2);
+        let e = errors("[kafka]\nembedded = true\n[store]\nreplica_acks = -1\n");
+        assert_eq!(keys(&e), ["store.replica_acks"], "{e}");
     }
 
     #[test]

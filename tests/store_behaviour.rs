@@ -756,3 +756,97 @@ mod redis_only {
         }
     }
 }
+
+/// CONTRACT §9: with replicas, a snapshot counts only once they acknowledge it (`WAIT`),
+/// so a failover never rolls back state whose decisions went out and offsets moved on.
+mod replicas {
+    use super::*;
+    use common::RedisServer;
+
+    fn replica_of(primary: &RedisServer) -> RedisServer {
+        let replica = RedisServer::start_new();
+        let mut conn = ::redis::Client::open(replica.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: () = ::redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(primary.port())
+            .query(&mut conn)
+            .unwrap();
+        let mut primary_conn = ::redis::Client::open(primary.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let online = common::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            let info: String = ::redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut primary_conn)
+                .unwrap();
+            info.contains("state=online")
+        });
+        assert!(online, "the replica did not sync");
+        replica
+    }
+
+    async fn store_on(server: &RedisServer, acks: u32) -> RedisStore {
+        RedisStore::connect(&server.url(), &unique_prefix(), TIMEOUT)
+            .await
+            .expect("connect")
+            .with_replica_acks(acks)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_counts_only_once_the_replicas_have_it() {
+        let primary = RedisServer::start_new();
+        let mut replica = replica_of(&primary);
+        let store = store_on(&primary, 1).await;
+        let first = store.acquire(0).await.expect("acquire");
+        store
+            .commit(write(0, first, &[("usage", 7)], &[("p-1", b"{}")]))
+            .await
+            .expect("one replica acknowledges");
+
+        // The replica is gone: the write reaches the primary, but does not count.
+        replica.kill9();
+        let failed = store
+            .commit(write(0, first, &[("usage", 8)], &[("p-1", b"{}")]))
+            .await
+            .expect_err("no replica to acknowledge");
+        assert!(failed.is_retryable(), "{failed}");
+        assert!(
+            failed
+                .to_string()
+                .contains("acknowledged by 0 of 1 replicas"),
+            "{failed}"
+        );
+
+        // More replicas asked for than there are: never durable. Without replicas asked
+        // for, the same primary takes commits as before.
+        let mut replica = replica_of(&primary);
+        let two = store_on(&primary, 2).await;
+        let epoch = two.acquire(1).await.expect("acquire");
+        let failed = two
+            .commit(write(1, epoch, &[("usage", 1)], &[("p-2", b"{}")]))
+            .await
+            .expect_err("one replica of two");
+        assert!(
+            failed
+                .to_string()
+                .contains("acknowledged by 1 of 2 replicas"),
+            "{failed}"
+        );
+        let none = store_on(&primary, 0).await;
+        let epoch = none.acquire(2).await.expect("acquire");
+        none.commit(write(2, epoch, &[("usage", 1)], &[("p-3", b"{}")]))
+            .await
+            .expect("no replicas asked for");
+        // A fenced write is still reported as fenced, not as unacknowledged.
+        store.acquire(0).await.expect("a newer owner");
+        let stale = store
+            .commit(write(0, first, &[("usage", 9)], &[("p-1", b"{}")]))
+            .await;
+        assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
+        replica.kill9();
+    }
+}

@@ -58,6 +58,8 @@ pub struct RedisStore {
     pub(super) keys: Keys,
     commit: Arc<Script>,
     timeout: Duration,
+    /// Replicas that must acknowledge a commit ([`RedisStore::with_replica_acks`]).
+    replica_acks: u32,
 }
 
 impl fmt::Debug for RedisStore {
@@ -117,7 +119,18 @@ impl RedisStore {
             keys: Keys::new(key_prefix),
             commit: Arc::new(scripts::commit_script()),
             timeout,
+            replica_acks: 0,
         })
+    }
+
+    /// A commit counts only once `n` replicas have it (CONTRACT §9). Otherwise a failover
+    /// to a replica that missed it rolls the state back after its decisions went out and
+    /// its offsets moved on: events lost, or counted twice. A commit the replicas do not
+    /// acknowledge within the store's timeout fails as `Unavailable`, and is retried like
+    /// any failed commit; until then nothing it holds is published.
+    pub fn with_replica_acks(mut self, n: u32) -> RedisStore {
+        self.replica_acks = n;
+        self
     }
 
     /// The whole hash at `key` (empty when there is none), as `M`.
@@ -262,19 +275,54 @@ impl StateStore for RedisStore {
                 .map(|(partner, _)| self.keys.dedup(partition, partner)),
         );
         let script = Arc::clone(&self.commit);
-        let deadline = commit_deadline(self.timeout, &write);
+        let (replicas, wait_ms) = (self.replica_acks, self.timeout.as_millis() as u64);
+        // WAIT blocks for up to the store's timeout once the script has run.
+        let deadline = commit_deadline(self.timeout, &write)
+            + if replicas > 0 {
+                self.timeout
+            } else {
+                Duration::ZERO
+            };
         let turn = self.bulk.lock().await;
         let reply = self
             .run_on(turn.clone(), "commit", deadline, |mut conn| async move {
                 let argv = scripts::commit_argv(write);
-                let mut invocation = script.prepare_invoke();
-                invocation.key(&keys[..]).arg(argv);
-                let reply: Vec<String> = invocation
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| classify("commit", e))?;
-                CommitReply::parse(&reply)
-                    .map_err(|problem| StoreError::Corrupt(format!("redis commit: {problem}")))
+                let (reply, acked): (Vec<String>, Option<u32>) = if replicas == 0 {
+                    let mut invocation = script.prepare_invoke();
+                    invocation.key(&keys[..]).arg(argv);
+                    let reply = invocation
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(|e| classify("commit", e))?;
+                    (reply, None)
+                } else {
+                    // WAIT counts the replicas that have this client's last write, so it
+                    // goes in one request with the script: sent alone, a reconnection in
+                    // between would ask about a new client with no writes, and pass.
+                    let (reply, acked) = redis::pipe()
+                        .cmd("EVAL")
+                        .arg(scripts::COMMIT)
+                        .arg(keys.len())
+                        .arg(&keys[..])
+                        .arg(argv)
+                        .cmd("WAIT")
+                        .arg(replicas)
+                        .arg(wait_ms)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| classify("commit", e))?;
+                    (reply, Some(acked))
+                };
+                let reply = CommitReply::parse(&reply)
+                    .map_err(|problem| StoreError::Corrupt(format!("redis commit: {problem}")))?;
+                if let Some(acked) = acked.filter(|a| *a < replicas) {
+                    if reply == CommitReply::Written {
+                        return Err(StoreError::Unavailable(format!(
+                            "redis commit: acknowledged by {acked} of {replicas} replicas within {wait_ms} ms"
+                        )));
+                    }
+                }
+                Ok(reply)
             })
             .await?;
         match reply {
