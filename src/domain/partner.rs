@@ -1252,6 +1252,55 @@ mod tests {
         );
     }
 
+    /// A tenant waiting at its partner for credits that moves to another partner leaves
+    /// that partner's queue: the activation waiting behind it goes through and is lifted,
+    /// and the tenant that left is charged nothing there.
+    #[test]
+    fn a_tenant_leaving_the_credits_queue_lets_the_next_one_through() {
+        use super::super::enforcement::{Level, Reason, Scope};
+        use crate::domain::event::TenantPlan;
+        let mut w = World::new("credits");
+        w.fact(partner_fact("pa", "specialist", None, None));
+        w.fact(partner_fact("pb", "specialist", None, None));
+        w.fact(ControlEvent::CreditPurchase {
+            purchase_id: "b1".into(),
+            partner_id: "pa".into(),
+            credits: dec("300"),
+            paid_usd: dec("240"),
+        });
+        let tenant = |id: &str, partner: &str, value: &str| ControlEvent::Tenant {
+            tenant_id: id.into(),
+            partner_id: partner.into(),
+            plan: TenantPlan::Paid,
+            started_at: at("2026-06-29T00:00:00Z"),
+            deployment_value_usd: Some(dec(value)),
+        };
+        w.fact(tenant("t-big", "pa", "1000"));
+        w.fact(tenant("t-small", "pa", "200"));
+        let mut pa = PartnerState::new("pa");
+        pa.catch_up(&w.table, &w.ctx());
+        let last = |s: &PartnerState, id: &str| -> Option<(Level, Reason)> {
+            s.outbox().iter().rev().find_map(|o| match &o.item {
+                Outbound::Decision(d) if d.scope == Scope::Tenant && d.id == id => {
+                    Some((d.level, d.reason))
+                }
+                _ => None,
+            })
+        };
+        let refused = Some((Level::Suspend, Reason::InsufficientCredits));
+        assert_eq!(
+            (last(&pa, "t-big"), last(&pa, "t-small")),
+            (refused, refused)
+        );
+        w.fact(tenant("t-big", "pb", "1000"));
+        assert!(pa.catch_up(&w.table, &w.ctx()));
+        let lifted = Some((Level::Ok, Reason::Calm));
+        assert_eq!((last(&pa, "t-big"), last(&pa, "t-small")), (lifted, lifted));
+        let wallet = pa.ledger().credit_wallet();
+        assert!(wallet.waiting().is_empty());
+        assert_eq!(wallet.balance(), dec("100"));
+    }
+
     /// A backdated invoice for a month before the oldest closed one is paid with the open
     /// month: that month is never closed automatically, so its statement would never be.
     #[test]

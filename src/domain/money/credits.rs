@@ -67,6 +67,9 @@ pub enum TenantOutcome {
     NotACreditsProgram,
     /// Applied before (same purchase_id, or this tenant already activated or waiting).
     Duplicate,
+    /// A tenant waiting for credits moved to another partner before it was activated: it
+    /// leaves the queue, and the activations behind it that now fit go through.
+    Withdrawn,
     /// The amounts do not fit the decimal range: nothing changed.
     Overflow,
 }
@@ -170,6 +173,29 @@ impl CreditWallet {
         };
         self.purchases.insert(id.to_string(), record);
         let mut fx = CreditEffects::only(TenantOutcome::Purchased);
+        self.activate_waiting(&mut fx);
+        self.check_low(low_water, &mut fx);
+        fx
+    }
+
+    /// The tenant moved to another partner while its activation here waited for credits:
+    /// it is no longer this partner's to activate, so a later purchase must not charge for
+    /// it. The activations behind it that fit now go through, as after a purchase.
+    pub(crate) fn withdraw(&mut self, tenant_id: &str, low_water: Decimal) -> CreditEffects {
+        let Some(i) = self.waiting.iter().position(|w| w.tenant_id == tenant_id) else {
+            return CreditEffects::only(TenantOutcome::NotAnActivation);
+        };
+        self.waiting.remove(i);
+        let mut fx = CreditEffects::only(TenantOutcome::Withdrawn);
+        self.activate_waiting(&mut fx);
+        if !fx.activated.is_empty() {
+            self.check_low(low_water, &mut fx);
+        }
+        fx
+    }
+
+    /// Activates the waiting tenants in arrival order, up to the first that does not fit.
+    fn activate_waiting(&mut self, fx: &mut CreditEffects) {
         while let Some(next) = self.waiting.first() {
             if next.credits > self.balance {
                 break;
@@ -178,8 +204,6 @@ impl CreditWallet {
             self.consume(&next.tenant_id, next.credits);
             fx.activated.push((next.tenant_id, next.started_at));
         }
-        self.check_low(low_water, &mut fx);
-        fx
     }
 
     pub(crate) fn activate(

@@ -55,8 +55,11 @@ impl Ledger {
         program: &Program,
     ) -> ControlOutcome {
         let mine = fact.partner_id().is_none_or(|p| p == self.partner_id);
+        // A tenant fact naming another partner still concerns this one if the tenant
+        // leaves it (see `tenant_left`).
+        let leaving = matches!(fact, ControlEvent::Tenant { .. });
         match fact {
-            _ if !mine => ControlOutcome::NoEffect,
+            _ if !mine && !leaving => ControlOutcome::NoEffect,
             ControlEvent::MdfExpense {
                 expense_id,
                 amount_usd,
@@ -77,10 +80,11 @@ impl Ledger {
             )),
             ControlEvent::Tenant {
                 tenant_id,
+                partner_id,
                 started_at,
                 deployment_value_usd,
                 ..
-            } => ControlOutcome::Credits(self.apply_tenant(
+            } if *partner_id == self.partner_id => ControlOutcome::Credits(self.apply_tenant(
                 offset,
                 tenant_id,
                 *started_at,
@@ -88,6 +92,9 @@ impl Ledger {
                 facts,
                 program,
             )),
+            ControlEvent::Tenant { tenant_id, .. } => {
+                ControlOutcome::Credits(self.tenant_left(tenant_id, program))
+            }
             ControlEvent::FxRate { currency, .. } => {
                 ControlOutcome::Fx(self.fx_arrived(currency, facts, program))
             }
@@ -187,6 +194,19 @@ impl Ledger {
         let fx = self
             .credits
             .activate(tenant_id, started_at, credits, rules.low_water_credits);
+        for (tenant, started_at) in &fx.activated {
+            self.status.record(tenant, *started_at);
+        }
+        fx
+    }
+
+    /// A `tenant` fact naming another partner, filed here because the tenant leaves this
+    /// one: an activation of it still waiting for credits here is withdrawn.
+    fn tenant_left(&mut self, tenant_id: &str, program: &Program) -> CreditEffects {
+        let Some(rules) = &program.credits else {
+            return CreditEffects::only(TenantOutcome::NotAnActivation);
+        };
+        let fx = self.credits.withdraw(tenant_id, rules.low_water_credits);
         for (tenant, started_at) in &fx.activated {
             self.status.record(tenant, *started_at);
         }

@@ -334,6 +334,61 @@ fn credits_are_bought_consumed_by_activations_and_migrations_are_free() {
     );
 }
 
+/// A tenant waiting here for credits that moves to another partner leaves the queue: a
+/// later purchase here does not charge for it, and the activation queued behind it, which
+/// fits the balance, goes through at once.
+#[test]
+fn a_waiting_tenant_that_moves_away_is_withdrawn_and_the_queue_moves_on() {
+    let prog = program("credits");
+    let mut f = MoneyFacts::new();
+    f.apply(0, &partner_fact("p", "specialist", None));
+    let mut l = Ledger::new("p");
+    let buy = |id: &str, credits: &str| ControlEvent::CreditPurchase {
+        purchase_id: id.into(),
+        partner_id: "p".into(),
+        credits: d(credits),
+        paid_usd: d(credits),
+    };
+    l.apply_control(1, &buy("b1", "300"), &f, &prog);
+    let mut offset = 2;
+    let mut apply = |l: &mut Ledger, f: &mut MoneyFacts, fact: ControlEvent| {
+        f.apply(offset, &fact);
+        let ControlOutcome::Credits(fx) = l.apply_control(offset, &fact, f, &prog) else {
+            panic!("credits")
+        };
+        offset += 1;
+        fx
+    };
+    // t-big (1,000) does not fit 300 and waits; t-small (200) would fit but queues behind it.
+    let fx = apply(&mut l, &mut f, tenant("t-big", "p", Some("1000")));
+    assert_eq!(fx.outcome, TenantOutcome::Refused);
+    let fx = apply(&mut l, &mut f, tenant("t-small", "p", Some("200")));
+    assert_eq!(fx.outcome, TenantOutcome::Refused);
+    // t-big moves to q: withdrawn here, and t-small goes through (300 − 200 = 100).
+    let fx = apply(&mut l, &mut f, tenant("t-big", "q", Some("1000")));
+    assert_eq!(fx.outcome, TenantOutcome::Withdrawn);
+    let through: Vec<&str> = fx.activated.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(through, ["t-small"]);
+    assert!(l.credit_wallet().waiting().is_empty());
+    assert_eq!(l.totals().credits_balance, d("100"));
+    // A later purchase is all balance: nothing is charged for the tenant that left.
+    let fx = apply(&mut l, &mut f, buy("b2", "2000"));
+    assert!(fx.activated.is_empty());
+    assert_eq!(l.totals().credits_balance, d("2100"));
+    let charged: Vec<&str> = l
+        .credit_wallet()
+        .postings()
+        .iter()
+        .filter(|p| p.kind == CreditPostingKind::Activation)
+        .map(|p| p.id.as_str())
+        .collect();
+    assert_eq!(charged, ["t-small"]);
+    // A fact naming another partner for a tenant not waiting here changes nothing.
+    let fx = apply(&mut l, &mut f, tenant("t-other", "q", Some("5")));
+    assert_eq!(fx.outcome, TenantOutcome::NotAnActivation);
+    assert_eq!(l.totals().credits_balance, d("2100"));
+}
+
 #[test]
 fn status_counts_activations_and_never_touches_money() {
     let prog = default_program();
