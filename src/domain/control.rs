@@ -111,8 +111,8 @@ impl ControlTable {
                 .insert(tenant_id.clone(), partner_id.clone());
             if let Some(previous) = left {
                 // Filed under the partner it leaves too (its owner wakes it): that partner
-                // forgets the tenant and lifts what it held on it. Its ledger takes it as
-                // no activation (`MoneyFacts::activation_of` names the first fact).
+                // forgets the tenant and lifts what it held on it, and its ledger withdraws
+                // an activation of it still waiting for credits (`Ledger::tenant_left`).
                 self.money_moves.push((offset, previous.clone()));
                 self.scoped
                     .entry(previous)

@@ -760,8 +760,10 @@ impl Pipeline {
             .map(|(id, _)| id.clone());
         let rest: Vec<String> = keep_live.chain(durable_awake.unwrap_or_default()).collect();
         ps.to_wake = each_once(std::mem::take(&mut ps.to_wake).into_iter().chain(rest));
-        // Partners woken for their time lose what that waking did: wake them again.
+        // Partners woken for their time lose what that waking did: wake them again. So do
+        // those woken for money facts: the control cursor starts over, as for a new owner.
         ps.wakes.rearm();
+        ps.control_cursor = 0;
         for id in ps.partners.keys() {
             self.registry.stop(id);
         }
@@ -1487,6 +1489,182 @@ fn decision_write(outbox_id: String, d: &crate::domain::enforcement::Decision) -
 mod tests {
     use super::*;
     use crate::kafka::publish_queue;
+
+    /// A pipeline driven as the consumer thread drives it, outside any runtime: a memory
+    /// store, actors on one arbiter, and Kafka clients pointed at no broker (what they
+    /// send fails and is logged).
+    struct Harness {
+        pipeline: Pipeline,
+        consumer: BaseConsumer,
+        store: Arc<crate::store::memory::MemoryStore>,
+        io: tokio::runtime::Runtime,
+        _arbiter: actix_rt::Arbiter,
+        _system: actix_rt::SystemRunner,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            use rdkafka::config::ClientConfig;
+            let system = actix_rt::System::new();
+            let arbiter = actix_rt::Arbiter::new();
+            let io = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let store = Arc::new(crate::store::memory::MemoryStore::new());
+            let shared = crate::actors::partner::Shared::for_tests();
+            let registry = Arc::new(Registry::new(vec![arbiter.handle()], shared));
+            let nowhere = |c: &mut ClientConfig| {
+                c.set("bootstrap.servers", "127.0.0.1:1");
+            };
+            let mut config = ClientConfig::new();
+            nowhere(&mut config);
+            let producer: rdkafka::producer::FutureProducer = config.create().unwrap();
+            let kafka = crate::config::KafkaConfig::default();
+            let names = &kafka.topics;
+            let audit = crate::publish::audit::AuditSink::new(
+                Arc::new(crate::store::audit::MemoryAuditLog::new()),
+                producer.clone(),
+                names.audit.clone(),
+            );
+            let publisher = DecisionPublisher::new(
+                Arc::new(crate::store::decisions::MemoryDecisions::default()),
+                producer.clone(),
+                (names.enforcement.clone(), names.attribution.clone()),
+                audit,
+            );
+            let outputs = PipelineOutputs {
+                dlq: DeadLetterSink::new(producer, names.deadletter.clone()),
+                publisher,
+            };
+            let settings = PipelineSettings {
+                limits: DecodeLimits::default(),
+                flush_interval: Duration::from_millis(50),
+                max_unflushed: 10_000,
+                passivate_after: Duration::from_secs(300),
+                partitions: 1,
+            };
+            let store_dyn: Arc<dyn StateStore> = store.clone();
+            let pipeline = Pipeline::new(
+                settings,
+                TopicMap::from_config(&kafka),
+                store_dyn,
+                registry,
+                io.handle().clone(),
+                outputs,
+                Arc::new(Health::default()),
+            );
+            let mut consumer = ClientConfig::new();
+            nowhere(&mut consumer);
+            let consumer = consumer.set("group.id", "harness").create().unwrap();
+            Harness {
+                pipeline,
+                consumer,
+                store,
+                io,
+                _arbiter: arbiter,
+                _system: system,
+            }
+        }
+
+        /// Owns partition 0, as an assignment with nothing stored would leave it.
+        fn own_partition_0(&mut self) {
+            let epoch = self.io.block_on(self.store.acquire(0)).unwrap();
+            self.pipeline
+                .partitions
+                .insert(0, PartitionState::new(epoch, BTreeMap::new()));
+        }
+
+        fn partition(&self) -> &PartitionState {
+            &self.pipeline.partitions[&0]
+        }
+    }
+
+    /// A reset loses what partners woken for money facts did, unless it was durable: it
+    /// wakes them again, as a new owner would, rather than leave the facts to the
+    /// partners' next events.
+    #[test]
+    fn a_reset_wakes_the_partners_of_money_facts_again() {
+        let mut h = Harness::new();
+        h.own_partition_0();
+        let expense = crate::domain::event::ControlEvent::MdfExpense {
+            expense_id: "x-1".into(),
+            partner_id: "p-m".into(),
+            amount_usd: rust_decimal::Decimal::ONE,
+            campaign: "c".into(),
+            decision: crate::domain::event::MdfDecision::Approved,
+        };
+        h.pipeline
+            .registry
+            .shared()
+            .control
+            .write()
+            .apply(0, &expense);
+        h.pipeline.wake_sleepers();
+        assert!(
+            h.partition().partners.contains_key("p-m"),
+            "woken for its fact"
+        );
+        // Stopped without a durable snapshot (its mailbox closes at once: nothing to wait
+        // for), then the partition is reset, as after a lost actor.
+        h.pipeline.registry.stop("p-m");
+        h.pipeline.partitions.get_mut(&0).unwrap().partners.clear();
+        h.pipeline.wake_sleepers();
+        assert!(
+            !h.partition().partners.contains_key("p-m"),
+            "the cursor moved on"
+        );
+        h.pipeline.reset_partition(0, &h.consumer);
+        assert_eq!(h.partition().resets, 1);
+        h.pipeline.wake_sleepers();
+        assert!(
+            h.partition().partners.contains_key("p-m"),
+            "woken again after the reset"
+        );
+    }
+
+    /// A flush that met a stopped actor reads the partition again from what is durable:
+    /// its live partners are let go and reading restarts at the stored offsets.
+    #[test]
+    fn a_flush_that_lost_an_actor_resets_its_partition() {
+        let mut h = Harness::new();
+        h.own_partition_0();
+        let (addr, due) = h.pipeline.registry.start(PartnerState::new("p-1"));
+        let ps = h.pipeline.partitions.get_mut(&0).unwrap();
+        ps.partners.insert(
+            "p-1".into(),
+            Slot {
+                addr,
+                last_routed: Instant::now(),
+                due,
+            },
+        );
+        ps.next.insert("usage".into(), 40);
+        ps.flushing = Some(InFlight {
+            seq: 1,
+            events: 3,
+            partners: HashSet::from(["p-1".to_owned()]),
+        });
+        let job = super::super::flush::FlushJob {
+            partition: 0,
+            epoch: ps.epoch,
+            seq: 1,
+            offsets: ps.next.clone(),
+            partners: vec!["p-1".into()],
+            events: 3,
+            known_wakes: HashMap::new(),
+        };
+        let lost = super::super::flush::FlushResult::ActorLost("mailbox closed".into());
+        h.pipeline.flush_ended(job, lost, &h.consumer);
+        let ps = h.partition();
+        assert_eq!(ps.resets, 1, "the partition was read again");
+        assert!(ps.partners.is_empty() && ps.flushing.is_none());
+        assert!(
+            ps.next.is_empty(),
+            "from the stored offsets (none), not from 40"
+        );
+    }
 
     fn usage(partner: &str) -> Sourced {
         Sourced {
