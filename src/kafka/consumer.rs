@@ -211,6 +211,7 @@ fn poll_loop(
         pipeline.flush(consumer, false);
         pipeline.publish_decisions();
         pipeline.maintenance();
+        pipeline.check_unverified(consumer);
     }
 }
 

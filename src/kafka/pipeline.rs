@@ -124,6 +124,10 @@ pub(super) struct PartitionState {
     pub flush_seq: u64,
     /// A flush that is due but waits for loads, with the records polled since.
     pub barrier: Option<Barrier>,
+    /// Assigned with no stored offsets while the group's commits were unreadable: new, or
+    /// a store that lost its data. Paused, and nothing applied, until the group says which
+    /// ([`Pipeline::check_unverified`]).
+    pub unverified: bool,
 }
 
 /// A flush decided while partners of the partition were loading. Its offsets are the
@@ -268,6 +272,7 @@ impl PartitionState {
             resets: 0,
             flush_seq: 0,
             barrier: None,
+            unverified: false,
         }
     }
 
@@ -421,6 +426,8 @@ pub struct Pipeline {
     pub(super) health: Arc<Health>,
     pub(super) partitions: BTreeMap<i32, PartitionState>,
     pub(super) last_maintenance: Instant,
+    /// When partitions assigned unverified last had the group's commits read.
+    pub(super) unverified_checked: Instant,
     /// A round of ticks was sent and has not ended: no new round until it has (and no
     /// passivation: a partner the tick changed must not be stopped unsnapshotted).
     pub(super) ticking: bool,
@@ -459,6 +466,7 @@ impl Pipeline {
             health,
             partitions: BTreeMap::new(),
             last_maintenance: Instant::now(),
+            unverified_checked: Instant::now(),
             ticking: false,
             round_started: Instant::now(),
             control_ticked: None,
@@ -490,6 +498,15 @@ impl Pipeline {
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
+            if ps.unverified {
+                // Not applied, nor counted as read: a verified partition is read again
+                // from its first record.
+                if !ps.paused {
+                    ps.paused = true;
+                    pause(consumer, &self.topics, p, true);
+                }
+                continue;
+            }
             match ps.next.get_mut(m.topic()) {
                 Some(next) => *next = m.offset() + 1,
                 None => {
@@ -700,6 +717,7 @@ impl Pipeline {
     fn resume_if_clear<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         for (p, ps) in self.partitions.iter_mut() {
             if ps.paused
+                && !ps.unverified
                 && ps.stalled.is_empty()
                 && ps.loading.is_empty()
                 && !ps.over_bounds(self.settings.max_unflushed)
@@ -1396,6 +1414,10 @@ impl Pipeline {
             let Some(ps) = self.partitions.get_mut(&p) else {
                 continue;
             };
+            if ps.unverified {
+                // Its store may have lost its data: nothing starts before the group says.
+                continue;
+            }
             let (moved, next) = {
                 let table = control.read();
                 let (moved, next) = table.money_moves_since(ps.control_cursor);
@@ -1504,6 +1526,11 @@ mod tests {
 
     impl Harness {
         fn new() -> Harness {
+            Harness::on("127.0.0.1:1")
+        }
+
+        /// With its Kafka clients on `brokers`.
+        fn on(brokers: &str) -> Harness {
             use rdkafka::config::ClientConfig;
             let system = actix_rt::System::new();
             let arbiter = actix_rt::Arbiter::new();
@@ -1516,7 +1543,7 @@ mod tests {
             let shared = crate::actors::partner::Shared::for_tests();
             let registry = Arc::new(Registry::new(vec![arbiter.handle()], shared));
             let nowhere = |c: &mut ClientConfig| {
-                c.set("bootstrap.servers", "127.0.0.1:1");
+                c.set("bootstrap.servers", brokers);
             };
             let mut config = ClientConfig::new();
             nowhere(&mut config);
@@ -1621,6 +1648,60 @@ mod tests {
         assert!(
             h.partition().partners.contains_key("p-m"),
             "woken again after the reset"
+        );
+    }
+
+    /// CONTRACT §9: a store that comes back empty is detected, never replayed silently.
+    /// Partitions assigned with no stored offsets while the group's commits cannot be read
+    /// apply nothing until they can: then the one the group has commits for is the store's
+    /// loss (unready), and the one it has none for is new and read from its start.
+    #[test]
+    fn partitions_assigned_while_the_group_is_silent_wait_for_its_commits() {
+        use rdkafka::consumer::CommitMode;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let kafka = crate::config::KafkaConfig::default();
+        let keyed = TopicMap::from_config(&kafka);
+        for topic in keyed.keyed() {
+            cluster.create_topic(topic, 2, 1).unwrap();
+        }
+        let mut h = Harness::on(&cluster.bootstrap_servers());
+        // The group read partition 0 before; the store has since lost everything.
+        let mut done = TopicPartitionList::new();
+        done.add_partition_offset(&kafka.topics.usage, 0, Offset::Offset(120))
+            .unwrap();
+        h.consumer.commit(&done, CommitMode::Sync).unwrap();
+        // Every read of the commits at assignment fails.
+        let refused = RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED;
+        cluster.request_errors(RDKafkaApiKey::OffsetFetch, &[refused; 3]);
+        let mut assigned = TopicPartitionList::new();
+        for topic in keyed.keyed() {
+            assigned.add_partition(topic, 0);
+            assigned.add_partition(topic, 1);
+        }
+        h.pipeline.on_assign(&assigned, &h.consumer);
+        let parts = &h.pipeline.partitions;
+        assert!(parts[&0].unverified && parts[&1].unverified);
+        assert!(!h
+            .pipeline
+            .health
+            .store_lost
+            .load(std::sync::atomic::Ordering::SeqCst));
+        // The group answers at the next check.
+        h.pipeline.unverified_checked = Instant::now() - Duration::from_secs(10);
+        h.pipeline.check_unverified(&h.consumer);
+        assert!(
+            h.pipeline
+                .health
+                .store_lost
+                .load(std::sync::atomic::Ordering::SeqCst),
+            "a committed partition with an empty store is a loss"
+        );
+        assert!(!h.pipeline.partitions.contains_key(&0), "not consumed");
+        let new = &h.pipeline.partitions[&1];
+        assert!(
+            !new.unverified && new.resets == 1,
+            "new: read from its first record"
         );
     }
 

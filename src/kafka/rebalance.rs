@@ -6,7 +6,8 @@
 //! - revoke: deliver what is stalled, flush, stop the partition's actors, then let go.
 //!
 //! A store that has no offsets for a partition the group has commits for has lost data:
-//! that partition is not consumed, the daemon goes unready and says so.
+//! that partition is not consumed, the daemon goes unready and says so. While the group's
+//! commits cannot be read, such a partition waits, paused, until they can.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::pipeline::{PartitionState, Pipeline};
+use super::pipeline::{pause, PartitionState, Pipeline};
 use super::wake_schedule::WakeSchedule;
 use crate::metrics::METRICS;
 use crate::store::StoreError;
@@ -35,10 +36,11 @@ struct Acquired {
 const COMMITTED_ATTEMPTS: u32 = 3;
 const COMMITTED_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Whether the group has a commit for partition `p`. Unreadable commits count as none: a
-/// partition that never had a record has no stored offsets either, and refusing it would
-/// leave the instance unready until restarted; the loss check then waits for the next
-/// assignment (logged).
+/// Between two reads of the group's commits for partitions still unchecked (see
+/// [`Pipeline::check_unverified`]).
+const UNVERIFIED_RETRY: Duration = Duration::from_secs(2);
+
+/// Whether the group has a commit for partition `p` (`None`: the commits were unreadable).
 fn group_committed(committed: Option<&TopicPartitionList>, p: i32) -> bool {
     committed.is_some_and(|c| {
         c.elements()
@@ -69,9 +71,8 @@ impl Pipeline {
         });
         if committed.is_none() {
             tracing::error!(
-                "the consumer group's committed offsets could not be read: a partition with no \
-                 stored offsets is taken as new, so a store emptied meanwhile would not be \
-                 detected for it (RUNBOOK: WardenStoreLost)"
+                "the consumer group's committed offsets could not be read: partitions with no \
+                 stored offsets wait, paused, until they are (RUNBOOK: WardenStoreLost)"
             );
         }
         let mut out = TopicPartitionList::new();
@@ -119,7 +120,11 @@ impl Pipeline {
                 timed = wakes.len(),
                 "partition assigned"
             );
+            // No stored offsets, and no word from the group on whether it has commits: new,
+            // or a store emptied meanwhile. Nothing is applied until the group answers.
+            let unverified = offsets.is_empty() && committed.is_none();
             let mut ps = PartitionState::new(epoch, offsets);
+            ps.unverified = unverified;
             // Started at the next tick round, events or not (see `wake_sleepers`).
             ps.to_wake = awake;
             ps.wakes = wakes;
@@ -182,6 +187,61 @@ impl Pipeline {
     }
 
     /// Flushes and lets go of every owned partition.
+    /// Reads the group's commits again for partitions assigned while they were unreadable
+    /// (every [`UNVERIFIED_RETRY`], on the consumer thread, bounded by a short timeout). A
+    /// partition the group has commits for is the store's loss, as at assignment; one it
+    /// has none for is new, and is read from its first record.
+    pub fn check_unverified<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let unverified: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, ps)| ps.unverified)
+            .map(|(p, _)| *p)
+            .collect();
+        if unverified.is_empty() || self.unverified_checked.elapsed() < UNVERIFIED_RETRY {
+            return;
+        }
+        self.unverified_checked = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for p in &unverified {
+            for topic in self.topics.keyed() {
+                tpl.add_partition(topic, *p);
+            }
+        }
+        let committed = match consumer.committed_offsets(tpl, Duration::from_millis(500)) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(partitions = ?unverified, error = %e, "group's committed offsets still unreadable; those partitions stay paused");
+                return;
+            }
+        };
+        for p in unverified {
+            if group_committed(Some(&committed), p) {
+                tracing::error!(
+                    partition = p,
+                    "the store has no offsets for a partition the consumer group has committed: \
+                     the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
+                );
+                self.health
+                    .store_lost
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                METRICS.store_lost.set(1);
+                self.drop_partition(p);
+                pause(consumer, &self.topics, p, true);
+                continue;
+            }
+            tracing::info!(
+                partition = p,
+                "the group has no commits for it: a new partition, read from its first record"
+            );
+            if let Some(ps) = self.partitions.get_mut(&p) {
+                ps.unverified = false;
+            }
+            // Records polled meanwhile were not applied: read them again.
+            self.reset_partition(p, consumer);
+        }
+    }
+
     pub fn on_revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         let deadline = Instant::now() + Duration::from_secs(10);
         if !self.drain(consumer, deadline) {
@@ -211,9 +271,6 @@ mod tests {
             .unwrap();
         assert!(group_committed(Some(&committed), 0));
         assert!(!group_committed(Some(&committed), 1), "new: no commit");
-        assert!(
-            !group_committed(None, 0),
-            "unreadable: logged, taken as new"
-        );
+        assert!(!group_committed(None, 0), "unreadable: not a commit");
     }
 }
