@@ -271,7 +271,6 @@ impl Daemon {
             let mut outboxes = Vec::new();
             let mut awake = Vec::with_capacity(ps.dirty.len());
             let mut wakes = Vec::new();
-            let wall_now = Utc::now();
             for id in ps.dirty.drain() {
                 let state = &self.partners[&id];
                 let delta = state.dedup_delta();
@@ -282,7 +281,7 @@ impl Daemon {
                 ));
                 // When to start it on the wall clock, as the actor's snapshot says; this
                 // load has no pilots, so every partner's time stays unset.
-                if let Some(at) = state.wake_at_ms(wall_now, &self.shared.policy) {
+                if let Some(at) = state.wake_at_ms(&self.shared.policy) {
                     wakes.push((id.clone(), Some(at)));
                 }
                 partners.push((id.clone(), snapshot::encode(state).unwrap()));

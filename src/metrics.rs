@@ -533,8 +533,9 @@ mod tests {
             "warden_enforcement_transitions_total{from=\"killed\",reason=\"kill_switch\",to=\"ok\"} ",
             "warden_enforcement_transitions_total{from=\"ok\",reason=\"store_unavailable\",to=\"suspend\"} ",
             "warden_admin_requests_total{route=\"/readyz\",status=\"500\"} 0",
-            // Store calls and flush stages reach past a second (commits, broker acks).
-            "warden_store_op_seconds_bucket{op=\"commit\",le=\"30\"} 0",
+            // Store calls and flush stages reach past a second (commits, broker acks). Not
+            // necessarily at 0: `kafka::pipeline`'s tests flush to a memory store.
+            "warden_store_op_seconds_bucket{op=\"commit\",le=\"30\"} ",
         ] {
             assert!(text.contains(series), "missing {series}");
         }

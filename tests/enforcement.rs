@@ -668,6 +668,17 @@ fn a_new_owner_wakes_a_silent_partner_when_its_pilot_expires() {
 
     let mut second = Daemon::start(&cfg);
     second.wait_ready(Duration::from_secs(60));
+    // The second owner wakes it for its tenant fact, then lets it go: only the stored
+    // wake time can bring it back at the expiry.
+    let passivated =
+        common::wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            metric(&second, "warden_passivations_total") >= 1.0
+        });
+    assert!(passivated, "not passivated\n{}", second.output());
+    assert!(
+        common::redis_hash(&redis, &key).is_empty(),
+        "suspended before its partner was passivated: the test shows nothing"
+    );
     let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(90));
     assert!(
         suspended,

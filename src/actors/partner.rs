@@ -449,9 +449,7 @@ impl Handler<TakeSnapshot> for PartnerActor {
             bytes,
             rejections: std::mem::take(&mut self.rejections),
             awake: !outbox.is_empty() || self.due.keep_live(),
-            wake_at: self
-                .state
-                .wake_at_ms(chrono::Utc::now(), &self.shared.policy),
+            wake_at: self.state.wake_at_ms(&self.shared.policy),
             outbox,
             dedup: self.state.dedup_delta(),
         })
@@ -491,9 +489,13 @@ impl Handler<Tick> for PartnerActor {
             self.shared
                 .with_context(&mut self.state, |state, table, ctx| {
                     let caught_up = state.catch_up(table, ctx);
-                    let decided = tick.watermark.is_some_and(|watermark| {
-                        state.tick(watermark, tick.wall_now, ctx.tier.at(watermark), ctx.policy)
-                    });
+                    let decided = match tick.watermark {
+                        Some(watermark) => {
+                            state.tick(watermark, tick.wall_now, ctx.tier.at(watermark), ctx.policy)
+                        }
+                        // Pilots expire on the wall clock, event time or not.
+                        None => state.tick_pilots(tick.wall_now, ctx.policy),
+                    };
                     (caught_up, decided)
                 });
         self.count_level();

@@ -637,8 +637,18 @@ impl PartnerState {
 
     /// When, on the wall clock (epoch millis), this partner must be started to suspend a
     /// pilot that expires: the store keeps it for partners passivated meanwhile.
-    pub fn wake_at_ms(&self, wall_now: DateTime<Utc>, policy: &EnforcementPolicy) -> Option<i64> {
-        self.enforcement.next_pilot_expiry_ms(wall_now, policy)
+    pub fn wake_at_ms(&self, policy: &EnforcementPolicy) -> Option<i64> {
+        self.enforcement.next_pilot_expiry_ms(policy)
+    }
+
+    /// A tick with no event time yet (the partition has none): only the wall clock moves,
+    /// so only pilots can expire. Returns whether it decided anything.
+    pub fn tick_pilots(&mut self, wall_now: DateTime<Utc>, policy: &EnforcementPolicy) -> bool {
+        self.ensure_owner();
+        let decisions = self.enforcement.tick_pilots(wall_now, policy);
+        let changed = !decisions.is_empty();
+        self.push_decisions(decisions);
+        changed
     }
 
     /// The earliest event-time watermark, in epoch millis, at which [`PartnerState::tick`]

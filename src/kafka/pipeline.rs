@@ -755,7 +755,14 @@ impl Pipeline {
             }
             self.wait_for_completion(consumer, deadline - now);
         }
-        let durable_awake = match self.io.block_on(self.store.awake_partners(p)) {
+        let (awake, wakes, offsets) = self.io.block_on(async {
+            tokio::join!(
+                self.store.awake_partners(p),
+                self.store.wake_schedule(p),
+                self.store.offsets(p)
+            )
+        });
+        let durable_awake = match awake {
             Ok(ids) => Some(ids),
             Err(e) => {
                 tracing::warn!(partition = p, error = %e, "awake partners unreadable at reset; waking the live ones only");
@@ -765,6 +772,15 @@ impl Pipeline {
         let Some(ps) = self.partitions.get_mut(&p) else {
             return;
         };
+        // A commit reported failed may have been applied all the same (a timeout, replicas
+        // that did not confirm): what the store holds is the truth, if it is not behind.
+        if let Ok(stored) = offsets {
+            if stored_is_newer(&stored, &ps.durable) {
+                ps.durable = stored;
+            } else if stored != ps.durable {
+                tracing::error!(partition = p, ?stored, durable = ?ps.durable, "stored offsets are behind what was made durable; keeping the durable ones");
+            }
+        }
         ps.flushing = None;
         ps.loading.clear();
         ps.resets += 1;
@@ -780,7 +796,10 @@ impl Pipeline {
         ps.to_wake = each_once(std::mem::take(&mut ps.to_wake).into_iter().chain(rest));
         // Partners woken for their time lose what that waking did: wake them again. So do
         // those woken for money facts: the control cursor starts over, as for a new owner.
-        ps.wakes.rearm();
+        match wakes {
+            Ok(stored) => ps.wakes = WakeSchedule::from_store(stored),
+            Err(_) => ps.wakes.rearm(),
+        }
         ps.control_cursor = 0;
         for id in ps.partners.keys() {
             self.registry.stop(id);
@@ -1450,9 +1469,25 @@ impl Pipeline {
                 .filter(|id| !got.contains(id.as_str()))
                 .cloned();
             ps.to_wake.extend(missing);
+            // A partner with a wake time is snapshotted after its tick even if the tick
+            // decided nothing, so its next time (a later pilot's) is written.
+            let timed: Vec<String> = loaded
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|id| ps.wakes.has(id))
+                .cloned()
+                .collect();
             start_loaded(ps, &self.registry, loaded, ceiling);
+            ps.ticked.extend(timed);
         }
     }
+}
+
+/// Whether `stored` offsets are at or past `durable` for every topic `durable` has.
+fn stored_is_newer(stored: &BTreeMap<String, i64>, durable: &BTreeMap<String, i64>) -> bool {
+    durable
+        .iter()
+        .all(|(topic, o)| stored.get(topic).is_some_and(|s| s >= o))
 }
 
 /// `ids` in their order, each at its first place only: the wake queue's order is its
@@ -1705,6 +1740,72 @@ mod tests {
         );
     }
 
+    /// Partners started at their wake time: one whose pilot expired is suspended though
+    /// its partition has no event time yet (pilots expire on the wall clock), and one
+    /// whose tick decides nothing (its stored time was stale) is snapshotted all the
+    /// same, so its next pilot's time replaces the stale one and is not lost.
+    #[test]
+    fn partners_woken_at_their_time_are_judged_and_their_next_time_written() {
+        use crate::domain::event::{ControlEvent, TenantPlan};
+        use crate::domain::partner::ApplyEnv;
+        let mut h = Harness::new();
+        h.own_partition_0();
+        let env = ApplyEnv::default();
+        let pilot = |tenant: &str, partner: &str, days_ago: i64| ControlEvent::Tenant {
+            tenant_id: tenant.into(),
+            partner_id: partner.into(),
+            plan: TenantPlan::Pilot,
+            started_at: Utc::now() - chrono::Duration::days(days_ago),
+            deployment_value_usd: None,
+        };
+        // Both passivated before their time; neither has an event, so no event time.
+        let mut expired = PartnerState::new("p-expired");
+        expired.apply_control(0, &pilot("t-old", "p-expired", 31), &env.ctx());
+        let mut young = PartnerState::new("p-young");
+        young.apply_control(1, &pilot("t-new", "p-young", 20), &env.ctx());
+        let in_ten_days = young.wake_at_ms(&env.policy).unwrap();
+        let past = (Utc::now() - chrono::Duration::hours(1)).timestamp_millis();
+        let epoch = h.partition().epoch;
+        let snapshot = |s: &PartnerState| crate::store::snapshot::encode(s).unwrap();
+        h.io.block_on(h.store.commit(crate::store::PartitionWrite {
+            partition: 0,
+            epoch,
+            partners: vec![
+                ("p-expired".into(), snapshot(&expired)),
+                ("p-young".into(), snapshot(&young)),
+            ],
+            wake: vec![
+                ("p-expired".into(), expired.wake_at_ms(&env.policy)),
+                ("p-young".into(), Some(past)),
+            ],
+            ..Default::default()
+        }))
+        .unwrap();
+        let stored = h.io.block_on(h.store.wake_schedule(0)).unwrap();
+        h.pipeline.partitions.get_mut(&0).unwrap().wakes = WakeSchedule::from_store(stored);
+
+        // A round: both are due, started and ticked; then a flush.
+        h.pipeline.round_started = Instant::now() - ROUND_PERIOD;
+        h.pipeline.tick();
+        assert!(h.pipeline.ticking, "a round started");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.pipeline.ticking && Instant::now() < deadline {
+            h.pipeline
+                .wait_for_completion(&h.consumer, Duration::from_millis(50));
+        }
+        while !h.pipeline.flush(&h.consumer, true) && Instant::now() < deadline {
+            h.pipeline
+                .wait_for_completion(&h.consumer, Duration::from_millis(50));
+        }
+        let stored = h.io.block_on(h.store.wake_schedule(0)).unwrap();
+        assert_eq!(stored, [("p-young".to_owned(), in_ten_days)]);
+        let queued = h.partition().to_publish.partners();
+        assert!(
+            queued.contains("p-expired"),
+            "its suspension is on its way out"
+        );
+    }
+
     /// A flush that met a stopped actor reads the partition again from what is durable:
     /// its live partners are let go and reading restarts at the stored offsets.
     #[test]
@@ -1736,15 +1837,49 @@ mod tests {
             events: 3,
             known_wakes: HashMap::new(),
         };
+        // An earlier commit reported failed had landed all the same: the store is at 30.
+        let epoch = job.epoch;
+        h.io.block_on(h.store.commit(crate::store::PartitionWrite {
+            partition: 0,
+            epoch,
+            offsets: BTreeMap::from([("usage".to_owned(), 30)]),
+            ..Default::default()
+        }))
+        .unwrap();
         let lost = super::super::flush::FlushResult::ActorLost("mailbox closed".into());
         h.pipeline.flush_ended(job, lost, &h.consumer);
         let ps = h.partition();
         assert_eq!(ps.resets, 1, "the partition was read again");
         assert!(ps.partners.is_empty() && ps.flushing.is_none());
-        assert!(
-            ps.next.is_empty(),
-            "from the stored offsets (none), not from 40"
+        let stored = BTreeMap::from([("usage".to_owned(), 30)]);
+        assert_eq!(
+            ps.next, stored,
+            "from the stored offsets, not from 40 nor the start"
         );
+    }
+
+    /// Offsets read back at a reset replace the durable ones only when not behind them:
+    /// a store behind what it acknowledged lost data, and is not followed backwards.
+    #[test]
+    fn stored_offsets_count_only_when_not_behind_the_durable_ones() {
+        let at = |pairs: &[(&str, i64)]| -> BTreeMap<String, i64> {
+            pairs.iter().map(|(t, o)| (t.to_string(), *o)).collect()
+        };
+        let durable = at(&[("usage", 10), ("invoices", 4)]);
+        assert!(stored_is_newer(
+            &at(&[("usage", 12), ("invoices", 4)]),
+            &durable
+        ));
+        assert!(stored_is_newer(&durable, &durable));
+        assert!(!stored_is_newer(
+            &at(&[("usage", 9), ("invoices", 9)]),
+            &durable
+        ));
+        assert!(
+            !stored_is_newer(&at(&[("usage", 12)]), &durable),
+            "a topic missing"
+        );
+        assert!(stored_is_newer(&at(&[("usage", 1)]), &BTreeMap::new()));
     }
 
     fn usage(partner: &str) -> Sourced {

@@ -4,8 +4,8 @@
 //!
 //! The store keeps the times (`StateStore::wake_schedule`), written with the snapshots
 //! that set them, so a new owner finds them too. This is the owner's copy: read on
-//! assignment and reset, changed by each durable write, and asked once a round which
-//! partners are due.
+//! assignment and reset (a commit reported failed may have landed), changed by each
+//! durable write, and asked once a round which partners are due.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -69,6 +69,11 @@ impl WakeSchedule {
             .iter()
             .map(|(id, ms)| (*ms, id.clone()))
             .collect();
+    }
+
+    /// Whether `id` has a durable wake time.
+    pub fn has(&self, id: &str) -> bool {
+        self.durable.contains_key(id)
     }
 
     pub fn len(&self) -> usize {

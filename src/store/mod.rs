@@ -66,11 +66,18 @@ pub enum StoreError {
     /// The store answered with data warden did not write. Retrying cannot help.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// The primary took the write, but fewer replicas than `store.replica_acks` confirmed
+    /// it in time: it does not count (a failover could lose it). Retrying can help.
+    #[error("store write not replicated: {0}")]
+    NotReplicated(String),
 }
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::NotReplicated(_)
+        )
     }
 }
 

@@ -223,16 +223,50 @@ fn commit_deadline(timeout: Duration, write: &PartitionWrite) -> Duration {
         + Duration::from_micros(10 * entries as u64)
 }
 
+/// `WAIT`'s timeout for a write with this deadline: at least 1 ms, since 0 waits for ever.
+fn wait_millis(deadline: Duration) -> u64 {
+    u64::try_from(deadline.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn not_replicated(what: &str, acked: u32, replicas: u32, wait_ms: u64) -> StoreError {
+    StoreError::NotReplicated(format!(
+        "redis {what}: acknowledged by {acked} of {replicas} replicas within {wait_ms} ms"
+    ))
+}
+
 #[async_trait]
 impl StateStore for RedisStore {
     async fn acquire(&self, partition: i32) -> Result<u64, StoreError> {
         let key = self.keys.epoch(partition);
-        self.run("acquire", |mut conn| async move {
-            let epoch: i64 = redis::cmd("INCR")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| classify("acquire", e))?;
+        let (replicas, wait_ms) = (self.replica_acks, wait_millis(self.timeout));
+        let deadline = self.timeout * if replicas > 0 { 2 } else { 1 };
+        let turn = self.conn.clone();
+        self.run_on(turn, "acquire", deadline, |mut conn| async move {
+            // A failover that lost the new epoch would let the previous owner write again.
+            let (epoch, acked): (i64, Option<u32>) = if replicas == 0 {
+                let epoch = redis::cmd("INCR")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| classify("acquire", e))?;
+                (epoch, None)
+            } else {
+                let (epoch, acked) = redis::pipe()
+                    .cmd("INCR")
+                    .arg(&key)
+                    .cmd("WAIT")
+                    .arg(replicas)
+                    .arg(wait_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| classify("acquire", e))?;
+                (epoch, Some(acked))
+            };
+            if let Some(acked) = acked.filter(|a| *a < replicas) {
+                return Err(not_replicated("acquire", acked, replicas, wait_ms));
+            }
             u64::try_from(epoch)
                 .map_err(|_| StoreError::Corrupt(format!("{key}: negative epoch {epoch}")))
         })
@@ -275,14 +309,11 @@ impl StateStore for RedisStore {
                 .map(|(partner, _)| self.keys.dedup(partition, partner)),
         );
         let script = Arc::clone(&self.commit);
-        let (replicas, wait_ms) = (self.replica_acks, self.timeout.as_millis() as u64);
-        // WAIT blocks for up to the store's timeout once the script has run.
-        let deadline = commit_deadline(self.timeout, &write)
-            + if replicas > 0 {
-                self.timeout
-            } else {
-                Duration::ZERO
-            };
+        // Replicas take a big commit about as long as the primary did: WAIT gets the same
+        // budget, after it.
+        let budget = commit_deadline(self.timeout, &write);
+        let (replicas, wait_ms) = (self.replica_acks, wait_millis(budget));
+        let deadline = budget * if replicas > 0 { 2 } else { 1 };
         let turn = self.bulk.lock().await;
         let reply = self
             .run_on(turn.clone(), "commit", deadline, |mut conn| async move {
@@ -317,9 +348,7 @@ impl StateStore for RedisStore {
                     .map_err(|problem| StoreError::Corrupt(format!("redis commit: {problem}")))?;
                 if let Some(acked) = acked.filter(|a| *a < replicas) {
                     if reply == CommitReply::Written {
-                        return Err(StoreError::Unavailable(format!(
-                            "redis commit: acknowledged by {acked} of {replicas} replicas within {wait_ms} ms"
-                        )));
+                        return Err(not_replicated("commit", acked, replicas, wait_ms));
                     }
                 }
                 Ok(reply)

@@ -169,18 +169,17 @@ impl Tenants {
         self.evaluate_one(tenant_id, owner, clock)
     }
 
-    /// The wall-clock time, in epoch millis, at which the next of its pilots still young at
-    /// `wall_now` expires: a partner passivated meanwhile must be started then, or its
-    /// pilot would run on until the partner's next event.
-    pub fn next_pilot_expiry_ms(
-        &self,
-        wall_now: DateTime<Utc>,
-        max_age: std::time::Duration,
-    ) -> Option<i64> {
+    /// The wall-clock time, in epoch millis, at which the first of its pilots that an
+    /// expiry would still suspend expires (it may be past: expired, not judged yet): a
+    /// partner passivated meanwhile must be started then, or its pilot would run on until
+    /// the partner's next event. A tenant at `suspend` or above already (refused credits,
+    /// a person's level, the expiry itself) gives none, so a woken partner's next time is
+    /// its next pilot's.
+    pub fn next_pilot_expiry_ms(&self, max_age: std::time::Duration) -> Option<i64> {
         self.map
             .values()
+            .filter(|t| t.subject.level() < Level::Suspend)
             .filter_map(|t| t.pilot_since)
-            .filter(|since| !pilot_expired(*since, wall_now, max_age))
             // The first millisecond past the age (`pilot_expired` is strict).
             .map(|since| {
                 (since + chrono_dur(max_age))
@@ -303,10 +302,7 @@ mod tests {
     #[test]
     fn the_next_pilot_expiry_is_when_a_tick_suspends_it() {
         let mut ts = Tenants::default();
-        assert_eq!(
-            ts.next_pilot_expiry_ms(day(1), clock(day(1)).pilot_max_age),
-            None
-        );
+        assert_eq!(ts.next_pilot_expiry_ms(clock(day(1)).pilot_max_age), None);
         ts.on_fact(fact(TenantPlan::Pilot, "p-1"), "p-1", clock(day(1)));
         let later = TenantFact {
             tenant_id: "t-2",
@@ -315,9 +311,7 @@ mod tests {
         };
         ts.on_fact(later, "p-1", clock(day(5)));
         let age = clock(day(1)).pilot_max_age;
-        let wake = ts
-            .next_pilot_expiry_ms(day(6), age)
-            .expect("two young pilots");
+        let wake = ts.next_pilot_expiry_ms(age).expect("two young pilots");
         let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
         assert!(ts.clone().tick("p-1", clock(at(wake - 1))).is_empty());
         let d = ts.tick("p-1", clock(at(wake)));
@@ -327,17 +321,33 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("t-1", Level::Suspend)]
         );
-        // t-1 is expired now: the next wake is t-2's, and none once it is paid.
-        let next = ts
-            .next_pilot_expiry_ms(at(wake), age)
-            .expect("t-2 still young");
+        // t-1 is suspended now: the next wake is t-2's, and none once it is paid.
+        let next = ts.next_pilot_expiry_ms(age).expect("t-2 still young");
         assert_eq!(next - wake, 5 * 86_400_000);
         let paid = TenantFact {
             plan: TenantPlan::Paid,
             ..later
         };
         ts.on_fact(paid, "p-1", clock(at(wake)));
-        assert_eq!(ts.next_pilot_expiry_ms(at(wake), age), None);
+        assert_eq!(ts.next_pilot_expiry_ms(age), None);
+    }
+
+    /// A pilot past its age that no tick has judged yet keeps its (past) time, so the
+    /// partner is woken at once; one already suspended for another reason (refused
+    /// credits) gives none, so a partner woken for it is not woken for it again.
+    #[test]
+    fn a_pilot_keeps_its_wake_until_an_expiry_would_change_nothing() {
+        let age = clock(day(0)).pilot_max_age;
+        let mut ts = Tenants::default();
+        ts.on_fact(fact(TenantPlan::Pilot, "p-1"), "p-1", clock(day(1)));
+        let expiry = ts.next_pilot_expiry_ms(age).expect("a young pilot");
+        assert!(
+            expiry < day(31).timestamp_millis(),
+            "past at day 31, still given"
+        );
+        let refused = ts.on_credits("t-1", true, "p-1", clock(day(2)));
+        assert_eq!(refused.map(|d| d.level), Some(Level::Suspend));
+        assert_eq!(ts.next_pilot_expiry_ms(age), None);
     }
 
     #[test]

@@ -254,23 +254,28 @@ impl EnforcementState {
         out
     }
 
+    /// When, on the wall clock (epoch millis), the next of this partner's pilots expires
+    /// (see [`Tenants::next_pilot_expiry_ms`]).
+    pub fn next_pilot_expiry_ms(&self, policy: &EnforcementPolicy) -> Option<i64> {
+        self.tenants.next_pilot_expiry_ms(policy.pilot_max_age)
+    }
+
+    /// The wall clock alone passing (no event time yet): pilots expire.
+    pub fn tick_pilots(
+        &mut self,
+        wall_now: DateTime<Utc>,
+        policy: &EnforcementPolicy,
+    ) -> Vec<Decision> {
+        let clock = self.tenant_clock(wall_now, policy);
+        self.tenants.tick(&self.partner_id, clock)
+    }
+
     /// The earliest event time, in epoch millis, at which [`EnforcementState::tick`]
     /// could change anything (a decision, a quota month, an idle integration forgotten):
     /// [`DUE_NOW`] when the next tick must run (a ladder clock is running, a tenant is
     /// tracked, or a change is pending at the partner's own clock), `None` when only an
     /// event or a control fact can. Ticking only at this time gives the same decisions as
     /// ticking every second (`scenarios/due.rs`).
-    /// When, on the wall clock (epoch millis), the next of this partner's pilots expires
-    /// (see [`Tenants::next_pilot_expiry_ms`]).
-    pub fn next_pilot_expiry_ms(
-        &self,
-        wall_now: DateTime<Utc>,
-        policy: &EnforcementPolicy,
-    ) -> Option<i64> {
-        self.tenants
-            .next_pilot_expiry_ms(wall_now, policy.pilot_max_age)
-    }
-
     pub fn tick_due_ms(&self, policy: &EnforcementPolicy) -> Option<i64> {
         // Pilots expire on the wall clock and tenant ladders calm down: tick while any is tracked.
         if self.tenants.tracked() > 0 {
