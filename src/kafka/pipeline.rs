@@ -732,11 +732,12 @@ impl Pipeline {
 
     /// Forgets everything not durable about `p` and reads it again from the stored
     /// offsets: the way back from a lost actor, without losing or doubling an event.
+    /// Returns whether reading was moved back there (a failed seek is logged).
     pub(super) fn reset_partition<C: ConsumerContext>(
         &mut self,
         p: i32,
         consumer: &BaseConsumer<C>,
-    ) {
+    ) -> bool {
         // A flush in flight may still make later offsets durable: re-read from the end of
         // what is durable once it has ended, never from before it.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -770,15 +771,37 @@ impl Pipeline {
             }
         };
         let Some(ps) = self.partitions.get_mut(&p) else {
-            return;
+            return false;
         };
         // A commit reported failed may have been applied all the same (a timeout, replicas
-        // that did not confirm): what the store holds is the truth, if it is not behind.
-        if let Ok(stored) = offsets {
-            if stored_is_newer(&stored, &ps.durable) {
+        // that did not confirm): the stored offsets, with the snapshots stored with them,
+        // are the truth (CONTRACT §9). Behind what was acknowledged, the store lost
+        // writes; empty, it lost everything, which is never replayed silently.
+        match offsets {
+            Ok(stored) if stored.is_empty() && !ps.durable.is_empty() => {
+                tracing::error!(
+                    partition = p,
+                    durable = ?ps.durable,
+                    "the store has no offsets for a partition it acknowledged writes for: the \
+                     store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
+                );
+                self.health
+                    .store_lost
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                METRICS.store_lost.set(1);
+                self.drop_partition(p);
+                pause(consumer, &self.topics, p, true);
+                return false;
+            }
+            Ok(stored) => {
+                if !stored_is_newer(&stored, &ps.durable) {
+                    tracing::error!(partition = p, ?stored, durable = ?ps.durable, "stored offsets are behind what the store acknowledged (lost writes: a failover?); reading from the store's");
+                }
                 ps.durable = stored;
-            } else if stored != ps.durable {
-                tracing::error!(partition = p, ?stored, durable = ?ps.durable, "stored offsets are behind what was made durable; keeping the durable ones");
+            }
+            Err(e) => {
+                METRICS.store_errors.with_label_values(&["load"]).inc();
+                tracing::warn!(partition = p, error = %e, "stored offsets unreadable at reset; reading from the last acknowledged ones");
             }
         }
         ps.flushing = None;
@@ -813,6 +836,7 @@ impl Pipeline {
         ps.unflushed = 0;
         ps.next = ps.durable.clone();
         ps.reading_since = Instant::now();
+        let mut moved = true;
         for topic in self.topics.keyed() {
             let offset = ps
                 .durable
@@ -821,8 +845,10 @@ impl Pipeline {
                 .unwrap_or(Offset::Beginning);
             if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(5)) {
                 tracing::error!(topic, partition = p, error = %e, "seek after reset failed");
+                moved = false;
             }
         }
+        moved
     }
 
     /// Stops and forgets the actors of `p` (revocation, fencing). Nothing is written.
@@ -1566,6 +1592,11 @@ mod tests {
 
         /// With its Kafka clients on `brokers`.
         fn on(brokers: &str) -> Harness {
+            Harness::with(brokers, 1)
+        }
+
+        /// With its Kafka clients on `brokers`, whose keyed topics have `partitions`.
+        fn with(brokers: &str, partitions: i32) -> Harness {
             use rdkafka::config::ClientConfig;
             let system = actix_rt::System::new();
             let arbiter = actix_rt::Arbiter::new();
@@ -1605,7 +1636,7 @@ mod tests {
                 flush_interval: Duration::from_millis(50),
                 max_unflushed: 10_000,
                 passivate_after: Duration::from_secs(300),
-                partitions: 1,
+                partitions,
             };
             let store_dyn: Arc<dyn StateStore> = store.clone();
             let pipeline = Pipeline::new(
@@ -1714,7 +1745,8 @@ mod tests {
             assigned.add_partition(topic, 0);
             assigned.add_partition(topic, 1);
         }
-        h.pipeline.on_assign(&assigned, &h.consumer);
+        let out = h.pipeline.on_assign(&assigned, &h.consumer);
+        super::super::consumer::take_assignment(&h.consumer, &out).unwrap();
         let parts = &h.pipeline.partitions;
         assert!(parts[&0].unverified && parts[&1].unverified);
         assert!(!h
@@ -1806,6 +1838,99 @@ mod tests {
         );
     }
 
+    /// Records of a partition assigned while the group's commits were unreadable are
+    /// polled but not applied, and the partition is paused; once the group says it has
+    /// no commits for it, the same records are read again from its start and applied.
+    #[test]
+    fn an_unverified_partition_applies_nothing_until_verified_then_reads_from_its_start() {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let kafka = crate::config::KafkaConfig::default();
+        let keyed = TopicMap::from_config(&kafka);
+        for topic in keyed.keyed() {
+            cluster.create_topic(topic, 2, 1).unwrap();
+        }
+        let brokers = cluster.bootstrap_servers();
+        let mut h = Harness::with(&brokers, 2);
+        let partner = (0..)
+            .map(|i| format!("p-{i}"))
+            .find(|id| partition_for_key(id.as_bytes(), 2) == 1)
+            .unwrap();
+        let producer: BaseProducer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for i in 0..3 {
+            let payload = serde_json::json!({
+                "event_id": format!("e-{i}"), "ts": Utc::now(), "partner_id": partner,
+                "integration_id": "i", "requests": 1, "errors": 0,
+            })
+            .to_string();
+            let record = BaseRecord::to(&kafka.topics.usage)
+                .partition(1)
+                .key(&partner)
+                .payload(&payload);
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let refused = RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED;
+        cluster.request_errors(RDKafkaApiKey::OffsetFetch, &[refused; 3]);
+        let mut assigned = TopicPartitionList::new();
+        for topic in keyed.keyed() {
+            assigned.add_partition(topic, 1);
+        }
+        let out = h.pipeline.on_assign(&assigned, &h.consumer);
+        super::super::consumer::take_assignment(&h.consumer, &out).unwrap();
+        assert!(h.pipeline.partitions[&1].unverified);
+        fn poll_three(consumer: &BaseConsumer) -> Vec<BorrowedMessage<'_>> {
+            let mut batch = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while batch.len() < 3 && Instant::now() < deadline {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                    batch.push(m);
+                }
+            }
+            assert_eq!(batch.len(), 3, "the records were polled");
+            batch
+        }
+        let batch = poll_three(&h.consumer);
+        h.pipeline.route(&batch, &h.consumer);
+        drop(batch);
+        let ps = &h.pipeline.partitions[&1];
+        assert!(
+            ps.next.is_empty() && ps.partners.is_empty(),
+            "nothing applied"
+        );
+        assert!(ps.paused);
+        h.pipeline.retry_stalled(&h.consumer);
+        assert!(
+            h.pipeline.partitions[&1].paused,
+            "not resumed while unverified"
+        );
+
+        h.pipeline.unverified_checked = Instant::now() - Duration::from_secs(10);
+        h.pipeline.check_unverified(&h.consumer);
+        assert!(!h.pipeline.partitions[&1].unverified, "new: no commits");
+        h.pipeline.retry_stalled(&h.consumer);
+        assert!(!h.pipeline.partitions[&1].paused, "resumed once verified");
+        let batch = poll_three(&h.consumer);
+        assert_eq!(
+            batch.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+            [0, 1, 2],
+            "read again from the start"
+        );
+        h.pipeline.route(&batch, &h.consumer);
+        drop(batch);
+        let ps = &h.pipeline.partitions[&1];
+        assert_eq!(ps.next.get(&kafka.topics.usage), Some(&3));
+        let handed = ps.partners.contains_key(&partner) || ps.loading.contains_key(&partner);
+        assert!(
+            handed,
+            "on its way to its actor (live, or its state loading)"
+        );
+    }
+
     /// A flush that met a stopped actor reads the partition again from what is durable:
     /// its live partners are let go and reading restarts at the stored offsets.
     #[test]
@@ -1823,6 +1948,7 @@ mod tests {
             },
         );
         ps.next.insert("usage".into(), 40);
+        ps.durable.insert("usage".into(), 20);
         ps.flushing = Some(InFlight {
             seq: 1,
             events: 3,
@@ -1854,8 +1980,49 @@ mod tests {
         let stored = BTreeMap::from([("usage".to_owned(), 30)]);
         assert_eq!(
             ps.next, stored,
-            "from the stored offsets, not from 40 nor the start"
+            "from the stored offsets, not from 40 nor 20"
         );
+    }
+
+    /// At a reset the store's offsets are the truth even behind what it acknowledged (it
+    /// lost writes: its snapshots are as old), and a store with none at all lost its data:
+    /// that partition is not read again from its start, and the instance goes unready.
+    #[test]
+    fn a_reset_follows_the_store_and_detects_an_emptied_one() {
+        let mut h = Harness::new();
+        h.own_partition_0();
+        let epoch = h.partition().epoch;
+        h.io.block_on(h.store.commit(crate::store::PartitionWrite {
+            partition: 0,
+            epoch,
+            offsets: BTreeMap::from([("usage".to_owned(), 10)]),
+            ..Default::default()
+        }))
+        .unwrap();
+        let ps = h.pipeline.partitions.get_mut(&0).unwrap();
+        ps.durable = BTreeMap::from([("usage".to_owned(), 20)]);
+        h.pipeline.reset_partition(0, &h.consumer);
+        let behind = BTreeMap::from([("usage".to_owned(), 10)]);
+        assert_eq!(h.partition().next, behind, "the store's, behind or not");
+        assert!(!store_lost(&h.pipeline));
+
+        let mut emptied = Harness::new();
+        emptied.own_partition_0();
+        let ps = emptied.pipeline.partitions.get_mut(&0).unwrap();
+        ps.durable = BTreeMap::from([("usage".to_owned(), 20)]);
+        emptied.pipeline.reset_partition(0, &emptied.consumer);
+        assert!(store_lost(&emptied.pipeline), "an emptied store is a loss");
+        assert!(
+            !emptied.pipeline.partitions.contains_key(&0),
+            "not read from its start"
+        );
+    }
+
+    fn store_lost(pipeline: &Pipeline) -> bool {
+        pipeline
+            .health
+            .store_lost
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Offsets read back at a reset replace the durable ones only when not behind them:

@@ -186,7 +186,6 @@ impl Pipeline {
         }
     }
 
-    /// Flushes and lets go of every owned partition.
     /// Reads the group's commits again for partitions assigned while they were unreadable
     /// (every [`UNVERIFIED_RETRY`], on the consumer thread, bounded by a short timeout). A
     /// partition the group has commits for is the store's loss, as at assignment; one it
@@ -208,7 +207,7 @@ impl Pipeline {
                 tpl.add_partition(topic, *p);
             }
         }
-        let committed = match consumer.committed_offsets(tpl, Duration::from_millis(500)) {
+        let committed = match consumer.committed_offsets(tpl, Duration::from_secs(1)) {
             Ok(list) => list,
             Err(e) => {
                 tracing::warn!(partitions = ?unverified, error = %e, "group's committed offsets still unreadable; those partitions stay paused");
@@ -216,6 +215,18 @@ impl Pipeline {
             }
         };
         for p in unverified {
+            // Written meanwhile: another owner took it (this one missed a rebalance), and
+            // neither a loss nor this instance's to read.
+            let stored = self.io.block_on(self.store.offsets(p));
+            if stored.as_ref().is_ok_and(|o| !o.is_empty()) {
+                tracing::warn!(
+                    partition = p,
+                    "another owner wrote the partition meanwhile; letting it go"
+                );
+                self.drop_partition(p);
+                pause(consumer, &self.topics, p, true);
+                continue;
+            }
             if group_committed(Some(&committed), p) {
                 tracing::error!(
                     partition = p,
@@ -237,11 +248,17 @@ impl Pipeline {
             if let Some(ps) = self.partitions.get_mut(&p) {
                 ps.unverified = false;
             }
-            // Records polled meanwhile were not applied: read them again.
-            self.reset_partition(p, consumer);
+            // Records polled meanwhile were not applied: read them again, from the start.
+            // Until reading is moved back there, nothing may be applied: it stays waiting.
+            if !self.reset_partition(p, consumer) {
+                if let Some(ps) = self.partitions.get_mut(&p) {
+                    ps.unverified = true;
+                }
+            }
         }
     }
 
+    /// Flushes and lets go of every owned partition.
     pub fn on_revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         let deadline = Instant::now() + Duration::from_secs(10);
         if !self.drain(consumer, deadline) {

@@ -126,8 +126,8 @@ impl RedisStore {
     /// A commit counts only once `n` replicas have it (CONTRACT §9). Otherwise a failover
     /// to a replica that missed it rolls the state back after its decisions went out and
     /// its offsets moved on: events lost, or counted twice. A commit the replicas do not
-    /// acknowledge within the store's timeout fails as `Unavailable`, and is retried like
-    /// any failed commit; until then nothing it holds is published.
+    /// acknowledge within as long as the commit may take fails as `NotReplicated`, and is
+    /// retried like any failed commit; until then nothing it holds is published.
     pub fn with_replica_acks(mut self, n: u32) -> RedisStore {
         self.replica_acks = n;
         self
@@ -239,34 +239,17 @@ fn not_replicated(what: &str, acked: u32, replicas: u32, wait_ms: u64) -> StoreE
 #[async_trait]
 impl StateStore for RedisStore {
     async fn acquire(&self, partition: i32) -> Result<u64, StoreError> {
+        // Not waited on by replicas (`store.replica_acks`): a partition is taken inside the
+        // rebalance callback, and a replica down would hold it there past the poll
+        // interval. Snapshots wait; an epoch a failover loses lets the previous owner's
+        // late write through, as before replicas were waited on.
         let key = self.keys.epoch(partition);
-        let (replicas, wait_ms) = (self.replica_acks, wait_millis(self.timeout));
-        let deadline = self.timeout * if replicas > 0 { 2 } else { 1 };
-        let turn = self.conn.clone();
-        self.run_on(turn, "acquire", deadline, |mut conn| async move {
-            // A failover that lost the new epoch would let the previous owner write again.
-            let (epoch, acked): (i64, Option<u32>) = if replicas == 0 {
-                let epoch = redis::cmd("INCR")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| classify("acquire", e))?;
-                (epoch, None)
-            } else {
-                let (epoch, acked) = redis::pipe()
-                    .cmd("INCR")
-                    .arg(&key)
-                    .cmd("WAIT")
-                    .arg(replicas)
-                    .arg(wait_ms)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| classify("acquire", e))?;
-                (epoch, Some(acked))
-            };
-            if let Some(acked) = acked.filter(|a| *a < replicas) {
-                return Err(not_replicated("acquire", acked, replicas, wait_ms));
-            }
+        self.run("acquire", |mut conn| async move {
+            let epoch: i64 = redis::cmd("INCR")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify("acquire", e))?;
             u64::try_from(epoch)
                 .map_err(|_| StoreError::Corrupt(format!("{key}: negative epoch {epoch}")))
         })
