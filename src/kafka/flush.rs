@@ -58,6 +58,8 @@ pub(super) enum FlushResult {
     Failed {
         error: String,
         dead_letters: Vec<PendingDeadLetter>,
+        /// The store did not answer (not: answered and refused, or replicas behind).
+        store_down: bool,
     },
     /// Not durable because a partner's actor is gone (it stopped on a bug): no retry can
     /// take its snapshot, so the partition is read again from what is durable.
@@ -125,6 +127,7 @@ async fn write_snapshots(
         return FlushResult::Failed {
             error: "dead letters not acknowledged".into(),
             dead_letters: unacked,
+            store_down: false,
         };
     }
     if let Some(error) = actor_lost {
@@ -134,6 +137,7 @@ async fn write_snapshots(
         return FlushResult::Failed {
             error,
             dead_letters: Vec::new(),
+            store_down: false,
         };
     }
     let started = Instant::now();
@@ -158,6 +162,7 @@ async fn write_snapshots(
         }),
         Err(e @ StoreError::Fenced { .. }) => FlushResult::Fenced(e),
         Err(e) => FlushResult::Failed {
+            store_down: matches!(e, StoreError::Unavailable(_)),
             error: e.to_string(),
             dead_letters: Vec::new(),
         },
@@ -346,6 +351,7 @@ impl Pipeline {
             FlushResult::Failed {
                 error,
                 dead_letters,
+                store_down,
             } => {
                 METRICS.flushes.with_label_values(&["error"]).inc();
                 METRICS.store_errors.with_label_values(&["commit"]).inc();
@@ -353,7 +359,7 @@ impl Pipeline {
                 let Some(ps) = self.partitions.get_mut(&p) else {
                     return;
                 };
-                if error.contains("unavailable") {
+                if store_down {
                     METRICS.store_up.set(0);
                 }
                 // Not durable: its partners are written again with the next flush (their
