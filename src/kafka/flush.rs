@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
-use super::pipeline::{pause, Barrier, Completion, InFlight, Pipeline};
+use super::pipeline::{Barrier, Completion, InFlight, Pipeline};
 use super::topics::TopicMap;
 use crate::actors::messages::TakeSnapshot;
 use crate::actors::partner::PartnerActor;
@@ -338,8 +338,7 @@ impl Pipeline {
                 METRICS.flushes.with_label_values(&["fenced"]).inc();
                 METRICS.fenced_writes.inc();
                 tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
-                self.drop_partition(p);
-                pause(consumer, &self.topics, p, true);
+                self.let_go(p, consumer);
             }
             FlushResult::ActorLost(error) => {
                 // Retrying would fail the same way for ever, and the partition would stop

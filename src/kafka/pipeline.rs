@@ -779,18 +779,8 @@ impl Pipeline {
         // writes; empty, it lost everything, which is never replayed silently.
         match offsets {
             Ok(stored) if stored.is_empty() && !ps.durable.is_empty() => {
-                tracing::error!(
-                    partition = p,
-                    durable = ?ps.durable,
-                    "the store has no offsets for a partition it acknowledged writes for: the \
-                     store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
-                );
-                self.health
-                    .store_lost
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                METRICS.store_lost.set(1);
-                self.drop_partition(p);
-                pause(consumer, &self.topics, p, true);
+                self.store_lost(p, "it acknowledged writes for");
+                self.let_go(p, consumer);
                 return false;
             }
             Ok(stored) => {
@@ -849,6 +839,26 @@ impl Pipeline {
             }
         }
         moved
+    }
+
+    /// The store has no offsets for partition `p` although it had some (`why`): it lost
+    /// its data (CONTRACT §9). The instance goes unready; rebuilding is for an operator.
+    pub(super) fn store_lost(&self, p: i32, why: &str) {
+        tracing::error!(
+            partition = p,
+            "the store has no offsets for a partition {why}: the store lost its data; not \
+             consuming this partition (RUNBOOK: WardenStoreLost)"
+        );
+        self.health
+            .store_lost
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        METRICS.store_lost.set(1);
+    }
+
+    /// Stops reading partition `p` and forgets it, without writing anything.
+    pub(super) fn let_go<C: ConsumerContext>(&mut self, p: i32, consumer: &BaseConsumer<C>) {
+        self.drop_partition(p);
+        pause(consumer, &self.topics, p, true);
     }
 
     /// Stops and forgets the actors of `p` (revocation, fencing). Nothing is written.
@@ -1717,6 +1727,31 @@ mod tests {
         );
     }
 
+    /// A mock cluster with the default keyed topics, two partitions each.
+    fn two_partition_cluster() -> (
+        rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        crate::config::KafkaConfig,
+        TopicMap,
+    ) {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let kafka = crate::config::KafkaConfig::default();
+        let keyed = TopicMap::from_config(&kafka);
+        for topic in keyed.keyed() {
+            cluster.create_topic(topic, 2, 1).unwrap();
+        }
+        (cluster, kafka, keyed)
+    }
+
+    /// The group coordinator refuses the next `n` reads of committed offsets.
+    fn refuse_offset_fetches<C: rdkafka::ClientContext>(
+        cluster: &rdkafka::mocking::MockCluster<'_, C>,
+        n: usize,
+    ) {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let refused = RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED;
+        cluster.request_errors(RDKafkaApiKey::OffsetFetch, &vec![refused; n]);
+    }
+
     /// CONTRACT §9: a store that comes back empty is detected, never replayed silently.
     /// Partitions assigned with no stored offsets while the group's commits cannot be read
     /// apply nothing until they can: then the one the group has commits for is the store's
@@ -1724,13 +1759,7 @@ mod tests {
     #[test]
     fn partitions_assigned_while_the_group_is_silent_wait_for_its_commits() {
         use rdkafka::consumer::CommitMode;
-        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-        let kafka = crate::config::KafkaConfig::default();
-        let keyed = TopicMap::from_config(&kafka);
-        for topic in keyed.keyed() {
-            cluster.create_topic(topic, 2, 1).unwrap();
-        }
+        let (cluster, kafka, keyed) = two_partition_cluster();
         let mut h = Harness::on(&cluster.bootstrap_servers());
         // The group read partition 0 before; the store has since lost everything.
         let mut done = TopicPartitionList::new();
@@ -1738,8 +1767,7 @@ mod tests {
             .unwrap();
         h.consumer.commit(&done, CommitMode::Sync).unwrap();
         // Every read of the commits at assignment fails.
-        let refused = RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED;
-        cluster.request_errors(RDKafkaApiKey::OffsetFetch, &[refused; 3]);
+        refuse_offset_fetches(&cluster, 3);
         let mut assigned = TopicPartitionList::new();
         for topic in keyed.keyed() {
             assigned.add_partition(topic, 0);
@@ -1844,13 +1872,7 @@ mod tests {
     #[test]
     fn an_unverified_partition_applies_nothing_until_verified_then_reads_from_its_start() {
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-        let kafka = crate::config::KafkaConfig::default();
-        let keyed = TopicMap::from_config(&kafka);
-        for topic in keyed.keyed() {
-            cluster.create_topic(topic, 2, 1).unwrap();
-        }
+        let (cluster, kafka, keyed) = two_partition_cluster();
         let brokers = cluster.bootstrap_servers();
         let mut h = Harness::with(&brokers, 2);
         let partner = (0..)
@@ -1874,8 +1896,7 @@ mod tests {
             producer.send(record).map_err(|(e, _)| e).unwrap();
         }
         producer.flush(Duration::from_secs(10)).unwrap();
-        let refused = RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED;
-        cluster.request_errors(RDKafkaApiKey::OffsetFetch, &[refused; 3]);
+        refuse_offset_fetches(&cluster, 3);
         let mut assigned = TopicPartitionList::new();
         for topic in keyed.keyed() {
             assigned.add_partition(topic, 1);

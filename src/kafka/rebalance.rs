@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::pipeline::{pause, PartitionState, Pipeline};
+use super::pipeline::{PartitionState, Pipeline};
 use super::wake_schedule::WakeSchedule;
 use crate::metrics::METRICS;
 use crate::store::StoreError;
@@ -92,15 +92,7 @@ impl Pipeline {
                 continue;
             };
             if offsets.is_empty() && group_committed(committed.as_ref(), p) {
-                tracing::error!(
-                    partition = p,
-                    "the store has no offsets for a partition the consumer group has committed: \
-                     the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
-                );
-                self.health
-                    .store_lost
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                METRICS.store_lost.set(1);
+                self.store_lost(p, "the consumer group has committed");
                 continue;
             }
             for topic in self.topics.keyed() {
@@ -223,22 +215,12 @@ impl Pipeline {
                     partition = p,
                     "another owner wrote the partition meanwhile; letting it go"
                 );
-                self.drop_partition(p);
-                pause(consumer, &self.topics, p, true);
+                self.let_go(p, consumer);
                 continue;
             }
             if group_committed(Some(&committed), p) {
-                tracing::error!(
-                    partition = p,
-                    "the store has no offsets for a partition the consumer group has committed: \
-                     the store lost its data; not consuming this partition (RUNBOOK: WardenStoreLost)"
-                );
-                self.health
-                    .store_lost
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                METRICS.store_lost.set(1);
-                self.drop_partition(p);
-                pause(consumer, &self.topics, p, true);
+                self.store_lost(p, "the consumer group has committed");
+                self.let_go(p, consumer);
                 continue;
             }
             tracing::info!(

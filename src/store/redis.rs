@@ -187,8 +187,15 @@ impl RedisStore {
     }
 }
 
-/// A dedup sorted set read `WITHSCORES`, as `[epoch millis, id]`. Scores come back as
-/// doubles; millis are far below 2^53, so they are exact.
+/// Every member of the sorted set at `key`, with its score.
+fn zrange_all(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("ZRANGE");
+    cmd.arg(key).arg(0).arg(-1).arg("WITHSCORES");
+    cmd
+}
+
+/// A sorted set of millis (dedup ids, wake times) read `WITHSCORES`, as `[epoch millis,
+/// member]`. Scores come back as doubles; millis are far below 2^53, so they are exact.
 fn dedup_ids(raw: Vec<(String, f64)>) -> Vec<(i64, String)> {
     raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect()
 }
@@ -372,11 +379,7 @@ impl StateStore for RedisStore {
     ) -> Result<Vec<(i64, String)>, StoreError> {
         let key = self.keys.dedup(partition, partner_id);
         self.run("load_dedup", |mut conn| async move {
-            let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
+            let raw: Vec<(String, f64)> = zrange_all(&key)
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| classify("load_dedup", e))?;
@@ -403,11 +406,7 @@ impl StateStore for RedisStore {
                 .cmd("HGET")
                 .arg(&partners)
                 .arg(&field)
-                .cmd("ZRANGE")
-                .arg(&dedup)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
+                .add_command(zrange_all(&dedup))
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| classify("load_state", e))?;
@@ -430,19 +429,16 @@ impl StateStore for RedisStore {
 
     async fn wake_schedule(&self, partition: i32) -> Result<Vec<(String, i64)>, StoreError> {
         let key = self.keys.wake(partition);
-        self.run("wake_schedule", |mut conn| async move {
-            let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
+        let times = self.run("wake_schedule", |mut conn| async move {
+            zrange_all(&key)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| classify("wake_schedule", e))?;
-            // Scores are millis, exact in a double up to 2^53.
-            Ok(raw.into_iter().map(|(id, ms)| (id, ms as i64)).collect())
-        })
-        .await
+                .map_err(|e| classify("wake_schedule", e))
+        });
+        Ok(dedup_ids(times.await?)
+            .into_iter()
+            .map(|(ms, id)| (id, ms))
+            .collect())
     }
 
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError> {
