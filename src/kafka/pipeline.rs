@@ -756,17 +756,12 @@ impl Pipeline {
             }
             self.wait_for_completion(consumer, deadline - now);
         }
-        // A new epoch first: a flush given up on above, or a commit the client gave up on
-        // still queued in Redis, is refused from now on, so what is read next stays what
-        // is durable and no late write takes the store back behind the replay.
-        let (epoch, (awake, wakes, offsets)) = self.io.block_on(async {
-            let epoch = self.store.acquire(p).await;
-            let reads = tokio::join!(
+        let (awake, wakes, offsets) = self.io.block_on(async {
+            tokio::join!(
                 self.store.awake_partners(p),
                 self.store.wake_schedule(p),
                 self.store.offsets(p)
-            );
-            (epoch, reads)
+            )
         });
         let durable_awake = match awake {
             Ok(ids) => Some(ids),
@@ -797,19 +792,6 @@ impl Pipeline {
             Err(e) => {
                 METRICS.store_errors.with_label_values(&["load"]).inc();
                 tracing::warn!(partition = p, error = %e, "stored offsets unreadable at reset; reading from the last acknowledged ones");
-            }
-        }
-        match epoch {
-            Ok(epoch) => {
-                ps.epoch = epoch;
-                // What was in flight under the old epoch reports to no one now: publish
-                // it again (each write is idempotent by its outbox id).
-                ps.publishing = false;
-                ps.to_publish.restart();
-            }
-            Err(e) => {
-                METRICS.store_errors.with_label_values(&["acquire"]).inc();
-                tracing::warn!(partition = p, error = %e, "no new epoch at reset; a late write of this owner is not fenced");
             }
         }
         ps.flushing = None;
@@ -2020,41 +2002,6 @@ mod tests {
         assert_eq!(
             ps.next, stored,
             "from the stored offsets, not from 40 nor 20"
-        );
-    }
-
-    /// A reset takes a new epoch: a write of the old one landing late (a flush given up
-    /// on, a commit still queued in Redis) is refused, so it cannot take the store back
-    /// behind the replay. What was being published under the old epoch goes out again.
-    #[test]
-    fn a_reset_fences_the_writes_it_gave_up_on_and_publishes_again() {
-        let mut h = Harness::new();
-        h.own_partition_0();
-        let old = h.partition().epoch;
-        let note = crate::publish::Outgoing::Audit(crate::domain::partner::AuditNote {
-            ref_id: "p-1:1".into(),
-            action: "test.note".into(),
-            target: "partner:p-1".into(),
-            detail: serde_json::json!({}),
-        });
-        let ps = h.pipeline.partitions.get_mut(&0).unwrap();
-        ps.to_publish.push("p-1".into(), 1, "p-1:1".into(), note);
-        assert_eq!(ps.to_publish.next_batch().0.len(), 1);
-        ps.publishing = true;
-        h.pipeline.reset_partition(0, &h.consumer);
-        let ps = h.pipeline.partitions.get_mut(&0).unwrap();
-        assert!(ps.epoch > old, "a new epoch");
-        assert!(!ps.publishing);
-        assert_eq!(ps.to_publish.next_batch().0, ["p-1:1"], "waiting again");
-        let late = h.io.block_on(h.store.commit(crate::store::PartitionWrite {
-            partition: 0,
-            epoch: old,
-            offsets: BTreeMap::from([("usage".to_owned(), 5)]),
-            ..Default::default()
-        }));
-        assert!(
-            matches!(late, Err(crate::store::StoreError::Fenced { .. })),
-            "{late:?}"
         );
     }
 

@@ -97,18 +97,6 @@ impl PublishQueue {
         (ids, items)
     }
 
-    /// Every item not yet published waits again: its stages in flight will never report
-    /// (their partition was reset under a new epoch). Published again, each keeps its
-    /// identity: the data plane knows its outbox id, and the topic may see it twice.
-    pub fn restart(&mut self) {
-        for q in &mut self.items {
-            if q.stage != Stage::Done {
-                q.stage = Stage::Waiting;
-            }
-        }
-        self.first_waiting = 0;
-    }
-
     /// Moves the items of a batch (`ids`, as [`PublishQueue::next_batch`] gave them) to
     /// their next stage, `next(i)` for the i-th, and removes the published prefix, which
     /// it returns in order.
@@ -197,26 +185,6 @@ mod tests {
             } else {
                 Stage::DataPlane
             }));
-    }
-
-    /// After a restart every item in flight waits again, in order, and a published one
-    /// (done, behind an unpublished one) is not published again.
-    #[test]
-    fn a_restart_sends_every_unpublished_item_again_in_order() {
-        let mut q = queue(4);
-        let (batch, _) = q.next_batch();
-        q.advance(&batch[..2], |i| {
-            if i == 0 {
-                Stage::Producing
-            } else {
-                Stage::Done
-            }
-        });
-        assert!(q.next_batch().0.is_empty(), "all in flight");
-        q.restart();
-        let (again, _) = q.next_batch();
-        assert_eq!(again, [id(0), id(2), id(3)]);
-        assert_eq!(q.items[1].stage, Stage::Done);
     }
 
     #[test]
