@@ -778,7 +778,9 @@ impl Pipeline {
         // are the truth (CONTRACT §9). Behind what was acknowledged, the store lost
         // writes; empty, it lost everything, which is never replayed silently.
         match offsets {
-            Ok(stored) if stored.is_empty() && !ps.durable.is_empty() => {
+            // A topic it had offsets for is gone (all of them, for an emptied store): read
+            // from its start, it would replay silently.
+            Ok(stored) if ps.durable.keys().any(|t| !stored.contains_key(t)) => {
                 self.store_lost(p, "it acknowledged writes for");
                 self.let_go(p, consumer);
                 return false;
@@ -2027,6 +2029,26 @@ mod tests {
         assert_eq!(h.partition().next, behind, "the store's, behind or not");
         assert!(!store_lost(&h.pipeline));
 
+        let mut missing = Harness::new();
+        missing.own_partition_0();
+        let epoch = missing.partition().epoch;
+        missing
+            .io
+            .block_on(missing.store.commit(crate::store::PartitionWrite {
+                partition: 0,
+                epoch,
+                offsets: BTreeMap::from([("usage".to_owned(), 10)]),
+                ..Default::default()
+            }))
+            .unwrap();
+        let ps = missing.pipeline.partitions.get_mut(&0).unwrap();
+        ps.durable = BTreeMap::from([("usage".to_owned(), 10), ("invoices".to_owned(), 4)]);
+        missing.pipeline.reset_partition(0, &missing.consumer);
+        assert!(
+            store_lost(&missing.pipeline),
+            "a topic's offsets gone is a loss, not a replay of that topic from its start"
+        );
+
         let mut emptied = Harness::new();
         emptied.own_partition_0();
         let ps = emptied.pipeline.partitions.get_mut(&0).unwrap();
@@ -2046,8 +2068,8 @@ mod tests {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Offsets read back at a reset replace the durable ones only when not behind them:
-    /// a store behind what it acknowledged lost data, and is not followed backwards.
+    /// Whether offsets read back at a reset are behind the durable ones: the reset follows
+    /// the store either way, and logs it when they are (the store lost writes).
     #[test]
     fn stored_offsets_count_only_when_not_behind_the_durable_ones() {
         let at = |pairs: &[(&str, i64)]| -> BTreeMap<String, i64> {
