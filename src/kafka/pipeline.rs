@@ -2205,13 +2205,6 @@ mod tests {
             }
             read
         }
-        async fn load_dedup(
-            &self,
-            p: i32,
-            id: &str,
-        ) -> Result<Vec<(i64, String)>, crate::store::StoreError> {
-            self.inner.load_dedup(p, id).await
-        }
         async fn load_state(
             &self,
             p: i32,

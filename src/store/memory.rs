@@ -139,14 +139,6 @@ impl StateStore for MemoryStore {
         self.read(partition, |state| state.partners.get(partner_id).cloned())
     }
 
-    async fn load_dedup(
-        &self,
-        partition: i32,
-        partner_id: &str,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        self.read(partition, |state| dedup_ids(state, partner_id))
-    }
-
     async fn load_state(
         &self,
         partition: i32,

@@ -103,15 +103,8 @@ pub trait StateStore: Send + Sync + 'static {
         partner_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// The dedup ids of one partner of `partition` as `[epoch millis, id]`, oldest first.
-    async fn load_dedup(
-        &self,
-        partition: i32,
-        partner_id: &str,
-    ) -> Result<Vec<(i64, String)>, StoreError>;
-
     /// A partner's durable state as one read: its snapshot and, when it has one, its dedup
-    /// ids. One read, because a commit may land between two: one the client gave up on
+    /// ids as `[epoch millis, id]`, oldest first. One read, because a commit may land between two: one the client gave up on
     /// still runs in Redis. A snapshot from before such a commit with the ids it added
     /// would take the events between as duplicates, and a replay would skip them.
     async fn load_state(

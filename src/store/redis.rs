@@ -372,22 +372,6 @@ impl StateStore for RedisStore {
         .await
     }
 
-    async fn load_dedup(
-        &self,
-        partition: i32,
-        partner_id: &str,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let key = self.keys.dedup(partition, partner_id);
-        self.run("load_dedup", |mut conn| async move {
-            let raw: Vec<(String, f64)> = zrange_all(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| classify("load_dedup", e))?;
-            Ok(dedup_ids(raw))
-        })
-        .await
-    }
-
     async fn load_state(
         &self,
         partition: i32,
