@@ -1509,14 +1509,14 @@ impl Pipeline {
             ps.to_wake.extend(missing);
             // A partner with a wake time is snapshotted after its tick even if the tick
             // decided nothing, so its next time (a later pilot's) is written.
-            let timed: Vec<String> = loaded
+            let with_time: Vec<String> = loaded
                 .iter()
                 .map(|(id, _)| id)
                 .filter(|id| ps.wakes.has(id))
                 .cloned()
                 .collect();
             start_loaded(ps, &self.registry, loaded, ceiling);
-            ps.ticked.extend(timed);
+            ps.ticked.extend(with_time);
         }
     }
 }
@@ -1620,11 +1620,11 @@ mod tests {
             let store = Arc::new(crate::store::memory::MemoryStore::new());
             let shared = crate::actors::partner::Shared::for_tests();
             let registry = Arc::new(Registry::new(vec![arbiter.handle()], shared));
-            let nowhere = |c: &mut ClientConfig| {
+            let on_brokers = |c: &mut ClientConfig| {
                 c.set("bootstrap.servers", brokers);
             };
             let mut config = ClientConfig::new();
-            nowhere(&mut config);
+            on_brokers(&mut config);
             let producer: rdkafka::producer::FutureProducer = config.create().unwrap();
             let kafka = crate::config::KafkaConfig::default();
             let names = &kafka.topics;
@@ -1661,7 +1661,7 @@ mod tests {
                 Arc::new(Health::default()),
             );
             let mut consumer = ClientConfig::new();
-            nowhere(&mut consumer);
+            on_brokers(&mut consumer);
             let consumer = consumer.set("group.id", "harness").create().unwrap();
             Harness {
                 pipeline,
@@ -1683,6 +1683,17 @@ mod tests {
 
         fn partition(&self) -> &PartitionState {
             &self.pipeline.partitions[&0]
+        }
+
+        /// Stores partition 0's usage offset under its current epoch, as a commit would.
+        fn store_usage_offset(&self, offset: i64) {
+            let write = crate::store::PartitionWrite {
+                partition: 0,
+                epoch: self.partition().epoch,
+                offsets: BTreeMap::from([("usage".to_owned(), offset)]),
+                ..Default::default()
+            };
+            self.io.block_on(self.store.commit(write)).unwrap();
         }
     }
 
@@ -1987,14 +1998,7 @@ mod tests {
             known_wakes: HashMap::new(),
         };
         // An earlier commit reported failed had landed all the same: the store is at 30.
-        let epoch = job.epoch;
-        h.io.block_on(h.store.commit(crate::store::PartitionWrite {
-            partition: 0,
-            epoch,
-            offsets: BTreeMap::from([("usage".to_owned(), 30)]),
-            ..Default::default()
-        }))
-        .unwrap();
+        h.store_usage_offset(30);
         let lost = super::super::flush::FlushResult::ActorLost("mailbox closed".into());
         h.pipeline.flush_ended(job, lost, &h.consumer);
         let ps = h.partition();
@@ -2014,14 +2018,7 @@ mod tests {
     fn a_reset_follows_the_store_and_detects_an_emptied_one() {
         let mut h = Harness::new();
         h.own_partition_0();
-        let epoch = h.partition().epoch;
-        h.io.block_on(h.store.commit(crate::store::PartitionWrite {
-            partition: 0,
-            epoch,
-            offsets: BTreeMap::from([("usage".to_owned(), 10)]),
-            ..Default::default()
-        }))
-        .unwrap();
+        h.store_usage_offset(10);
         let ps = h.pipeline.partitions.get_mut(&0).unwrap();
         ps.durable = BTreeMap::from([("usage".to_owned(), 20)]);
         h.pipeline.reset_partition(0, &h.consumer);
@@ -2031,16 +2028,7 @@ mod tests {
 
         let mut missing = Harness::new();
         missing.own_partition_0();
-        let epoch = missing.partition().epoch;
-        missing
-            .io
-            .block_on(missing.store.commit(crate::store::PartitionWrite {
-                partition: 0,
-                epoch,
-                offsets: BTreeMap::from([("usage".to_owned(), 10)]),
-                ..Default::default()
-            }))
-            .unwrap();
+        missing.store_usage_offset(10);
         let ps = missing.pipeline.partitions.get_mut(&0).unwrap();
         ps.durable = BTreeMap::from([("usage".to_owned(), 10), ("invoices".to_owned(), 4)]);
         missing.pipeline.reset_partition(0, &missing.consumer);

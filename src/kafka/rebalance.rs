@@ -227,14 +227,11 @@ impl Pipeline {
                 partition = p,
                 "the group has no commits for it: a new partition, read from its first record"
             );
-            if let Some(ps) = self.partitions.get_mut(&p) {
-                ps.unverified = false;
-            }
             // Records polled meanwhile were not applied: read them again, from the start.
             // Until reading is moved back there, nothing may be applied: it stays waiting.
-            if !self.reset_partition(p, consumer) {
+            if self.reset_partition(p, consumer) {
                 if let Some(ps) = self.partitions.get_mut(&p) {
-                    ps.unverified = true;
+                    ps.unverified = false;
                 }
             }
         }

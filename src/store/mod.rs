@@ -104,8 +104,8 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// A partner's durable state as one read: its snapshot and, when it has one, its dedup
-    /// ids as `[epoch millis, id]`, oldest first. One read, because a commit may land between two: one the client gave up on
-    /// still runs in Redis. A snapshot from before such a commit with the ids it added
+    /// ids as `[epoch millis, id]`, oldest first. One read, because a commit may land
+    /// between two: one the client gave up on still runs in Redis. A snapshot from before such a commit with the ids it added
     /// would take the events between as duplicates, and a replay would skip them.
     async fn load_state(
         &self,

@@ -194,10 +194,15 @@ fn zrange_all(key: &str) -> redis::Cmd {
     cmd
 }
 
-/// A sorted set of millis (dedup ids, wake times) read `WITHSCORES`, as `[epoch millis,
-/// member]`. Scores come back as doubles; millis are far below 2^53, so they are exact.
+/// A score of epoch millis (dedup ids, wake times): scores come back as doubles, and
+/// millis are far below 2^53, so they are exact.
+fn millis(score: f64) -> i64 {
+    score as i64
+}
+
+/// A dedup sorted set read `WITHSCORES`, as `[epoch millis, id]`.
 fn dedup_ids(raw: Vec<(String, f64)>) -> Vec<(i64, String)> {
-    raw.into_iter().map(|(id, ms)| (ms as i64, id)).collect()
+    raw.into_iter().map(|(id, ms)| (millis(ms), id)).collect()
 }
 
 /// How long a commit may take: the store's timeout, plus what Redis needs to take in and
@@ -413,16 +418,14 @@ impl StateStore for RedisStore {
 
     async fn wake_schedule(&self, partition: i32) -> Result<Vec<(String, i64)>, StoreError> {
         let key = self.keys.wake(partition);
-        let times = self.run("wake_schedule", |mut conn| async move {
-            zrange_all(&key)
+        self.run("wake_schedule", |mut conn| async move {
+            let raw: Vec<(String, f64)> = zrange_all(&key)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| classify("wake_schedule", e))
-        });
-        Ok(dedup_ids(times.await?)
-            .into_iter()
-            .map(|(ms, id)| (id, ms))
-            .collect())
+                .map_err(|e| classify("wake_schedule", e))?;
+            Ok(raw.into_iter().map(|(id, ms)| (id, millis(ms))).collect())
+        })
+        .await
     }
 
     async fn partner_ids(&self, partition: i32) -> Result<Vec<String>, StoreError> {

@@ -298,7 +298,7 @@ mod tests {
     }
 
     /// The wake time is the first instant a tick suspends the pilot: a millisecond before
-    /// it nothing happens, at it the suspension does. Expired and paid tenants have none.
+    /// it nothing happens, at it the suspension does. Suspended and paid tenants have none.
     #[test]
     fn the_next_pilot_expiry_is_when_a_tick_suspends_it() {
         let mut ts = Tenants::default();

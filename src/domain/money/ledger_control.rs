@@ -151,10 +151,7 @@ impl Ledger {
             discount,
             rules.low_water_credits,
         );
-        for (tenant, started_at) in &fx.activated {
-            self.status.record(tenant, *started_at);
-        }
-        fx
+        self.record_activations(fx)
     }
 
     /// A `tenant` fact at control `offset`. Only a tenant's activation (its first fact, which
@@ -194,6 +191,11 @@ impl Ledger {
         let fx = self
             .credits
             .activate(tenant_id, started_at, credits, rules.low_water_credits);
+        self.record_activations(fx)
+    }
+
+    /// Counts the tenants a credits change activated as onboarded (the partner's status).
+    fn record_activations(&mut self, fx: CreditEffects) -> CreditEffects {
         for (tenant, started_at) in &fx.activated {
             self.status.record(tenant, *started_at);
         }
@@ -207,10 +209,7 @@ impl Ledger {
             return CreditEffects::only(TenantOutcome::NotAnActivation);
         };
         let fx = self.credits.withdraw(tenant_id, rules.low_water_credits);
-        for (tenant, started_at) in &fx.activated {
-            self.status.record(tenant, *started_at);
-        }
-        fx
+        self.record_activations(fx)
     }
 
     /// Applies the parked invoices of `currency` now that the facts have a rate for it, in
