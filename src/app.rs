@@ -358,6 +358,7 @@ async fn run_with_io(
             max_unflushed: config.runtime.max_unflushed_events,
             passivate_after: config.runtime.passivate_after,
             partitions,
+            flush_give_up: crate::kafka::pipeline::FLUSH_GIVE_UP,
         };
         let pipeline = Pipeline::new(
             settings,

@@ -407,6 +407,8 @@ impl Metrics {
             self.store_op_seconds.with_label_values(&[op]);
             self.store_errors.with_label_values(&[op]);
         }
+        // Untimed: a reset's fencing of an abandoned flush (rare, and on the error path).
+        self.store_errors.with_label_values(&["renew"]);
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

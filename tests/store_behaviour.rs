@@ -207,6 +207,46 @@ mod cases {
         assert_eq!(store.offsets(7).await, Ok(offsets(&[("usage", 2)])));
     }
 
+    /// A renewal moves the epoch on from the one held, fencing writes that still carry it;
+    /// a retry of the same renewal (its reply lost) gets the same epoch; anyone else's, and
+    /// a renewal from an epoch no longer held, is fenced and writes nothing.
+    pub async fn a_renewal_fences_the_held_epoch_once_and_for_its_token_only(
+        store: &dyn StateStore,
+    ) {
+        fn fenced<T>(epoch: u64, current: u64) -> Result<T, StoreError> {
+            Err(StoreError::Fenced {
+                partition: 9,
+                epoch,
+                current,
+            })
+        }
+        assert_eq!(store.renew(9, 0, "t").await, fenced(0, 0), "never acquired");
+        let held = store.acquire(9).await.expect("acquire");
+        assert_eq!(store.renew(9, held + 1, "t").await, fenced(held + 1, held));
+        assert_eq!(store.renew(9, held, "t-1").await, Ok(held + 1));
+        assert_eq!(store.renew(9, held, "t-1").await, Ok(held + 1), "a retry");
+        assert_eq!(
+            store.renew(9, held, "t-2").await,
+            fenced(held, held + 1),
+            "not its renewal"
+        );
+        assert_eq!(
+            store.commit(write(9, held, &[("usage", 3)], &[])).await,
+            fenced(held, held + 1),
+            "the abandoned write"
+        );
+        assert_eq!(store.offsets(9).await, Ok(Offsets::new()));
+        store
+            .commit(write(9, held + 1, &[("usage", 4)], &[]))
+            .await
+            .expect("the renewed owner writes");
+        // A new owner after the renewal: its retry no longer passes.
+        let next = store.acquire(9).await.expect("acquire");
+        assert_eq!(next, held + 2);
+        assert_eq!(store.renew(9, held, "t-1").await, fenced(held, next));
+        assert_eq!(store.renew(9, next, "t-3").await, Ok(next + 1));
+    }
+
     pub async fn partner_ids_lists_what_was_written(store: &dyn StateStore) {
         let epoch = store.acquire(2).await.expect("acquire");
         store
@@ -508,6 +548,7 @@ for_each_backend!(
     commit_with_a_stale_epoch_is_fenced_and_writes_nothing,
     commit_before_any_acquire_is_fenced,
     a_newer_owner_fences_the_old_owner,
+    a_renewal_fences_the_held_epoch_once_and_for_its_token_only,
     partner_ids_lists_what_was_written,
     later_commits_overwrite_per_partner_and_keep_the_others,
     an_empty_commit_checks_the_epoch_only,
@@ -608,6 +649,18 @@ mod redis_only {
             Err(StoreError::Corrupt(_))
         ));
 
+        let _: () = raw
+            .hset(keys.renewal(5), "not", "a string")
+            .await
+            .expect("hset");
+        let held = store.acquire(5).await.expect("acquire");
+        assert!(matches!(
+            store.renew(5, held, "t").await,
+            Err(StoreError::Corrupt(_))
+        ));
+        let unmoved: String = raw.get(keys.epoch(5)).await.expect("get");
+        assert_eq!(unmoved, held.to_string(), "checked before writing");
+
         let _: () = raw.set(keys.partners(3), "not a hash").await.expect("set");
         assert!(matches!(
             store.partner_ids(3).await,
@@ -650,6 +703,11 @@ mod redis_only {
         assert_eq!(stored_offset, "17");
         let snapshot: Vec<u8> = raw.hget(keys.partners(6), "p-1").await.expect("hget");
         assert_eq!(snapshot, b"{}");
+        let renewed = store.renew(6, epoch, "tok").await.expect("renew");
+        let stored_epoch: String = raw.get(keys.epoch(6)).await.expect("get");
+        assert_eq!(stored_epoch, renewed.to_string());
+        let renewal: String = raw.get(keys.renewal(6)).await.expect("get");
+        assert_eq!(renewal, format!("{renewed}:tok"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,7 @@ use crate::store::{PartitionWrite, StateStore, StoreError};
 /// A flush on its way to the store: what the consumer thread handed over when it started.
 pub(super) struct FlushJob {
     pub partition: i32,
+    /// The epoch its commit carries: the partition's fence when it started.
     pub epoch: u64,
     /// This partition's flush number: an abandoned flush's late result is not the next's.
     pub seq: u64,
@@ -236,7 +237,7 @@ impl Pipeline {
             let known_wakes = ps.wakes.known(&partners);
             let job = FlushJob {
                 partition: *p,
-                epoch: ps.epoch,
+                epoch: ps.fence,
                 seq: ps.flush_seq,
                 offsets,
                 partners,
@@ -306,7 +307,7 @@ impl Pipeline {
         match self.partitions.get_mut(&p) {
             // A flush of an ownership that ended (revoked, fenced, reassigned) changes nothing.
             Some(ps)
-                if ps.epoch == job.epoch
+                if ps.fence == job.epoch
                     && ps.flushing.as_ref().is_some_and(|f| f.seq == job.seq) =>
             {
                 ps.flushing = None

@@ -41,7 +41,7 @@ use crate::domain::partner::{Outbound, OutboxEntry};
 use crate::metrics::METRICS;
 use crate::publish::{DecisionPublisher, Outgoing};
 use crate::store::decisions::DecisionWrite;
-use crate::store::StateStore;
+use crate::store::{StateStore, StoreError};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone)]
@@ -52,7 +52,19 @@ pub struct PipelineSettings {
     pub passivate_after: Duration,
     /// Partition count of the keyed topics (to find which partners a partition holds).
     pub partitions: i32,
+    /// How long a reset waits for the flush in flight before it fences it and goes on
+    /// ([`FLUSH_GIVE_UP`]; shorter in tests).
+    pub flush_give_up: Duration,
 }
+
+/// A reset waits this long for a flush in flight. A flush waits for its partners'
+/// snapshots and its dead letters' acknowledgements, which the broker may hold longer.
+pub const FLUSH_GIVE_UP: Duration = Duration::from_secs(60);
+
+/// Attempts at renewing the epoch to fence an abandoned flush, a pause apart: the reset
+/// runs on the consumer thread, so it is bounded.
+const RENEW_ATTEMPTS: u32 = 3;
+const RENEW_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// A live partner actor of a partition.
 pub(super) struct Slot {
@@ -64,7 +76,12 @@ pub(super) struct Slot {
 
 /// What this instance knows about one owned partition number.
 pub(super) struct PartitionState {
+    /// The ownership epoch taken on assignment: what this ownership's loads, ticks and
+    /// publications are told apart by.
     pub epoch: u64,
+    /// The epoch its commits carry: `epoch`, until a reset that gave up on a flush renews
+    /// it (`StateStore::renew`) so that flush's commit, should it still come, is fenced.
+    pub fence: u64,
     /// Next offset per topic: every record below it was handed over (actor, dead letter
     /// or the stalled queue).
     pub next: BTreeMap<String, i64>,
@@ -244,6 +261,7 @@ impl PartitionState {
         let now = Instant::now();
         PartitionState {
             epoch,
+            fence: epoch,
             next: offsets.clone(),
             durable: offsets,
             partners: HashMap::new(),
@@ -740,7 +758,7 @@ impl Pipeline {
     ) -> bool {
         // A flush in flight may still make later offsets durable: re-read from the end of
         // what is durable once it has ended, never from before it.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + self.settings.flush_give_up;
         while self
             .partitions
             .get(&p)
@@ -750,8 +768,11 @@ impl Pipeline {
             if now >= deadline {
                 tracing::error!(
                     partition = p,
-                    "flush in flight did not end; resetting anyway"
+                    "flush in flight did not end; fencing it and resetting anyway"
                 );
+                if !self.fence_abandoned_flush(p, consumer) {
+                    return false;
+                }
                 break;
             }
             self.wait_for_completion(consumer, deadline - now);
@@ -841,6 +862,52 @@ impl Pipeline {
             }
         }
         moved
+    }
+
+    /// Renews `p`'s epoch so that the flush in flight, given up on, can no longer commit:
+    /// landing after the commits of the replay, its older snapshots and offsets would
+    /// overwrite theirs, and the dedup ids the replay wrote would then take the events
+    /// between as duplicates. Returns false when another owner has the partition (it is
+    /// let go). A store that does not answer is asked again a few times; after that the
+    /// reset goes on unfenced, as it must not stop the partition for ever, and says so.
+    fn fence_abandoned_flush<C: ConsumerContext>(
+        &mut self,
+        p: i32,
+        consumer: &BaseConsumer<C>,
+    ) -> bool {
+        let Some(held) = self.partitions.get(&p).map(|ps| ps.fence) else {
+            return false;
+        };
+        // One token for every attempt: a retry after a lost reply is the same renewal.
+        let token = format!("{:032x}", rand::random::<u128>());
+        for attempt in 1..=RENEW_ATTEMPTS {
+            match self.io.block_on(self.store.renew(p, held, &token)) {
+                Ok(fence) => {
+                    if let Some(ps) = self.partitions.get_mut(&p) {
+                        ps.fence = fence;
+                    }
+                    return true;
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    METRICS.fenced_writes.inc();
+                    tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
+                    self.let_go(p, consumer);
+                    return false;
+                }
+                Err(e) => {
+                    METRICS.store_errors.with_label_values(&["renew"]).inc();
+                    tracing::warn!(partition = p, attempt, error = %e, "could not renew the epoch");
+                    if attempt < RENEW_ATTEMPTS {
+                        std::thread::sleep(RENEW_RETRY_PAUSE);
+                    }
+                }
+            }
+        }
+        tracing::error!(
+            partition = p,
+            "the abandoned flush is not fenced (the store did not answer); resetting anyway"
+        );
+        true
     }
 
     /// The store has no offsets for partition `p` although it had some (`why`): it lost
@@ -1649,6 +1716,7 @@ mod tests {
                 max_unflushed: 10_000,
                 passivate_after: Duration::from_secs(300),
                 partitions,
+                flush_give_up: Duration::from_millis(300),
             };
             let store_dyn: Arc<dyn StateStore> = store.clone();
             let pipeline = Pipeline::new(
@@ -1689,7 +1757,7 @@ mod tests {
         fn store_usage_offset(&self, offset: i64) {
             let write = crate::store::PartitionWrite {
                 partition: 0,
-                epoch: self.partition().epoch,
+                epoch: self.partition().fence,
                 offsets: BTreeMap::from([("usage".to_owned(), offset)]),
                 ..Default::default()
             };
@@ -2011,6 +2079,83 @@ mod tests {
         );
     }
 
+    /// A reset that gives up on a flush in flight fences it: should that flush's commit
+    /// still land, after the replay's, it is refused, and its result changes nothing.
+    /// Another owner having taken the partition meanwhile, the reset lets it go.
+    #[test]
+    fn a_reset_that_gives_up_on_a_flush_fences_it() {
+        // A broker that answers: the flush's group commit would hold an unanswered
+        // consumer's close for most of a minute.
+        let (cluster, _, _) = two_partition_cluster();
+        let mut h = Harness::on(&cluster.bootstrap_servers());
+        h.own_partition_0();
+        h.store_usage_offset(30);
+        let held = h.partition().fence;
+        let ps = h.pipeline.partitions.get_mut(&0).unwrap();
+        // A flush that never ends (its dead letters unacknowledged, say).
+        ps.flushing = Some(InFlight {
+            seq: 1,
+            events: 10,
+            partners: HashSet::new(),
+        });
+        let abandoned = super::super::flush::FlushJob {
+            partition: 0,
+            epoch: ps.fence,
+            seq: 1,
+            offsets: BTreeMap::from([("usage".to_owned(), 40)]),
+            partners: Vec::new(),
+            events: 10,
+            known_wakes: HashMap::new(),
+        };
+        // (Its seek fails: this consumer has no assignment.)
+        h.pipeline.reset_partition(0, &h.consumer);
+        let ps = h.partition();
+        assert_eq!(ps.fence, held + 1, "the epoch was renewed");
+        assert_eq!(ps.epoch, held, "the ownership is the same");
+        assert_eq!(ps.next, BTreeMap::from([("usage".to_owned(), 30)]));
+        // The replay flushes under the new epoch, then the abandoned commit lands.
+        let ps = h.pipeline.partitions.get_mut(&0).unwrap();
+        ps.next.insert("usage".to_owned(), 50);
+        h.pipeline.flush(&h.consumer, true);
+        for _ in 0..100 {
+            if h.partition().flushing.is_none() {
+                break;
+            }
+            h.pipeline
+                .wait_for_completion(&h.consumer, Duration::from_millis(100));
+        }
+        assert_eq!(h.partition().durable["usage"], 50, "the replay's flush");
+        let late = crate::store::PartitionWrite {
+            partition: 0,
+            epoch: abandoned.epoch,
+            offsets: abandoned.offsets.clone(),
+            ..Default::default()
+        };
+        let refused = h.io.block_on(h.store.commit(late));
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { current, .. }) if current == held + 1),
+            "{refused:?}"
+        );
+        let stored = h.io.block_on(h.store.offsets(0)).unwrap();
+        assert_eq!(stored, BTreeMap::from([("usage".to_owned(), 50)]));
+        // Its result, fenced, is not taken for another owner's.
+        let fenced = super::super::flush::FlushResult::Fenced(refused.unwrap_err());
+        h.pipeline.flush_ended(abandoned, fenced, &h.consumer);
+        assert!(h.pipeline.partitions.contains_key(&0), "still owned");
+
+        // Another owner took the partition while the flush hung: the reset lets it go.
+        let mut taken = Harness::new();
+        taken.own_partition_0();
+        taken.pipeline.partitions.get_mut(&0).unwrap().flushing = Some(InFlight {
+            seq: 1,
+            events: 1,
+            partners: HashSet::new(),
+        });
+        taken.io.block_on(taken.store.acquire(0)).unwrap();
+        taken.pipeline.reset_partition(0, &taken.consumer);
+        assert!(!taken.pipeline.partitions.contains_key(&0), "let go");
+    }
+
     /// At a reset the store's offsets are the truth even behind what it acknowledged (it
     /// lost writes: its snapshots are as old), and a store with none at all lost its data:
     /// that partition is not read again from its start, and the instance goes unready.
@@ -2171,6 +2316,14 @@ mod tests {
     impl StateStore for Straddling {
         async fn acquire(&self, p: i32) -> Result<u64, crate::store::StoreError> {
             self.inner.acquire(p).await
+        }
+        async fn renew(
+            &self,
+            p: i32,
+            held: u64,
+            token: &str,
+        ) -> Result<u64, crate::store::StoreError> {
+            self.inner.renew(p, held, token).await
         }
         async fn offsets(&self, p: i32) -> Result<crate::store::Offsets, crate::store::StoreError> {
             self.inner.offsets(p).await

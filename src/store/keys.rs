@@ -45,14 +45,21 @@ impl Keys {
         format!("{{p{partition}}}")
     }
 
-    /// String: the partition's ownership epoch (decimal, grown with `INCR`).
     /// The key the outage watcher writes to check that the store takes writes.
     pub fn probe(&self) -> String {
         format!("{}:probe", self.prefix())
     }
 
+    /// String: the partition's ownership epoch (decimal, grown with `INCR` on acquire and
+    /// by the renewal script).
     pub fn epoch(&self, partition: i32) -> String {
         self.key(partition, "epoch")
+    }
+
+    /// String `<epoch>:<token>`: the last renewal of the epoch (`StateStore::renew`), so a
+    /// retried renewal is recognised as its own.
+    pub fn renewal(&self, partition: i32) -> String {
+        self.key(partition, "renewal")
     }
 
     /// Hash: input topic name → next offset to read (decimal).
@@ -136,6 +143,7 @@ mod tests {
     fn key_shapes() {
         let keys = Keys::new("warden");
         assert_eq!(keys.epoch(7), "warden:{p7}:epoch");
+        assert_eq!(keys.renewal(7), "warden:{p7}:renewal");
         assert_eq!(keys.offsets(7), "warden:{p7}:offsets");
         assert_eq!(keys.partners(7), "warden:{p7}:partners");
         assert_eq!(keys.prefix(), "warden");

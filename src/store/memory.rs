@@ -25,6 +25,8 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Partition {
     epoch: u64,
+    /// The last renewal: (the epoch it set, its token).
+    renewal: Option<(u64, String)>,
     offsets: Offsets,
     partners: BTreeMap<String, Vec<u8>>,
     /// Partners the next owner starts at once.
@@ -86,6 +88,26 @@ impl StateStore for MemoryStore {
         let state = partitions.entry(partition).or_default();
         state.epoch += 1;
         Ok(state.epoch)
+    }
+
+    async fn renew(&self, partition: i32, held: u64, token: &str) -> Result<u64, StoreError> {
+        self.check_available()?;
+        let mut partitions = self.partitions.lock();
+        let state = partitions.entry(partition).or_default();
+        let next = held + 1;
+        if held != 0 && state.epoch == held {
+            state.epoch = next;
+            state.renewal = Some((next, token.to_owned()));
+            return Ok(next);
+        }
+        if state.epoch == next && state.renewal.as_ref() == Some(&(next, token.to_owned())) {
+            return Ok(next);
+        }
+        Err(StoreError::Fenced {
+            partition,
+            epoch: held,
+            current: state.epoch,
+        })
     }
 
     async fn offsets(&self, partition: i32) -> Result<Offsets, StoreError> {

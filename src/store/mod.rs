@@ -89,6 +89,14 @@ pub trait StateStore: Send + Sync + 'static {
     /// every earlier owner's writes from now on.
     async fn acquire(&self, partition: i32) -> Result<u64, StoreError>;
 
+    /// Moves `partition`'s epoch from `held` to `held + 1` if it is still `held`, and
+    /// returns the new one: every write still carrying `held` is fenced from now on (a
+    /// flush given up on, whose commit may yet land). Conditional, so an owner that missed
+    /// its revocation cannot take the partition back from the next one; idempotent for one
+    /// `token`, so a retry after a lost reply gets `held + 1` again rather than a fence.
+    /// Any other epoch is `Fenced` (with the current one), and nothing is written.
+    async fn renew(&self, partition: i32, held: u64, token: &str) -> Result<u64, StoreError>;
+
     /// The offsets stored with the partition's state (empty if never written).
     async fn offsets(&self, partition: i32) -> Result<Offsets, StoreError>;
 

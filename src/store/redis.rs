@@ -57,6 +57,7 @@ pub struct RedisStore {
     runtime: Handle,
     pub(super) keys: Keys,
     commit: Arc<Script>,
+    renew: Arc<Script>,
     timeout: Duration,
     /// Replicas that must acknowledge a commit ([`RedisStore::with_replica_acks`]).
     replica_acks: u32,
@@ -118,6 +119,7 @@ impl RedisStore {
             runtime: Handle::current(),
             keys: Keys::new(key_prefix),
             commit: Arc::new(scripts::commit_script()),
+            renew: Arc::new(scripts::renew_script()),
             timeout,
             replica_acks: 0,
         })
@@ -266,6 +268,31 @@ impl StateStore for RedisStore {
                 .map_err(|_| StoreError::Corrupt(format!("{key}: negative epoch {epoch}")))
         })
         .await
+    }
+
+    async fn renew(&self, partition: i32, held: u64, token: &str) -> Result<u64, StoreError> {
+        // Not waited on by replicas either, as for `acquire`: a failover that loses the
+        // renewal lets a late write of the old epoch through, as before renewals.
+        let keys = [self.keys.epoch(partition), self.keys.renewal(partition)];
+        let argv = [held.to_string(), (held + 1).to_string(), token.to_owned()];
+        let script = Arc::clone(&self.renew);
+        let reply = self
+            .run("renew", |mut conn| async move {
+                let reply: Vec<String> = script
+                    .key(&keys[..])
+                    .arg(&argv[..])
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| classify("renew", e))?;
+                scripts::parse_renew_reply(&reply)
+                    .map_err(|problem| StoreError::Corrupt(format!("redis renew: {problem}")))
+            })
+            .await?;
+        reply.map_err(|current| StoreError::Fenced {
+            partition,
+            epoch: held,
+            current,
+        })
     }
 
     async fn offsets(&self, partition: i32) -> Result<Offsets, StoreError> {

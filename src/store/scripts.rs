@@ -176,6 +176,54 @@ impl CommitReply {
     }
 }
 
+/// RENEW: moves a partition's epoch from the one its owner holds to the next, so that
+/// writes still carrying the old one are fenced (`StateStore::renew`).
+///
+/// KEYS[1] = epoch key, KEYS[2] = renewal key (`<epoch>:<token>` of the last renewal).
+/// ARGV[1] = the epoch held (decimal), ARGV[2] = the next one (decimal, held + 1: Lua's
+/// numbers would print a large one in exponent form), ARGV[3] = the renewal's token.
+///
+/// Returns `{"ok", next}` when the epoch was `held` (now `next`), or was already `next`
+/// through this very renewal (a retry after a lost reply); otherwise `{"fenced", current}`
+/// ("0" if never acquired), having written nothing.
+pub(super) const RENEW: &str = r#"
+for t = 1, 2 do
+  local got = redis.call('TYPE', KEYS[t]).ok
+  if got ~= 'string' and got ~= 'none' then
+    return redis.error_reply('WRONGTYPE warden renew: ' .. KEYS[t] .. ' is a ' .. got)
+  end
+end
+local current = redis.call('GET', KEYS[1])
+local mine = ARGV[2] .. ':' .. ARGV[3]
+if current == ARGV[1] and ARGV[1] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], mine)
+  return {'ok', ARGV[2]}
+end
+if current == ARGV[2] and redis.call('GET', KEYS[2]) == mine then
+  return {'ok', ARGV[2]}
+end
+return {'fenced', current or '0'}
+"#;
+
+pub(super) fn renew_script() -> Script {
+    Script::new(RENEW)
+}
+
+/// Reads [`RENEW`]'s reply: `Ok(next)`, or `Err(current)` when fenced; the outer `Err`
+/// names a reply the script cannot have produced.
+pub(super) fn parse_renew_reply(reply: &[String]) -> Result<Result<u64, u64>, String> {
+    let number = |s: &String| {
+        s.parse::<u64>()
+            .map_err(|_| format!("epoch {s:?} is not a number"))
+    };
+    match reply {
+        [ok, next] if ok == "ok" => number(next).map(Ok),
+        [fenced, current] if fenced == "fenced" => number(current).map(Err),
+        other => Err(format!("unexpected renew reply {other:?}")),
+    }
+}
+
 /// The audit scripts' first check: the chain's four keys are of their types (or absent).
 macro_rules! audit_key_types {
     () => {
