@@ -385,6 +385,18 @@ impl Pipeline {
         consumer: &BaseConsumer<C>,
         deadline: Instant,
     ) -> bool {
+        self.draining = true;
+        self.drain_lost = false;
+        let durable = self.drain_until(consumer, deadline);
+        self.draining = false;
+        durable && !self.drain_lost
+    }
+
+    fn drain_until<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        deadline: Instant,
+    ) -> bool {
         loop {
             self.retry_stalled(consumer);
             let stalled = self.partitions.values().any(|ps| !ps.stalled.is_empty());

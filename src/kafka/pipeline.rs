@@ -449,6 +449,10 @@ pub struct Pipeline {
     /// A round of ticks was sent and has not ended: no new round until it has (and no
     /// passivation: a partner the tick changed must not be stopped unsnapshotted).
     pub(super) ticking: bool,
+    /// A drain is under way (revocation, shutdown): every partition is let go after it.
+    pub(super) draining: bool,
+    /// The drain let a partition go unflushed (a lost actor): it did not end durable.
+    pub(super) drain_lost: bool,
     /// When the round in flight (or the last one) was started.
     pub(super) round_started: Instant,
     /// The control table's next offset when the last round began: a round that finds it
@@ -486,6 +490,8 @@ impl Pipeline {
             last_maintenance: Instant::now(),
             unverified_checked: Instant::now(),
             ticking: false,
+            draining: false,
+            drain_lost: false,
             round_started: Instant::now(),
             control_ticked: None,
             fetch_progress: FetchProgress::default(),
@@ -756,6 +762,18 @@ impl Pipeline {
         p: i32,
         consumer: &BaseConsumer<C>,
     ) -> bool {
+        // Draining, the partition is let go anyway: nothing more of it can become durable,
+        // and waiting here for its flush would hold the rebalance callback (or shutdown).
+        // Its next owner reads it from the store.
+        if self.draining {
+            tracing::warn!(
+                partition = p,
+                "lost actor while draining; letting the partition go unflushed"
+            );
+            self.drain_lost = true;
+            self.let_go(p, consumer);
+            return false;
+        }
         // A flush in flight may still make later offsets durable: re-read from the end of
         // what is durable once it has ended, never from before it.
         let deadline = Instant::now() + self.settings.flush_give_up;
@@ -2154,6 +2172,50 @@ mod tests {
         taken.io.block_on(taken.store.acquire(0)).unwrap();
         taken.pipeline.reset_partition(0, &taken.consumer);
         assert!(!taken.pipeline.partitions.contains_key(&0), "let go");
+    }
+
+    /// A lost actor met while draining (revocation, shutdown) lets its partition go at
+    /// once, rather than waiting for the flush in flight to reset it: the rebalance
+    /// callback is not held, the epoch is not renewed, and the next owner reads the store.
+    #[test]
+    fn a_lost_actor_while_draining_lets_its_partition_go() {
+        let mut h = Harness::new();
+        h.own_partition_0();
+        let held = h.partition().fence;
+        let (addr, due) = h.pipeline.registry.start(PartnerState::new("p-1"));
+        h.pipeline.registry.stop("p-1");
+        // Its mailbox closes once its arbiter has run the stop.
+        for _ in 0..500 {
+            if !addr.connected() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!addr.connected());
+        let ps = h.pipeline.partitions.get_mut(&0).unwrap();
+        ps.partners.insert(
+            "p-1".into(),
+            Slot {
+                addr,
+                last_routed: Instant::now(),
+                due,
+            },
+        );
+        ps.stalled.push_back(usage("p-1"));
+        ps.flushing = Some(InFlight {
+            seq: 1,
+            events: 1,
+            partners: HashSet::new(),
+        });
+        let durable = h
+            .pipeline
+            .drain(&h.consumer, Instant::now() + Duration::from_secs(5));
+        assert!(!h.pipeline.partitions.contains_key(&0), "let go");
+        assert!(!durable, "the drain says it did not end durable");
+        assert!(!h.pipeline.draining, "the drain ended");
+        // Not renewed: the next owner's acquire fences the flush in flight.
+        let next = h.io.block_on(h.store.acquire(0)).unwrap();
+        assert_eq!(next, held + 1);
     }
 
     /// At a reset the store's offsets are the truth even behind what it acknowledged (it
