@@ -880,7 +880,27 @@ mod replicas {
         );
         assert!(matches!(failed, StoreError::NotReplicated(_)), "{failed:?}");
         // Taking a partition does not wait for them: it runs in the rebalance callback.
-        store.acquire(3).await.expect("an epoch without replicas");
+        let taken = store.acquire(3).await.expect("an epoch without replicas");
+        // A renewal does: lost in a failover, it would leave its owner fenced by itself.
+        // Not counted, it is asked again with its token, and lands once.
+        for _ in 0..2 {
+            let unconfirmed = store.renew(3, taken, "r-1").await.expect_err("no replica");
+            assert!(
+                matches!(unconfirmed, StoreError::NotReplicated(_)),
+                "{unconfirmed:?}"
+            );
+        }
+        let back = replica_of(&primary);
+        let mut renewed = store.renew(3, taken, "r-1").await;
+        for _ in 0..50 {
+            if renewed.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            renewed = store.renew(3, taken, "r-1").await;
+        }
+        assert_eq!(renewed, Ok(taken + 1), "once a replica has it");
+        drop(back);
 
         // More replicas asked for than there are: never durable. Without replicas asked
         // for, the same primary takes commits as before.

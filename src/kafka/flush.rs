@@ -19,12 +19,16 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::deadletter::{DeadLetter, DeadLetterSink, PendingDeadLetter};
-use super::pipeline::{Barrier, Completion, InFlight, Pipeline};
+use super::pipeline::{Barrier, Completion, InFlight, Pipeline, Settled};
 use super::topics::TopicMap;
 use crate::actors::messages::TakeSnapshot;
 use crate::actors::partner::PartnerActor;
 use crate::metrics::METRICS;
 use crate::store::{PartitionWrite, StateStore, StoreError};
+
+/// Between two questions about a partition's unanswered epoch renewal, each of which
+/// blocks the consumer thread for up to the store's timeout.
+const RENEWAL_RETRY: Duration = Duration::from_secs(1);
 
 /// A flush on its way to the store: what the consumer thread handed over when it started.
 pub(super) struct FlushJob {
@@ -192,12 +196,19 @@ impl Pipeline {
         let max_unflushed = self.settings.max_unflushed;
         let mut started = Vec::new();
         let mut released = Vec::new();
+        let mut unsettled = Vec::new();
         for (p, ps) in self.partitions.iter_mut() {
             // Past any of its bounds (events not durable, held records included; partners
             // for the next flush; items to publish) the partition stops fetching until a
             // flush or the publication brings it back under.
             if ps.over_bounds(max_unflushed) {
                 ps.pause_for_backpressure(consumer, &self.topics, *p);
+            }
+            if ps.renewal.is_some() {
+                if now >= ps.retry_at {
+                    unsettled.push(*p);
+                }
+                continue;
             }
             if ps.flushing.is_some() || !ps.has_changes() {
                 continue;
@@ -278,6 +289,14 @@ impl Pipeline {
                 // The pipeline is gone only when the consumer thread has ended.
                 let _ = done.send(Completion::Flush(job, result));
             });
+        }
+        // Settled, the partition flushes at the next call; unanswered, it asks again later.
+        for p in unsettled {
+            if self.settle_renewal(p, consumer) == Settled::Unanswered {
+                if let Some(ps) = self.partitions.get_mut(&p) {
+                    ps.retry_at = now + RENEWAL_RETRY;
+                }
+            }
         }
         // Only once every started flush is on its way: a delivery that finds an actor gone
         // resets its partition, and a reset waits for the partition's flush to end.

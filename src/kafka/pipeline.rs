@@ -82,6 +82,9 @@ pub(super) struct PartitionState {
     /// The epoch its commits carry: `epoch`, until a reset that gave up on a flush renews
     /// it (`StateStore::renew`) so that flush's commit, should it still come, is fenced.
     pub fence: u64,
+    /// A renewal asked for and not answered: it may have landed, so nothing is committed
+    /// until it is settled ([`Pipeline::settle_renewal`]).
+    pub renewal: Option<PendingRenewal>,
     /// Next offset per topic: every record below it was handed over (actor, dead letter
     /// or the stalled queue).
     pub next: BTreeMap<String, i64>,
@@ -185,6 +188,25 @@ impl Barrier {
 }
 
 /// What a partition's flush in flight holds back.
+/// A renewal of a partition's epoch sent without an answer.
+pub(super) struct PendingRenewal {
+    /// The epoch it moves on from.
+    pub held: u64,
+    /// What makes a retry the same renewal.
+    pub token: String,
+}
+
+/// What asking the store about a pending renewal came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settled {
+    /// Renewed (or nothing was pending): the partition commits under its new epoch.
+    Renewed,
+    /// Another owner has the partition: it was let go.
+    LetGo,
+    /// No answer yet: still pending.
+    Unanswered,
+}
+
 pub(super) struct InFlight {
     /// Its number among this partition's flushes.
     pub seq: u64,
@@ -262,6 +284,7 @@ impl PartitionState {
         PartitionState {
             epoch,
             fence: epoch,
+            renewal: None,
             next: offsets.clone(),
             durable: offsets,
             partners: HashMap::new(),
@@ -887,45 +910,81 @@ impl Pipeline {
     /// overwrite theirs, and the dedup ids the replay wrote would then take the events
     /// between as duplicates. Returns false when another owner has the partition (it is
     /// let go). A store that does not answer is asked again a few times; after that the
-    /// reset goes on unfenced, as it must not stop the partition for ever, and says so.
+    /// reset goes on, and the partition commits nothing until the renewal is settled (it
+    /// may have landed: committing under the old epoch would then be refused as fenced).
     fn fence_abandoned_flush<C: ConsumerContext>(
         &mut self,
         p: i32,
         consumer: &BaseConsumer<C>,
     ) -> bool {
-        let Some(held) = self.partitions.get(&p).map(|ps| ps.fence) else {
+        let Some(ps) = self.partitions.get_mut(&p) else {
             return false;
         };
         // One token for every attempt: a retry after a lost reply is the same renewal.
-        let token = format!("{:032x}", rand::random::<u128>());
+        ps.renewal = Some(PendingRenewal {
+            held: ps.fence,
+            token: format!("{:032x}", rand::random::<u128>()),
+        });
         for attempt in 1..=RENEW_ATTEMPTS {
-            match self.io.block_on(self.store.renew(p, held, &token)) {
-                Ok(fence) => {
-                    if let Some(ps) = self.partitions.get_mut(&p) {
-                        ps.fence = fence;
-                    }
-                    return true;
+            match self.settle_renewal(p, consumer) {
+                Settled::Renewed => return true,
+                Settled::LetGo => return false,
+                Settled::Unanswered if attempt < RENEW_ATTEMPTS => {
+                    std::thread::sleep(RENEW_RETRY_PAUSE)
                 }
-                Err(e @ StoreError::Fenced { .. }) => {
-                    METRICS.fenced_writes.inc();
-                    tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
-                    self.let_go(p, consumer);
-                    return false;
-                }
-                Err(e) => {
-                    METRICS.store_errors.with_label_values(&["renew"]).inc();
-                    tracing::warn!(partition = p, attempt, error = %e, "could not renew the epoch");
-                    if attempt < RENEW_ATTEMPTS {
-                        std::thread::sleep(RENEW_RETRY_PAUSE);
-                    }
-                }
+                Settled::Unanswered => {}
             }
         }
         tracing::error!(
             partition = p,
-            "the abandoned flush is not fenced (the store did not answer); resetting anyway"
+            "the epoch's renewal is unanswered; resetting, and committing nothing of the \
+             partition until it is settled"
         );
         true
+    }
+
+    /// Asks the store once more for `p`'s pending renewal (the same token: it may have
+    /// landed already), and takes in the answer.
+    pub(super) fn settle_renewal<C: ConsumerContext>(
+        &mut self,
+        p: i32,
+        consumer: &BaseConsumer<C>,
+    ) -> Settled {
+        let Some((held, token)) = self
+            .partitions
+            .get(&p)
+            .and_then(|ps| ps.renewal.as_ref())
+            .map(|r| (r.held, r.token.clone()))
+        else {
+            return Settled::Renewed;
+        };
+        let started = Instant::now();
+        let answer = self.io.block_on(self.store.renew(p, held, &token));
+        METRICS.store_op("renew", started);
+        match answer {
+            Ok(fence) => {
+                if let Some(ps) = self.partitions.get_mut(&p) {
+                    ps.fence = fence;
+                    ps.renewal = None;
+                }
+                Settled::Renewed
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                METRICS.fenced_writes.inc();
+                tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
+                self.let_go(p, consumer);
+                Settled::LetGo
+            }
+            Err(e) => {
+                METRICS.store_errors.with_label_values(&["renew"]).inc();
+                if matches!(e, StoreError::Corrupt(_)) {
+                    tracing::error!(partition = p, error = %e, "could not renew the epoch: the store holds data warden did not write");
+                } else {
+                    tracing::warn!(partition = p, error = %e, "could not renew the epoch");
+                }
+                Settled::Unanswered
+            }
+        }
     }
 
     /// The store has no offsets for partition `p` although it had some (`why`): it lost
@@ -2076,7 +2135,7 @@ mod tests {
         });
         let job = super::super::flush::FlushJob {
             partition: 0,
-            epoch: ps.epoch,
+            epoch: ps.fence,
             seq: 1,
             offsets: ps.next.clone(),
             partners: vec!["p-1".into()],
@@ -2172,6 +2231,120 @@ mod tests {
         taken.io.block_on(taken.store.acquire(0)).unwrap();
         taken.pipeline.reset_partition(0, &taken.consumer);
         assert!(!taken.pipeline.partitions.contains_key(&0), "let go");
+    }
+
+    /// A store whose renewals land but whose first `lose` answers are lost.
+    struct LostRenewReplies {
+        inner: Arc<crate::store::memory::MemoryStore>,
+        lose: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for LostRenewReplies {
+        async fn acquire(&self, p: i32) -> Result<u64, StoreError> {
+            self.inner.acquire(p).await
+        }
+        async fn renew(&self, p: i32, held: u64, token: &str) -> Result<u64, StoreError> {
+            let answer = self.inner.renew(p, held, token).await;
+            let lost = self
+                .lose
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if lost {
+                return Err(StoreError::Unavailable("the answer was lost".into()));
+            }
+            answer
+        }
+        async fn offsets(&self, p: i32) -> Result<crate::store::Offsets, StoreError> {
+            self.inner.offsets(p).await
+        }
+        async fn commit(&self, w: crate::store::PartitionWrite) -> Result<(), StoreError> {
+            self.inner.commit(w).await
+        }
+        async fn load_partner(&self, p: i32, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.load_partner(p, id).await
+        }
+        async fn load_state(
+            &self,
+            p: i32,
+            id: &str,
+        ) -> Result<Option<(Vec<u8>, Vec<(i64, String)>)>, StoreError> {
+            self.inner.load_state(p, id).await
+        }
+        async fn awake_partners(&self, p: i32) -> Result<Vec<String>, StoreError> {
+            self.inner.awake_partners(p).await
+        }
+        async fn wake_schedule(&self, p: i32) -> Result<Vec<(String, i64)>, StoreError> {
+            self.inner.wake_schedule(p).await
+        }
+        async fn partner_ids(&self, p: i32) -> Result<Vec<String>, StoreError> {
+            self.inner.partner_ids(p).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+    }
+
+    /// A renewal whose every answer at the reset is lost may have landed: the partition
+    /// then commits nothing until the same renewal, asked again, is answered. Committing
+    /// under the old epoch would be refused as fenced, and the partition dropped with no
+    /// other owner to take it.
+    #[test]
+    fn an_unanswered_renewal_holds_commits_until_it_is_settled() {
+        let (cluster, _, _) = two_partition_cluster();
+        let mut h = Harness::on(&cluster.bootstrap_servers());
+        h.own_partition_0();
+        h.store_usage_offset(30);
+        let held = h.partition().fence;
+        h.pipeline.store = Arc::new(LostRenewReplies {
+            inner: h.store.clone(),
+            lose: std::sync::atomic::AtomicU32::new(RENEW_ATTEMPTS),
+        });
+        h.pipeline.partitions.get_mut(&0).unwrap().flushing = Some(InFlight {
+            seq: 1,
+            events: 1,
+            partners: HashSet::new(),
+        });
+        h.pipeline.reset_partition(0, &h.consumer);
+        let ps = h.partition();
+        assert_eq!(ps.fence, held, "no answer: not renewed yet");
+        assert!(ps.renewal.is_some(), "pending");
+        // It landed all the same.
+        let old = crate::store::PartitionWrite {
+            partition: 0,
+            epoch: held,
+            ..Default::default()
+        };
+        assert!(matches!(
+            h.io.block_on(h.store.commit(old)),
+            Err(StoreError::Fenced { current, .. }) if current == held + 1
+        ));
+        h.pipeline
+            .partitions
+            .get_mut(&0)
+            .unwrap()
+            .next
+            .insert("usage".to_owned(), 50);
+        for _ in 0..100 {
+            h.pipeline.flush(&h.consumer, true);
+            if h.pipeline
+                .partitions
+                .get(&0)
+                .is_none_or(|ps| ps.durable["usage"] == 50)
+            {
+                break;
+            }
+            h.pipeline
+                .wait_for_completion(&h.consumer, Duration::from_millis(100));
+        }
+        assert!(h.pipeline.partitions.contains_key(&0), "still owned");
+        let ps = h.partition();
+        assert_eq!((ps.fence, ps.renewal.is_none()), (held + 1, true));
+        assert_eq!(ps.durable["usage"], 50, "committed under the renewed epoch");
     }
 
     /// A lost actor met while draining (revocation, shutdown) lets its partition go at

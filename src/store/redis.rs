@@ -271,22 +271,54 @@ impl StateStore for RedisStore {
     }
 
     async fn renew(&self, partition: i32, held: u64, token: &str) -> Result<u64, StoreError> {
-        // Not waited on by replicas either, as for `acquire`: a failover that loses the
-        // renewal lets a late write of the old epoch through, as before renewals.
+        // Waited on by replicas like a commit: a failover that lost the renewal would put
+        // the epoch back under the owner, and refuse its every commit as fenced.
         let keys = [self.keys.epoch(partition), self.keys.renewal(partition)];
         let argv = [held.to_string(), (held + 1).to_string(), token.to_owned()];
         let script = Arc::clone(&self.renew);
+        let (replicas, wait_ms) = (self.replica_acks, wait_millis(self.timeout));
+        let deadline = self.timeout * if replicas > 0 { 2 } else { 1 };
         let reply = self
-            .run("renew", |mut conn| async move {
-                let reply: Vec<String> = script
-                    .key(&keys[..])
-                    .arg(&argv[..])
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| classify("renew", e))?;
-                scripts::parse_renew_reply(&reply)
-                    .map_err(|problem| StoreError::Corrupt(format!("redis renew: {problem}")))
-            })
+            .run_on(
+                self.conn.clone(),
+                "renew",
+                deadline,
+                |mut conn| async move {
+                    let (reply, acked): (Vec<String>, Option<u32>) = if replicas == 0 {
+                        let reply = script
+                            .key(&keys[..])
+                            .arg(&argv[..])
+                            .invoke_async(&mut conn)
+                            .await
+                            .map_err(|e| classify("renew", e))?;
+                        (reply, None)
+                    } else {
+                        // In one request with the script, as for a commit.
+                        let (reply, acked) = redis::pipe()
+                            .cmd("EVAL")
+                            .arg(scripts::RENEW)
+                            .arg(keys.len())
+                            .arg(&keys[..])
+                            .arg(&argv[..])
+                            .cmd("WAIT")
+                            .arg(replicas)
+                            .arg(wait_ms)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(|e| classify("renew", e))?;
+                        (reply, Some(acked))
+                    };
+                    let reply = scripts::parse_renew_reply(&reply).map_err(|problem| {
+                        StoreError::Corrupt(format!("redis renew: {problem}"))
+                    })?;
+                    if let Some(acked) = acked.filter(|a| *a < replicas) {
+                        if reply.is_ok() {
+                            return Err(not_replicated("renew", acked, replicas, wait_ms));
+                        }
+                    }
+                    Ok(reply)
+                },
+            )
             .await?;
         reply.map_err(|current| StoreError::Fenced {
             partition,

@@ -181,12 +181,17 @@ impl CommitReply {
 ///
 /// KEYS[1] = epoch key, KEYS[2] = renewal key (`<epoch>:<token>` of the last renewal).
 /// ARGV[1] = the epoch held (decimal), ARGV[2] = the next one (decimal, held + 1: Lua's
-/// numbers would print a large one in exponent form), ARGV[3] = the renewal's token.
+/// numbers would print a large one in exponent form), ARGV[3] = the renewal's token
+/// (letters, digits and `-`).
 ///
 /// Returns `{"ok", next}` when the epoch was `held` (now `next`), or was already `next`
 /// through this very renewal (a retry after a lost reply); otherwise `{"fenced", current}`
 /// ("0" if never acquired), having written nothing.
 pub(super) const RENEW: &str = r#"
+if #ARGV ~= 3 or not string.match(ARGV[1], '^%d+$') or not string.match(ARGV[2], '^%d+$')
+  or not string.match(ARGV[3], '^[%w-]+$') then
+  return redis.error_reply('ERR warden renew: arguments do not follow the layout')
+end
 for t = 1, 2 do
   local got = redis.call('TYPE', KEYS[t]).ok
   if got ~= 'string' and got ~= 'none' then
