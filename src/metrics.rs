@@ -403,12 +403,10 @@ impl Metrics {
         for stage in FLUSH_STAGES {
             self.flush_stage_seconds.with_label_values(&[stage]);
         }
-        for op in ["acquire", "commit", "load", "ping"] {
+        for op in ["acquire", "commit", "load", "ping", "renew"] {
             self.store_op_seconds.with_label_values(&[op]);
             self.store_errors.with_label_values(&[op]);
         }
-        // Untimed: a reset's fencing of an abandoned flush (rare, and on the error path).
-        self.store_errors.with_label_values(&["renew"]);
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

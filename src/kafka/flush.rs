@@ -196,7 +196,7 @@ impl Pipeline {
         let max_unflushed = self.settings.max_unflushed;
         let mut started = Vec::new();
         let mut released = Vec::new();
-        let mut unsettled = Vec::new();
+        let mut unsettled = None;
         for (p, ps) in self.partitions.iter_mut() {
             // Past any of its bounds (events not durable, held records included; partners
             // for the next flush; items to publish) the partition stops fetching until a
@@ -204,9 +204,12 @@ impl Pipeline {
             if ps.over_bounds(max_unflushed) {
                 ps.pause_for_backpressure(consumer, &self.topics, *p);
             }
+            // Its renewal unanswered, it commits nothing; it asks again once it has
+            // something to commit, one partition a call (each question may block this
+            // thread for the store's timeout).
             if ps.renewal.is_some() {
-                if now >= ps.retry_at {
-                    unsettled.push(*p);
+                if now >= ps.retry_at && ps.has_changes() && unsettled.is_none() {
+                    unsettled = Some(*p);
                 }
                 continue;
             }
@@ -290,11 +293,12 @@ impl Pipeline {
                 let _ = done.send(Completion::Flush(job, result));
             });
         }
-        // Settled, the partition flushes at the next call; unanswered, it asks again later.
-        for p in unsettled {
+        // Settled, the partition flushes at the next call; unanswered, it asks again a
+        // while after this answer (not after this call began: the question took time).
+        if let Some(p) = unsettled {
             if self.settle_renewal(p, consumer) == Settled::Unanswered {
                 if let Some(ps) = self.partitions.get_mut(&p) {
-                    ps.retry_at = now + RENEWAL_RETRY;
+                    ps.retry_at = Instant::now() + RENEWAL_RETRY;
                 }
             }
         }
