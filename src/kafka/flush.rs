@@ -360,9 +360,7 @@ impl Pipeline {
             }
             FlushResult::Fenced(e) => {
                 METRICS.flushes.with_label_values(&["fenced"]).inc();
-                METRICS.fenced_writes.inc();
-                tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
-                self.let_go(p, consumer);
+                self.fenced(p, &e, consumer);
             }
             FlushResult::ActorLost(error) => {
                 // Retrying would fail the same way for ever, and the partition would stop

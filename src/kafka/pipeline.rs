@@ -970,9 +970,7 @@ impl Pipeline {
                 Settled::Renewed
             }
             Err(e @ StoreError::Fenced { .. }) => {
-                METRICS.fenced_writes.inc();
-                tracing::warn!(partition = p, error = %e, "partition fenced: another owner took it; dropping it");
-                self.let_go(p, consumer);
+                self.fenced(p, &e, consumer);
                 Settled::LetGo
             }
             Err(e) => {
@@ -987,6 +985,29 @@ impl Pipeline {
         }
     }
 
+    /// A write of `p` was refused as fenced (`refusal`): another owner took the partition,
+    /// and it is let go. An epoch *below* the one written is no owner's: epochs only grow,
+    /// so the store went back (a failover that lost writes, a restore). That is a loss of
+    /// state, not a rebalance that will come and take the partition: the instance goes
+    /// unready and says so, rather than leave the partition unread in silence.
+    pub(super) fn fenced<C: ConsumerContext>(
+        &mut self,
+        p: i32,
+        refusal: &StoreError,
+        consumer: &BaseConsumer<C>,
+    ) {
+        METRICS.fenced_writes.inc();
+        match refusal {
+            StoreError::Fenced { epoch, current, .. } if current < epoch => {
+                self.store_went_back(p, *epoch, *current);
+            }
+            _ => {
+                tracing::warn!(partition = p, error = %refusal, "partition fenced: another owner took it; dropping it");
+            }
+        }
+        self.let_go(p, consumer);
+    }
+
     /// The store has no offsets for partition `p` although it had some (`why`): it lost
     /// its data (CONTRACT §9). The instance goes unready; rebuilding is for an operator.
     pub(super) fn store_lost(&self, p: i32, why: &str) {
@@ -995,6 +1016,22 @@ impl Pipeline {
             "the store has no offsets for a partition {why}: the store lost its data; not \
              consuming this partition (RUNBOOK: WardenStoreLost)"
         );
+        self.mark_store_lost();
+    }
+
+    /// Partition `p`'s epoch in the store is below the one this owner holds.
+    fn store_went_back(&self, p: i32, held: u64, current: u64) {
+        tracing::error!(
+            partition = p,
+            held,
+            current,
+            "the store's epoch went back below this owner's: the store lost writes (a \
+             failover, a restore); not consuming this partition (RUNBOOK: WardenStoreLost)"
+        );
+        self.mark_store_lost();
+    }
+
+    fn mark_store_lost(&self) {
         self.health
             .store_lost
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -2345,6 +2382,41 @@ mod tests {
         let ps = h.partition();
         assert_eq!((ps.fence, ps.renewal.is_none()), (held + 1, true));
         assert_eq!(ps.durable["usage"], 50, "committed under the renewed epoch");
+    }
+
+    /// A commit refused with an epoch below the one it carried met a store that went back
+    /// (a failover that lost writes): no owner has that epoch, so no rebalance will come
+    /// for the partition. The instance goes unready. Refused with a higher epoch, the
+    /// partition is simply let go: its new owner has it.
+    #[test]
+    fn a_fence_below_the_epoch_written_is_a_store_that_went_back() {
+        for (rolled_back, lost) in [(true, true), (false, false)] {
+            let (cluster, _, _) = two_partition_cluster();
+            let mut h = Harness::on(&cluster.bootstrap_servers());
+            h.own_partition_0();
+            h.store_usage_offset(30);
+            if rolled_back {
+                // The replica it failed over to had the partition taken, not retaken.
+                let replica = Arc::new(crate::store::memory::MemoryStore::new());
+                h.io.block_on(replica.acquire(0)).unwrap();
+                h.pipeline.partitions.get_mut(&0).unwrap().fence = 2;
+                h.pipeline.store = replica;
+            } else {
+                h.io.block_on(h.store.acquire(0)).unwrap();
+            }
+            let ps = h.pipeline.partitions.get_mut(&0).unwrap();
+            ps.next.insert("usage".to_owned(), 50);
+            h.pipeline.flush(&h.consumer, true);
+            for _ in 0..100 {
+                if !h.pipeline.partitions.contains_key(&0) {
+                    break;
+                }
+                h.pipeline
+                    .wait_for_completion(&h.consumer, Duration::from_millis(100));
+            }
+            assert!(!h.pipeline.partitions.contains_key(&0), "let go");
+            assert_eq!(store_lost(&h.pipeline), lost, "rolled back: {rolled_back}");
+        }
     }
 
     /// A lost actor met while draining (revocation, shutdown) lets its partition go at
