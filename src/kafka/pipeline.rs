@@ -987,9 +987,8 @@ impl Pipeline {
 
     /// A write of `p` was refused as fenced (`refusal`): another owner took the partition,
     /// and it is let go. An epoch *below* the one written is no owner's: epochs only grow,
-    /// so the store went back (a failover that lost writes, a restore). That is a loss of
-    /// state, not a rebalance that will come and take the partition: the instance goes
-    /// unready and says so, rather than leave the partition unread in silence.
+    /// so the store went back (a failover that lost writes, a restore), and no rebalance
+    /// will come for the partition: letting it go would leave it unread in silence.
     pub(super) fn fenced<C: ConsumerContext>(
         &mut self,
         p: i32,
@@ -997,15 +996,52 @@ impl Pipeline {
         consumer: &BaseConsumer<C>,
     ) {
         METRICS.fenced_writes.inc();
-        match refusal {
-            StoreError::Fenced { epoch, current, .. } if current < epoch => {
-                self.store_went_back(p, *epoch, *current);
-            }
-            _ => {
-                tracing::warn!(partition = p, error = %refusal, "partition fenced: another owner took it; dropping it");
+        if let StoreError::Fenced { epoch, current, .. } = refusal {
+            if current < epoch {
+                self.store_went_back(p, *epoch, *current, consumer);
+                return;
             }
         }
+        tracing::warn!(partition = p, error = %refusal, "partition fenced: another owner took it; dropping it");
         self.let_go(p, consumer);
+    }
+
+    /// Partition `p`'s epoch in the store went back below the one this owner holds. It may
+    /// be the epoch alone that was lost (taking a partition is not waited on by replicas),
+    /// or state too: the partition is taken again, as on assignment, and read from the
+    /// store's offsets, whose check at the reset tells a store that lost its data
+    /// (unready, `WardenStoreLost`) from one that is only behind (logged).
+    fn store_went_back<C: ConsumerContext>(
+        &mut self,
+        p: i32,
+        held: u64,
+        current: u64,
+        consumer: &BaseConsumer<C>,
+    ) {
+        tracing::error!(
+            partition = p,
+            held,
+            current,
+            "the store's epoch went back below this owner's (a failover or a restore lost \
+             writes): taking the partition again and reading it from the store"
+        );
+        let started = Instant::now();
+        let taken = self.io.block_on(self.store.acquire(p));
+        METRICS.store_op("acquire", started);
+        match taken {
+            Ok(fence) => {
+                if let Some(ps) = self.partitions.get_mut(&p) {
+                    ps.fence = fence;
+                    ps.renewal = None;
+                }
+                self.reset_partition(p, consumer);
+            }
+            Err(e) => {
+                METRICS.store_errors.with_label_values(&["acquire"]).inc();
+                tracing::error!(partition = p, error = %e, "could not take the partition again; letting it go until the next rebalance");
+                self.let_go(p, consumer);
+            }
+        }
     }
 
     /// The store has no offsets for partition `p` although it had some (`why`): it lost
@@ -1016,22 +1052,6 @@ impl Pipeline {
             "the store has no offsets for a partition {why}: the store lost its data; not \
              consuming this partition (RUNBOOK: WardenStoreLost)"
         );
-        self.mark_store_lost();
-    }
-
-    /// Partition `p`'s epoch in the store is below the one this owner holds.
-    fn store_went_back(&self, p: i32, held: u64, current: u64) {
-        tracing::error!(
-            partition = p,
-            held,
-            current,
-            "the store's epoch went back below this owner's: the store lost writes (a \
-             failover, a restore); not consuming this partition (RUNBOOK: WardenStoreLost)"
-        );
-        self.mark_store_lost();
-    }
-
-    fn mark_store_lost(&self) {
         self.health
             .store_lost
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -2385,37 +2405,82 @@ mod tests {
     }
 
     /// A commit refused with an epoch below the one it carried met a store that went back
-    /// (a failover that lost writes): no owner has that epoch, so no rebalance will come
-    /// for the partition. The instance goes unready. Refused with a higher epoch, the
-    /// partition is simply let go: its new owner has it.
+    /// (a failover to a replica that missed writes): no owner has that epoch, so no
+    /// rebalance will come for the partition. It is taken again and read from the store:
+    /// with its offsets there, it goes on (from them); with them gone, the store lost its
+    /// data, and the instance goes unready. Refused with a higher epoch, the partition is
+    /// let go: its new owner has it.
     #[test]
-    fn a_fence_below_the_epoch_written_is_a_store_that_went_back() {
-        for (rolled_back, lost) in [(true, true), (false, false)] {
+    fn a_fence_below_the_epoch_written_takes_the_partition_again() {
+        enum Store {
+            TakenByAnother,
+            WentBackKeepingOffsets,
+            WentBackToNothing,
+        }
+        for case in [
+            Store::TakenByAnother,
+            Store::WentBackKeepingOffsets,
+            Store::WentBackToNothing,
+        ] {
             let (cluster, _, _) = two_partition_cluster();
             let mut h = Harness::on(&cluster.bootstrap_servers());
             h.own_partition_0();
-            h.store_usage_offset(30);
-            if rolled_back {
-                // The replica it failed over to had the partition taken, not retaken.
-                let replica = Arc::new(crate::store::memory::MemoryStore::new());
-                h.io.block_on(replica.acquire(0)).unwrap();
-                h.pipeline.partitions.get_mut(&0).unwrap().fence = 2;
-                h.pipeline.store = replica;
-            } else {
-                h.io.block_on(h.store.acquire(0)).unwrap();
-            }
+            h.io.block_on(h.store.acquire(0)).unwrap();
+            // This owner holds epoch 2; the store's was 1 when it wrote offset 30.
             let ps = h.pipeline.partitions.get_mut(&0).unwrap();
-            ps.next.insert("usage".to_owned(), 50);
+            ps.fence = 2;
+            ps.durable.insert("usage".to_owned(), 30);
+            let replica = Arc::new(crate::store::memory::MemoryStore::new());
+            match case {
+                Store::TakenByAnother => {
+                    h.io.block_on(h.store.acquire(0)).unwrap();
+                }
+                Store::WentBackKeepingOffsets => {
+                    let epoch = h.io.block_on(replica.acquire(0)).unwrap();
+                    let write = crate::store::PartitionWrite {
+                        partition: 0,
+                        epoch,
+                        offsets: BTreeMap::from([("usage".to_owned(), 30)]),
+                        ..Default::default()
+                    };
+                    h.io.block_on(replica.commit(write)).unwrap();
+                    h.pipeline.store = replica.clone();
+                }
+                Store::WentBackToNothing => h.pipeline.store = replica.clone(),
+            }
+            h.pipeline
+                .partitions
+                .get_mut(&0)
+                .unwrap()
+                .next
+                .insert("usage".to_owned(), 50);
             h.pipeline.flush(&h.consumer, true);
             for _ in 0..100 {
-                if !h.pipeline.partitions.contains_key(&0) {
+                if h.pipeline
+                    .partitions
+                    .get(&0)
+                    .is_none_or(|ps| ps.flushing.is_none())
+                {
                     break;
                 }
                 h.pipeline
                     .wait_for_completion(&h.consumer, Duration::from_millis(100));
             }
-            assert!(!h.pipeline.partitions.contains_key(&0), "let go");
-            assert_eq!(store_lost(&h.pipeline), lost, "rolled back: {rolled_back}");
+            let owned = h.pipeline.partitions.get(&0);
+            match case {
+                Store::TakenByAnother => {
+                    assert!(owned.is_none() && !store_lost(&h.pipeline), "let go");
+                }
+                Store::WentBackKeepingOffsets => {
+                    let ps = owned.expect("taken again");
+                    assert_eq!(ps.fence, 2, "the store's next epoch");
+                    assert_eq!(ps.next["usage"], 30, "read again from the store's offsets");
+                    assert!(!store_lost(&h.pipeline));
+                }
+                Store::WentBackToNothing => {
+                    assert!(owned.is_none() && store_lost(&h.pipeline), "lost, unready");
+                }
+            }
         }
     }
 
