@@ -244,6 +244,43 @@ fn wait_millis(deadline: Duration) -> u64 {
         .max(1)
 }
 
+/// Runs `script` (its source is `source`) on `keys` and `argv`; with `replicas` asked for,
+/// `WAIT`s up to `wait_ms` for them in the same request. WAIT counts the replicas that
+/// have this client's last write: sent alone, a reconnection in between would ask about a
+/// new client with no writes, and pass. Returns the script's reply and, with replicas
+/// asked for, how many acknowledged it.
+async fn eval_waited<A: redis::ToRedisArgs>(
+    conn: &mut ConnectionManager,
+    what: &'static str,
+    (script, source): (&Script, &'static str),
+    keys: &[String],
+    argv: A,
+    (replicas, wait_ms): (u32, u64),
+) -> Result<(Vec<String>, Option<u32>), StoreError> {
+    if replicas == 0 {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(keys).arg(argv);
+        let reply = invocation
+            .invoke_async(conn)
+            .await
+            .map_err(|e| classify(what, e))?;
+        return Ok((reply, None));
+    }
+    let (reply, acked) = redis::pipe()
+        .cmd("EVAL")
+        .arg(source)
+        .arg(keys.len())
+        .arg(keys)
+        .arg(argv)
+        .cmd("WAIT")
+        .arg(replicas)
+        .arg(wait_ms)
+        .query_async(conn)
+        .await
+        .map_err(|e| classify(what, e))?;
+    Ok((reply, Some(acked)))
+}
+
 fn not_replicated(what: &str, acked: u32, replicas: u32, wait_ms: u64) -> StoreError {
     StoreError::NotReplicated(format!(
         "redis {what}: acknowledged by {acked} of {replicas} replicas within {wait_ms} ms"
@@ -284,30 +321,15 @@ impl StateStore for RedisStore {
                 "renew",
                 deadline,
                 |mut conn| async move {
-                    let (reply, acked): (Vec<String>, Option<u32>) = if replicas == 0 {
-                        let reply = script
-                            .key(&keys[..])
-                            .arg(&argv[..])
-                            .invoke_async(&mut conn)
-                            .await
-                            .map_err(|e| classify("renew", e))?;
-                        (reply, None)
-                    } else {
-                        // In one request with the script, as for a commit.
-                        let (reply, acked) = redis::pipe()
-                            .cmd("EVAL")
-                            .arg(scripts::RENEW)
-                            .arg(keys.len())
-                            .arg(&keys[..])
-                            .arg(&argv[..])
-                            .cmd("WAIT")
-                            .arg(replicas)
-                            .arg(wait_ms)
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(|e| classify("renew", e))?;
-                        (reply, Some(acked))
-                    };
+                    let (reply, acked) = eval_waited(
+                        &mut conn,
+                        "renew",
+                        (&script, scripts::RENEW),
+                        &keys,
+                        &argv[..],
+                        (replicas, wait_ms),
+                    )
+                    .await?;
                     let reply = scripts::parse_renew_reply(&reply).map_err(|problem| {
                         StoreError::Corrupt(format!("redis renew: {problem}"))
                     })?;
@@ -372,32 +394,15 @@ impl StateStore for RedisStore {
         let reply = self
             .run_on(turn.clone(), "commit", deadline, |mut conn| async move {
                 let argv = scripts::commit_argv(write);
-                let (reply, acked): (Vec<String>, Option<u32>) = if replicas == 0 {
-                    let mut invocation = script.prepare_invoke();
-                    invocation.key(&keys[..]).arg(argv);
-                    let reply = invocation
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(|e| classify("commit", e))?;
-                    (reply, None)
-                } else {
-                    // WAIT counts the replicas that have this client's last write, so it
-                    // goes in one request with the script: sent alone, a reconnection in
-                    // between would ask about a new client with no writes, and pass.
-                    let (reply, acked) = redis::pipe()
-                        .cmd("EVAL")
-                        .arg(scripts::COMMIT)
-                        .arg(keys.len())
-                        .arg(&keys[..])
-                        .arg(argv)
-                        .cmd("WAIT")
-                        .arg(replicas)
-                        .arg(wait_ms)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| classify("commit", e))?;
-                    (reply, Some(acked))
-                };
+                let (reply, acked) = eval_waited(
+                    &mut conn,
+                    "commit",
+                    (&script, scripts::COMMIT),
+                    &keys,
+                    argv,
+                    (replicas, wait_ms),
+                )
+                .await?;
                 let reply = CommitReply::parse(&reply)
                     .map_err(|problem| StoreError::Corrupt(format!("redis commit: {problem}")))?;
                 if let Some(acked) = acked.filter(|a| *a < replicas) {
