@@ -187,7 +187,6 @@ impl Barrier {
     }
 }
 
-/// What a partition's flush in flight holds back.
 /// A renewal of a partition's epoch sent without an answer.
 pub(super) struct PendingRenewal {
     /// The epoch it moves on from.
@@ -207,6 +206,7 @@ pub(super) enum Settled {
     Unanswered,
 }
 
+/// What a partition's flush in flight holds back.
 pub(super) struct InFlight {
     /// Its number among this partition's flushes.
     pub seq: u64,
@@ -2359,7 +2359,9 @@ mod tests {
         let held = h.partition().fence;
         h.pipeline.store = Arc::new(LostRenewReplies {
             inner: h.store.clone(),
-            lose: std::sync::atomic::AtomicU32::new(RENEW_ATTEMPTS),
+            // Two more than the reset asks: the flush loop's first question goes
+            // unanswered too.
+            lose: std::sync::atomic::AtomicU32::new(RENEW_ATTEMPTS + 2),
         });
         h.pipeline.partitions.get_mut(&0).unwrap().flushing = Some(InFlight {
             seq: 1,
@@ -2386,6 +2388,16 @@ mod tests {
             .unwrap()
             .next
             .insert("usage".to_owned(), 50);
+        // Unanswered: nothing is committed, and it asks again later, not at once.
+        h.pipeline.flush(&h.consumer, true);
+        h.pipeline.flush(&h.consumer, true);
+        let ps = h.partition();
+        assert!(
+            ps.renewal.is_some() && ps.flushing.is_none(),
+            "still pending"
+        );
+        let stored = h.io.block_on(h.store.offsets(0)).unwrap();
+        assert_eq!(stored["usage"], 30, "nothing committed meanwhile");
         for _ in 0..100 {
             h.pipeline.flush(&h.consumer, true);
             if h.pipeline

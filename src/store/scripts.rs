@@ -206,6 +206,8 @@ if current == ARGV[1] and ARGV[1] ~= '0' then
   return {'ok', ARGV[2]}
 end
 if current == ARGV[2] and redis.call('GET', KEYS[2]) == mine then
+  -- Written again, so that a WAIT after it (a retry on a new connection) covers it.
+  redis.call('SET', KEYS[2], mine)
   return {'ok', ARGV[2]}
 end
 return {'fenced', current or '0'}
