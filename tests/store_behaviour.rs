@@ -14,7 +14,7 @@ use warden::domain::dedup::DedupDelta;
 use warden::store::keys::Keys;
 use warden::store::memory::MemoryStore;
 use warden::store::redis::RedisStore;
-use warden::store::{Offsets, PartitionWrite, StateStore, StoreError};
+use warden::store::{epoch, Offsets, PartitionWrite, StateStore, StoreError};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -90,13 +90,18 @@ mod cases {
         store.ping().await.expect("ping");
     }
 
-    pub async fn acquire_increments_the_epoch_per_partition(store: &dyn StateStore) {
-        assert_eq!(store.acquire(1).await, Ok(1));
-        assert_eq!(store.acquire(1).await, Ok(2));
-        assert_eq!(store.acquire(1).await, Ok(3));
+    pub async fn acquire_takes_the_next_generation_per_partition(store: &dyn StateStore) {
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            taken.push(store.acquire(1).await.expect("acquire"));
+        }
+        let generations: Vec<u64> = taken.iter().map(|e| epoch::generation(*e)).collect();
+        assert_eq!(generations, [1, 2, 3]);
+        assert!(taken.windows(2).all(|w| w[0] < w[1]), "{taken:?}");
+        let other = store.acquire(2).await.expect("acquire");
         assert_eq!(
-            store.acquire(2).await,
-            Ok(1),
+            epoch::generation(other),
+            1,
             "partitions have their own epochs"
         );
     }
@@ -222,29 +227,78 @@ mod cases {
         }
         assert_eq!(store.renew(9, 0, "t").await, fenced(0, 0), "never acquired");
         let held = store.acquire(9).await.expect("acquire");
-        assert_eq!(store.renew(9, held + 1, "t").await, fenced(held + 1, held));
-        assert_eq!(store.renew(9, held, "t-1").await, Ok(held + 1));
-        assert_eq!(store.renew(9, held, "t-1").await, Ok(held + 1), "a retry");
+        let renewed = epoch::renewed(held).expect("a next epoch");
+        assert_eq!(store.renew(9, renewed, "t").await, fenced(renewed, held));
+        assert_eq!(store.renew(9, held, "t-1").await, Ok(renewed));
+        assert_eq!(store.renew(9, held, "t-1").await, Ok(renewed), "a retry");
         assert_eq!(
             store.renew(9, held, "t-2").await,
-            fenced(held, held + 1),
+            fenced(held, renewed),
             "not its renewal"
         );
         assert_eq!(
             store.commit(write(9, held, &[("usage", 3)], &[])).await,
-            fenced(held, held + 1),
+            fenced(held, renewed),
             "the abandoned write"
         );
         assert_eq!(store.offsets(9).await, Ok(Offsets::new()));
         store
-            .commit(write(9, held + 1, &[("usage", 4)], &[]))
+            .commit(write(9, renewed, &[("usage", 4)], &[]))
             .await
             .expect("the renewed owner writes");
         // A new owner after the renewal: its retry no longer passes.
         let next = store.acquire(9).await.expect("acquire");
-        assert_eq!(next, held + 2);
+        assert_eq!(epoch::generation(next), epoch::generation(renewed) + 1);
         assert_eq!(store.renew(9, held, "t-1").await, fenced(held, next));
-        assert_eq!(store.renew(9, next, "t-3").await, Ok(next + 1));
+        assert_eq!(
+            store.renew(9, next, "t-3").await,
+            Ok(epoch::renewed(next).expect("a next epoch"))
+        );
+    }
+
+    /// A failover to a replica that missed an acquisition hands its generation out again,
+    /// but not its epoch: the tag keeps the owner that lost it fenced (its flush still in
+    /// flight at the revocation, or a zombie), where two owners of one epoch would both
+    /// write. `roll_back(epoch)` puts the stored epoch back, as such a failover does.
+    pub async fn an_epoch_taken_again_after_the_store_went_back_fences_the_lost_one<F, Fut>(
+        store: &dyn StateStore,
+        roll_back: F,
+    ) where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let before = store.acquire(3).await.expect("acquire");
+        let lost = store.acquire(3).await.expect("acquire");
+        store
+            .commit(write(3, lost, &[("usage", 5)], &[("p-1", b"lost")]))
+            .await
+            .expect("commit");
+        roll_back(before).await;
+        let again = store.acquire(3).await.expect("acquire");
+        assert_eq!(epoch::generation(again), epoch::generation(lost));
+        // Alike with one draw in 16.7 million.
+        assert_ne!(again, lost, "another tag");
+        let refused = StoreError::Fenced {
+            partition: 3,
+            epoch: lost,
+            current: again,
+        };
+        assert_eq!(
+            store
+                .commit(write(3, lost, &[("usage", 9)], &[("p-1", b"late")]))
+                .await,
+            Err(refused.clone())
+        );
+        assert_eq!(store.renew(3, lost, "t").await, Err(refused));
+        store
+            .commit(write(3, again, &[("usage", 6)], &[("p-1", b"new")]))
+            .await
+            .expect("the new owner writes");
+        assert_eq!(store.offsets(3).await, Ok(offsets(&[("usage", 6)])));
+        assert_eq!(
+            store.load_partner(3, "p-1").await,
+            Ok(Some(b"new".to_vec()))
+        );
     }
 
     pub async fn partner_ids_lists_what_was_written(store: &dyn StateStore) {
@@ -543,7 +597,7 @@ macro_rules! for_each_backend {
 
 for_each_backend!(
     fresh_partition_has_no_offsets_and_no_partners,
-    acquire_increments_the_epoch_per_partition,
+    acquire_takes_the_next_generation_per_partition,
     commit_then_read_back_offsets_and_partners,
     commit_with_a_stale_epoch_is_fenced_and_writes_nothing,
     commit_before_any_acquire_is_fenced,
@@ -558,6 +612,42 @@ for_each_backend!(
     the_awake_set_follows_each_partners_last_snapshot,
     wake_times_follow_the_commits_that_change_them,
 );
+
+/// The stored epoch put back, as a failover to a replica that missed writes does: each
+/// backend's own way.
+mod went_back {
+    use super::*;
+    use ::redis::AsyncCommands;
+
+    #[tokio::test]
+    async fn memory() {
+        let store = new_memory_store().await;
+        let roll_back = |epoch| {
+            store.set_epoch(3, epoch);
+            std::future::ready(())
+        };
+        cases::an_epoch_taken_again_after_the_store_went_back_fences_the_lost_one(
+            &store, roll_back,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        let (store, keys) = new_redis_store_with_keys().await;
+        let roll_back = |epoch: u64| {
+            let key = keys.epoch(3);
+            async move {
+                let mut raw = common::raw_redis().await;
+                let _: () = raw.set(key, epoch.to_string()).await.expect("set");
+            }
+        };
+        cases::an_epoch_taken_again_after_the_store_went_back_fences_the_lost_one(
+            &store, roll_back,
+        )
+        .await;
+    }
+}
 
 /// What only a networked store can get wrong.
 mod redis_only {
@@ -603,20 +693,23 @@ mod redis_only {
             runtime.block_on(on_arbiter.acquire(1))
         })
         .await;
-        assert_eq!(from_current_thread, Ok(1));
+        let generation = |taken: Result<u64, StoreError>| taken.map(epoch::generation);
+        assert_eq!(generation(from_current_thread), Ok(1));
 
         // A plain thread entering the daemon's runtime with Handle::block_on.
         let handle = tokio::runtime::Handle::current();
         let on_thread = Arc::clone(&store);
         assert_eq!(
-            on_plain_thread(move || handle.block_on(on_thread.acquire(1))).await,
+            generation(on_plain_thread(move || handle.block_on(on_thread.acquire(1))).await),
             Ok(2)
         );
 
         // Even an executor that is not tokio at all.
         let outside = Arc::clone(&store);
         assert_eq!(
-            on_plain_thread(move || futures::executor::block_on(outside.acquire(1))).await,
+            generation(
+                on_plain_thread(move || futures::executor::block_on(outside.acquire(1))).await
+            ),
             Ok(3)
         );
     }
@@ -646,6 +739,25 @@ mod redis_only {
         let _: () = raw.set(keys.epoch(2), "not-a-number").await.expect("set");
         assert!(matches!(
             store.acquire(2).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        // Past what Lua counts exactly: refused, not rounded.
+        let _: () = raw
+            .set(keys.epoch(2), "9007199254740993")
+            .await
+            .expect("set");
+        assert!(matches!(
+            store.acquire(2).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        let unmoved: String = raw.get(keys.epoch(2)).await.expect("get");
+        assert_eq!(unmoved, "9007199254740993", "checked before writing");
+        let _: () = raw
+            .hset(keys.epoch(12), "not", "a string")
+            .await
+            .expect("hset");
+        assert!(matches!(
+            store.acquire(12).await,
             Err(StoreError::Corrupt(_))
         ));
 
@@ -703,6 +815,15 @@ mod redis_only {
         assert_eq!(stored_offset, "17");
         let snapshot: Vec<u8> = raw.hget(keys.partners(6), "p-1").await.expect("hget");
         assert_eq!(snapshot, b"{}");
+        // An epoch counted before tags existed, and the largest one Lua counts exactly:
+        // the next generation follows each.
+        for (stored, generation) in [("41", 1), ("999999999999999", 59_604_645)] {
+            let _: () = raw.set(keys.epoch(13), stored).await.expect("set");
+            let taken = store.acquire(13).await.expect("acquire");
+            assert_eq!(epoch::generation(taken), generation, "after {stored}");
+            let written: String = raw.get(keys.epoch(13)).await.expect("get");
+            assert_eq!(written, taken.to_string());
+        }
         let renewed = store.renew(6, epoch, "tok").await.expect("renew");
         let stored_epoch: String = raw.get(keys.epoch(6)).await.expect("get");
         assert_eq!(stored_epoch, renewed.to_string());
@@ -721,7 +842,8 @@ mod redis_only {
         )
         .await
         .expect("connect through the proxy");
-        assert_eq!(store.acquire(1).await, Ok(1));
+        let first = store.acquire(1).await.expect("acquire");
+        assert_eq!(epoch::generation(first), 1);
 
         proxy.stop().await;
         let down = store.acquire(1).await.expect_err("nothing listens");
@@ -740,7 +862,11 @@ mod redis_only {
         }
         assert_eq!(answer, Ok(()), "the store reconnects once Redis is back");
         let epoch = store.acquire(1).await.expect("acquire after reconnecting");
-        assert!(epoch >= 2, "the epoch survived in Redis: {epoch}");
+        assert_eq!(
+            epoch::generation(epoch),
+            2,
+            "the epoch survived in Redis: {epoch}"
+        );
         proxy.stop().await;
     }
 
@@ -899,7 +1025,11 @@ mod replicas {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             renewed = store.renew(3, taken, "r-1").await;
         }
-        assert_eq!(renewed, Ok(taken + 1), "once a replica has it");
+        assert_eq!(
+            renewed,
+            Ok(epoch::renewed(taken).expect("a next epoch")),
+            "once a replica has it"
+        );
         drop(back);
 
         // More replicas asked for than there are: never durable. Without replicas asked

@@ -41,7 +41,7 @@ use crate::domain::partner::{Outbound, OutboxEntry};
 use crate::metrics::METRICS;
 use crate::publish::{DecisionPublisher, Outgoing};
 use crate::store::decisions::DecisionWrite;
-use crate::store::{StateStore, StoreError};
+use crate::store::{epoch, StateStore, StoreError};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone)]
@@ -986,9 +986,11 @@ impl Pipeline {
     }
 
     /// A write of `p` was refused as fenced (`refusal`): another owner took the partition,
-    /// and it is let go. An epoch *below* the one written is no owner's: epochs only grow,
-    /// so the store went back (a failover that lost writes, a restore), and no rebalance
-    /// will come for the partition: letting it go would leave it unread in silence.
+    /// and it is let go. An epoch of a *lower generation* than the one written is no
+    /// owner's: generations only grow, so the store went back (a failover that lost writes,
+    /// a restore), and no rebalance will come for the partition: letting it go would leave
+    /// it unread in silence. The same generation with another tag is another owner
+    /// (`store::epoch`).
     pub(super) fn fenced<C: ConsumerContext>(
         &mut self,
         p: i32,
@@ -997,7 +999,7 @@ impl Pipeline {
     ) {
         METRICS.fenced_writes.inc();
         if let StoreError::Fenced { epoch, current, .. } = refusal {
-            if current < epoch {
+            if epoch::went_back(*epoch, *current) {
                 self.store_went_back(p, *epoch, *current, consumer);
                 return;
             }
@@ -1022,6 +1024,8 @@ impl Pipeline {
             partition = p,
             held,
             current,
+            held_generation = epoch::generation(held),
+            current_generation = epoch::generation(current),
             "the store's epoch went back below this owner's (a failover or a restore lost \
              writes): taking the partition again and reading it from the store"
         );
@@ -2244,7 +2248,11 @@ mod tests {
         // (Its seek fails: this consumer has no assignment.)
         h.pipeline.reset_partition(0, &h.consumer);
         let ps = h.partition();
-        assert_eq!(ps.fence, held + 1, "the epoch was renewed");
+        assert_eq!(
+            ps.fence,
+            epoch::renewed(held).unwrap(),
+            "the epoch was renewed"
+        );
         assert_eq!(ps.epoch, held, "the ownership is the same");
         assert_eq!(ps.next, BTreeMap::from([("usage".to_owned(), 30)]));
         // The replay flushes under the new epoch, then the abandoned commit lands.
@@ -2267,7 +2275,7 @@ mod tests {
         };
         let refused = h.io.block_on(h.store.commit(late));
         assert!(
-            matches!(refused, Err(StoreError::Fenced { current, .. }) if current == held + 1),
+            matches!(refused, Err(StoreError::Fenced { current, .. }) if current == epoch::renewed(held).unwrap()),
             "{refused:?}"
         );
         let stored = h.io.block_on(h.store.offsets(0)).unwrap();
@@ -2380,7 +2388,7 @@ mod tests {
         };
         assert!(matches!(
             h.io.block_on(h.store.commit(old)),
-            Err(StoreError::Fenced { current, .. }) if current == held + 1
+            Err(StoreError::Fenced { current, .. }) if current == epoch::renewed(held).unwrap()
         ));
         h.pipeline
             .partitions
@@ -2412,46 +2420,67 @@ mod tests {
         }
         assert!(h.pipeline.partitions.contains_key(&0), "still owned");
         let ps = h.partition();
-        assert_eq!((ps.fence, ps.renewal.is_none()), (held + 1, true));
+        assert_eq!(
+            (ps.fence, ps.renewal.is_none()),
+            (epoch::renewed(held).unwrap(), true)
+        );
         assert_eq!(ps.durable["usage"], 50, "committed under the renewed epoch");
     }
 
-    /// A commit refused with an epoch below the one it carried met a store that went back
-    /// (a failover to a replica that missed writes): no owner has that epoch, so no
-    /// rebalance will come for the partition. It is taken again and read from the store:
-    /// with its offsets there, it goes on (from them); with them gone, the store lost its
-    /// data, and the instance goes unready. Refused with a higher epoch, the partition is
-    /// let go: its new owner has it.
+    /// A commit refused with an epoch of a lower generation than the one it carried met a
+    /// store that went back (a failover to a replica that missed writes): no owner has
+    /// that epoch, so no rebalance will come for the partition. It is taken again and read
+    /// from the store: with its offsets there, it goes on (from them); with them gone, the
+    /// store lost its data, and the instance goes unready. Refused with a higher
+    /// generation, or the same one with another tag (the store went back, then another
+    /// instance took the partition), the partition is let go: its new owner has it.
     #[test]
     fn a_fence_below_the_epoch_written_takes_the_partition_again() {
         enum Store {
             TakenByAnother,
+            WentBackThenTakenByAnother,
             WentBackKeepingOffsets,
             WentBackToNothing,
         }
         for case in [
             Store::TakenByAnother,
+            Store::WentBackThenTakenByAnother,
             Store::WentBackKeepingOffsets,
             Store::WentBackToNothing,
         ] {
             let (cluster, _, _) = two_partition_cluster();
             let mut h = Harness::on(&cluster.bootstrap_servers());
             h.own_partition_0();
-            h.io.block_on(h.store.acquire(0)).unwrap();
-            // This owner holds epoch 2; the store's was 1 when it wrote offset 30.
+            let before = h.partition().fence;
+            let held = h.io.block_on(h.store.acquire(0)).unwrap();
+            // This owner holds `held`; the store held `before` when it wrote offset 30.
             let ps = h.pipeline.partitions.get_mut(&0).unwrap();
-            ps.fence = 2;
+            ps.fence = held;
             ps.durable.insert("usage".to_owned(), 30);
             let replica = Arc::new(crate::store::memory::MemoryStore::new());
             match case {
                 Store::TakenByAnother => {
                     h.io.block_on(h.store.acquire(0)).unwrap();
                 }
+                Store::WentBackThenTakenByAnother => {
+                    // The store lost this owner's acquisition, then another instance took
+                    // the partition: the same generation, another tag. A tag below this
+                    // owner's, so that comparing whole epochs would call it a store that
+                    // went back and take the partition from its owner.
+                    let other = loop {
+                        h.store.set_epoch(0, before);
+                        let other = h.io.block_on(h.store.acquire(0)).unwrap();
+                        if other < held {
+                            break other;
+                        }
+                    };
+                    assert_eq!(epoch::generation(other), epoch::generation(held));
+                }
                 Store::WentBackKeepingOffsets => {
-                    let epoch = h.io.block_on(replica.acquire(0)).unwrap();
+                    replica.set_epoch(0, before);
                     let write = crate::store::PartitionWrite {
                         partition: 0,
-                        epoch,
+                        epoch: before,
                         offsets: BTreeMap::from([("usage".to_owned(), 30)]),
                         ..Default::default()
                     };
@@ -2480,12 +2509,17 @@ mod tests {
             }
             let owned = h.pipeline.partitions.get(&0);
             match case {
-                Store::TakenByAnother => {
+                Store::TakenByAnother | Store::WentBackThenTakenByAnother => {
                     assert!(owned.is_none() && !store_lost(&h.pipeline), "let go");
                 }
                 Store::WentBackKeepingOffsets => {
                     let ps = owned.expect("taken again");
-                    assert_eq!(ps.fence, 2, "the store's next epoch");
+                    assert_eq!(
+                        epoch::generation(ps.fence),
+                        epoch::generation(held),
+                        "the store's next epoch"
+                    );
+                    assert_ne!(ps.fence, held, "its own tag");
                     assert_eq!(ps.next["usage"], 30, "read again from the store's offsets");
                     assert!(!store_lost(&h.pipeline));
                 }
@@ -2537,7 +2571,7 @@ mod tests {
         assert!(!h.pipeline.draining, "the drain ended");
         // Not renewed: the next owner's acquire fences the flush in flight.
         let next = h.io.block_on(h.store.acquire(0)).unwrap();
-        assert_eq!(next, held + 1);
+        assert_eq!(epoch::generation(next), epoch::generation(held) + 1);
     }
 
     /// At a reset the store's offsets are the truth even behind what it acknowledged (it

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Offsets, PartitionWrite, StateStore, StoreError};
+use super::{epoch, Offsets, PartitionWrite, StateStore, StoreError};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -46,6 +46,12 @@ impl MemoryStore {
     /// returns [`StoreError::Unavailable`] and changes nothing.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Sets `partition`'s epoch as a store that went back would hold it (a failover to a
+    /// replica that missed writes, a restore): for tests of what owners then do.
+    pub fn set_epoch(&self, partition: i32, epoch: u64) {
+        self.partitions.lock().entry(partition).or_default().epoch = epoch;
     }
 
     fn check_available(&self) -> Result<(), StoreError> {
@@ -86,7 +92,12 @@ impl StateStore for MemoryStore {
         self.check_available()?;
         let mut partitions = self.partitions.lock();
         let state = partitions.entry(partition).or_default();
-        state.epoch += 1;
+        state.epoch = epoch::acquired_after(state.epoch, epoch::random_tag()).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "memory store: partition {partition}'s epoch {} has no next",
+                state.epoch
+            ))
+        })?;
         Ok(state.epoch)
     }
 
@@ -94,7 +105,9 @@ impl StateStore for MemoryStore {
         self.check_available()?;
         let mut partitions = self.partitions.lock();
         let state = partitions.entry(partition).or_default();
-        let next = held + 1;
+        let next = epoch::renewed(held).ok_or_else(|| {
+            StoreError::Corrupt(format!("memory store: epoch {held} has no next"))
+        })?;
         if held != 0 && state.epoch == held {
             state.epoch = next;
             state.renewal = Some((next, token.to_owned()));

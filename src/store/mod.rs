@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod decisions;
+pub mod epoch;
 pub mod keys;
 pub mod memory;
 pub mod redis;
@@ -85,15 +86,17 @@ impl StoreError {
 /// the store's configured timeout: none waits longer than that on an unreachable store.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
-    /// Become the owner of `partition`: increments and returns its epoch, which fences
-    /// every earlier owner's writes from now on.
+    /// Become the owner of `partition`: takes and returns its next epoch (the next
+    /// generation, with a random tag: [`epoch`]), which fences every earlier owner's
+    /// writes from now on.
     async fn acquire(&self, partition: i32) -> Result<u64, StoreError>;
 
-    /// Moves `partition`'s epoch from `held` to `held + 1` if it is still `held`, and
-    /// returns the new one: every write still carrying `held` is fenced from now on (a
-    /// flush given up on, whose commit may yet land). Conditional, so an owner that missed
-    /// its revocation cannot take the partition back from the next one; idempotent for one
-    /// `token`, so a retry after a lost reply gets `held + 1` again rather than a fence.
+    /// Moves `partition`'s epoch from `held` to [`epoch::renewed`]`(held)` if it is still
+    /// `held`, and returns the new one: every write still carrying `held` is fenced from
+    /// now on (a flush given up on, whose commit may yet land). Conditional, so an owner
+    /// that missed its revocation cannot take the partition back from the next one;
+    /// idempotent for one `token`, so a retry after a lost reply gets the same epoch again
+    /// rather than a fence.
     /// Any other epoch is `Fenced` (with the current one), and nothing is written.
     async fn renew(&self, partition: i32, held: u64, token: &str) -> Result<u64, StoreError>;
 

@@ -1,7 +1,8 @@
 //! [`RedisStore`]: the production state store (CONTRACT §9), on one Redis or Redis
 //! Cluster (every key of a partition shares a hash tag, see `keys.rs`).
 //!
-//! Layout per partition `p`: an epoch counter (`INCR` on acquire), an offsets hash (topic →
+//! Layout per partition `p`: an epoch (`store::epoch`, taken by a script on acquire), an
+//! offsets hash (topic →
 //! next offset) and a partners hash (partner id → snapshot). A commit is one Lua script
 //! (`scripts.rs`) that refuses a stale epoch before writing anything. Snapshots are
 //! opaque JSON bytes in which money is a decimal string, so money is never a Redis float
@@ -32,7 +33,7 @@ use tokio::runtime::Handle;
 
 use super::keys::Keys;
 use super::scripts::{self, CommitReply};
-use super::{Offsets, PartitionWrite, StateStore, StoreError};
+use super::{epoch, Offsets, PartitionWrite, StateStore, StoreError};
 
 /// Reconnection attempts after a lost connection before the manager gives up; the next
 /// operation starts a new round, so a Redis that comes back is found again.
@@ -56,6 +57,7 @@ pub struct RedisStore {
     bulk: Arc<tokio::sync::Mutex<ConnectionManager>>,
     runtime: Handle,
     pub(super) keys: Keys,
+    acquire: Arc<Script>,
     commit: Arc<Script>,
     renew: Arc<Script>,
     timeout: Duration,
@@ -118,6 +120,7 @@ impl RedisStore {
             bulk,
             runtime: Handle::current(),
             keys: Keys::new(key_prefix),
+            acquire: Arc::new(scripts::acquire_script()),
             commit: Arc::new(scripts::commit_script()),
             renew: Arc::new(scripts::renew_script()),
             timeout,
@@ -292,17 +295,21 @@ impl StateStore for RedisStore {
     async fn acquire(&self, partition: i32) -> Result<u64, StoreError> {
         // Not waited on by replicas (`store.replica_acks`): a partition is taken inside the
         // rebalance callback, and a replica down would hold it there past the poll
-        // interval. Snapshots wait; an epoch a failover loses lets the previous owner's
-        // late write through, as before replicas were waited on.
+        // interval. A failover that loses the acquisition hands its generation out again,
+        // but not its tag (`store::epoch`): the two owners' epochs still differ.
         let key = self.keys.epoch(partition);
+        let script = Arc::clone(&self.acquire);
+        let tag = epoch::random_tag();
         self.run("acquire", |mut conn| async move {
-            let epoch: i64 = redis::cmd("INCR")
-                .arg(&key)
-                .query_async(&mut conn)
+            let epoch: String = script
+                .key(&key)
+                .arg(tag)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(|e| classify("acquire", e))?;
-            u64::try_from(epoch)
-                .map_err(|_| StoreError::Corrupt(format!("{key}: negative epoch {epoch}")))
+            epoch
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("{key}: epoch {epoch:?} is not a number")))
         })
         .await
     }
@@ -311,7 +318,9 @@ impl StateStore for RedisStore {
         // Waited on by replicas like a commit: a failover that lost the renewal would put
         // the epoch back under the owner, and refuse its every commit as fenced.
         let keys = [self.keys.epoch(partition), self.keys.renewal(partition)];
-        let argv = [held.to_string(), (held + 1).to_string(), token.to_owned()];
+        let next = epoch::renewed(held)
+            .ok_or_else(|| StoreError::Corrupt(format!("epoch {held} has no next")))?;
+        let argv = [held.to_string(), next.to_string(), token.to_owned()];
         let script = Arc::clone(&self.renew);
         let (replicas, wait_ms) = (self.replica_acks, wait_millis(self.timeout));
         let deadline = self.timeout * if replicas > 0 { 2 } else { 1 };
@@ -546,7 +555,8 @@ pub(super) fn classify(what: &str, err: RedisError) -> StoreError {
 }
 
 /// A reply of the wrong type, an operation on a key of the wrong type (also as raised
-/// inside a script, which older servers wrap in `ERR`), or arithmetic on a non-integer.
+/// inside a script, which older servers wrap in `ERR`), or arithmetic on a non-integer
+/// (also an epoch that is not one, as `ACQUIRE` reports it).
 fn is_bad_data(err: &RedisError) -> bool {
     err.kind() == ErrorKind::TypeError
         || err.code() == Some("WRONGTYPE")

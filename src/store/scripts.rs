@@ -176,12 +176,42 @@ impl CommitReply {
     }
 }
 
+/// ACQUIRE: takes a partition's next epoch (`StateStore::acquire`, `store::epoch`): the
+/// generation after the stored one, with the acquisition's tag.
+///
+/// KEYS[1] = epoch key. ARGV[1] = the tag (decimal, below 2^24).
+///
+/// Returns the new epoch (decimal). A stored value that is not a decimal epoch of at most
+/// 15 digits (Lua's numbers are exact only below 2^53) is refused as "not an integer
+/// epoch", having written nothing.
+pub(super) const ACQUIRE: &str = r#"
+if #ARGV ~= 1 or not string.match(ARGV[1], '^%d+$') or tonumber(ARGV[1]) >= 16777216 then
+  return redis.error_reply('ERR warden acquire: arguments do not follow the layout')
+end
+local got = redis.call('TYPE', KEYS[1]).ok
+if got ~= 'string' and got ~= 'none' then
+  return redis.error_reply('WRONGTYPE warden acquire: ' .. KEYS[1] .. ' is a ' .. got)
+end
+local current = redis.call('GET', KEYS[1]) or '0'
+if not string.match(current, '^%d+$') or #current > 15 then
+  return redis.error_reply('ERR warden acquire: ' .. KEYS[1] .. ' is not an integer epoch')
+end
+local generation = math.floor(tonumber(current) / 16777216) + 1
+local next = string.format('%d', generation * 16777216 + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], next)
+return next
+"#;
+
+pub(super) fn acquire_script() -> Script {
+    Script::new(ACQUIRE)
+}
+
 /// RENEW: moves a partition's epoch from the one its owner holds to the next, so that
 /// writes still carrying the old one are fenced (`StateStore::renew`).
 ///
 /// KEYS[1] = epoch key, KEYS[2] = renewal key (`<epoch>:<token>` of the last renewal).
-/// ARGV[1] = the epoch held (decimal), ARGV[2] = the next one (decimal, held + 1: Lua's
-/// numbers would print a large one in exponent form), ARGV[3] = the renewal's token
+/// ARGV[1] = the epoch held (decimal), ARGV[2] = the next one (decimal,
+/// `store::epoch::renewed`: Lua's numbers would print a large one in exponent form), ARGV[3] = the renewal's token
 /// (letters, digits and `-`).
 ///
 /// Returns `{"ok", next}` when the epoch was `held` (now `next`), or was already `next`
