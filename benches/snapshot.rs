@@ -4,17 +4,24 @@
 //! usage ids and 100 invoice ids, next to the floor: the same ids and counters as a plain
 //! `#[derive(Serialize, Deserialize)]` struct.
 //!
+//! `snapshot/usage_partner` encodes what most flushes write: a usage-only partner of
+//! median size from the in-process pipeline bench's stream (about 2 KB of JSON).
+//!
 //! Decoding a snapshot does not rebuild the dedup index; the first apply after a revival
 //! does, so `warden_decode_then_apply` is what a revival really costs.
 
+use std::collections::HashMap;
 use std::hint::black_box;
 
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use warden::domain::event::TopicKind;
 use warden::domain::event::{InvoiceEvent, InvoiceKind, PartnerEvent, UsageEvent};
 use warden::domain::partner::{ApplyEnv, PartnerState};
+use warden::kafka::decode::{decode_partner_record, DecodeLimits};
+use warden::loadgen::{Generator, LoadSpec};
 use warden::store::snapshot;
 
 /// The daemon's allocator, so each figure and its baseline are measured as it runs.
@@ -106,7 +113,69 @@ fn bare() -> BareSnapshot {
     }
 }
 
+/// A usage-only partner as the daemon snapshots most of them: the median-sized state (by
+/// its JSON) of 10,000 partners after 200,000 events of the load generator's stream (Zipf
+/// 0.9, 1 % misbehaving), the stream the in-process pipeline bench runs.
+fn usage_partner() -> PartnerState {
+    let spec = LoadSpec {
+        partners: 10_000,
+        skew: 0.9,
+        misbehaving: 0.01,
+        invoice_fraction: 0.0,
+        control_fraction: 0.0,
+        malformed: 0.0,
+        duplicates: 0.0,
+        seed: 42,
+        start_ts: t0(),
+        event_step: chrono::Duration::milliseconds(1),
+    };
+    let record_ts = (t0() + chrono::Duration::minutes(30)).timestamp_millis();
+    let env = ApplyEnv::default();
+    let rules = env.ctx();
+    let limits = DecodeLimits::default();
+    let mut states: HashMap<String, PartnerState> = HashMap::new();
+    for r in Generator::new(spec).take(200_000) {
+        let key = r.key.unwrap_or_default();
+        let event = decode_partner_record(
+            TopicKind::Usage,
+            Some(key.as_bytes()),
+            Some(&r.payload),
+            Some(record_ts),
+            &limits,
+        )
+        .unwrap();
+        let state = states
+            .entry(key.clone())
+            .or_insert_with(|| PartnerState::new(key));
+        state.apply(&event, &rules).unwrap();
+    }
+    let mut by_size: Vec<(usize, String)> = states
+        .iter()
+        .map(|(id, s)| (serde_json::to_vec(s).unwrap().len(), id.clone()))
+        .collect();
+    by_size.sort();
+    let median = by_size[by_size.len() / 2].1.clone();
+    states.remove(&median).unwrap()
+}
+
 fn bench_snapshot(c: &mut Criterion) {
+    let partner = usage_partner();
+    let partner_json = serde_json::to_vec(&partner).unwrap();
+    let mut group = c.benchmark_group("snapshot/usage_partner");
+    group.throughput(Throughput::Bytes(partner_json.len() as u64));
+    group.bench_function("warden_encode_json", |b| {
+        b.iter(|| black_box(serde_json::to_vec(black_box(&partner)).unwrap()))
+    });
+    group.bench_function("warden_encode_stored_lz4", |b| {
+        b.iter(|| black_box(snapshot::encode(black_box(&partner)).unwrap()))
+    });
+    group.finish();
+    eprintln!(
+        "usage partner: {} bytes of JSON, {} bytes stored",
+        partner_json.len(),
+        snapshot::encode(&partner).unwrap().len()
+    );
+
     let state = state();
     let bytes = serde_json::to_vec(&state).unwrap();
     let stored = snapshot::encode(&state).unwrap();
