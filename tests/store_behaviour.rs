@@ -741,7 +741,7 @@ mod redis_only {
             store.acquire(2).await,
             Err(StoreError::Corrupt(_))
         ));
-        // Past what Lua counts exactly: refused, not rounded.
+        // Past 2^53 - 1, what Lua counts exactly: refused, not rounded.
         let _: () = raw
             .set(keys.epoch(2), "9007199254740993")
             .await
@@ -815,15 +815,30 @@ mod redis_only {
         assert_eq!(stored_offset, "17");
         let snapshot: Vec<u8> = raw.hget(keys.partners(6), "p-1").await.expect("hget");
         assert_eq!(snapshot, b"{}");
-        // An epoch counted before tags existed, and the largest one Lua counts exactly:
-        // the next generation follows each.
-        for (stored, generation) in [("41", 1), ("999999999999999", 59_604_645)] {
+        // An epoch counted before tags existed, epochs of 15 and 16 digits, and the last
+        // generation Lua counts exactly: the next generation follows each, until none is
+        // left.
+        for (stored, generations) in [
+            ("41", &[1][..]),
+            ("999999999999999", &[59_604_645, 59_604_646]),
+            ("9007199221186565", &[536_870_911]),
+        ] {
             let _: () = raw.set(keys.epoch(13), stored).await.expect("set");
-            let taken = store.acquire(13).await.expect("acquire");
-            assert_eq!(epoch::generation(taken), generation, "after {stored}");
-            let written: String = raw.get(keys.epoch(13)).await.expect("get");
-            assert_eq!(written, taken.to_string());
+            for generation in generations {
+                let taken = store.acquire(13).await.expect("acquire");
+                assert_eq!(epoch::generation(taken), *generation, "after {stored}");
+                let written: String = raw.get(keys.epoch(13)).await.expect("get");
+                assert_eq!(written, taken.to_string());
+            }
         }
+        let last: String = raw.get(keys.epoch(13)).await.expect("get");
+        let none_left = store.acquire(13).await;
+        assert!(
+            matches!(none_left, Err(StoreError::Corrupt(_))),
+            "{none_left:?}"
+        );
+        let unmoved: String = raw.get(keys.epoch(13)).await.expect("get");
+        assert_eq!(unmoved, last);
         let renewed = store.renew(6, epoch, "tok").await.expect("renew");
         let stored_epoch: String = raw.get(keys.epoch(6)).await.expect("get");
         assert_eq!(stored_epoch, renewed.to_string());

@@ -986,11 +986,11 @@ impl Pipeline {
     }
 
     /// A write of `p` was refused as fenced (`refusal`): another owner took the partition,
-    /// and it is let go. An epoch of a *lower generation* than the one written is no
-    /// owner's: generations only grow, so the store went back (a failover that lost writes,
-    /// a restore), and no rebalance will come for the partition: letting it go would leave
-    /// it unread in silence. The same generation with another tag is another owner
-    /// (`store::epoch`).
+    /// and it is let go. An epoch of a *lower generation* than the one written is taken for
+    /// a store that went back (a failover that lost writes, a restore), after which no
+    /// rebalance will come for the partition: letting it go would leave it unread in
+    /// silence. The same generation with another tag is another owner (`store::epoch`,
+    /// which says when a lower generation is one too).
     pub(super) fn fenced<C: ConsumerContext>(
         &mut self,
         p: i32,
@@ -2452,8 +2452,11 @@ mod tests {
             let mut h = Harness::on(&cluster.bootstrap_servers());
             h.own_partition_0();
             let before = h.partition().fence;
-            let held = h.io.block_on(h.store.acquire(0)).unwrap();
-            // This owner holds `held`; the store held `before` when it wrote offset 30.
+            let taken = h.io.block_on(h.store.acquire(0)).unwrap();
+            // This owner holds `held` (its tag in the middle of the range, so that one below
+            // it exists); the store held `before` when it wrote offset 30.
+            let held = epoch::generation(taken) * epoch::GENERATION + epoch::GENERATION / 2;
+            h.store.set_epoch(0, held);
             let ps = h.pipeline.partitions.get_mut(&0).unwrap();
             ps.fence = held;
             ps.durable.insert("usage".to_owned(), 30);
@@ -2467,14 +2470,9 @@ mod tests {
                     // the partition: the same generation, another tag. A tag below this
                     // owner's, so that comparing whole epochs would call it a store that
                     // went back and take the partition from its owner.
-                    let other = loop {
-                        h.store.set_epoch(0, before);
-                        let other = h.io.block_on(h.store.acquire(0)).unwrap();
-                        if other < held {
-                            break other;
-                        }
-                    };
+                    let other = held - 1;
                     assert_eq!(epoch::generation(other), epoch::generation(held));
+                    h.store.set_epoch(0, other);
                 }
                 Store::WentBackKeepingOffsets => {
                     replica.set_epoch(0, before);

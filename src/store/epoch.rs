@@ -9,15 +9,21 @@
 //! new owner's. With the tag, the two acquisitions differ but for a one-in-16.7-million
 //! draw, and the earlier one is fenced as it should be.
 //!
-//! Why order by generation: a refusal with a *lower* generation than the one held is a
-//! store that went back (no owner can hold it), while an equal or higher one is another
-//! owner. Comparing whole epochs would take an equal generation with a lower tag for a
-//! store that went back, and the instance would take the partition from its owner.
+//! Why order by generation: a refusal with a *lower* generation than the one held is read
+//! as a store that went back, and an equal or higher one as another owner. Comparing whole
+//! epochs would take an equal generation with a lower tag for a store that went back, and
+//! the instance would take the partition from its owner. A lower generation is another
+//! owner only when the store went back by two generations or more (acquisitions and
+//! renewals are not waited on without `store.replica_acks`), and another instance took the
+//! partition before this one wrote: this one then takes it back, and the other lets it go
+//! until the next rebalance. That needs such a failover and an owner that missed its
+//! revocation.
 //!
 //! Why 24 bits: Redis computes the next generation in Lua, whose numbers are doubles,
-//! exact below 2^53, which leaves 29 bits (536 million acquisitions of one partition).
+//! exact up to 2^53, which leaves 29 bits (536 million acquisitions of one partition).
 //! Epochs written before tags existed are small counters: generation 0, so the first
-//! acquisition after an upgrade is still above them.
+//! acquisition after an upgrade is still above them, and an instance of an earlier version
+//! `INCR`s a tagged epoch within its generation (taken for another owner, as it is).
 
 /// Bits of an epoch that tag its acquisition.
 pub const TAG_BITS: u32 = 24;

@@ -50,8 +50,8 @@ impl Keys {
         format!("{}:probe", self.prefix())
     }
 
-    /// String: the partition's ownership epoch (decimal, grown with `INCR` on acquire and
-    /// by the renewal script).
+    /// String: the partition's ownership epoch (decimal, `store::epoch`: taken by the
+    /// acquire script, moved on by the renewal script).
     pub fn epoch(&self, partition: i32) -> String {
         self.key(partition, "epoch")
     }

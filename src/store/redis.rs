@@ -2,8 +2,7 @@
 //! Cluster (every key of a partition shares a hash tag, see `keys.rs`).
 //!
 //! Layout per partition `p`: an epoch (`store::epoch`, taken by a script on acquire), an
-//! offsets hash (topic →
-//! next offset) and a partners hash (partner id → snapshot). A commit is one Lua script
+//! offsets hash (topic → next offset) and a partners hash (partner id → snapshot). A commit is one Lua script
 //! (`scripts.rs`) that refuses a stale epoch before writing anything. Snapshots are
 //! opaque JSON bytes in which money is a decimal string, so money is never a Redis float
 //! (no `INCRBYFLOAT`, no `HINCRBYFLOAT`): Redis only ever stores and returns our bytes.
@@ -295,8 +294,12 @@ impl StateStore for RedisStore {
     async fn acquire(&self, partition: i32) -> Result<u64, StoreError> {
         // Not waited on by replicas (`store.replica_acks`): a partition is taken inside the
         // rebalance callback, and a replica down would hold it there past the poll
-        // interval. A failover that loses the acquisition hands its generation out again,
-        // but not its tag (`store::epoch`): the two owners' epochs still differ.
+        // interval. A failover that loses the acquisition puts back the previous owner's
+        // epoch: a late write of that owner (a flush in flight at its revocation) then
+        // lands, whole (its snapshots with their offsets), and this owner, refused with a
+        // lower generation, takes the partition again and reads it from the store. The
+        // next acquisition gets the lost generation again, but not its tag
+        // (`store::epoch`), so two owners never share an epoch.
         let key = self.keys.epoch(partition);
         let script = Arc::clone(&self.acquire);
         let tag = epoch::random_tag();

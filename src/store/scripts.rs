@@ -181,9 +181,9 @@ impl CommitReply {
 ///
 /// KEYS[1] = epoch key. ARGV[1] = the tag (decimal, below 2^24).
 ///
-/// Returns the new epoch (decimal). A stored value that is not a decimal epoch of at most
-/// 15 digits (Lua's numbers are exact only below 2^53) is refused as "not an integer
-/// epoch", having written nothing.
+/// Returns the new epoch (decimal). A stored value that is not a decimal epoch up to 2^53 - 1
+/// (`store::epoch::MAX`: Lua's numbers are exact up to 2^53), or after which no epoch is
+/// left, is refused as "not an integer epoch", having written nothing.
 pub(super) const ACQUIRE: &str = r#"
 if #ARGV ~= 1 or not string.match(ARGV[1], '^%d+$') or tonumber(ARGV[1]) >= 16777216 then
   return redis.error_reply('ERR warden acquire: arguments do not follow the layout')
@@ -192,12 +192,17 @@ local got = redis.call('TYPE', KEYS[1]).ok
 if got ~= 'string' and got ~= 'none' then
   return redis.error_reply('WRONGTYPE warden acquire: ' .. KEYS[1] .. ' is a ' .. got)
 end
+local max = 9007199254740991
 local current = redis.call('GET', KEYS[1]) or '0'
-if not string.match(current, '^%d+$') or #current > 15 then
-  return redis.error_reply('ERR warden acquire: ' .. KEYS[1] .. ' is not an integer epoch')
+local corrupt = 'ERR warden acquire: ' .. KEYS[1] .. ' is not an integer epoch'
+if not string.match(current, '^%d+$') or #current > 16 or tonumber(current) > max then
+  return redis.error_reply(corrupt)
 end
-local generation = math.floor(tonumber(current) / 16777216) + 1
-local next = string.format('%d', generation * 16777216 + tonumber(ARGV[1]))
+local next = (math.floor(tonumber(current) / 16777216) + 1) * 16777216 + tonumber(ARGV[1])
+if next > max then
+  return redis.error_reply(corrupt .. ' (none left after it)')
+end
+next = string.format('%d', next)
 redis.call('SET', KEYS[1], next)
 return next
 "#;
