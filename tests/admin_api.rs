@@ -164,13 +164,24 @@ fn a_kill_switch_over_a_termination_gives_the_termination_back_when_lifted() {
     assert!(expired, "TTL did not end the top switch: {:?}", listed());
     let ttl_lift = format!("unkill:{}", created["id"].as_str().unwrap());
     let audit = daemon.get_json_with_token("/v1/audit?after_seq=0&limit=1000", Some(SECURITY));
+    let records = audit["records"].as_array().unwrap();
     assert!(
-        audit["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["ref"] == ttl_lift.as_str()),
+        records.iter().any(|r| r["ref"] == ttl_lift.as_str()),
         "the TTL's end is audited"
+    );
+    // A person's level is audited with what it replaced and why (LESSONS: records with
+    // before and after, as Unleash's have).
+    let set = records
+        .iter()
+        .find(|r| r["action"] == "enforcement.set")
+        .expect("the termination is audited");
+    assert_eq!(
+        (&set["target"], &set["detail"]),
+        (
+            &json!("partner:p-7"),
+            &json!({"from": "ok", "to": "terminated", "reason": "contract ended"})
+        ),
+        "{set}"
     );
     let h = common::redis_hash(&redis, &key);
     assert_eq!(h["level"], "killed", "{h:?}");

@@ -209,6 +209,15 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
         daemon.output()
     );
     assert!(metric(&daemon, "warden_backpressure_total") > 0.0);
+    // The failure policy (`fail_open`, the default) is applied, and says so.
+    let degraded = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        metric(&daemon, "warden_store_degraded{policy=\"fail_open\"}") == 1.0
+    });
+    assert!(
+        degraded,
+        "the failure policy was not applied\n{}",
+        daemon.output()
+    );
     // The outage lasts 10 s in all.
     thread::sleep(Duration::from_secs(10).saturating_sub(stopped_at.elapsed()));
     assert!(
@@ -222,6 +231,25 @@ fn redis_outage_mid_stream_keeps_the_daemon_in_the_group_and_totals_exact() {
     redis.start();
     merge(&mut truth, produce_usage(&stream, 40_000..50_000, partners));
     assert_totals_exact(&url, &stream, &truth, Duration::from_secs(300));
+    let recovered = common::wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        metric(&daemon, "warden_store_degraded{policy=\"fail_open\"}") == 0.0
+    });
+    assert!(recovered, "still degraded after the outage");
+    // `fail_open` tells gateways nothing: no global decision went out, before or after.
+    let n = common::topic_record_count(&stream.brokers, &stream.enforcement).max(0) as usize;
+    let decisions = common::consume_all(
+        &stream.brokers,
+        &stream.enforcement,
+        n,
+        Duration::from_secs(120),
+    );
+    assert_eq!(decisions.len(), n, "enforcement topic not read whole");
+    let global = decisions
+        .iter()
+        .filter_map(|(_, _, _, v)| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .filter(|v| v["scope"] == "global")
+        .count();
+    assert_eq!(global, 0, "a global decision under fail_open");
     let revoked = daemon
         .stdout_lines()
         .iter()

@@ -774,6 +774,36 @@ mod tests {
         );
     }
 
+    /// A duplicate is visible nowhere (LESSONS, "dedup that only happens later"): not in
+    /// the totals, and not in enforcement either. A copy of an event id whose content would
+    /// throttle and suspend the partner if it were counted decides nothing and leaves the
+    /// health windows and meters as they were.
+    #[test]
+    fn a_duplicate_moves_no_signal_and_decides_nothing() {
+        let mut s = PartnerState::new("p-1");
+        let env = ApplyEnv::default();
+        assert_eq!(
+            s.apply(&usage("a", 0, 10, 0), &env.ctx()),
+            Ok(Applied::Counted)
+        );
+        assert!(s.outbox().is_empty(), "ten calm requests decide nothing");
+        let before = serde_json::to_value(&s).unwrap();
+        let storm = usage("a", 0, 1_000_000, 1_000_000);
+        assert_eq!(s.apply(&storm, &env.ctx()), Ok(Applied::Duplicate));
+        assert!(s.outbox().is_empty(), "no decision from a duplicate");
+        let after = serde_json::to_value(&s).unwrap();
+        for part in ["enforcement", "usage", "last_seen"] {
+            assert_eq!(after[part], before[part], "{part}");
+        }
+        assert_eq!(s.duplicates_skipped, 1, "only counted as skipped");
+        // The same content under a new id is counted, and decides.
+        assert_eq!(
+            s.apply(&usage("b", 0, 1_000_000, 1_000_000), &env.ctx()),
+            Ok(Applied::Counted)
+        );
+        assert!(!s.outbox().is_empty(), "the storm, counted, decides");
+    }
+
     /// Quotas are judged by the tier in force at each event's time: a downgrade dated next
     /// month does not suspend a partner for this month's use (CONTRACT §2).
     #[test]

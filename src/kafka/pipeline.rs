@@ -1946,6 +1946,57 @@ mod tests {
         );
     }
 
+    /// A decision flushes its partition at once, so that it is published the moment the
+    /// event causing it is applied (LESSONS, "limits computed on read are late"): with an
+    /// hour's flush interval, a calm event waits for the interval, and an event that
+    /// throttles its partner starts a flush at the next flush call.
+    #[test]
+    fn a_decision_flushes_its_partition_without_waiting_for_the_interval() {
+        let mut h = Harness::new();
+        h.pipeline.settings.flush_interval = Duration::from_secs(3600);
+        h.own_partition_0();
+        let event = |id: &str, offset: i64, requests: u64| {
+            let mut e = usage("p-1");
+            e.offset = offset;
+            if let crate::domain::event::PartnerEvent::Usage(u) = &mut e.event {
+                u.event_id = id.to_owned();
+                u.requests = requests;
+                u.errors = requests;
+            }
+            e
+        };
+        let flushing = |h: &Harness| h.partition().flushing.is_some();
+        h.pipeline
+            .deliver(0, vec![event("calm", 0, 1)], false, &h.consumer);
+        for _ in 0..20 {
+            h.pipeline.flush(&h.consumer, false);
+            assert!(!flushing(&h), "a calm event waits for the interval");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        h.pipeline
+            .deliver(0, vec![event("storm", 1, 1_000_000)], false, &h.consumer);
+        let mut started = false;
+        for _ in 0..500 {
+            h.pipeline.flush(&h.consumer, false);
+            if flushing(&h) {
+                started = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(started, "the throttle's partition flushes without waiting");
+        for _ in 0..100 {
+            if !flushing(&h) {
+                break;
+            }
+            h.pipeline
+                .wait_for_completion(&h.consumer, Duration::from_millis(100));
+        }
+        let stored = h.io.block_on(h.store.load_partner(0, "p-1")).unwrap();
+        let state = crate::store::snapshot::decode(&stored.expect("flushed")).unwrap();
+        assert_eq!(state.usage.events, 2, "both events in the flush");
+    }
+
     /// A mock cluster with the default keyed topics, two partitions each.
     fn two_partition_cluster() -> (
         rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,

@@ -47,6 +47,20 @@ fn a_currency_without_a_rate_parks_then_applies_when_the_rate_arrives() {
         (d("1.0825"), Some(t("2026-05-20T00:00:00Z")), d("1082.50"))
     );
     assert_eq!(st.lines[1].base_usd, d("-270.62"));
+    // Each line keeps its own currency and amount (the refunded amount on the reversal)
+    // beside the USD it was booked at.
+    let kept: Vec<_> = st
+        .lines
+        .iter()
+        .map(|l| (l.currency.as_deref(), l.amount))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (Some("EUR"), Some(d("1000"))),
+            (Some("EUR"), Some(d("250")))
+        ]
+    );
     // A later rate never re-rates the line; a second arrival finds nothing parked.
     let later = ControlEvent::FxRate {
         currency: "EUR".into(),

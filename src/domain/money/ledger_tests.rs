@@ -254,6 +254,67 @@ fn tier_changes_are_prospective_and_accrued_lines_keep_their_rate() {
     assert_eq!(st.totals.commission_usd, d("28.00"));
 }
 
+/// A partner's own rates take effect when their fact arrives, and only for lines booked
+/// after it (LESSONS, "rates need versions"): a line accrued before keeps its rate, and
+/// its refund reverses at that rate, not the new one.
+#[test]
+fn a_partner_rate_change_leaves_accrued_lines_and_their_refunds_at_the_old_rate() {
+    let (mut f, prog) = (MoneyFacts::new(), default_program());
+    f.apply(0, &partner_fact("p", "silver", None));
+    let mut l = Ledger::new("p");
+    let before = l
+        .apply_invoice(&paid("a", "2026-05-10T00:00:00Z", "100"), &f, &prog)
+        .unwrap();
+    assert_eq!(before.commission_accrued_usd, d("8.00"), "silver, 8 %");
+    let ControlEvent::Partner {
+        partner_id,
+        name,
+        tier,
+        tier_effective_from,
+        parent_id,
+        override_rate,
+        net_of_cost,
+        ..
+    } = partner_fact("p", "silver", None)
+    else {
+        unreachable!("a partner fact")
+    };
+    f.apply(
+        1,
+        &ControlEvent::Partner {
+            partner_id,
+            name,
+            tier,
+            tier_effective_from,
+            parent_id,
+            override_rate,
+            coop_rate: Some(d("0.05")),
+            commission_rate: Some(d("0.30")),
+            net_of_cost,
+        },
+    );
+    let after = l
+        .apply_invoice(&paid("b", "2026-05-11T00:00:00Z", "100"), &f, &prog)
+        .unwrap();
+    assert_eq!(
+        after.commission_accrued_usd,
+        d("30.00"),
+        "the partner's own rate"
+    );
+    l.apply_invoice(&refund("r", "a", "2026-05-12T00:00:00Z", "50"), &f, &prog)
+        .unwrap();
+    let st = l.statement(m("2026-05"));
+    let commissions: Vec<_> = st.lines.iter().map(|l| l.commission_usd).collect();
+    assert_eq!(
+        commissions,
+        [d("8.00"), d("30.00"), d("-4.00")],
+        "half of 8.00"
+    );
+    let coop: Vec<_> = st.lines.iter().map(|l| l.coop_usd).collect();
+    assert_eq!(coop, [d("2.00"), d("5.00"), d("-1.00")], "co-op alike");
+    assert_eq!(st.totals.commission_usd, d("34.00"));
+}
+
 #[test]
 fn the_first_three_approved_resellers_earn_the_promo() {
     let prog = program("reseller");
