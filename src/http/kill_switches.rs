@@ -212,7 +212,9 @@ pub enum Lift {
 }
 
 /// Lifts `switch` (API or TTL): audited once (the ref is the same for both paths, so a
-/// TTL expiry racing a DELETE is recorded once), then the decision putting back what was
+/// TTL expiry racing a DELETE is recorded once; an attempt that gives up is recorded as
+/// aborted, and one that applies a lift an earlier attempt recorded, as applied), then
+/// the decision putting back what was
 /// under the switch ([`restored_level`]) in the data plane, if the key still holds the
 /// switch's `killed` (compare-and-set on its seq). The records go out in seq order, the
 /// `killed` one first (it may still wait from an outage), and the switch leaves the
@@ -226,7 +228,7 @@ pub async fn lift(
     wait: Duration,
 ) -> Result<Lift, ApiError> {
     // A lift already in the data plane was audited before it was applied.
-    if switch.lifted_at.is_none() {
+    let audited = if switch.lifted_at.is_none() {
         let entry = AuditEntry {
             ref_id: format!("unkill:{}", switch.id),
             at: Utc::now(),
@@ -235,8 +237,11 @@ pub async fn lift(
             target: format!("{}:{}", switch.scope, switch.target),
             detail: json!({ "id": switch.id }),
         };
-        record(state, entry).await?;
-    }
+        let appended = record(state, entry.clone()).await?.is_some();
+        Some((entry, appended))
+    } else {
+        None
+    };
     // The lift's record to send: (write, seq, acknowledged before), or none.
     let lift_record = match (&switch.lifted_at, switch.lift_seq) {
         (Some(at), Some(seq)) => Some((noted_lift_write(switch, at.clone()), seq, false)),
@@ -259,10 +264,14 @@ pub async fn lift(
                 match lifted {
                     LiftWrite::BaseMoved if attempts < MAX_LIFT_ATTEMPTS => continue,
                     LiftWrite::BaseMoved => {
-                        return Err(ApiError::StoreUnavailable(format!(
+                        let error = ApiError::StoreUnavailable(format!(
                             "the target's owner decided {MAX_LIFT_ATTEMPTS} times during the \
                              lift; nothing was lifted, try again"
-                        )))
+                        ));
+                        if let Some((entry, _)) = &audited {
+                            lift_aborted(state, entry, &error).await;
+                        }
+                        return Err(error);
                     }
                     lifted => break (write, lifted),
                 }
@@ -271,6 +280,9 @@ pub async fn lift(
                 LiftWrite::Superseded | LiftWrite::BaseMoved => None,
                 LiftWrite::Lifted { published, .. } if published.applied => {
                     count_transition(&write, &published);
+                    if let Some((entry, false)) = &audited {
+                        lift_applied(state, entry, actor).await;
+                    }
                     Some((write, published.seq, published.produced))
                 }
                 // Another lifter (a DELETE racing the TTL) applied it first: its record
@@ -308,6 +320,38 @@ pub async fn lift(
             .await?;
     }
     Ok(outcome)
+}
+
+/// A lift that gave up (its target's owner kept deciding) is recorded as aborted, so the
+/// chain does not read as if the switch were lifted. Each abort gets a ref of its own
+/// (`unkill:<id>:<random>:aborted`): a switch may be tried and abandoned more than once.
+/// Best effort, as every `.aborted` record: the caller's answer does not wait on it.
+async fn lift_aborted(state: &ApiState, lift: &AuditEntry, error: &ApiError) {
+    let attempt = AuditEntry {
+        ref_id: format!("{}:{}", lift.ref_id, uuid_like()),
+        ..lift.clone()
+    };
+    super::audit::aborted(state, &attempt, error).await;
+}
+
+/// A lift whose record an earlier attempt appended (one that was then aborted, or
+/// whose process ended before applying it, or a lift by another path that lost the
+/// race to apply) is recorded once more when this attempt applies it, with who applied
+/// it: after an `.aborted` record, the chain would otherwise never say the switch was
+/// lifted. Only the attempt that applies the lift gets here, so it is recorded once
+/// (`unkill:<id>:applied`). Best effort: the lift is done and its intent audited.
+async fn lift_applied(state: &ApiState, lift: &AuditEntry, actor: &str) {
+    let entry = AuditEntry {
+        ref_id: format!("{}:applied", lift.ref_id),
+        at: Utc::now(),
+        actor: actor.to_owned(),
+        action: format!("{}.applied", lift.action),
+        target: lift.target.clone(),
+        detail: lift.detail.clone(),
+    };
+    if let Err(e) = record(state, entry).await {
+        tracing::warn!(error = %e, audit_ref = %lift.ref_id, "applied lift not audited");
+    }
 }
 
 /// Whether a switch's `killed` record is acknowledged; if not, sends it and waits up to
@@ -524,5 +568,270 @@ pub async fn expire_loop(state: ApiState) {
             .collect();
         state.switch_records.keep_only(&registered);
         refresh_gauges(&publisher).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::audit::{AuditLog, MemoryAuditLog};
+    use crate::store::decisions::{
+        DecisionStore, LiftBase, MemoryDecisions, PendingRecord, Published,
+    };
+    use crate::store::StoreError;
+
+    /// The memory data plane, whose target's owner decides during each of the next
+    /// `moves` lifts: each answers `BaseMoved`.
+    #[derive(Default)]
+    struct BusyOwner {
+        plane: MemoryDecisions,
+        moves: AtomicU32,
+    }
+
+    #[async_trait]
+    impl DecisionStore for BusyOwner {
+        async fn publish(&self, w: &DecisionWrite) -> Result<Published, StoreError> {
+            self.plane.publish(w).await
+        }
+        async fn mark_produced(&self, writes: &[DecisionWrite]) -> Result<(), StoreError> {
+            self.plane.mark_produced(writes).await
+        }
+        async fn is_produced(&self, w: &DecisionWrite) -> Result<bool, StoreError> {
+            self.plane.is_produced(w).await
+        }
+        async fn publish_switch(
+            &self,
+            w: &DecisionWrite,
+            switch: &KillSwitch,
+        ) -> Result<Published, StoreError> {
+            self.plane.publish_switch(w, switch).await
+        }
+        async fn publish_lift(
+            &self,
+            w: &DecisionWrite,
+            switch_id: &str,
+            kill_seq: u64,
+            base_seq: Option<u64>,
+        ) -> Result<LiftWrite, StoreError> {
+            let busy = self
+                .moves
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if busy.is_ok() {
+                return Ok(LiftWrite::BaseMoved);
+            }
+            self.plane
+                .publish_lift(w, switch_id, kill_seq, base_seq)
+                .await
+        }
+        async fn publish_pending(
+            &self,
+            w: &DecisionWrite,
+            expected_seq: u64,
+        ) -> Result<Published, StoreError> {
+            self.plane.publish_pending(w, expected_seq).await
+        }
+        async fn pending_records(&self) -> Result<Vec<PendingRecord>, StoreError> {
+            self.plane.pending_records().await
+        }
+        async fn remove_pending(&self, outbox_id: &str) -> Result<(), StoreError> {
+            self.plane.remove_pending(outbox_id).await
+        }
+        async fn lift_base(&self, scope: &str, id: &str) -> Result<LiftBase, StoreError> {
+            self.plane.lift_base(scope, id).await
+        }
+        async fn read(
+            &self,
+            scope: &str,
+            id: &str,
+        ) -> Result<Option<std::collections::BTreeMap<String, String>>, StoreError> {
+            self.plane.read(scope, id).await
+        }
+        async fn remove_switch(&self, id: &str) -> Result<bool, StoreError> {
+            self.plane.remove_switch(id).await
+        }
+        async fn switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
+            self.plane.switches().await
+        }
+    }
+
+    /// The admin API's state on memory stores, its Kafka clients pointed at no broker
+    /// (records wait as pending).
+    fn api_state(
+        io: &tokio::runtime::Runtime,
+        plane: Arc<BusyOwner>,
+        log: Arc<MemoryAuditLog>,
+    ) -> ApiState {
+        use rdkafka::config::ClientConfig;
+        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        let audit =
+            crate::publish::audit::AuditSink::new(log, producer.clone(), "warden.audit.v1".into());
+        let publisher = DecisionPublisher::new(
+            plane,
+            producer,
+            (
+                "warden.enforcement.v1".into(),
+                "warden.attribution.v1".into(),
+            ),
+            audit,
+        );
+        let arbiter = actix_rt::Arbiter::new();
+        let shared = crate::actors::partner::Shared::for_tests();
+        let registry = Arc::new(crate::actors::registry::Registry::new(
+            vec![arbiter.handle()],
+            shared,
+        ));
+        ApiState::new(
+            &crate::config::Config::default(),
+            registry,
+            Arc::new(crate::store::memory::MemoryStore::new()),
+            Arc::default(),
+            Arc::default(),
+            super::super::ApiOutputs {
+                partitions: 1,
+                io: io.handle().clone(),
+                publisher,
+                payouts: Arc::new(crate::store::statements::MemoryPayouts::default()),
+                control_topic: "warden.control.v1".into(),
+            },
+        )
+    }
+
+    /// A lift that gives up because the target's owner keeps deciding is recorded as
+    /// aborted, and the later lift that applies it is recorded as applied: the chain never
+    /// reads as lifted while the switch holds, nor as aborted once it is lifted.
+    #[test]
+    fn an_aborted_lift_is_audited_and_so_is_the_retry_that_lifts() {
+        let _system = actix_rt::System::new();
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let plane = Arc::new(BusyOwner::default());
+        let log = Arc::new(MemoryAuditLog::new());
+        let state = api_state(&io, plane.clone(), log.clone());
+        let switch = KillSwitch {
+            id: "ks-1".into(),
+            scope: "partner".into(),
+            target: "p-1".into(),
+            reason: "leak".into(),
+            actor: "sec".into(),
+            created_at: rfc3339(Utc::now()),
+            expires_at: None,
+            seq: 0,
+            previous: Some("ok".into()),
+            lifted_at: None,
+            lift_seq: None,
+            lift_level: None,
+            lift_reason: None,
+            lift_rps: None,
+            hold_seq: None,
+        };
+        let published = io
+            .block_on(plane.publish_switch(&set_write(&switch), &switch))
+            .unwrap();
+        let switch = KillSwitch {
+            seq: published.seq,
+            ..switch
+        };
+        let wait = Duration::from_millis(10);
+        let level = |io: &tokio::runtime::Runtime| {
+            io.block_on(plane.read("partner", "p-1"))
+                .unwrap()
+                .map(|h| h["level"].clone())
+        };
+        let actions = |io: &tokio::runtime::Runtime| -> Vec<(String, String)> {
+            io.block_on(log.all())
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.entry().action.clone(), r.entry().actor.clone()))
+                .collect()
+        };
+        // Twice the owner decides through every attempt: nothing is lifted, each time
+        // recorded as aborted.
+        for _ in 0..2 {
+            plane.moves.store(MAX_LIFT_ATTEMPTS, Ordering::SeqCst);
+            let refused = io.block_on(lift(&state, &switch, "alice", wait));
+            assert!(
+                matches!(refused, Err(ApiError::StoreUnavailable(_))),
+                "{refused:?}"
+            );
+            assert_eq!(level(&io).as_deref(), Some("killed"));
+        }
+        let pair = |action: &str, actor: &str| (action.to_owned(), actor.to_owned());
+        assert_eq!(
+            actions(&io),
+            [
+                pair("kill_switch.lift", "alice"),
+                pair("kill_switch.lift.aborted", "alice"),
+                pair("kill_switch.lift.aborted", "alice"),
+            ]
+        );
+        // Then a retry lifts it, under fewer moves than its attempts.
+        plane.moves.store(MAX_LIFT_ATTEMPTS - 1, Ordering::SeqCst);
+        let lifted = io.block_on(lift(&state, &switch, "bob", wait));
+        assert!(lifted.is_ok(), "{lifted:?}");
+        assert_ne!(level(&io).as_deref(), Some("killed"), "lifted");
+        assert_eq!(
+            actions(&io)[3..],
+            [pair("kill_switch.lift.applied", "bob")],
+            "the lift that applied it"
+        );
+    }
+
+    /// A lift that applies at its first attempt is recorded once, as before.
+    #[test]
+    fn a_lift_at_the_first_attempt_is_recorded_once() {
+        let _system = actix_rt::System::new();
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let plane = Arc::new(BusyOwner::default());
+        let log = Arc::new(MemoryAuditLog::new());
+        let state = api_state(&io, plane.clone(), log.clone());
+        let switch = KillSwitch {
+            id: "ks-2".into(),
+            scope: "partner".into(),
+            target: "p-2".into(),
+            reason: "leak".into(),
+            actor: "sec".into(),
+            created_at: rfc3339(Utc::now()),
+            expires_at: None,
+            seq: 0,
+            previous: Some("ok".into()),
+            lifted_at: None,
+            lift_seq: None,
+            lift_level: None,
+            lift_reason: None,
+            lift_rps: None,
+            hold_seq: None,
+        };
+        let published = io
+            .block_on(plane.publish_switch(&set_write(&switch), &switch))
+            .unwrap();
+        let switch = KillSwitch {
+            seq: published.seq,
+            ..switch
+        };
+        plane.moves.store(1, Ordering::SeqCst);
+        let lifted = io.block_on(lift(&state, &switch, "alice", Duration::from_millis(10)));
+        assert!(lifted.is_ok(), "{lifted:?}");
+        let actions: Vec<String> = io
+            .block_on(log.all())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry().action.clone())
+            .collect();
+        assert_eq!(actions, ["kill_switch.lift"]);
     }
 }
