@@ -475,19 +475,8 @@ fn redis_down_thirty_seconds_fails_closed_loses_nothing_and_catches_up() {
 /// The global `store` decisions on `stream`'s enforcement topic, in the order produced:
 /// (level, seq).
 fn global_store_decisions(stream: &Stream) -> Vec<(String, u64)> {
-    // Read whole, or a short read (the reader timing out on a loaded machine) would look
-    // like a missing lift: seen once in CI, with the 30 s this read used to have.
-    let n = common::topic_record_count(&stream.brokers, &stream.enforcement).max(0) as usize;
-    let decisions = common::consume_all(
-        &stream.brokers,
-        &stream.enforcement,
-        n,
-        Duration::from_secs(120),
-    );
-    assert_eq!(decisions.len(), n, "enforcement topic not read whole");
-    decisions
-        .iter()
-        .filter_map(|(_, _, _, v)| serde_json::from_slice::<Value>(v).ok())
+    common::enforcement_decisions(stream)
+        .into_iter()
         .filter(|v| v["scope"] == "global" && v["id"] == "store")
         .map(|v| {
             let level = v["level"].as_str().unwrap_or_default().to_owned();

@@ -704,24 +704,22 @@ mod tests {
         )
     }
 
-    /// A lift that gives up because the target's owner keeps deciding is recorded as
-    /// aborted, and the later lift that applies it is recorded as applied: the chain never
-    /// reads as lifted while the switch holds, nor as aborted once it is lifted.
-    #[test]
-    fn an_aborted_lift_is_audited_and_so_is_the_retry_that_lifts() {
-        let _system = actix_rt::System::new();
+    /// A runtime for the API's store calls, and a switch on partner `target` registered in
+    /// `plane`, as `create` registers one.
+    fn registered_switch(
+        plane: &BusyOwner,
+        id: &str,
+        target: &str,
+    ) -> (tokio::runtime::Runtime, KillSwitch) {
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let plane = Arc::new(BusyOwner::default());
-        let log = Arc::new(MemoryAuditLog::new());
-        let state = api_state(&io, plane.clone(), log.clone());
         let switch = KillSwitch {
-            id: "ks-1".into(),
+            id: id.into(),
             scope: "partner".into(),
-            target: "p-1".into(),
+            target: target.into(),
             reason: "leak".into(),
             actor: "sec".into(),
             created_at: rfc3339(Utc::now()),
@@ -742,18 +740,37 @@ mod tests {
             seq: published.seq,
             ..switch
         };
+        (io, switch)
+    }
+
+    /// The actions and actors of the chain, in order.
+    fn actions(io: &tokio::runtime::Runtime, log: &MemoryAuditLog) -> Vec<(String, String)> {
+        io.block_on(log.all())
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.entry().action.clone(), r.entry().actor.clone()))
+            .collect()
+    }
+
+    fn pair(action: &str, actor: &str) -> (String, String) {
+        (action.to_owned(), actor.to_owned())
+    }
+
+    /// A lift that gives up because the target's owner keeps deciding is recorded as
+    /// aborted, and the later lift that applies it is recorded as applied: the chain never
+    /// reads as lifted while the switch holds, nor as aborted once it is lifted.
+    #[test]
+    fn an_aborted_lift_is_audited_and_so_is_the_retry_that_lifts() {
+        let _system = actix_rt::System::new();
+        let plane = Arc::new(BusyOwner::default());
+        let log = Arc::new(MemoryAuditLog::new());
+        let (io, switch) = registered_switch(&plane, "ks-1", "p-1");
+        let state = api_state(&io, plane.clone(), log.clone());
         let wait = Duration::from_millis(10);
         let level = |io: &tokio::runtime::Runtime| {
             io.block_on(plane.read("partner", "p-1"))
                 .unwrap()
                 .map(|h| h["level"].clone())
-        };
-        let actions = |io: &tokio::runtime::Runtime| -> Vec<(String, String)> {
-            io.block_on(log.all())
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.entry().action.clone(), r.entry().actor.clone()))
-                .collect()
         };
         // Twice the owner decides through every attempt: nothing is lifted, each time
         // recorded as aborted.
@@ -766,9 +783,8 @@ mod tests {
             );
             assert_eq!(level(&io).as_deref(), Some("killed"));
         }
-        let pair = |action: &str, actor: &str| (action.to_owned(), actor.to_owned());
         assert_eq!(
-            actions(&io),
+            actions(&io, &log),
             [
                 pair("kill_switch.lift", "alice"),
                 pair("kill_switch.lift.aborted", "alice"),
@@ -781,7 +797,7 @@ mod tests {
         assert!(lifted.is_ok(), "{lifted:?}");
         assert_ne!(level(&io).as_deref(), Some("killed"), "lifted");
         assert_eq!(
-            actions(&io)[3..],
+            actions(&io, &log)[3..],
             [pair("kill_switch.lift.applied", "bob")],
             "the lift that applied it"
         );
@@ -791,47 +807,13 @@ mod tests {
     #[test]
     fn a_lift_at_the_first_attempt_is_recorded_once() {
         let _system = actix_rt::System::new();
-        let io = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let plane = Arc::new(BusyOwner::default());
         let log = Arc::new(MemoryAuditLog::new());
+        let (io, switch) = registered_switch(&plane, "ks-2", "p-2");
         let state = api_state(&io, plane.clone(), log.clone());
-        let switch = KillSwitch {
-            id: "ks-2".into(),
-            scope: "partner".into(),
-            target: "p-2".into(),
-            reason: "leak".into(),
-            actor: "sec".into(),
-            created_at: rfc3339(Utc::now()),
-            expires_at: None,
-            seq: 0,
-            previous: Some("ok".into()),
-            lifted_at: None,
-            lift_seq: None,
-            lift_level: None,
-            lift_reason: None,
-            lift_rps: None,
-            hold_seq: None,
-        };
-        let published = io
-            .block_on(plane.publish_switch(&set_write(&switch), &switch))
-            .unwrap();
-        let switch = KillSwitch {
-            seq: published.seq,
-            ..switch
-        };
         plane.moves.store(1, Ordering::SeqCst);
         let lifted = io.block_on(lift(&state, &switch, "alice", Duration::from_millis(10)));
         assert!(lifted.is_ok(), "{lifted:?}");
-        let actions: Vec<String> = io
-            .block_on(log.all())
-            .unwrap()
-            .into_iter()
-            .map(|r| r.entry().action.clone())
-            .collect();
-        assert_eq!(actions, ["kill_switch.lift"]);
+        assert_eq!(actions(&io, &log), [pair("kill_switch.lift", "alice")]);
     }
 }

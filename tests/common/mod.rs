@@ -342,6 +342,24 @@ pub fn consume_all(
         .collect()
 }
 
+/// Every decision on the enforcement topic of `stream` (JSON values), read whole: a short
+/// read (the reader timing out on a loaded machine) would look like a missing decision,
+/// as seen once in CI with a 30 s read.
+pub fn enforcement_decisions(stream: &stream::Stream) -> Vec<serde_json::Value> {
+    let n = topic_record_count(&stream.brokers, &stream.enforcement).max(0) as usize;
+    let decisions = consume_all(
+        &stream.brokers,
+        &stream.enforcement,
+        n,
+        Duration::from_secs(120),
+    );
+    assert_eq!(decisions.len(), n, "enforcement topic not read whole");
+    decisions
+        .iter()
+        .filter_map(|(_, _, _, v)| serde_json::from_slice(v).ok())
+        .collect()
+}
+
 /// [`consume_all`] with the record timestamps.
 pub fn consume_records(
     brokers: &str,

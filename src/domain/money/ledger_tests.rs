@@ -266,33 +266,16 @@ fn a_partner_rate_change_leaves_accrued_lines_and_their_refunds_at_the_old_rate(
         .apply_invoice(&paid("a", "2026-05-10T00:00:00Z", "100"), &f, &prog)
         .unwrap();
     assert_eq!(before.commission_accrued_usd, d("8.00"), "silver, 8 %");
-    let ControlEvent::Partner {
-        partner_id,
-        name,
-        tier,
-        tier_effective_from,
-        parent_id,
-        override_rate,
-        net_of_cost,
+    let mut rates = partner_fact("p", "silver", None);
+    if let ControlEvent::Partner {
+        coop_rate,
+        commission_rate,
         ..
-    } = partner_fact("p", "silver", None)
-    else {
-        unreachable!("a partner fact")
-    };
-    f.apply(
-        1,
-        &ControlEvent::Partner {
-            partner_id,
-            name,
-            tier,
-            tier_effective_from,
-            parent_id,
-            override_rate,
-            coop_rate: Some(d("0.05")),
-            commission_rate: Some(d("0.30")),
-            net_of_cost,
-        },
-    );
+    } = &mut rates
+    {
+        (*coop_rate, *commission_rate) = (Some(d("0.05")), Some(d("0.30")));
+    }
+    f.apply(1, &rates);
     let after = l
         .apply_invoice(&paid("b", "2026-05-11T00:00:00Z", "100"), &f, &prog)
         .unwrap();
