@@ -212,9 +212,9 @@ pub enum Lift {
 }
 
 /// Lifts `switch` (API or TTL): audited once (the ref is the same for both paths, so a
-/// TTL expiry racing a DELETE is recorded once; an attempt that gives up is recorded as
-/// aborted, and one that applies a lift an earlier attempt recorded, as applied), then
-/// the decision putting back what was
+/// TTL expiry racing a DELETE is recorded once, and once more as `.applied` if the path
+/// that did not write the record is the one that ends the switch; an attempt that gives
+/// up is recorded as aborted), then the decision putting back what was
 /// under the switch ([`restored_level`]) in the data plane, if the key still holds the
 /// switch's `killed` (compare-and-set on its seq). The records go out in seq order, the
 /// `killed` one first (it may still wait from an outage), and the switch leaves the
@@ -277,11 +277,20 @@ pub async fn lift(
                 }
             };
             match lifted {
-                LiftWrite::Superseded | LiftWrite::BaseMoved => None,
+                // (Not reached: the loop above returns on it.)
+                LiftWrite::BaseMoved => None,
+                LiftWrite::Superseded => {
+                    // Ended without a write (a later decision holds the key): ended all
+                    // the same, and said so after an earlier attempt's record.
+                    if let Some((entry, false)) = &audited {
+                        lift_ended(state, entry, actor, "superseded").await;
+                    }
+                    None
+                }
                 LiftWrite::Lifted { published, .. } if published.applied => {
                     count_transition(&write, &published);
                     if let Some((entry, false)) = &audited {
-                        lift_applied(state, entry, actor).await;
+                        lift_ended(state, entry, actor, "applied").await;
                     }
                     Some((write, published.seq, published.produced))
                 }
@@ -323,12 +332,19 @@ pub async fn lift(
 }
 
 /// A lift that gave up (its target's owner kept deciding) is recorded as aborted, so the
-/// chain does not read as if the switch were lifted. Each abort gets a ref of its own
-/// (`unkill:<id>:<random>:aborted`): a switch may be tried and abandoned more than once.
-/// Best effort, as every `.aborted` record: the caller's answer does not wait on it.
+/// chain does not read as if the switch were lifted: `<lift ref>:<attempt>:aborted`, with
+/// an attempt of its own for each request of a person (a switch may be tried and
+/// abandoned more than once), and one for the TTL, whose loop tries again every second
+/// and is recorded giving up once. Best effort, as every `.aborted` record: the caller's
+/// answer does not wait on it.
 async fn lift_aborted(state: &ApiState, lift: &AuditEntry, error: &ApiError) {
+    let attempt = if lift.actor == ACTOR_TTL {
+        ACTOR_TTL.to_owned()
+    } else {
+        uuid_like()
+    };
     let attempt = AuditEntry {
-        ref_id: format!("{}:{}", lift.ref_id, uuid_like()),
+        ref_id: format!("{}:{attempt}", lift.ref_id),
         ..lift.clone()
     };
     super::audit::aborted(state, &attempt, error).await;
@@ -336,18 +352,22 @@ async fn lift_aborted(state: &ApiState, lift: &AuditEntry, error: &ApiError) {
 
 /// A lift whose record an earlier attempt appended (one that was then aborted, or
 /// whose process ended before applying it, or a lift by another path that lost the
-/// race to apply) is recorded once more when this attempt applies it, with who applied
-/// it: after an `.aborted` record, the chain would otherwise never say the switch was
-/// lifted. Only the attempt that applies the lift gets here, so it is recorded once
-/// (`unkill:<id>:applied`). Best effort: the lift is done and its intent audited.
-async fn lift_applied(state: &ApiState, lift: &AuditEntry, actor: &str) {
+/// race to apply) is recorded once more when this attempt ends the switch, with who
+/// ended it and how (`applied` in the data plane, or `superseded`: a later decision
+/// holds the key, and the switch ends without a write): after an `.aborted` record, the
+/// chain would otherwise never say the switch ended. Recorded once
+/// (`unkill:<id>:applied`, whatever the outcome). Best effort: the switch has ended and
+/// the lift's intent is audited.
+async fn lift_ended(state: &ApiState, lift: &AuditEntry, actor: &str, outcome: &str) {
+    let mut detail = lift.detail.clone();
+    detail["outcome"] = json!(outcome);
     let entry = AuditEntry {
         ref_id: format!("{}:applied", lift.ref_id),
         at: Utc::now(),
         actor: actor.to_owned(),
         action: format!("{}.applied", lift.action),
         target: lift.target.clone(),
-        detail: lift.detail.clone(),
+        detail,
     };
     if let Err(e) = record(state, entry).await {
         tracing::warn!(error = %e, audit_ref = %lift.ref_id, "applied lift not audited");
@@ -800,6 +820,66 @@ mod tests {
             actions(&io, &log)[3..],
             [pair("kill_switch.lift.applied", "bob")],
             "the lift that applied it"
+        );
+    }
+
+    /// The TTL's loop tries an expired switch again every second: its give-ups are
+    /// recorded once, not once a second for as long as the owner keeps deciding.
+    #[test]
+    fn the_ttls_give_ups_on_a_lift_are_recorded_once() {
+        let _system = actix_rt::System::new();
+        let plane = Arc::new(BusyOwner::default());
+        let log = Arc::new(MemoryAuditLog::new());
+        let (io, switch) = registered_switch(&plane, "ks-3", "p-3");
+        let state = api_state(&io, plane.clone(), log.clone());
+        for _ in 0..3 {
+            plane.moves.store(MAX_LIFT_ATTEMPTS, Ordering::SeqCst);
+            let refused = io.block_on(lift(&state, &switch, ACTOR_TTL, Duration::ZERO));
+            assert!(refused.is_err(), "{refused:?}");
+        }
+        assert_eq!(
+            actions(&io, &log),
+            [
+                pair("kill_switch.lift", ACTOR_TTL),
+                pair("kill_switch.lift.aborted", ACTOR_TTL),
+            ]
+        );
+    }
+
+    /// A switch ended without a write after an aborted lift (another switch took the
+    /// target's key over meanwhile) is recorded as ended, with how.
+    #[test]
+    fn a_switch_superseded_after_an_aborted_lift_is_recorded_as_ended() {
+        let _system = actix_rt::System::new();
+        let plane = Arc::new(BusyOwner::default());
+        let log = Arc::new(MemoryAuditLog::new());
+        let (io, first) = registered_switch(&plane, "ks-4", "p-4");
+        let state = api_state(&io, plane.clone(), log.clone());
+        plane.moves.store(MAX_LIFT_ATTEMPTS, Ordering::SeqCst);
+        let refused = io.block_on(lift(&state, &first, "alice", Duration::ZERO));
+        assert!(refused.is_err(), "{refused:?}");
+        let second = KillSwitch {
+            id: "ks-5".into(),
+            seq: 0,
+            ..first.clone()
+        };
+        io.block_on(plane.publish_switch(&set_write(&second), &second))
+            .unwrap();
+        let ended = io.block_on(lift(&state, &first, "bob", Duration::ZERO));
+        assert!(
+            matches!(ended, Ok(Lift::Superseded | Lift::RecordPending)),
+            "{ended:?}"
+        );
+        let chain = io.block_on(log.all()).unwrap();
+        let last = chain.last().unwrap().entry();
+        assert_eq!(
+            (
+                last.action.as_str(),
+                last.actor.as_str(),
+                &last.detail["outcome"]
+            ),
+            ("kill_switch.lift.applied", "bob", &json!("superseded")),
+            "{chain:?}"
         );
     }
 
