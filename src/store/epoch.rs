@@ -14,10 +14,10 @@
 //! epochs would take an equal generation with a lower tag for a store that went back, and
 //! the instance would take the partition from its owner. A lower generation is another
 //! owner only when the store went back by two generations or more (acquisitions are never
-//! waited on by replicas, renewals only with `store.replica_acks`), and another instance took the
-//! partition before this one wrote: this one then takes it back, and the other lets it go
-//! until the next rebalance. That needs such a failover and an owner that missed its
-//! revocation.
+//! waited on by replicas, renewals only with `store.replica_acks`), and another instance
+//! took the partition before this one wrote: this one then takes it back, and the other
+//! lets it go until the next rebalance. That needs such a failover and an owner that
+//! missed its revocation.
 //!
 //! Why 24 bits: Redis computes the next generation in Lua, whose numbers are doubles,
 //! exact up to 2^53, which leaves 29 bits (536 million acquisitions and renewals of one
