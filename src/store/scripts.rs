@@ -216,8 +216,8 @@ pub(super) fn acquire_script() -> Script {
 ///
 /// KEYS[1] = epoch key, KEYS[2] = renewal key (`<epoch>:<token>` of the last renewal).
 /// ARGV[1] = the epoch held (decimal), ARGV[2] = the next one (decimal,
-/// `store::epoch::renewed`: Lua's numbers would print a large one in exponent form), ARGV[3] = the renewal's token
-/// (letters, digits and `-`).
+/// `store::epoch::renewed`: Lua's numbers would print a large one in exponent form),
+/// ARGV[3] = the renewal's token (letters, digits and `-`).
 ///
 /// Returns `{"ok", next}` when the epoch was `held` (now `next`), or was already `next`
 /// through this very renewal (a retry after a lost reply); otherwise `{"fenced", current}`
