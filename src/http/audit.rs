@@ -28,19 +28,33 @@ pub async fn record(state: &ApiState, entry: AuditEntry) -> Result<Option<AuditR
 /// caller's answer does not wait on it. Not for a store call that failed or timed out,
 /// whose write may have landed.
 pub async fn aborted(state: &ApiState, first: &AuditEntry, error: &ApiError) {
+    let detail = serde_json::json!({
+        "status": actix_web::ResponseError::status_code(error).as_u16(),
+        "reason": error.to_string(),
+    });
+    follow_up(state, first, "aborted", &first.actor, detail).await;
+}
+
+/// Records what became of an action audited before it ran: `<ref>:<outcome>`, action
+/// `<action>.<outcome>`, by `actor`, on the same target. Best effort: the action's own
+/// record stands, and the caller's answer does not wait on this one.
+pub async fn follow_up(
+    state: &ApiState,
+    first: &AuditEntry,
+    outcome: &str,
+    actor: &str,
+    detail: serde_json::Value,
+) {
     let entry = AuditEntry {
-        ref_id: format!("{}:aborted", first.ref_id),
+        ref_id: format!("{}:{outcome}", first.ref_id),
         at: chrono::Utc::now(),
-        actor: first.actor.clone(),
-        action: format!("{}.aborted", first.action),
+        actor: actor.to_owned(),
+        action: format!("{}.{outcome}", first.action),
         target: first.target.clone(),
-        detail: serde_json::json!({
-            "status": actix_web::ResponseError::status_code(error).as_u16(),
-            "reason": error.to_string(),
-        }),
+        detail,
     };
     if let Err(e) = record(state, entry).await {
-        tracing::warn!(error = %e, audit_ref = %first.ref_id, "aborted action not audited");
+        tracing::warn!(error = %e, audit_ref = %first.ref_id, outcome, "follow-up of an audited action not audited");
     }
 }
 

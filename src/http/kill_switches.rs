@@ -361,17 +361,7 @@ async fn lift_aborted(state: &ApiState, lift: &AuditEntry, error: &ApiError) {
 async fn lift_ended(state: &ApiState, lift: &AuditEntry, actor: &str, outcome: &str) {
     let mut detail = lift.detail.clone();
     detail["outcome"] = json!(outcome);
-    let entry = AuditEntry {
-        ref_id: format!("{}:applied", lift.ref_id),
-        at: Utc::now(),
-        actor: actor.to_owned(),
-        action: format!("{}.applied", lift.action),
-        target: lift.target.clone(),
-        detail,
-    };
-    if let Err(e) = record(state, entry).await {
-        tracing::warn!(error = %e, audit_ref = %lift.ref_id, "applied lift not audited");
-    }
+    super::audit::follow_up(state, lift, "applied", actor, detail).await;
 }
 
 /// Whether a switch's `killed` record is acknowledged; if not, sends it and waits up to
@@ -724,6 +714,36 @@ mod tests {
         )
     }
 
+    /// What each lift test starts from: the admin API's state on a busy-owner data plane
+    /// and a memory audit log, the runtime its store calls run on, and a switch on partner
+    /// `target` registered as `create` registers one.
+    struct Fixture {
+        _system: actix_rt::SystemRunner,
+        plane: Arc<BusyOwner>,
+        log: Arc<MemoryAuditLog>,
+        io: tokio::runtime::Runtime,
+        switch: KillSwitch,
+        state: ApiState,
+    }
+
+    impl Fixture {
+        fn new(id: &str, target: &str) -> Fixture {
+            let _system = actix_rt::System::new();
+            let plane = Arc::new(BusyOwner::default());
+            let log = Arc::new(MemoryAuditLog::new());
+            let (io, switch) = registered_switch(&plane, id, target);
+            let state = api_state(&io, plane.clone(), log.clone());
+            Fixture {
+                _system,
+                plane,
+                log,
+                io,
+                switch,
+                state,
+            }
+        }
+    }
+
     /// A runtime for the API's store calls, and a switch on partner `target` registered in
     /// `plane`, as `create` registers one.
     fn registered_switch(
@@ -781,11 +801,14 @@ mod tests {
     /// reads as lifted while the switch holds, nor as aborted once it is lifted.
     #[test]
     fn an_aborted_lift_is_audited_and_so_is_the_retry_that_lifts() {
-        let _system = actix_rt::System::new();
-        let plane = Arc::new(BusyOwner::default());
-        let log = Arc::new(MemoryAuditLog::new());
-        let (io, switch) = registered_switch(&plane, "ks-1", "p-1");
-        let state = api_state(&io, plane.clone(), log.clone());
+        let Fixture {
+            _system,
+            plane,
+            log,
+            io,
+            switch,
+            state,
+        } = Fixture::new("ks-1", "p-1");
         let wait = Duration::from_millis(10);
         let level = |io: &tokio::runtime::Runtime| {
             io.block_on(plane.read("partner", "p-1"))
@@ -827,11 +850,14 @@ mod tests {
     /// recorded once, not once a second for as long as the owner keeps deciding.
     #[test]
     fn the_ttls_give_ups_on_a_lift_are_recorded_once() {
-        let _system = actix_rt::System::new();
-        let plane = Arc::new(BusyOwner::default());
-        let log = Arc::new(MemoryAuditLog::new());
-        let (io, switch) = registered_switch(&plane, "ks-3", "p-3");
-        let state = api_state(&io, plane.clone(), log.clone());
+        let Fixture {
+            _system,
+            plane,
+            log,
+            io,
+            switch,
+            state,
+        } = Fixture::new("ks-3", "p-3");
         for _ in 0..3 {
             plane.moves.store(MAX_LIFT_ATTEMPTS, Ordering::SeqCst);
             let refused = io.block_on(lift(&state, &switch, ACTOR_TTL, Duration::ZERO));
@@ -850,11 +876,14 @@ mod tests {
     /// target's key over meanwhile) is recorded as ended, with how.
     #[test]
     fn a_switch_superseded_after_an_aborted_lift_is_recorded_as_ended() {
-        let _system = actix_rt::System::new();
-        let plane = Arc::new(BusyOwner::default());
-        let log = Arc::new(MemoryAuditLog::new());
-        let (io, first) = registered_switch(&plane, "ks-4", "p-4");
-        let state = api_state(&io, plane.clone(), log.clone());
+        let Fixture {
+            _system,
+            plane,
+            log,
+            io,
+            switch: first,
+            state,
+        } = Fixture::new("ks-4", "p-4");
         plane.moves.store(MAX_LIFT_ATTEMPTS, Ordering::SeqCst);
         let refused = io.block_on(lift(&state, &first, "alice", Duration::ZERO));
         assert!(refused.is_err(), "{refused:?}");
@@ -886,11 +915,14 @@ mod tests {
     /// A lift that applies at its first attempt is recorded once, as before.
     #[test]
     fn a_lift_at_the_first_attempt_is_recorded_once() {
-        let _system = actix_rt::System::new();
-        let plane = Arc::new(BusyOwner::default());
-        let log = Arc::new(MemoryAuditLog::new());
-        let (io, switch) = registered_switch(&plane, "ks-2", "p-2");
-        let state = api_state(&io, plane.clone(), log.clone());
+        let Fixture {
+            _system,
+            plane,
+            log,
+            io,
+            switch,
+            state,
+        } = Fixture::new("ks-2", "p-2");
         plane.moves.store(1, Ordering::SeqCst);
         let lifted = io.block_on(lift(&state, &switch, "alice", Duration::from_millis(10)));
         assert!(lifted.is_ok(), "{lifted:?}");

@@ -1891,6 +1891,23 @@ mod tests {
             &self.pipeline.partitions[&0]
         }
 
+        /// Takes in completions until partition 0's flush in flight has ended (its
+        /// partition may be let go meanwhile), for up to ten seconds.
+        fn await_flush(&mut self) {
+            for _ in 0..100 {
+                if self
+                    .pipeline
+                    .partitions
+                    .get(&0)
+                    .is_none_or(|ps| ps.flushing.is_none())
+                {
+                    break;
+                }
+                self.pipeline
+                    .wait_for_completion(&self.consumer, Duration::from_millis(100));
+            }
+        }
+
         /// Stores partition 0's usage offset under its current epoch, as a commit would.
         fn store_usage_offset(&self, offset: i64) {
             let write = crate::store::PartitionWrite {
@@ -1985,13 +2002,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(started, "the throttle's partition flushes without waiting");
-        for _ in 0..100 {
-            if !flushing(&h) {
-                break;
-            }
-            h.pipeline
-                .wait_for_completion(&h.consumer, Duration::from_millis(100));
-        }
+        h.await_flush();
         let stored = h.io.block_on(h.store.load_partner(0, "p-1")).unwrap();
         let state = crate::store::snapshot::decode(&stored.expect("flushed")).unwrap();
         assert_eq!(state.usage.events, 2, "both events in the flush");
@@ -2310,13 +2321,7 @@ mod tests {
         let ps = h.pipeline.partitions.get_mut(&0).unwrap();
         ps.next.insert("usage".to_owned(), 50);
         h.pipeline.flush(&h.consumer, true);
-        for _ in 0..100 {
-            if h.partition().flushing.is_none() {
-                break;
-            }
-            h.pipeline
-                .wait_for_completion(&h.consumer, Duration::from_millis(100));
-        }
+        h.await_flush();
         assert_eq!(h.partition().durable["usage"], 50, "the replay's flush");
         let late = crate::store::PartitionWrite {
             partition: 0,
@@ -2545,17 +2550,7 @@ mod tests {
                 .next
                 .insert("usage".to_owned(), 50);
             h.pipeline.flush(&h.consumer, true);
-            for _ in 0..100 {
-                if h.pipeline
-                    .partitions
-                    .get(&0)
-                    .is_none_or(|ps| ps.flushing.is_none())
-                {
-                    break;
-                }
-                h.pipeline
-                    .wait_for_completion(&h.consumer, Duration::from_millis(100));
-            }
+            h.await_flush();
             let owned = h.pipeline.partitions.get(&0);
             match case {
                 Store::TakenByAnother | Store::WentBackThenTakenByAnother => {
