@@ -258,6 +258,10 @@ async fn run_with_io(
     let rules = ApplyRules {
         dedup_window: chrono::Duration::from_std(config.runtime.dedup_window)
             .map_err(|e| RunError::Config(format!("runtime.dedup_window: {e}")))?,
+        max_clock_skew: Some(
+            chrono::Duration::from_std(config.kafka.max_clock_skew)
+                .map_err(|e| RunError::Config(format!("kafka.max_clock_skew: {e}")))?,
+        ),
     };
     let shared = crate::actors::partner::Shared {
         rules,

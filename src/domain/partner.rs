@@ -37,15 +37,18 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
-    /// The totals after adding `e`, or `None` if any counter would overflow.
-    fn plus(&self, e: &UsageEvent) -> Option<UsageTotals> {
-        Some(UsageTotals {
-            events: self.events.checked_add(1)?,
-            requests: self.requests.checked_add(e.requests)?,
-            errors: self.errors.checked_add(e.errors)?,
-            auth_failures: self.auth_failures.checked_add(e.auth_failures)?,
-            bytes: self.bytes.checked_add(e.bytes)?,
-        })
+    /// The totals after adding `e`, each stopping at `u64::MAX`. They are only shown
+    /// (CONTRACT §6), so a counter at its limit must not refuse the partner's later events:
+    /// one valid event of `u64::MAX` bytes would otherwise hide all of its traffic from
+    /// enforcement, whose own meters saturate the same way.
+    fn plus(&self, e: &UsageEvent) -> UsageTotals {
+        UsageTotals {
+            events: self.events.saturating_add(1),
+            requests: self.requests.saturating_add(e.requests),
+            errors: self.errors.saturating_add(e.errors),
+            auth_failures: self.auth_failures.saturating_add(e.auth_failures),
+            bytes: self.bytes.saturating_add(e.bytes),
+        }
     }
 }
 
@@ -62,12 +65,18 @@ pub struct InvoiceCounts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyRules {
     pub dedup_window: Duration,
+    /// How far past the wall clock an event time may move enforcement's clock
+    /// (`kafka.max_clock_skew`); `None` sets no bound (replays and tests on fixed times).
+    /// The pipeline already holds usage times and the watermark to it; this bounds what
+    /// it cannot: an invoice keeps its own `ts`, which dates its money.
+    pub max_clock_skew: Option<Duration>,
 }
 
 impl Default for ApplyRules {
     fn default() -> Self {
         ApplyRules {
             dedup_window: Duration::hours(24),
+            max_clock_skew: None,
         }
     }
 }
@@ -182,6 +191,23 @@ impl Default for ApplyEnv {
     }
 }
 
+impl ApplyContext<'_> {
+    /// `ts` as enforcement's clock may take it: no later than the wall clock plus
+    /// `max_clock_skew`. A chargeback dated ahead by a billing host whose clock runs fast
+    /// must not roll its partner's quota month or age its windows (CONTRACT §3: they run
+    /// on event time, which the pipeline bounds the same way for usage).
+    pub fn enforcement_ts(&self, ts: DateTime<Utc>) -> DateTime<Utc> {
+        match self
+            .rules
+            .max_clock_skew
+            .and_then(|skew| self.wall_now.checked_add_signed(skew))
+        {
+            Some(ceiling) => ts.min(ceiling),
+            None => ts,
+        }
+    }
+}
+
 impl ApplyEnv {
     pub fn ctx(&self) -> ApplyContext<'_> {
         ApplyContext {
@@ -286,13 +312,6 @@ impl PartnerState {
         e: &UsageEvent,
         ctx: &ApplyContext<'_>,
     ) -> Result<Applied, Rejection> {
-        // Overflow is checked before the id is marked seen, so a rejected event is not "seen".
-        let next = self.usage.plus(e).ok_or_else(|| {
-            Rejection::new(
-                DeadLetterReason::ArithmeticOverflow,
-                "usage counter overflow",
-            )
-        })?;
         match self
             .usage_ids
             .admit(&e.event_id, e.ts, ctx.rules.dedup_window)
@@ -306,7 +325,7 @@ impl PartnerState {
             )),
             Admission::Duplicate => Ok(Applied::Duplicate),
             Admission::New => {
-                self.usage = next;
+                self.usage = self.usage.plus(e);
                 let decisions = self.enforcement.on_usage(e, ctx.tier.at(e.ts), ctx.policy);
                 self.push_decisions(decisions);
                 Ok(Applied::Counted)
@@ -360,9 +379,10 @@ impl PartnerState {
             self.push_outbox(Outbound::Attribution(a));
         }
         if effects.chargeback {
+            let at = ctx.enforcement_ts(ts);
             let decisions = self
                 .enforcement
-                .on_chargeback(ts, ctx.tier.at(ts), ctx.policy);
+                .on_chargeback(at, ctx.tier.at(at), ctx.policy);
             self.push_decisions(decisions);
         }
     }
@@ -885,14 +905,32 @@ mod tests {
     }
 
     #[test]
-    fn overflow_is_rejected_and_the_id_is_not_marked_seen() {
+    fn a_usage_counter_at_its_limit_stops_there_and_hides_no_later_traffic() {
+        use crate::domain::enforcement::Level;
         let mut s = PartnerState::new("p-1");
         let env = ApplyEnv::default();
-        s.apply(&usage("a", 0, u64::MAX, 0), &env.ctx()).unwrap();
-        let err = s.apply(&usage("b", 1, 1, 0), &env.ctx()).unwrap_err();
-        assert_eq!(err.reason, DeadLetterReason::ArithmeticOverflow);
-        assert_eq!(s.usage.requests, u64::MAX);
-        assert_eq!(s.usage.events, 1);
+        let mut huge = usage("a", 0, 1, 0);
+        if let PartnerEvent::Usage(u) = &mut huge {
+            u.bytes = u64::MAX;
+        }
+        assert_eq!(s.apply(&huge, &env.ctx()), Ok(Applied::Counted));
+        // A storm of errors after it (valid per §1) is counted and decided on.
+        for k in 1..120 {
+            let storm = usage(&format!("e{k}"), k, 1_000, 1_000);
+            assert_eq!(
+                s.apply(&storm, &env.ctx()),
+                Ok(Applied::Counted),
+                "event {k}"
+            );
+        }
+        assert_eq!(s.usage.bytes, u64::MAX);
+        assert_eq!(s.usage.events, 120);
+        assert_eq!(s.usage.errors, 119_000);
+        let decided = s.outbox().iter().any(|o| match &o.item {
+            Outbound::Decision(d) => d.level > Level::Ok,
+            _ => false,
+        });
+        assert!(decided, "the storm is decided on: {:?}", s.outbox());
     }
 
     #[test]
@@ -1118,6 +1156,45 @@ mod tests {
             s.enforcement.partner_level().level,
             crate::domain::enforcement::Level::Ok
         );
+    }
+
+    /// A chargeback dated a day ahead, from a billing host whose clock runs fast, moves
+    /// enforcement's clock no further than the wall clock plus `max_clock_skew`: the usage
+    /// that follows still lands in the windows and is decided on. Money keeps its date.
+    #[test]
+    fn a_chargeback_dated_ahead_moves_enforcements_clock_only_to_the_skew_allowed() {
+        let now = 1_780_000_000;
+        let storm_after = |ahead: chrono::Duration, skew: Option<chrono::Duration>| {
+            let mut env = ApplyEnv::default();
+            env.wall_now = DateTime::from_timestamp(now, 0).unwrap();
+            env.rules.max_clock_skew = skew;
+            let mut s = PartnerState::new("p-1");
+            let original = paid("p-1", "inv-1", "2026-05-01T00:00:00Z", "USD", "100");
+            assert_eq!(s.apply(&original, &env.ctx()), Ok(Applied::Counted));
+            let PartnerEvent::Invoice(mut cb) = original else {
+                unreachable!()
+            };
+            cb.invoice_id = "cb-1".into();
+            cb.kind = InvoiceKind::Chargeback;
+            cb.refers_to = Some("inv-1".into());
+            cb.ts = env.wall_now + ahead;
+            assert_eq!(
+                s.apply(&PartnerEvent::Invoice(cb), &env.ctx()),
+                Ok(Applied::Counted)
+            );
+            for k in 1..120 {
+                let storm = usage(&format!("e{k}"), k, 1_000, 1_000);
+                assert_eq!(s.apply(&storm, &env.ctx()), Ok(Applied::Counted));
+            }
+            s.enforcement.partner_level().level
+        };
+        let skew = Some(chrono::Duration::minutes(5));
+        let ok = crate::domain::enforcement::Level::Ok;
+        assert!(storm_after(chrono::Duration::days(1), skew) > ok);
+        assert!(storm_after(chrono::Duration::days(40), skew) > ok);
+        // Unbounded (a replay on fixed times), the same day ahead hides the storm: the
+        // bound is what makes the difference.
+        assert_eq!(storm_after(chrono::Duration::days(1), None), ok);
     }
 
     /// Gross flows are summed over a batch or a catch-up, where the ledger checks only net
