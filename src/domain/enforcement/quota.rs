@@ -190,7 +190,10 @@ impl Meter {
         }
         self.burst.count = self.burst.count.saturating_add(requests);
         if burst_rps > 0 && self.burst.count > burst_rps {
-            let end = later(later(ts, Duration::seconds(1)), hold);
+            // From the end of the second, not from the event: every event of one second
+            // holds to the same instant, whatever its fraction.
+            let second_starts = DateTime::from_timestamp(second, 0).unwrap_or(ts);
+            let end = later(later(second_starts, Duration::seconds(1)), hold);
             self.burst.until = self.burst.until.max(Some(end));
         }
     }
@@ -428,6 +431,23 @@ mod tests {
         assert_eq!(m.burst_target(t(31)).level, Level::Throttle);
         assert_eq!(m.burst_target(t(32)), Target::CALM);
         assert!(m.is_idle(t(32)));
+    }
+
+    #[test]
+    fn a_burst_holds_from_the_end_of_its_second_whatever_the_events_fraction() {
+        let hold = Duration::seconds(30);
+        let second = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let ends = second + Duration::seconds(31);
+        for fraction in [0, 1, 500, 900, 999] {
+            let mut m = Meter::default();
+            m.count_burst(second + Duration::milliseconds(fraction), 101, 100, hold);
+            assert_eq!(m.burst_until(), Some(ends), "{fraction} ms into the second");
+            assert_eq!(
+                m.burst_target(ends - Duration::milliseconds(1)).level,
+                Level::Throttle
+            );
+            assert_eq!(m.burst_target(ends), Target::CALM);
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! The level in force is the highest of the ladder's level (a person's hold, or the health
 //! level) and the immediate targets (quota, burst, pilot), which move without dwell.
 //! [`Subject::settle`] compares it with the level last decided and returns a
-//! [`Decision`] exactly when it changed: every change of level is one decision, and a
-//! target that does not change level produces none.
+//! [`Decision`] exactly when it changed: every change of level is one decision, and so is
+//! a `throttle` whose rate changed; a target that changes neither produces none.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,10 @@ struct Published {
         with = "crate::domain::stamp::opt"
     )]
     since: Option<DateTime<Utc>>,
+    /// The rate a `throttle` was decided with. A state saved before it was kept reads as
+    /// `None`, so a throttled target decides its rate once more after an upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limit_rps: Option<u64>,
 }
 
 impl Default for Published {
@@ -34,6 +38,7 @@ impl Default for Published {
             level: Level::Ok,
             reason: Reason::Calm,
             since: None,
+            rate_limit_rps: None,
         }
     }
 }
@@ -91,10 +96,11 @@ impl Subject {
             })
     }
 
-    /// Decides, if the level in force differs from the one last decided. `cause` names a
-    /// person's reason for a manual change; otherwise the reason is the target's, or
-    /// `calm` when nothing holds the target above `ok`. `throttle_rps` is used when the new
-    /// level is `throttle`.
+    /// Decides, if the level in force differs from the one last decided, or is `throttle`
+    /// at another rate (a `quota` fact or a tier change moved `burst_rps`: the gateway must
+    /// not keep the old rate until the level next changes). `cause` names a person's reason
+    /// for a manual change; otherwise the reason is the target's, or `calm` when nothing
+    /// holds the target above `ok`. `throttle_rps` is used when the level is `throttle`.
     pub fn settle(
         &mut self,
         key: Key<'_>,
@@ -105,7 +111,9 @@ impl Subject {
     ) -> Option<Decision> {
         let now = self.in_force(immediate);
         let previous = self.published.level;
-        if now.level == previous {
+        let rate_limit_rps = throttle_rps.filter(|_| now.level == Level::Throttle);
+        let same_level = now.level == previous;
+        if same_level && rate_limit_rps == self.published.rate_limit_rps {
             return None;
         }
         let reason = match cause {
@@ -116,7 +124,13 @@ impl Subject {
         self.published = Published {
             level: now.level,
             reason,
-            since: Some(at),
+            // A new rate is not a new level: the level is still in force since it began.
+            since: if same_level {
+                self.published.since
+            } else {
+                Some(at)
+            },
+            rate_limit_rps,
         };
         Some(Decision {
             scope: key.scope,
@@ -125,7 +139,7 @@ impl Subject {
             level: now.level,
             previous,
             reason,
-            rate_limit_rps: throttle_rps.filter(|_| now.level == Level::Throttle),
+            rate_limit_rps,
             at,
         })
     }
@@ -174,6 +188,32 @@ mod tests {
             (Level::Throttle, Level::Ok, Reason::Calm, None)
         );
         assert_eq!(s.view(Scope::Integration, "i-1").since, Some(t(3)));
+    }
+
+    #[test]
+    fn a_throttle_whose_rate_changes_is_decided_again_at_the_same_level() {
+        let mut s = Subject::default();
+        let over = Target::new(Level::Throttle, Reason::QuotaExceeded);
+        s.settle(KEY, &[over], None, Some(50), t(1)).unwrap();
+        assert_eq!(s.settle(KEY, &[over], None, Some(50), t(2)), None);
+        let d = s.settle(KEY, &[over], None, Some(500), t(3)).unwrap();
+        assert_eq!(
+            (d.previous, d.level, d.reason, d.rate_limit_rps, d.at),
+            (
+                Level::Throttle,
+                Level::Throttle,
+                Reason::QuotaExceeded,
+                Some(500),
+                t(3)
+            )
+        );
+        assert_eq!(s.settle(KEY, &[over], None, Some(500), t(4)), None);
+        // The level is still in force since it began.
+        assert_eq!(s.view(Scope::Integration, "i-1").since, Some(t(1)));
+        // Other levels carry no rate: a new one changes nothing there.
+        let warn = Target::new(Level::Warn, Reason::QuotaWarn);
+        s.settle(KEY, &[warn], None, Some(500), t(5)).unwrap();
+        assert_eq!(s.settle(KEY, &[warn], None, Some(7), t(6)), None);
     }
 
     #[test]

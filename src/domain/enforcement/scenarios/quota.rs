@@ -120,6 +120,31 @@ fn an_override_governs_later_events_and_grants_no_burst() {
     assert_eq!(sim.state.quota("x", &sim.policy).used, 1_061);
 }
 
+/// A `quota` fact that moves `burst_rps` while the partner is throttled reaches the gateway
+/// at the next event, not at the level's next change (maybe the end of the month).
+#[test]
+fn a_throttled_partners_new_burst_rate_is_decided_at_the_next_event() {
+    let mut sim = Sim::new(quota_policy(1_000, 100, OveragePolicy::Block));
+    let rows = climb(&mut sim, 10);
+    assert_eq!(rows.last().map(|r| (r.2, r.4)), Some((Throttle, Some(50))));
+    sim.state.on_quota(
+        None,
+        QuotaSpec {
+            monthly_requests: 1_000,
+            burst_rps: 1_000,
+            overage: OveragePolicy::Block,
+        },
+    );
+    let d = sim.usage(11 * 3_600, 1, 0, 0);
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.previous, d.level, d.rate_limit_rps))
+            .collect::<Vec<_>>(),
+        [(Throttle, Throttle, Some(500))]
+    );
+    assert_eq!(sim.usage(12 * 3_600, 1, 0, 0), []);
+}
+
 #[test]
 fn an_integration_quota_decides_at_integration_scope() {
     let mut sim = Sim::new(quota_policy(0, 0, OveragePolicy::Block));
