@@ -417,3 +417,23 @@ fn the_ledger_round_trips_and_totals_are_strings() {
     assert_eq!(totals["attributed_revenue_usd"], "1134.50");
     assert_eq!(totals["commission_usd"], "136.14");
 }
+
+/// An invoice dated year 26 (an upstream's two-digit-year bug) is a valid §1 timestamp: its
+/// line, and the override it sends up the chain, must not make either partner's snapshot
+/// unreadable (which would hold its partition's events from then on).
+#[test]
+fn a_line_dated_in_year_26_keeps_its_partners_and_their_ancestors_snapshots_readable() {
+    let (f, prog) = (chain_facts(), default_program());
+    let mut l = Ledger::new("p");
+    let fx = l
+        .apply_invoice(&paid("typo", "0026-05-14T09:30:00Z", "100"), &f, &prog)
+        .unwrap();
+    assert_eq!(fx.outcome, InvoiceOutcome::Accrued);
+    let mut sub = Ledger::new("sub");
+    sub.apply_attribution(&fx.attributions[0]).unwrap();
+    for ledger in [&l, &sub] {
+        let json = serde_json::to_string(ledger).unwrap();
+        let back: Ledger = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, ledger);
+    }
+}

@@ -18,10 +18,10 @@ pub struct Month {
 }
 
 impl Month {
-    /// `None` unless 1 ≤ `month` ≤ 12 and the year has four digits.
+    /// `None` unless 1 ≤ `month` ≤ 12 and the year is one an event time can have (decode
+    /// takes years 0001–9999): a line dated year 26 by an upstream typo is still a line.
     pub fn new(year: i32, month: u32) -> Option<Month> {
-        ((1000..=9999).contains(&year) && (1..=12).contains(&month))
-            .then_some(Month { year, month })
+        ((1..=9999).contains(&year) && (1..=12).contains(&month)).then_some(Month { year, month })
     }
 
     /// The month `ts` falls in, in UTC.
@@ -141,10 +141,24 @@ impl Serialize for Month {
     }
 }
 
+/// Reads back any month this type can hold, as [`Display`](fmt::Display) wrote it: a
+/// snapshot must never become unreadable over a month its own arithmetic made (the month
+/// after 9999-12 is `10000-01`). Input (the API, `month_close` facts) goes through the
+/// stricter [`FromStr`].
 impl<'de> Deserialize<'de> for Month {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Month, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse()
+            .or_else(|bad: BadMonth| {
+                let (y, m) = s.rsplit_once('-').ok_or(bad.clone())?;
+                match (y.parse(), m.parse()) {
+                    (Ok(year), Ok(month)) if m.len() == 2 && (1..=12).contains(&month) => {
+                        Ok(Month { year, month })
+                    }
+                    _ => Err(bad),
+                }
+            })
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -153,6 +167,24 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn every_month_the_type_can_hold_reads_back_from_what_it_wrote() {
+        let early = Month::of("0026-05-14T09:30:00Z".parse().unwrap());
+        let last = Month::new(9999, 12).unwrap();
+        for m in [early, Month::new(1, 1).unwrap(), last, last.next()] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<Month>(&json).unwrap(), m, "{json}");
+        }
+        assert_eq!("0026-05".parse(), Ok(early));
+        // Input stays YYYY-MM.
+        for bad in [
+            "10000-01", "0000-01", "2026-13", "2026-5", "26-05", "-001-05",
+        ] {
+            assert!(bad.parse::<Month>().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Month>(r#""2026-13""#).is_err());
+    }
 
     #[test]
     fn every_open_month_up_to_the_previous_is_due_once_its_grace_has_passed() {
