@@ -237,7 +237,7 @@ pub fn decode_control_record(
         "mdf_expense" => ControlEvent::MdfExpense {
             expense_id: f("expense_id").id()?,
             partner_id: f("partner_id").id()?,
-            amount_usd: f("amount_usd").money(Sign::Positive)?,
+            amount_usd: f("amount_usd").whole_cents()?,
             campaign: f("campaign").text()?,
             decision: f("decision").one_of(&MDF_DECISIONS)?,
         },
@@ -760,6 +760,17 @@ impl<'r> Field<'r, '_> {
         Ok(value)
     }
 
+    /// A positive amount of dollars drawn from a balance, in whole cents: a draw of a
+    /// fraction of a cent could not be shown (figures are shown in cents), and the shown
+    /// balance would no longer be accrued − drawn (CONTRACT §6).
+    fn whole_cents(&self) -> Result<Decimal, Rejection> {
+        let value = self.money(Sign::Positive)?;
+        if value.normalize().scale() > 2 {
+            return Err(self.invalid("must be whole cents", &value.to_string()));
+        }
+        Ok(value)
+    }
+
     /// An ISO 4217 code: three ASCII capital letters.
     fn currency(&self) -> Result<String, Rejection> {
         let s = self.str()?;
@@ -1122,6 +1133,17 @@ mod tests {
             as_of: at("2026-05-14T00:00:00Z"),
         };
         assert_eq!(control(&example("fx_rate")), Ok(expected));
+    }
+
+    #[test]
+    fn an_mdf_draw_is_whole_cents() {
+        let v = with(example("mdf_expense"), "amount_usd", json!("0.005"));
+        assert_rejected(TopicKind::Control, &v, "amount_usd", R::InvalidValue);
+        let v = with(example("mdf_expense"), "amount_usd", json!("10.500"));
+        let Ok(ControlEvent::MdfExpense { amount_usd, .. }) = control(&v) else {
+            panic!("10.500 is whole cents: {:?}", control(&v));
+        };
+        assert_eq!(amount_usd, Decimal::new(1050, 2));
     }
 
     #[test]
