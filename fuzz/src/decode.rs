@@ -224,6 +224,7 @@ fn assert_control_event(event: &ControlEvent) {
         } => {
             assert_ids(&[expense_id, partner_id]);
             assert!(amount_usd.is_sign_positive() && !amount_usd.is_zero());
+            assert!(amount_usd.normalize().scale() <= 2, "whole cents");
         }
         ControlEvent::Tenant {
             tenant_id,
