@@ -39,6 +39,9 @@ pub struct Health {
     pub consuming: AtomicBool,
     pub store_lost: AtomicBool,
     pub stopping: AtomicBool,
+    /// The consumer left the group with state not yet durable (the store was down
+    /// through the grace period, say): the stop was not clean, and exits 1.
+    pub left_undurable: AtomicBool,
 }
 
 impl Health {
@@ -426,7 +429,15 @@ async fn run_with_io(
     tracing::info!("shutting down: draining");
     health.stopping.store(true, Ordering::SeqCst);
     METRICS.ready.set(0);
-    let grace = config.runtime.shutdown_grace + Duration::from_secs(2);
+    // One deadline for all the threads, not one each: the contract's grace is the stop's.
+    let deadline =
+        tokio::time::Instant::now() + config.runtime.shutdown_grace + Duration::from_secs(2);
+    // What made this stop unclean: each turns exit 0 into exit 1 (CONTRACT §8: exit 0
+    // means drained, flushed and committed).
+    let mut unclean: Vec<String> = ended_on_its_own
+        .map(|name| format!("the {name} thread ended on its own"))
+        .into_iter()
+        .collect();
     for (name, thread) in [
         ("consumer", consumer_thread),
         ("control", Some(control_thread)),
@@ -434,10 +445,28 @@ async fn run_with_io(
     ] {
         let Some(thread) = thread else { continue };
         let joined =
-            tokio::time::timeout(grace, tokio::task::spawn_blocking(move || thread.join())).await;
-        if joined.is_err() {
-            tracing::warn!(thread = name, "did not stop within the grace period");
+            tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || thread.join()))
+                .await;
+        match joined {
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                tracing::error!(thread = name, "did not stop within the grace period");
+                unclean.push(format!(
+                    "the {name} thread did not stop within the grace period"
+                ));
+            }
+            Ok(_) => {
+                tracing::error!(thread = name, "panicked while stopping");
+                unclean.push(format!("the {name} thread panicked while stopping"));
+            }
         }
+    }
+    if health.left_undurable.load(Ordering::SeqCst) {
+        unclean.push(
+            "the consumer left the group before its state was durable; the next owner \
+             replays from the stored offsets"
+                .to_owned(),
+        );
     }
     server_handle.stop(true).await;
     crate::http::guard::write_refusal_summaries(&refusals_state).await;
@@ -446,11 +475,9 @@ async fn run_with_io(
     }
     drop(mock);
     tracing::info!("stopped");
-    match ended_on_its_own {
-        Some(name) => Err(RunError::Fatal(format!(
-            "the {name} thread ended on its own"
-        ))),
-        None => Ok(()),
+    match unclean.is_empty() {
+        true => Ok(()),
+        false => Err(RunError::Fatal(unclean.join("; "))),
     }
 }
 

@@ -401,6 +401,52 @@ fn tiny_mailboxes_and_passivation_keep_totals_exact() {
     assert!(daemon.terminate().success());
 }
 
+/// CONTRACT §8: exit 0 means drained, flushed and committed. A SIGTERM while the store is
+/// down cannot make the last events durable: the daemon still stops within its grace, but
+/// exits 1 and says why, and the next start replays what was left (nothing lost).
+#[test]
+fn a_stop_that_cannot_make_its_state_durable_exits_1_and_loses_nothing() {
+    let _serial = common::serial();
+    let stream = Stream::new("core-unclean-stop");
+    let mut redis = RedisServer::start_new();
+    let url = redis.url();
+    let config = stream
+        .config(&url)
+        .replace("shutdown_grace = \"20s\"", "shutdown_grace = \"3s\"");
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_ready(Duration::from_secs(60));
+    let mut truth = produce_usage(&stream, 0..2_000, 50);
+    assert_totals_exact(&url, &stream, &truth, Duration::from_secs(120));
+    redis.stop();
+    merge(&mut truth, produce_usage(&stream, 2_000..3_000, 50));
+    let consumed = common::wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        metric(&daemon, "warden_partitions_paused") > 0.0
+            || metric(&daemon, "warden_store_degraded{policy=\"fail_open\"}") == 1.0
+    });
+    assert!(
+        consumed,
+        "the store's outage went unnoticed\n{}",
+        daemon.output()
+    );
+    let status = daemon.terminate();
+    assert_eq!(status.code(), Some(1), "{}", daemon.output());
+    let said = daemon
+        .stderr_lines()
+        .iter()
+        .chain(daemon.stdout_lines().iter())
+        .any(|l| l.contains("before its state was durable"));
+    assert!(
+        said,
+        "the unclean stop was not explained\n{}",
+        daemon.output()
+    );
+    redis.start();
+    let mut again = Daemon::start(&stream.config(&url));
+    again.wait_ready(Duration::from_secs(60));
+    assert_totals_exact(&url, &stream, &truth, Duration::from_secs(120));
+    assert!(again.terminate().success());
+}
+
 /// CONTRACT §9: a store that comes back empty while the group has commits is detected;
 /// the daemon goes unready and does not silently replay.
 #[test]

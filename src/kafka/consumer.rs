@@ -150,7 +150,12 @@ pub fn spawn(
                 tracing::info!(?drained, published = ?started.elapsed(), "consumer drained and published");
                 durable
             };
-            tracing::info!(durable, "consumer drained; leaving the group");
+            if durable {
+                tracing::info!("consumer drained; leaving the group");
+            } else {
+                tracing::error!("consumer leaving the group before its state was durable");
+                health.left_undurable.store(true, Ordering::SeqCst);
+            }
             consumer.unsubscribe();
             drop(consumer);
         })
