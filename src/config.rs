@@ -76,7 +76,8 @@ pub struct KafkaConfig {
     pub client_id: String,
     pub topics: TopicsConfig,
     pub create_input_topics: bool,
-    /// Partition count for topics the daemon creates.
+    /// Partition count for the keyed topics the daemon creates when no input topic exists
+    /// yet; existing input topics' count wins (a warning says when it differs).
     pub partitions: i32,
     pub replication_factor: i32,
     pub max_record_bytes: usize,
@@ -267,9 +268,14 @@ impl fmt::Debug for StoreConfig {
 }
 
 /// `redis://user:pw@host` → `redis://user:***@host`; a URL without credentials is unchanged.
+/// Text that is not a URL (no `://`) but names a host after `@` may hold a password
+/// anywhere before it (`redis:/:pw@host`): all of that is hidden.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_owned(),
+        };
     };
     let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
@@ -692,9 +698,12 @@ struct Collector {
 
 impl Collector {
     fn origin(&self, key: &str) -> String {
+        // Problems quote a key holding dots (`kafka.properties."group.id"`); overrides
+        // are recorded by their segments joined with dots.
+        let unquoted = key.replace('"', "");
         self.env_origin
             .iter()
-            .filter(|(path, _)| is_within(key, path))
+            .filter(|(path, _)| is_within(key, path) || is_within(&unquoted, path))
             .max_by_key(|(path, _)| path.len())
             .map_or_else(|| self.file.clone(), |(_, var)| format!("env {var}"))
     }
@@ -888,10 +897,11 @@ fn apply_env(root: &mut Table, mut env: Vec<(String, String)>, c: &mut Collector
             continue;
         }
         match insert_at(root, &segments, parse_env_value(&raw)) {
-            Ok(created) => {
+            Ok((created, resolved)) => {
                 for path in created {
                     c.env_origin.insert(path, var.clone());
                 }
+                let key = resolved.join(".");
                 c.env_origin.insert(key.clone(), var);
                 c.env_raw.insert(key, raw);
             }
@@ -906,26 +916,47 @@ fn apply_env(root: &mut Table, mut env: Vec<(String, String)>, c: &mut Collector
 
 /// Sets `a.b.c`, creating missing tables; returns the paths of the tables it created
 /// (their keys came from the environment), or the path that is not a table.
-fn insert_at(root: &mut Table, segments: &[String], value: Value) -> Result<Vec<String>, String> {
+/// Sets `value` at `segments` (lowercase, as environment names carry no case), making the
+/// tables on the way. A segment names a key the file spells in another case (a tier
+/// `Gold`) when that is the only key it matches: an override must reach the file's entry,
+/// not create a new one beside it. Returns the tables created and the path as resolved.
+fn insert_at(
+    root: &mut Table,
+    segments: &[String],
+    value: Value,
+) -> Result<(Vec<String>, Vec<String>), String> {
     let Some((last, parents)) = segments.split_last() else {
         return Err(String::new());
     };
-    let mut created = Vec::new();
-    let mut table = root;
-    for (i, segment) in parents.iter().enumerate() {
-        if !table.contains_key(segment) {
-            created.push(segments[..=i].join("."));
+    let spelled = |table: &Table, segment: &String| -> String {
+        if table.contains_key(segment) {
+            return segment.clone();
         }
-        let entry = table
-            .entry(segment.clone())
-            .or_insert(Value::Table(Table::new()));
+        let mut same = table.keys().filter(|k| k.eq_ignore_ascii_case(segment));
+        match (same.next(), same.next()) {
+            (Some(only), None) => only.clone(),
+            _ => segment.clone(),
+        }
+    };
+    let mut created = Vec::new();
+    let mut resolved = Vec::with_capacity(segments.len());
+    let mut table = root;
+    for segment in parents {
+        let segment = spelled(table, segment);
+        resolved.push(segment.clone());
+        if !table.contains_key(&segment) {
+            created.push(resolved.join("."));
+        }
+        let entry = table.entry(segment).or_insert(Value::Table(Table::new()));
         match entry {
             Value::Table(inner) => table = inner,
-            _ => return Err(segments[..=i].join(".")),
+            _ => return Err(resolved.join(".")),
         }
     }
-    table.insert(last.clone(), value);
-    Ok(created)
+    let last = spelled(table, last);
+    resolved.push(last.clone());
+    table.insert(last, value);
+    Ok((created, resolved))
 }
 
 /// A TOML value when the text is one (`12`, `true`, `["a"]`), else the text as a string
@@ -1143,8 +1174,9 @@ fn deserialize_one<T: DeserializeOwned>(key: &str, value: Value) -> Result<(), S
 
 const MIB: usize = 1024 * 1024;
 
-/// librdkafka properties that have their own key here, or that would break a guarantee.
-const MANAGED_PROPERTIES: [(&str, &str); 6] = [
+/// librdkafka properties that have their own key here, that warden sets itself (a value
+/// here would be silently overridden), or that would break a guarantee.
+const MANAGED_PROPERTIES: [(&str, &str); 14] = [
     ("bootstrap.servers", "set kafka.brokers instead"),
     ("group.id", "set kafka.group_id instead"),
     ("client.id", "set kafka.client_id instead"),
@@ -1156,6 +1188,38 @@ const MANAGED_PROPERTIES: [(&str, &str); 6] = [
     (
         "enable.auto.offset.store",
         "offsets are stored only once the state is durable",
+    ),
+    (
+        "enable.auto.commit",
+        "offsets are committed only once the state is durable",
+    ),
+    (
+        "auto.offset.reset",
+        "a partition never consumed starts at the earliest record (CONTRACT §9)",
+    ),
+    (
+        "partition.assignment.strategy",
+        "warden takes and releases whole partitions (eager `range`)",
+    ),
+    (
+        "enable.partition.eof",
+        "warden sets it for its own consumer",
+    ),
+    (
+        "statistics.interval.ms",
+        "warden reads the statistics every second for its lag metrics",
+    ),
+    (
+        "acks",
+        "every record warden produces waits for all in-sync replicas",
+    ),
+    (
+        "partitioner",
+        "records are keyed like the input topics' producers (murmur2)",
+    ),
+    (
+        "linger.ms",
+        "warden sets it per producer (decisions are sent at once)",
     ),
 ];
 
@@ -1226,11 +1290,35 @@ fn validate_kafka(k: &KafkaConfig, c: &mut Collector) {
     );
     range(c, "kafka.poll_batch", k.poll_batch, 1, 100_000);
     validate_kafka_timing(k, c);
-    for name in k.properties.keys() {
+    for (name, value) in &k.properties {
+        let key = join_key("kafka.properties", name);
         if let Some((_, why)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == name) {
-            let key = join_key("kafka.properties", name);
             c.require(false, &[&key], format!("managed by warden; {why}"));
+        } else if let Err(why) = librdkafka_accepts(name, value) {
+            c.require(false, &[&key], why);
         }
+    }
+}
+
+/// Whether librdkafka takes `name = value`, checked here so a typo fails at start (and in
+/// `check-config`) as a bad configuration naming its key, not later as a runtime error.
+/// librdkafka's own message repeats the value, so it is not passed on for a property
+/// whose value may be a secret.
+fn librdkafka_accepts(name: &str, value: &str) -> Result<(), String> {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set(name, value);
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(_, description, _, _))
+            if !is_secret_property(name) && !description.contains(value) =>
+        {
+            Err(format!("librdkafka refuses it: {description}"))
+        }
+        Err(_) => Err(
+            "librdkafka refuses it (an unknown property, or a value it cannot \
+                       take; the message is not shown, as it would show the value)"
+                .to_owned(),
+        ),
     }
 }
 
@@ -1858,6 +1946,56 @@ mod tests {
         assert!("root".parse::<Role>().is_err());
     }
 
+    /// librdkafka's properties are checked at load, as a bad configuration naming the
+    /// key and its origin, never with a value that may be a secret; the ones warden sets
+    /// itself are refused rather than silently overridden.
+    #[test]
+    fn kafka_properties_are_checked_at_load_without_showing_secrets() {
+        let text = r#"
+            [kafka]
+            brokers = "k:1"
+            [kafka.properties]
+            "sasl.passwrd" = "s3cret-typo"
+            "socket.timeout.ms" = "soon"
+            "partition.assignment.strategy" = "cooperative-sticky"
+            "linger.ms" = "50"
+            "security.protocol" = "sasl_ssl"
+            "sasl.password" = "fine"
+        "#;
+        let e = load_str(
+            text,
+            &[("WARDEN_KAFKA__PROPERTIES__QUEUED.MAX.MESSAGESKBYTES", "x")],
+        )
+        .expect_err("problems");
+        let typo = problem(&e, "kafka.properties.\"sasl.passwrd\"");
+        assert!(typo.message.starts_with("librdkafka refuses it"), "{typo}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let bad = problem(&e, "kafka.properties.\"socket.timeout.ms\"");
+        assert!(bad.message.starts_with("librdkafka refuses it"), "{bad}");
+        for managed in ["partition.assignment.strategy", "linger.ms"] {
+            let p = problem(&e, &format!("kafka.properties.{managed:?}"));
+            assert!(p.message.starts_with("managed by warden"), "{p}");
+        }
+        // From the environment: the problem names the variable, not the file.
+        let env = problem(&e, "kafka.properties.\"queued.max.messageskbytes\"");
+        assert_eq!(
+            env.origin,
+            "env WARDEN_KAFKA__PROPERTIES__QUEUED.MAX.MESSAGESKBYTES"
+        );
+        assert_eq!(e.problems.len(), 5, "{e}");
+    }
+
+    #[test]
+    fn a_redis_url_that_is_not_a_url_is_not_echoed_with_its_password() {
+        let text = "[kafka]\nbrokers = \"k:1\"\n[store]\nbackend = \"redis\"\n\
+                    redis_url = \"redis:/:hunter2@redis:6379\"\n";
+        let e = errors(text);
+        let url = problem(&e, "store.redis_url");
+        assert!(url.message.contains("***@redis:6379"), "{url}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(redact_url("plain-host:6379"), "plain-host:6379");
+    }
+
     #[test]
     fn cross_field_and_format_rules() {
         let text = r#"
@@ -1941,6 +2079,14 @@ mod tests {
             tiers["gold"].error_rate_warn,
             builtin.tiers["gold"].error_rate_warn
         );
+        // The file's spelling of a tier is the one an override reaches.
+        let c = load_str(
+            "[kafka]\nbrokers = \"k:1\"\n[enforcement.tiers.Diamond]\nburst_rps = 9000\n",
+            &[("WARDEN_ENFORCEMENT__TIERS__DIAMOND__BURST_RPS", "7000")],
+        )
+        .unwrap();
+        assert_eq!(c.enforcement.tiers["Diamond"].burst_rps, 7000);
+        assert!(!c.enforcement.tiers.contains_key("diamond"));
         let e = errors("[kafka]\nbrokers = \"k:1\"\n[enforcement.tiers.gold]\nburst_rpss = 5\n");
         assert!(problem(&e, "enforcement.tiers.gold.burst_rpss")
             .message

@@ -1165,9 +1165,14 @@ mod tests {
     fn a_chargeback_dated_ahead_moves_enforcements_clock_only_to_the_skew_allowed() {
         let now = 1_780_000_000;
         let storm_after = |ahead: chrono::Duration, skew: Option<chrono::Duration>| {
-            let mut env = ApplyEnv::default();
-            env.wall_now = DateTime::from_timestamp(now, 0).unwrap();
-            env.rules.max_clock_skew = skew;
+            let env = ApplyEnv {
+                wall_now: DateTime::from_timestamp(now, 0).unwrap(),
+                rules: ApplyRules {
+                    max_clock_skew: skew,
+                    ..ApplyRules::default()
+                },
+                ..ApplyEnv::default()
+            };
             let mut s = PartnerState::new("p-1");
             let original = paid("p-1", "inv-1", "2026-05-01T00:00:00Z", "USD", "100");
             assert_eq!(s.apply(&original, &env.ctx()), Ok(Applied::Counted));

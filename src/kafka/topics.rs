@@ -115,10 +115,21 @@ pub fn ensure_topics(
         existing.iter().find(|(n, _)| n == name).map(|(_, c)| *c)
     };
 
-    let partitions = count_of(&topics.usage, &existing)
-        .or_else(|| count_of(&topics.invoices, &existing))
-        .map(|c| c as i32)
-        .unwrap_or(kafka.partitions);
+    let found =
+        count_of(&topics.usage, &existing).or_else(|| count_of(&topics.invoices, &existing));
+    // The input topics' layout wins (their producers are keyed to it); a different
+    // `kafka.partitions` is said out loud, since deploy sizes replicas by it.
+    if let Some(found) = found.filter(|&n| n != kafka.partitions as usize) {
+        tracing::warn!(
+            key = "kafka.partitions",
+            configured = kafka.partitions,
+            found,
+            topic = %topics.usage,
+            "the input topics have another partition count than kafka.partitions; \
+             using theirs (update kafka.partitions and the replica bound)"
+        );
+    }
+    let partitions = found.map(|c| c as i32).unwrap_or(kafka.partitions);
 
     let mut wanted: Vec<(String, i32, bool)> = Vec::new();
     for name in [&topics.usage, &topics.invoices] {
