@@ -259,6 +259,83 @@ fn partner_with_quota(daemon: &Daemon, stream: &Stream, id: &str, monthly: u64, 
     assert!(shown, "the quota of {id} never showed");
 }
 
+/// The partner views show what the gateway enforces, the data-plane key, not the owner's
+/// ladder (which never holds a kill or a person's level): a killed partner is listed as
+/// killed, first, and under `?level=killed`; and with no key the partner is `ok`
+/// (CONTRACT §4), whatever the actor last decided.
+#[test]
+fn the_partner_views_show_the_level_the_gateway_enforces() {
+    let stream = Stream::new("admin-views");
+    let redis = common::redis_url();
+    let mut daemon = Daemon::start(&config(&stream, &redis, ""));
+    daemon.wait_ready(Duration::from_secs(60));
+    partner_with_quota(&daemon, &stream, "p-v", 100, 1000);
+    send_usage(&stream, "p-v", "v-1", 85);
+    let key = format!("{}:enf:partner:p-v", stream.prefix);
+    let warned = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        common::redis_hash(&redis, &key)
+            .get("level")
+            .map(String::as_str)
+            == Some("warn")
+    });
+    assert!(warned, "85 of 100 did not warn\n{}", daemon.output());
+    let listed_as = |query: &str| -> Vec<(String, String)> {
+        let body = daemon.get_json_with_token(&format!("/v1/partners{query}"), Some(VIEWER_TOKEN));
+        body["partners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let id = p["partner_id"].as_str().unwrap_or_default().to_owned();
+                (
+                    id,
+                    p["enforcement"]["level"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let level_of = || {
+        daemon.get_json_with_token("/v1/partners/p-v", Some(VIEWER_TOKEN))["enforcement"]["level"]
+            .clone()
+    };
+    let body = json!({"scope": "partner", "target": "p-v", "reason": "credential leak"});
+    let (status, created) =
+        daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let killed = vec![("p-v".to_owned(), "killed".to_owned())];
+    let listed = common::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        listed_as("?level=killed") == killed && listed_as("").first() == killed.first()
+    });
+    assert!(listed, "not listed as killed: {:?}", listed_as(""));
+    assert_eq!(level_of(), "killed");
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = daemon.request(
+        "DELETE",
+        &format!("/v1/kill-switches/{id}"),
+        Some(SECURITY),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(common::redis_hash(&redis, &key)["level"], "warn");
+    // The key goes (as a person's `ok` or a lift to `ok` does): no key means `ok`, though
+    // the owner's actor still holds its `warn`.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    assert_eq!(level_of(), "ok");
+    let ok = vec![("p-v".to_owned(), "ok".to_owned())];
+    let listed = common::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        listed_as("?level=ok") == ok && listed_as("?level=warn").is_empty()
+    });
+    assert!(listed, "not listed as ok: {:?}", listed_as(""));
+    assert!(daemon.terminate().success());
+}
+
 /// One usage event of `requests` clean requests for `partner`, now, and its ack.
 fn send_usage(stream: &Stream, partner: &str, event_id: &str, requests: u64) {
     let usage = json!({"event_id": event_id, "ts": chrono::Utc::now(), "partner_id": partner,
@@ -880,23 +957,30 @@ fn audit_verify_names_an_edited_record() {
         let (status, _) = daemon.request("POST", "/v1/kill-switches", Some(SECURITY), Some(&body));
         assert_eq!(status, 201);
     }
-    // The chain is copied to the audit topic, every record once, and it verifies there too.
+    // The chain is copied to the audit topic, every record once, and it verifies there too:
+    // each switch's create, and its follow-up with what it changed.
     let mut on_topic: Vec<warden::domain::audit::AuditRecord> = Vec::new();
     let copied = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        on_topic = common::consume_all(&stream.brokers, &stream.audit, 5, Duration::from_secs(2))
+        on_topic = common::consume_all(&stream.brokers, &stream.audit, 10, Duration::from_secs(2))
             .iter()
             .map(|r| serde_json::from_slice(&r.3).unwrap())
             .collect();
-        on_topic.len() >= 5
+        on_topic.len() >= 10
     });
     assert!(copied, "audit topic has {} records", on_topic.len());
     on_topic.sort_by_key(|r| r.seq);
     on_topic.dedup_by_key(|r| r.seq);
     assert_eq!(
         on_topic.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
+        (1..=10).collect::<Vec<_>>()
     );
-    assert_eq!(warden::domain::audit::verify(&on_topic), Ok(5));
+    let applied = on_topic[1].entry();
+    assert_eq!(applied.action, "kill_switch.create.applied");
+    assert_eq!(
+        (&applied.detail["from"], &applied.detail["to"]),
+        (&json!("ok"), &json!("killed"))
+    );
+    assert_eq!(warden::domain::audit::verify(&on_topic), Ok(10));
     assert!(daemon.terminate().success());
     let verify = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -911,7 +995,7 @@ fn audit_verify_names_an_edited_record() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("5 records"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("10 records"));
 
     // Edit record 3 in the store.
     let client = redis::Client::open(redis.as_str()).unwrap();
@@ -1021,6 +1105,22 @@ fn bodies_are_capped_and_tokens_rate_limited() {
         statuses.contains(&429),
         "a burst past the limit must get 429: {statuses:?}"
     );
+    // Past its rate, a wrong-role attempt is still a 403 and audited (one by one or in
+    // the token's summary): never a 429 that no record shows.
+    let summarized = common::group::metric(&daemon, "warden_admin_refusals_summarized_total");
+    let kill = json!({"scope": "partner", "target": "p-1", "reason": "x"});
+    for _ in 0..5 {
+        let (status, _) =
+            daemon.request("POST", "/v1/kill-switches", Some(VIEWER_TOKEN), Some(&kill));
+        assert_eq!(status, 403);
+    }
+    let audited = audit_records(&daemon)
+        .into_iter()
+        .filter(|r| r["action"] == "kill_switch.create.refused" && r["actor"] == "test-viewer")
+        .count();
+    let summarized =
+        common::group::metric(&daemon, "warden_admin_refusals_summarized_total") - summarized;
+    assert_eq!(audited + summarized as usize, 5);
     // Another token is not affected by the viewer's burst.
     let (status, _) = daemon.request("GET", "/v1/kill-switches", Some(OPERATOR), None);
     assert_eq!(status, 200);

@@ -68,11 +68,9 @@ pub async fn authorize(
             return Err(e);
         }
     };
-    if !state.rate_limit.check(&principal.name) {
-        // Held on a timer (no worker waits): a client retrying in a tight loop slows down.
-        actix_rt::time::sleep(state.rate_limit.delay).await;
-        return Err(ApiError::TooManyRequests);
-    }
+    // The role first: a wrong-role attempt is a 403 and audited (CONTRACT §6), however
+    // fast it comes; past its source's rate it goes into a summary (`refused`), never
+    // answered 429 unseen.
     let allowed = match need {
         Need::Read => principal.may_read(),
         Need::AnyOf(roles) => roles.iter().any(|r| principal.has(*r)),
@@ -80,6 +78,11 @@ pub async fn authorize(
     if !allowed {
         refused(state, &principal.name, action, req, 403).await;
         return Err(ApiError::Forbidden("this action"));
+    }
+    if !state.rate_limit.check(&principal.name) {
+        // Held on a timer (no worker waits): a client retrying in a tight loop slows down.
+        actix_rt::time::sleep(state.rate_limit.delay).await;
+        return Err(ApiError::TooManyRequests);
     }
     Ok(principal)
 }

@@ -82,18 +82,16 @@ pub async fn create(
         .map(|s| now + chrono::Duration::seconds(s as i64));
     // Audit first: no record, no kill. The level it replaces is read meanwhile (one round
     // trip less before the switch reaches the data plane).
+    let entry = AuditEntry {
+        ref_id: format!("kill:{id}"),
+        at: now,
+        actor: who.name.clone(),
+        action: "kill_switch.create".into(),
+        target: format!("{}:{}", body.scope, body.target),
+        detail: json!({ "id": id, "reason": body.reason, "ttl_seconds": body.ttl_seconds }),
+    };
     let (audited, previous) = futures::join!(
-        record(
-            &state,
-            AuditEntry {
-                ref_id: format!("kill:{id}"),
-                at: now,
-                actor: who.name.clone(),
-                action: "kill_switch.create".into(),
-                target: format!("{}:{}", body.scope, body.target),
-                detail: json!({ "id": id, "reason": body.reason, "ttl_seconds": body.ttl_seconds }),
-            },
-        ),
+        record(&state, entry.clone()),
         current_level(&state, &body.scope, &body.target)
     );
     audited?;
@@ -132,6 +130,11 @@ pub async fn create(
         seq: published.seq,
         ..switch
     };
+    // The create's record was written before the level it replaced was known: say what
+    // the switch changed, from and to, once it is in force (after the key, so it adds
+    // nothing to the time a gateway takes to see the kill).
+    let detail = applied_detail(&entry.detail, &write, published.seq, "applied");
+    super::audit::follow_up(&state, &entry, "applied", &entry.actor, detail).await;
     // The topic record follows: here if the broker answers in time, else from the loop.
     let records = &state.switch_records;
     let on_topic = send_record(records, &state, write, published.seq, RECORD_WAIT).await;
@@ -281,16 +284,16 @@ pub async fn lift(
                 LiftWrite::BaseMoved => None,
                 LiftWrite::Superseded => {
                     // Ended without a write (a later decision holds the key): ended all
-                    // the same, and said so after an earlier attempt's record.
-                    if let Some((entry, false)) = &audited {
-                        lift_ended(state, entry, actor, "superseded").await;
+                    // the same, and said so.
+                    if let Some((entry, _)) = &audited {
+                        lift_ended(state, entry, actor, None).await;
                     }
                     None
                 }
                 LiftWrite::Lifted { published, .. } if published.applied => {
                     count_transition(&write, &published);
-                    if let Some((entry, false)) = &audited {
-                        lift_ended(state, entry, actor, "applied").await;
+                    if let Some((entry, _)) = &audited {
+                        lift_ended(state, entry, actor, Some((&write, published.seq))).await;
                     }
                     Some((write, published.seq, published.produced))
                 }
@@ -350,18 +353,46 @@ async fn lift_aborted(state: &ApiState, lift: &AuditEntry, error: &ApiError) {
     super::audit::aborted(state, &attempt, error).await;
 }
 
-/// A lift whose record an earlier attempt appended (one that was then aborted, or
-/// whose process ended before applying it, or a lift by another path that lost the
-/// race to apply) is recorded once more when this attempt ends the switch, with who
-/// ended it and how (`applied` in the data plane, or `superseded`: a later decision
-/// holds the key, and the switch ends without a write): after an `.aborted` record, the
-/// chain would otherwise never say the switch ended. Recorded once
-/// (`unkill:<id>:applied`, whatever the outcome). Best effort: the switch has ended and
-/// the lift's intent is audited.
-async fn lift_ended(state: &ApiState, lift: &AuditEntry, actor: &str, outcome: &str) {
-    let mut detail = lift.detail.clone();
-    detail["outcome"] = json!(outcome);
+/// The attempt that ends a switch records it (`unkill:<id>:applied`, once, whatever the
+/// outcome) with who ended it and how: `applied`, with what the lift put back (`to`, its
+/// reason and rate, its decision), or `superseded` (a later decision holds the key, and
+/// the switch ends without a write). The lift's own record is written before what it
+/// puts back is known (a termination, an owner's throttle, `ok`), and after an
+/// `.aborted` record the chain would otherwise never say the switch ended. Best effort:
+/// the switch has ended and the lift's intent is audited.
+async fn lift_ended(
+    state: &ApiState,
+    lift: &AuditEntry,
+    actor: &str,
+    applied: Option<(&DecisionWrite, u64)>,
+) {
+    let detail = match applied {
+        Some((write, seq)) => applied_detail(&lift.detail, write, seq, "applied"),
+        None => {
+            let mut detail = lift.detail.clone();
+            detail["outcome"] = json!("superseded");
+            detail
+        }
+    };
     super::audit::follow_up(state, lift, "applied", actor, detail).await;
+}
+
+/// `detail` with what `write` did in the data plane: `from` and `to` levels, the reason
+/// and rate put there, and the decision's id (`<scope>:<id>:<seq>`).
+fn applied_detail(
+    detail: &serde_json::Value,
+    write: &DecisionWrite,
+    seq: u64,
+    outcome: &str,
+) -> serde_json::Value {
+    let mut detail = detail.clone();
+    detail["outcome"] = json!(outcome);
+    detail["from"] = json!(write.previous);
+    detail["to"] = json!(write.level);
+    detail["to_reason"] = json!(write.reason);
+    detail["rate_limit_rps"] = json!(write.rate_limit_rps);
+    detail["decision_id"] = json!(format!("{}:{}:{seq}", write.scope, write.id));
+    detail
 }
 
 /// Whether a switch's `killed` record is acknowledged; if not, sends it and waits up to
@@ -912,9 +943,10 @@ mod tests {
         );
     }
 
-    /// A lift that applies at its first attempt is recorded once, as before.
+    /// A lift that applies at its first attempt is recorded, then followed by what it
+    /// put back once that is known.
     #[test]
-    fn a_lift_at_the_first_attempt_is_recorded_once() {
+    fn a_lift_at_the_first_attempt_is_recorded_with_what_it_put_back() {
         let Fixture {
             _system,
             plane,
@@ -926,6 +958,24 @@ mod tests {
         plane.moves.store(1, Ordering::SeqCst);
         let lifted = io.block_on(lift(&state, &switch, "alice", Duration::from_millis(10)));
         assert!(lifted.is_ok(), "{lifted:?}");
-        assert_eq!(actions(&io, &log), [pair("kill_switch.lift", "alice")]);
+        assert_eq!(
+            actions(&io, &log),
+            [
+                pair("kill_switch.lift", "alice"),
+                pair("kill_switch.lift.applied", "alice")
+            ]
+        );
+        let chain = io.block_on(log.all()).unwrap();
+        let applied = &chain[1].entry().detail;
+        let put_back = io.block_on(plane.read("partner", "p-2")).unwrap();
+        let put_back = put_back.as_ref().map_or("ok", |h| h["level"].as_str());
+        assert_eq!(
+            (&applied["from"], &applied["to"], &applied["outcome"]),
+            (&json!("killed"), &json!(put_back), &json!("applied")),
+            "{applied}"
+        );
+        assert!(applied["decision_id"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("partner:p-2:")));
     }
 }

@@ -30,7 +30,7 @@ use crate::store::StateStore;
 /// One scan of the live partners and when it was taken.
 pub type ListScan = (
     std::time::Instant,
-    Arc<Vec<crate::domain::partner::PartnerSummary>>,
+    Arc<Vec<(crate::domain::partner::PartnerSummary, partners::Enforced)>>,
 );
 
 /// What the handlers share.

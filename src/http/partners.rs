@@ -7,6 +7,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::ApiState;
 use crate::actors::messages::GetSummary;
+use crate::domain::enforcement::Level;
 use crate::domain::partner::PartnerSummary;
 
 pub async fn get_partner(
@@ -25,22 +26,60 @@ pub async fn get_partner(
     };
     let mut body = view(&state, &summary, source);
     // What the gateway enforces is the data-plane key: a kill switch or a person's level
-    // shows there first (the actor's own view follows its ladder).
+    // shows there first (the actor's own view follows its ladder). With the store
+    // unreachable, the actor's view is all there is.
     let store = state.publisher.store().clone();
     let key_id = id.clone();
-    if let Ok(Ok(Some(plane))) = state
+    if let Ok(Ok(plane)) = state
         .io
         .spawn(async move { store.read("partner", &key_id).await })
         .await
     {
-        body["enforcement"] = json!({
-            "level": plane.get("level"),
-            "reason": plane.get("reason"),
-            "since": plane.get("since"),
-            "decision_id": plane.get("decision_id"),
-        });
+        body["enforcement"] = Enforced::from_plane(plane.as_ref()).body;
     }
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// What the gateway enforces on a partner: its data-plane key, where kill switches and
+/// people's levels are (the owner's actor only follows its ladder). No key means `ok`
+/// (CONTRACT §4), whatever the actor last decided.
+#[derive(Debug, Clone)]
+pub struct Enforced {
+    /// For ranking the list; a level this version does not know ranks as `ok`.
+    level: Level,
+    body: serde_json::Value,
+}
+
+impl Enforced {
+    fn from_plane(plane: Option<&std::collections::BTreeMap<String, String>>) -> Enforced {
+        let Some(plane) = plane else {
+            return Enforced {
+                level: Level::Ok,
+                body: json!({ "level": "ok", "reason": null, "since": null, "decision_id": null }),
+            };
+        };
+        let named = plane.get("level").map(String::as_str);
+        Enforced {
+            level: Level::ALL
+                .into_iter()
+                .find(|l| Some(l.as_str()) == named)
+                .unwrap_or(Level::Ok),
+            body: json!({
+                "level": named,
+                "reason": plane.get("reason"),
+                "since": plane.get("since"),
+                "decision_id": plane.get("decision_id"),
+            }),
+        }
+    }
+
+    /// The actor's own view, when the store cannot be read.
+    fn from_actor(s: &PartnerSummary, body: &serde_json::Value) -> Enforced {
+        Enforced {
+            level: s.enforcement.as_ref().map_or(Level::Ok, |v| v.level),
+            body: body["enforcement"].clone(),
+        }
+    }
 }
 
 async fn load(state: &ApiState, id: &str) -> Result<PartnerSummary, ApiError> {
@@ -103,8 +142,9 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
 /// not cost the event path more than one scan per second.
 const LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The summaries of every live partner, at most [`LIST_TTL`] old.
-async fn live_summaries(state: &ApiState) -> std::sync::Arc<Vec<PartnerSummary>> {
+/// The summaries of every live partner with what the gateway enforces on each (their
+/// data-plane keys, read in one round trip per thousand), at most [`LIST_TTL`] old.
+async fn live_summaries(state: &ApiState) -> std::sync::Arc<Vec<(PartnerSummary, Enforced)>> {
     if let Some((at, list)) = state.partner_list.lock().as_ref() {
         if at.elapsed() < LIST_TTL {
             return list.clone();
@@ -118,7 +158,31 @@ async fn live_summaries(state: &ApiState) -> std::sync::Arc<Vec<PartnerSummary>>
             .map(|a| a.send(GetSummary)),
     )
     .await;
-    let list = std::sync::Arc::new(replies.into_iter().flatten().collect::<Vec<_>>());
+    let summaries: Vec<PartnerSummary> = replies.into_iter().flatten().collect();
+    let ids: Vec<String> = summaries.iter().map(|s| s.partner_id.clone()).collect();
+    let store = state.publisher.store().clone();
+    let planes = state
+        .io
+        .spawn(async move { store.read_many("partner", &ids).await })
+        .await;
+    let list: Vec<(PartnerSummary, Enforced)> = match planes {
+        Ok(Ok(planes)) if planes.len() == summaries.len() => summaries
+            .into_iter()
+            .zip(planes)
+            .map(|(s, plane)| {
+                let enforced = Enforced::from_plane(plane.as_ref());
+                (s, enforced)
+            })
+            .collect(),
+        _ => summaries
+            .into_iter()
+            .map(|s| {
+                let enforced = Enforced::from_actor(&s, &view(state, &s, "live"));
+                (s, enforced)
+            })
+            .collect(),
+    };
+    let list = std::sync::Arc::new(list);
     *state.partner_list.lock() = Some((std::time::Instant::now(), list.clone()));
     list
 }
@@ -139,27 +203,25 @@ pub async fn list_partners(
     let q: ListQuery = super::error::parse_query(&req)?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     let live = live_summaries(&state).await;
-    let mut summaries: Vec<PartnerSummary> = live
+    // Levels as the gateway enforces them: a killed or terminated partner is listed so.
+    let mut listed: Vec<&(PartnerSummary, Enforced)> = live
         .iter()
-        .filter(|s| {
-            q.level.as_deref().is_none_or(|l| {
-                s.enforcement
-                    .as_ref()
-                    .map(|v| v.level.as_str())
-                    .unwrap_or("ok")
-                    == l
-            })
-        })
-        .cloned()
+        .filter(|(_, e)| q.level.as_deref().is_none_or(|l| e.body["level"] == l))
         .collect();
-    summaries.sort_by(|a, b| {
-        let la = a.enforcement.as_ref().map(|v| v.level);
-        let lb = b.enforcement.as_ref().map(|v| v.level);
-        lb.cmp(&la)
+    listed.sort_by(|(a, ea), (b, eb)| {
+        eb.level
+            .cmp(&ea.level)
             .then(b.usage.requests.cmp(&a.usage.requests))
             .then(a.partner_id.cmp(&b.partner_id))
     });
-    summaries.truncate(limit);
-    let items: Vec<serde_json::Value> = summaries.iter().map(|s| view(&state, s, "live")).collect();
+    listed.truncate(limit);
+    let items: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|(s, e)| {
+            let mut item = view(&state, s, "live");
+            item["enforcement"] = e.body.clone();
+            item
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "partners": items })))
 }
