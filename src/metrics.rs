@@ -305,7 +305,7 @@ impl Metrics {
             ),
             enforcement_transitions: counter_vec(
                 "warden_enforcement_transitions_total",
-                "Enforcement level changes by previous level, new level and reason.",
+                "Enforcement level changes by previous level, new level and reason; from = to = throttle is a throttle's new rate.",
                 &["from", "to", "reason"],
             ),
             kill_switches_active: reg(
@@ -418,7 +418,9 @@ impl Metrics {
         }
         for reason in Reason::ALL {
             for to in reason.levels_it_sets() {
-                for from in Level::ALL.iter().filter(|from| *from != to) {
+                // `throttle` to `throttle` is a throttle's new rate (a quota or tier change).
+                let possible = |from: &&Level| *from != to || *to == Level::Throttle;
+                for from in Level::ALL.iter().filter(possible) {
                     self.enforcement_transitions.with_label_values(&[
                         from.as_str(),
                         to.as_str(),
@@ -535,6 +537,7 @@ mod tests {
             "warden_untracked_total{kind=\"tenant_fact\"} ",
             "warden_enforcement_transitions_total{from=\"killed\",reason=\"kill_switch\",to=\"ok\"} ",
             "warden_enforcement_transitions_total{from=\"ok\",reason=\"store_unavailable\",to=\"suspend\"} ",
+            "warden_enforcement_transitions_total{from=\"throttle\",reason=\"quota_exceeded\",to=\"throttle\"} ",
             "warden_admin_requests_total{route=\"/readyz\",status=\"500\"} 0",
             // Store calls and flush stages reach past a second (commits, broker acks). Not
             // necessarily at 0: `kafka::pipeline`'s tests flush to a memory store.

@@ -486,6 +486,54 @@ async fn a_calm_step_never_raises_the_key_above_a_persons_level(s: &dyn Decision
     assert_eq!(level().await.as_deref(), Some("warn"));
 }
 
+/// An owner's throttle decided again at a new rate (previous = level) refreshes the key
+/// only where that throttle is in force: after a person's `ok` (no key) or manual `warn`
+/// it is refused, and the person's level stays what a kill switch's lift puts back; a
+/// real escalation still replaces it.
+async fn a_new_rate_refreshes_only_a_throttle_in_force(s: &dyn DecisionStore) {
+    let key = || async { s.read("partner", "p-1").await.unwrap() };
+    let refresh = |outbox: &str, rps: u64| DecisionWrite {
+        previous: "throttle".into(),
+        rate_limit_rps: Some(rps),
+        ..write(outbox, "throttle", false)
+    };
+    assert!(
+        s.publish(&write("p-1:1", "throttle", false))
+            .await
+            .unwrap()
+            .applied
+    );
+    assert!(s.publish(&refresh("p-1:2", 500)).await.unwrap().applied);
+    assert_eq!(key().await.unwrap()["rate_limit_rps"], "500");
+    for (person, level) in [("api:1", "ok"), ("api:2", "warn")] {
+        assert!(s.publish(&manual(person, level)).await.unwrap().applied);
+        let outbox = format!("p-1:r-{person}");
+        let refused = s.publish(&refresh(&outbox, 700)).await.unwrap();
+        assert!(
+            !refused.applied && refused.previous_was_held,
+            "a new rate put the throttle back over a person's {level}"
+        );
+        let shown = key().await.map(|k| k["level"].clone());
+        assert_eq!(shown.as_deref().unwrap_or("ok"), level);
+        let base = s.lift_base("partner", "p-1").await.unwrap();
+        assert_eq!(base.manual.map(|m| m.level).as_deref(), Some(level));
+    }
+    let worse = DecisionWrite {
+        previous: "throttle".into(),
+        ..write("p-1:3", "suspend", false)
+    };
+    assert!(
+        s.publish(&worse).await.unwrap().applied,
+        "an escalation applies"
+    );
+    assert!(s
+        .lift_base("partner", "p-1")
+        .await
+        .unwrap()
+        .manual
+        .is_none());
+}
+
 /// A switch replaced by a later person's decision is not lifted: the key keeps it.
 async fn a_lift_leaves_a_later_decision_alone(s: &dyn DecisionStore) {
     let kill = s
@@ -799,6 +847,7 @@ suite!(
     a_persons_termination_is_noted_until_a_person_lifts_it,
     a_persons_manual_level_gives_way_only_to_a_stricter_owner_level,
     a_calm_step_never_raises_the_key_above_a_persons_level,
+    a_new_rate_refreshes_only_a_throttle_in_force,
     a_refused_decision_published_again_stays_refused
 );
 

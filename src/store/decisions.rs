@@ -324,9 +324,14 @@ local level = redis.call('HGET', KEYS[1], 'level')
 -- calming is no reason to overrule them. A step down that a signal, a quota, burst,
 -- credits or pilot level holds names that cause: it is evidence, and applies.
 local calming = ARGV[6] ~= '1' and rank(ARGV[2]) < rank(ARGV[12]) and ARGV[3] == 'calm'
+-- An owner deciding the level it believes in force again (a throttle's new rate) only
+-- refreshes the key where that level is in force: where a person has set another level
+-- (`ok` included: no key), a new rate is no reason to put the owner's level back.
+local refreshing = ARGV[6] ~= '1' and ARGV[2] == 'throttle' and ARGV[12] == 'throttle'
 local held = (level == 'killed' or level == 'terminated')
   or (level and redis.call('HGET', KEYS[1], 'reason') == 'manual' and rank(ARGV[2]) <= rank(level))
   or (calming and rank(ARGV[2]) > rank(level or 'ok'))
+  or (refreshing and (level or 'ok') ~= ARGV[2])
 local seq = redis.call('HGET', KEYS[3], ARGV[1])
 -- A known outbox id was applied (`before`) or refused when first written: either way a
 -- re-publication changes nothing. The key's seq alone cannot tell, since a later `ok`
@@ -390,9 +395,9 @@ if ARGV[6] ~= '1' then
     redis.call('HSET', KEYS[4], 'level', ARGV[2], 'reason', ARGV[3], 'rate_limit_rps', ARGV[4],
       'seq', seq)
     -- A stricter level replaces a person's manual one (or would, under a switch); a calm
-    -- step does not (see `calming`).
+    -- step does not (see `calming`), nor a refresh (see `refreshing`).
     local manual_level = redis.call('HGET', KEYS[4], 'manual_level')
-    if manual_level and not calming and rank(ARGV[2]) > rank(manual_level) then
+    if manual_level and not calming and not refreshing and rank(ARGV[2]) > rank(manual_level) then
       redis.call('HDEL', KEYS[4], 'manual_level', 'manual_rps')
     end
     keep_base()
@@ -988,13 +993,16 @@ impl MemoryPlane {
         let manual = current.is_some_and(|m| m.get("reason").is_some_and(|r| r == "manual"));
         // The ladder calming down never raises the key (see the script's `calming`).
         let calming = !w.by_person && rank(&w.level) < rank(&w.previous) && w.reason == "calm";
+        // A throttle's new rate refreshes only a key at that level (see `refreshing`).
+        let refreshing = !w.by_person && w.level == "throttle" && w.previous == "throttle";
         // What the ladder may not replace with this level: a kill or a termination, a
-        // person's manual level unless this one is stricter, or a level a calm step would
-        // raise.
+        // person's manual level unless this one is stricter, a level a calm step would
+        // raise, or another level than the one a refresh is for.
         let held = key_level == "killed"
             || key_level == "terminated"
             || (manual && rank(&w.level) <= rank(key_level))
-            || (calming && rank(&w.level) > rank(key_level));
+            || (calming && rank(&w.level) > rank(key_level))
+            || (refreshing && key_level != w.level);
         let known = self.published.contains_key(&w.outbox_id);
         let seq = match self.published.get(&w.outbox_id) {
             Some(s) => *s,
@@ -1028,6 +1036,7 @@ impl MemoryPlane {
             };
             self.owner.insert(target.clone(), (seq, level));
             if !calming
+                && !refreshing
                 && self
                     .manual
                     .get(&target)

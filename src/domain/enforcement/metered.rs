@@ -11,7 +11,7 @@ use super::ladder::Timing;
 use super::level::Reason;
 use super::policy::{EnforcementPolicy, TierPolicy};
 use super::quota::{monthly_target, Meter, QuotaSpec};
-use super::subject::{Key, Subject};
+use super::subject::{Key, Rate, Subject};
 use super::window::Traffic;
 use crate::domain::event::UsageEvent;
 
@@ -41,6 +41,11 @@ pub struct Quotas {
     /// A further immediate target of the subject (e.g. a partner low on activation
     /// credits is warned); `Target::CALM` when there is none.
     pub advisory: Target,
+    /// Whether `rate` is the one in force at the subject's clock, so a throttle already
+    /// decided at another rate is decided again at this one. A late event is judged
+    /// under the tier of its own time, and must not set an older tier's rate back after
+    /// a tick set the newer one (the rate would flip at every late event).
+    pub refresh_rate: bool,
 }
 
 impl Metered {
@@ -150,7 +155,10 @@ impl Metered {
         policy: &EnforcementPolicy,
     ) -> Option<Decision> {
         let immediate = self.immediate(quotas, now, policy);
-        let rps = quotas.rate.throttle_rps(policy.throttle_factor);
-        self.subject.settle(key, &immediate, cause, rps, at)
+        let rate = Rate {
+            rps: quotas.rate.throttle_rps(policy.throttle_factor),
+            refresh: quotas.refresh_rate,
+        };
+        self.subject.settle(key, &immediate, cause, rate, at)
     }
 }

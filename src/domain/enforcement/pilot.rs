@@ -22,7 +22,7 @@ use super::error::EnforcementError;
 use super::health::Target;
 use super::ladder::Timing;
 use super::level::{Level, Reason, Scope};
-use super::subject::{Key, Subject};
+use super::subject::{Key, Rate, Subject};
 use crate::domain::event::TenantPlan;
 
 /// Most tenants one partner's state tracks.
@@ -213,7 +213,7 @@ impl Tenants {
         };
         let decision = tenant
             .subject
-            .settle(key, &[pilot], None, None, clock.wall_now);
+            .settle(key, &[pilot], None, Rate::NONE, clock.wall_now);
         if tenant.is_forgettable() {
             self.map.remove(id);
         }
@@ -248,9 +248,10 @@ impl Tenants {
             id,
             partner_id: owner,
         };
-        let decision = tenant
-            .subject
-            .settle(key, &[pilot], Some(reason), None, clock.wall_now);
+        let decision =
+            tenant
+                .subject
+                .settle(key, &[pilot], Some(reason), Rate::NONE, clock.wall_now);
         if tenant.is_forgettable() {
             self.map.remove(id);
         }

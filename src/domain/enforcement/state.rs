@@ -115,6 +115,8 @@ impl EnforcementState {
         policy: &EnforcementPolicy,
     ) -> Vec<Decision> {
         let tp = policy.tier(tier);
+        // Judged under the tier at its own time: only an on-time event's is current.
+        let on_time = self.clock.is_none_or(|c| e.ts >= c);
         let now = self.advance(e.ts);
         let rolled = self.roll_month(now);
         let this_month = self.month == Some(Month::of(e.ts));
@@ -147,11 +149,14 @@ impl EnforcementState {
             }
         };
         if rolled {
-            return self.evaluate_all(now, tp, policy);
+            return self.evaluate_all(now, tp, policy, on_time);
         }
-        let mut out: Vec<Decision> = self.evaluate_partner(now, tp, policy).into_iter().collect();
+        let mut out: Vec<Decision> = self
+            .evaluate_partner(now, tp, policy, on_time)
+            .into_iter()
+            .collect();
         if tracked {
-            out.extend(self.evaluate_integration(&e.integration_id, now, tp, policy));
+            out.extend(self.evaluate_integration(&e.integration_id, now, tp, policy, on_time));
         }
         out
     }
@@ -164,13 +169,16 @@ impl EnforcementState {
         policy: &EnforcementPolicy,
     ) -> Vec<Decision> {
         let tp = policy.tier(tier);
+        let on_time = self.clock.is_none_or(|c| ts >= c);
         let now = self.advance(ts);
         let rolled = self.roll_month(now);
         self.partner.health.record_chargeback(ts, now, tp);
         if rolled {
-            return self.evaluate_all(now, tp, policy);
+            return self.evaluate_all(now, tp, policy, on_time);
         }
-        self.evaluate_partner(now, tp, policy).into_iter().collect()
+        self.evaluate_partner(now, tp, policy, on_time)
+            .into_iter()
+            .collect()
     }
 
     /// Sets the partner's quota (`integration_id = None`) or an integration's. It governs
@@ -214,7 +222,7 @@ impl EnforcementState {
             self.credits_low = low;
             let tp = policy.tier(tier);
             let now = self.clock.unwrap_or(wall_now);
-            out.extend(self.evaluate_partner(now, tp, policy));
+            out.extend(self.evaluate_partner(now, tp, policy, true));
         }
         let clock = self.tenant_clock(wall_now, policy);
         for tenant in refused {
@@ -244,7 +252,7 @@ impl EnforcementState {
         let tp = policy.tier(tier);
         let now = self.advance(watermark);
         self.roll_month(now);
-        let mut out = self.evaluate_all(now, tp, policy);
+        let mut out = self.evaluate_all(now, tp, policy, true);
         let clock = self.tenant_clock(wall_now, policy);
         out.extend(self.tenants.tick(&self.partner_id, clock));
         self.integrations.retain(|_, m| {
@@ -337,7 +345,7 @@ impl EnforcementState {
             }
             Scope::Partner => (
                 &mut self.partner,
-                partner_quotas(partner_quota, self.credits_low),
+                partner_quotas(partner_quota, self.credits_low, true),
             ),
             Scope::Integration => {
                 let known = self.integrations.contains_key(&order.id);
@@ -348,7 +356,7 @@ impl EnforcementState {
                     });
                 }
                 let unit: &mut Metered = self.integrations.entry(order.id.clone()).or_default();
-                let quotas = integration_quotas(unit, partner_quota);
+                let quotas = integration_quotas(unit, partner_quota, true);
                 (unit, quotas)
             }
         };
@@ -433,7 +441,11 @@ impl EnforcementState {
     /// time (CONTRACT §3: immediate decisions): what no person's lower level may replace,
     /// since the owner, believing it in force, would not decide it again.
     pub fn partner_immediate(&self, tier: &str, policy: &EnforcementPolicy) -> Target {
-        let quotas = partner_quotas(self.partner_quota(policy.tier(tier)), self.credits_low);
+        let quotas = partner_quotas(
+            self.partner_quota(policy.tier(tier)),
+            self.credits_low,
+            true,
+        );
         let now = self.clock.unwrap_or(DateTime::UNIX_EPOCH);
         self.partner
             .immediate(quotas, now, policy)
@@ -490,13 +502,15 @@ impl EnforcementState {
         }
     }
 
+    /// `refresh_rate`: `tp` is the tier in force at the clock (see [`Quotas`]).
     fn evaluate_partner(
         &mut self,
         now: DateTime<Utc>,
         tp: &TierPolicy,
         policy: &EnforcementPolicy,
+        refresh_rate: bool,
     ) -> Option<Decision> {
-        let quotas = partner_quotas(self.partner_quota(tp), self.credits_low);
+        let quotas = partner_quotas(self.partner_quota(tp), self.credits_low, refresh_rate);
         let key = Key {
             scope: Scope::Partner,
             id: &self.partner_id,
@@ -511,10 +525,11 @@ impl EnforcementState {
         now: DateTime<Utc>,
         tp: &TierPolicy,
         policy: &EnforcementPolicy,
+        refresh_rate: bool,
     ) -> Option<Decision> {
         let partner_quota = self.partner_quota(tp);
         let unit = self.integrations.get_mut(id)?;
-        let quotas = integration_quotas(unit, partner_quota);
+        let quotas = integration_quotas(unit, partner_quota, refresh_rate);
         let key = Key {
             scope: Scope::Integration,
             id,
@@ -528,11 +543,15 @@ impl EnforcementState {
         now: DateTime<Utc>,
         tp: &TierPolicy,
         policy: &EnforcementPolicy,
+        refresh_rate: bool,
     ) -> Vec<Decision> {
-        let mut out: Vec<Decision> = self.evaluate_partner(now, tp, policy).into_iter().collect();
+        let mut out: Vec<Decision> = self
+            .evaluate_partner(now, tp, policy, refresh_rate)
+            .into_iter()
+            .collect();
         let partner_quota = self.partner_quota(tp);
         for (id, unit) in self.integrations.iter_mut() {
-            let quotas = integration_quotas(unit, partner_quota);
+            let quotas = integration_quotas(unit, partner_quota, refresh_rate);
             let key = Key {
                 scope: Scope::Integration,
                 id,
@@ -544,7 +563,7 @@ impl EnforcementState {
     }
 }
 
-fn partner_quotas(spec: QuotaSpec, credits_low: bool) -> Quotas {
+fn partner_quotas(spec: QuotaSpec, credits_low: bool, refresh_rate: bool) -> Quotas {
     Quotas {
         own: Some(spec),
         rate: spec,
@@ -553,13 +572,15 @@ fn partner_quotas(spec: QuotaSpec, credits_low: bool) -> Quotas {
         } else {
             Target::CALM
         },
+        refresh_rate,
     }
 }
 
-fn integration_quotas(unit: &Metered, partner: QuotaSpec) -> Quotas {
+fn integration_quotas(unit: &Metered, partner: QuotaSpec, refresh_rate: bool) -> Quotas {
     Quotas {
         own: unit.meter.spec,
         rate: unit.meter.spec.unwrap_or(partner),
         advisory: Target::CALM,
+        refresh_rate,
     }
 }

@@ -49,6 +49,28 @@ pub struct Subject {
     published: Published,
 }
 
+/// A throttle's rate for [`Subject::settle`]: `rps` for a new `throttle`, and whether a
+/// throttle already decided at another rate is decided again at this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub rps: Option<u64>,
+    pub refresh: bool,
+}
+
+impl Rate {
+    /// No rate (a tenant's levels), nothing to refresh.
+    pub const NONE: Rate = Rate {
+        rps: None,
+        refresh: false,
+    };
+
+    /// `rps`, in force now.
+    #[cfg(test)]
+    pub fn current(rps: Option<u64>) -> Rate {
+        Rate { rps, refresh: true }
+    }
+}
+
 /// What a decision needs to know about its target.
 #[derive(Debug, Clone, Copy)]
 pub struct Key<'a> {
@@ -100,20 +122,20 @@ impl Subject {
     /// at another rate (a `quota` fact or a tier change moved `burst_rps`: the gateway must
     /// not keep the old rate until the level next changes). `cause` names a person's reason
     /// for a manual change; otherwise the reason is the target's, or `calm` when nothing
-    /// holds the target above `ok`. `throttle_rps` is used when the level is `throttle`.
+    /// holds the target above `ok`. `rate` is used when the level is `throttle`.
     pub fn settle(
         &mut self,
         key: Key<'_>,
         immediate: &[Target],
         cause: Option<Reason>,
-        throttle_rps: Option<u64>,
+        rate: Rate,
         at: DateTime<Utc>,
     ) -> Option<Decision> {
         let now = self.in_force(immediate);
         let previous = self.published.level;
-        let rate_limit_rps = throttle_rps.filter(|_| now.level == Level::Throttle);
+        let rate_limit_rps = rate.rps.filter(|_| now.level == Level::Throttle);
         let same_level = now.level == previous;
-        if same_level && rate_limit_rps == self.published.rate_limit_rps {
+        if same_level && (!rate.refresh || rate_limit_rps == self.published.rate_limit_rps) {
             return None;
         }
         let reason = match cause {
@@ -162,9 +184,14 @@ mod tests {
     #[test]
     fn decides_only_on_a_change_of_level_with_the_cause_and_the_rate() {
         let mut s = Subject::default();
-        assert_eq!(s.settle(KEY, &[Target::CALM], None, Some(50), t(0)), None);
+        assert_eq!(
+            s.settle(KEY, &[Target::CALM], None, Rate::current(Some(50)), t(0)),
+            None
+        );
         let over = Target::new(Level::Throttle, Reason::QuotaExceeded);
-        let d = s.settle(KEY, &[over], None, Some(50), t(1)).unwrap();
+        let d = s
+            .settle(KEY, &[over], None, Rate::current(Some(50)), t(1))
+            .unwrap();
         assert_eq!(
             d,
             Decision {
@@ -179,9 +206,12 @@ mod tests {
             }
         );
         let burst = Target::new(Level::Throttle, Reason::BurstExceeded);
-        assert_eq!(s.settle(KEY, &[burst], None, Some(50), t(2)), None);
+        assert_eq!(
+            s.settle(KEY, &[burst], None, Rate::current(Some(50)), t(2)),
+            None
+        );
         let d = s
-            .settle(KEY, &[Target::CALM], None, Some(50), t(3))
+            .settle(KEY, &[Target::CALM], None, Rate::current(Some(50)), t(3))
             .unwrap();
         assert_eq!(
             (d.previous, d.level, d.reason, d.rate_limit_rps),
@@ -194,9 +224,15 @@ mod tests {
     fn a_throttle_whose_rate_changes_is_decided_again_at_the_same_level() {
         let mut s = Subject::default();
         let over = Target::new(Level::Throttle, Reason::QuotaExceeded);
-        s.settle(KEY, &[over], None, Some(50), t(1)).unwrap();
-        assert_eq!(s.settle(KEY, &[over], None, Some(50), t(2)), None);
-        let d = s.settle(KEY, &[over], None, Some(500), t(3)).unwrap();
+        s.settle(KEY, &[over], None, Rate::current(Some(50)), t(1))
+            .unwrap();
+        assert_eq!(
+            s.settle(KEY, &[over], None, Rate::current(Some(50)), t(2)),
+            None
+        );
+        let d = s
+            .settle(KEY, &[over], None, Rate::current(Some(500)), t(3))
+            .unwrap();
         assert_eq!(
             (d.previous, d.level, d.reason, d.rate_limit_rps, d.at),
             (
@@ -207,13 +243,20 @@ mod tests {
                 t(3)
             )
         );
-        assert_eq!(s.settle(KEY, &[over], None, Some(500), t(4)), None);
+        assert_eq!(
+            s.settle(KEY, &[over], None, Rate::current(Some(500)), t(4)),
+            None
+        );
         // The level is still in force since it began.
         assert_eq!(s.view(Scope::Integration, "i-1").since, Some(t(1)));
         // Other levels carry no rate: a new one changes nothing there.
         let warn = Target::new(Level::Warn, Reason::QuotaWarn);
-        s.settle(KEY, &[warn], None, Some(500), t(5)).unwrap();
-        assert_eq!(s.settle(KEY, &[warn], None, Some(7), t(6)), None);
+        s.settle(KEY, &[warn], None, Rate::current(Some(500)), t(5))
+            .unwrap();
+        assert_eq!(
+            s.settle(KEY, &[warn], None, Rate::current(Some(7)), t(6)),
+            None
+        );
     }
 
     #[test]
@@ -224,7 +267,7 @@ mod tests {
             .unwrap();
         let suspend = Target::new(Level::Suspend, Reason::QuotaHardCeiling);
         let d = s
-            .settle(KEY, &[suspend], Some(Reason::KillSwitch), None, t(0))
+            .settle(KEY, &[suspend], Some(Reason::KillSwitch), Rate::NONE, t(0))
             .unwrap();
         assert_eq!((d.level, d.reason), (Level::Killed, Reason::KillSwitch));
         assert_eq!(s.in_force(&[suspend]).level, Level::Killed);

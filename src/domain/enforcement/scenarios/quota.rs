@@ -145,6 +145,52 @@ fn a_throttled_partners_new_burst_rate_is_decided_at_the_next_event() {
     assert_eq!(sim.usage(12 * 3_600, 1, 0, 0), []);
 }
 
+/// A tier change moves a throttled partner's rate at the next tick (the watermark's
+/// tier); a late event after it, judged under the tier of its own time, does not set the
+/// old rate back (which every late event would otherwise flip, with a decision each).
+#[test]
+fn a_late_event_under_the_older_tier_does_not_set_its_rate_back() {
+    let mut policy = quota_policy(1_000, 100, OveragePolicy::Block);
+    let mut gold = policy.tiers[DEFAULT_TIER].clone();
+    gold.burst_rps = 1_000;
+    policy.tiers.insert("gold".into(), gold);
+    let mut sim = Sim::new(policy);
+    let rows = climb(&mut sim, 10);
+    assert_eq!(rows.last().map(|r| (r.2, r.4)), Some((Throttle, Some(50))));
+    let rates = |d: Vec<Decision>| -> Vec<(Level, Level, Option<u64>)> {
+        d.iter()
+            .filter(|d| d.scope == Scope::Partner)
+            .map(|d| (d.previous, d.level, d.rate_limit_rps))
+            .collect()
+    };
+    let now = 11 * 3_600;
+    let d = sim.state.tick(t(now), t(now), "gold", &sim.policy);
+    assert_eq!(rates(d), [(Throttle, Throttle, Some(500))]);
+    let late = |id: &str, at: i64| UsageEvent {
+        event_id: id.into(),
+        ts: t(at),
+        partner_id: "p-1".into(),
+        integration_id: "i-1".into(),
+        tenant_id: None,
+        requests: 1,
+        errors: 0,
+        auth_failures: 0,
+        bytes: 0,
+    };
+    for (k, at) in [now - 60, now - 30, now - 1].into_iter().enumerate() {
+        let d = sim
+            .state
+            .on_usage(&late(&format!("late-{k}"), at), DEFAULT_TIER, &sim.policy);
+        assert_eq!(rates(d), [], "late event {k}");
+        assert_eq!(sim.state.tick(t(now), t(now), "gold", &sim.policy), []);
+    }
+    // An on-time event under the old tier (a tier change withdrawn) does move it back.
+    let d = sim
+        .state
+        .on_usage(&late("on-time", now + 1), DEFAULT_TIER, &sim.policy);
+    assert_eq!(rates(d), [(Throttle, Throttle, Some(50))]);
+}
+
 #[test]
 fn an_integration_quota_decides_at_integration_scope() {
     let mut sim = Sim::new(quota_policy(0, 0, OveragePolicy::Block));
