@@ -54,6 +54,8 @@ pub struct ApiState {
     pub control_topic: String,
     /// The last scan of the live partners for `GET /v1/partners` (see `partners.rs`).
     pub partner_list: Arc<parking_lot::Mutex<Option<ListScan>>>,
+    /// Held while one request takes a new scan: the others wait for it and share it.
+    pub partner_list_scanning: Arc<tokio::sync::Mutex<()>>,
     /// Kill switches' enforcement-topic records in flight or acknowledged here.
     pub switch_records: Arc<topic_records::TopicRecords>,
     /// The same for manual levels' records.
@@ -105,6 +107,7 @@ impl ApiState {
             payouts: outputs.payouts,
             control_topic: outputs.control_topic,
             partner_list: Arc::default(),
+            partner_list_scanning: Arc::default(),
             switch_records: Arc::default(),
             manual_records: Arc::default(),
             generated_token,

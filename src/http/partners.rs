@@ -145,10 +145,23 @@ const LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The summaries of every live partner with what the gateway enforces on each (their
 /// data-plane keys, read in one round trip per thousand), at most [`LIST_TTL`] old.
 async fn live_summaries(state: &ApiState) -> std::sync::Arc<Vec<(PartnerSummary, Enforced)>> {
-    if let Some((at, list)) = state.partner_list.lock().as_ref() {
-        if at.elapsed() < LIST_TTL {
-            return list.clone();
-        }
+    let fresh = || {
+        state
+            .partner_list
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < LIST_TTL)
+            .map(|(_, list)| list.clone())
+    };
+    if let Some(list) = fresh() {
+        return list;
+    }
+    // One scan at a time: a burst of requests after the list expired waits for one scan
+    // (a message per live partner, a key read per live partner) instead of each taking
+    // its own, which would cost the event path and the store as much as the burst.
+    let _scanning = state.partner_list_scanning.lock().await;
+    if let Some(list) = fresh() {
+        return list;
     }
     let replies = futures::future::join_all(
         state
