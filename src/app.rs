@@ -444,9 +444,15 @@ async fn run_with_io(
         ("simulator", simulator.flatten()),
     ] {
         let Some(thread) = thread else { continue };
-        let joined =
-            tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || thread.join()))
-                .await;
+        // A thread already ended is joined whatever the time (the deadline may have passed
+        // waiting for an earlier one).
+        let joined = match thread.is_finished() {
+            true => Ok(Ok(thread.join())),
+            false => {
+                let join = tokio::task::spawn_blocking(move || thread.join());
+                tokio::time::timeout_at(deadline, join).await
+            }
+        };
         match joined {
             Ok(Ok(Ok(()))) => {}
             Err(_) => {
@@ -455,6 +461,8 @@ async fn run_with_io(
                     "the {name} thread did not stop within the grace period"
                 ));
             }
+            // Already reported as having ended on its own.
+            Ok(_) if ended_on_its_own == Some(name) => {}
             Ok(_) => {
                 tracing::error!(thread = name, "panicked while stopping");
                 unclean.push(format!("the {name} thread panicked while stopping"));

@@ -28,6 +28,9 @@ pub struct Simulator {
     topics: TopicMap,
     /// Cumulative traffic weights (Zipf-like), for picking a partner by share of traffic.
     cumulative: Vec<f64>,
+    /// The daemon's: once it is stopping, a send waiting on a full queue gives up (the
+    /// traffic is made up), so the thread ends within the grace.
+    health: Arc<Health>,
 }
 
 impl Simulator {
@@ -43,6 +46,7 @@ impl Simulator {
             config,
             topics,
             cumulative,
+            health: Arc::default(),
         }
     }
 
@@ -51,7 +55,8 @@ impl Simulator {
     }
 
     /// Starts producing on its own thread until the daemon stops.
-    pub fn spawn(self, base: ClientConfig, health: Arc<Health>) -> Option<JoinHandle<()>> {
+    pub fn spawn(mut self, base: ClientConfig, health: Arc<Health>) -> Option<JoinHandle<()>> {
+        self.health = Arc::clone(&health);
         let mut c = base;
         c.set("linger.ms", "20")
             .set("partitioner", "murmur2_random");
@@ -126,6 +131,7 @@ impl Simulator {
         loop {
             match producer.send(record) {
                 Ok(()) => return,
+                Err(_) if self.health.stopping.load(Ordering::SeqCst) => return,
                 Err((e, r)) => {
                     tracing::debug!(error = %e, "simulator: producer queue full");
                     producer.poll(Duration::from_millis(10));
