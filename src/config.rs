@@ -1176,8 +1176,9 @@ const MIB: usize = 1024 * 1024;
 
 /// librdkafka properties that have their own key here, that warden sets itself (a value
 /// here would be silently overridden), or that would break a guarantee.
-const MANAGED_PROPERTIES: [(&str, &str); 14] = [
+const MANAGED_PROPERTIES: [(&str, &str); 18] = [
     ("bootstrap.servers", "set kafka.brokers instead"),
+    ("metadata.broker.list", "set kafka.brokers instead"),
     ("group.id", "set kafka.group_id instead"),
     ("client.id", "set kafka.client_id instead"),
     ("session.timeout.ms", "set kafka.session_timeout instead"),
@@ -1214,12 +1215,24 @@ const MANAGED_PROPERTIES: [(&str, &str); 14] = [
         "every record warden produces waits for all in-sync replicas",
     ),
     (
+        "request.required.acks",
+        "an alias of acks: every record warden produces waits for all in-sync replicas",
+    ),
+    (
+        "delivery.timeout.ms",
+        "an alias: set message.timeout.ms instead",
+    ),
+    (
         "partitioner",
         "records are keyed like the input topics' producers (murmur2)",
     ),
     (
         "linger.ms",
         "warden sets it per producer (decisions are sent at once)",
+    ),
+    (
+        "queue.buffering.max.ms",
+        "an alias of linger.ms, which warden sets per producer",
     ),
 ];
 

@@ -36,8 +36,8 @@ pub async fn aborted(state: &ApiState, first: &AuditEntry, error: &ApiError) {
 }
 
 /// Records what became of an action audited before it ran: `<ref>:<outcome>`, action
-/// `<action>.<outcome>`, by `actor`, on the same target. Best effort: the action's own
-/// record stands, and the caller's answer does not wait on this one.
+/// `<action>.<outcome>`, by `actor`, on the same target. Best effort: a failure is
+/// logged, not answered (the action's own record stands, and the action happened).
 pub async fn follow_up(
     state: &ApiState,
     first: &AuditEntry,

@@ -131,8 +131,9 @@ pub async fn create(
         ..switch
     };
     // The create's record was written before the level it replaced was known: say what
-    // the switch changed, from and to, once it is in force (after the key, so it adds
-    // nothing to the time a gateway takes to see the kill).
+    // the switch changed, from and to, once it is in force. After the key and its
+    // channel message, so a gateway sees the kill no later; the answer and the topic
+    // record wait for this one append.
     let detail = applied_detail(&entry.detail, &write, published.seq, "applied");
     super::audit::follow_up(&state, &entry, "applied", &entry.actor, detail).await;
     // The topic record follows: here if the broker answers in time, else from the loop.
@@ -215,9 +216,9 @@ pub enum Lift {
 }
 
 /// Lifts `switch` (API or TTL): audited once (the ref is the same for both paths, so a
-/// TTL expiry racing a DELETE is recorded once, and once more as `.applied` if the path
-/// that did not write the record is the one that ends the switch; an attempt that gives
-/// up is recorded as aborted), then the decision putting back what was
+/// TTL expiry racing a DELETE is recorded once, and once more as `.applied`, with what
+/// was put back, by the path that ends the switch; an attempt that gives up is recorded
+/// as aborted), then the decision putting back what was
 /// under the switch ([`restored_level`]) in the data plane, if the key still holds the
 /// switch's `killed` (compare-and-set on its seq). The records go out in seq order, the
 /// `killed` one first (it may still wait from an outage), and the switch leaves the

@@ -151,8 +151,13 @@ impl<'de> Deserialize<'de> for Month {
         s.parse()
             .or_else(|bad: BadMonth| {
                 let (y, m) = s.rsplit_once('-').ok_or(bad.clone())?;
+                let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+                let year_digits = y.strip_prefix('-').unwrap_or(y);
+                if !digits(year_digits) || year_digits.len() < 4 || !digits(m) || m.len() != 2 {
+                    return Err(bad);
+                }
                 match (y.parse(), m.parse()) {
-                    (Ok(year), Ok(month)) if m.len() == 2 && (1..=12).contains(&month) => {
+                    (Ok(year), Ok(month)) if year != 0 && (1..=12).contains(&month) => {
                         Ok(Month { year, month })
                     }
                     _ => Err(bad),
@@ -183,7 +188,12 @@ mod tests {
         ] {
             assert!(bad.parse::<Month>().is_err(), "{bad}");
         }
-        assert!(serde_json::from_str::<Month>(r#""2026-13""#).is_err());
+        for bad in [
+            "2026-13", "+2026-05", "2026-+5", "0000-05", "26-05", "2026-5",
+        ] {
+            let json = format!("{bad:?}");
+            assert!(serde_json::from_str::<Month>(&json).is_err(), "{bad}");
+        }
     }
 
     #[test]
