@@ -59,20 +59,6 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Rebuild partner state from the input topics after the store lost it (every
-    /// instance stopped, the topics' full retention): see deploy/RUNBOOK.md.
-    Rebuild {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Required: the partition state in the store is deleted and read again from
-        /// the first record of every input topic.
-        #[arg(long)]
-        confirm: bool,
-        /// The broker cannot list the consumer group's members (tansu does not), and
-        /// you have checked that every instance is stopped.
-        #[arg(long)]
-        group_checked_by_hand: bool,
-    },
     /// Check the audit chain in the store; names the first bad record (exit 1).
     Audit {
         #[command(subcommand)]

@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod outage;
 pub mod people;
 pub mod publish;
-pub mod rebuild;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

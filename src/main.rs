@@ -61,41 +61,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Rebuild {
-            config,
-            confirm,
-            group_checked_by_hand,
-        } => {
-            let config = match config.load() {
-                Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::from(2);
-                }
-            };
-            if !confirm {
-                eprintln!(
-                    "rebuild deletes the partition state in the store and reads every input \
-                     topic again from its first record; stop every instance, then run it \
-                     again with --confirm"
-                );
-                return ExitCode::from(1);
-            }
-            match warden::rebuild::rebuild(&config, group_checked_by_hand) {
-                Ok(done) => {
-                    println!(
-                        "rebuild ready: {} keys deleted; {} partitions will be read from \
-                         offset 0 at the next start",
-                        done.deleted_keys, done.partitions
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("rebuild refused or failed: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
         Command::Kill {
             scope,
             target,

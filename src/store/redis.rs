@@ -152,52 +152,6 @@ impl RedisStore {
         .await
     }
 
-    /// Deletes every partition's state (`<prefix>:{p<N>}:*`), and nothing else under the
-    /// prefix: for `warden rebuild` only, with every instance stopped. Returns how many
-    /// keys went. Scanned in steps, each its own call within the store's timeout.
-    pub async fn delete_partition_state(&self) -> Result<u64, StoreError> {
-        // A glob: the prefix's own glob characters are escaped; braces are literal.
-        let mut prefix = String::new();
-        for ch in self.keys.prefix().chars() {
-            if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
-                prefix.push('\\');
-            }
-            prefix.push(ch);
-        }
-        let pattern = format!("{prefix}:{{p*}}:*");
-        let (mut cursor, mut deleted) = (0u64, 0u64);
-        loop {
-            let pattern = pattern.clone();
-            let (next, removed): (u64, u64) = self
-                .run("delete partition state", move |mut conn| async move {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1_000)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                    if keys.is_empty() {
-                        return Ok((next, 0));
-                    }
-                    let removed: u64 = redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                    Ok((next, removed))
-                })
-                .await?;
-            deleted += removed;
-            cursor = next;
-            if cursor == 0 {
-                return Ok(deleted);
-            }
-        }
-    }
-
     /// Runs `op` on the connecting runtime with the store's timeout (see the module doc).
     pub(super) async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
