@@ -272,12 +272,7 @@ fn the_partner_views_show_the_level_the_gateway_enforces() {
     partner_with_quota(&daemon, &stream, "p-v", 100, 1000);
     send_usage(&stream, "p-v", "v-1", 85);
     let key = format!("{}:enf:partner:p-v", stream.prefix);
-    let warned = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        common::redis_hash(&redis, &key)
-            .get("level")
-            .map(String::as_str)
-            == Some("warn")
-    });
+    let warned = common::wait_for_level(&redis, &key, "warn", Duration::from_secs(30));
     assert!(warned, "85 of 100 did not warn\n{}", daemon.output());
     let listed_as = |query: &str| -> Vec<(String, String)> {
         let body = daemon.get_json_with_token(&format!("/v1/partners{query}"), Some(VIEWER_TOKEN));
@@ -399,12 +394,7 @@ fn a_manual_suspend_is_not_ended_by_a_milder_quota_decision() {
     // 110 of 100: the owner throttles (block).
     send_usage(&stream, "p-mh", "mh-1", 110);
     let base = format!("{}:enfbase:partner:p-mh", stream.prefix);
-    let decided = common::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        common::redis_hash(&redis, &base)
-            .get("level")
-            .map(String::as_str)
-            == Some("throttle")
-    });
+    let decided = common::wait_for_level(&redis, &base, "throttle", Duration::from_secs(30));
     assert!(decided, "the owner's throttle was never published");
     let h = common::redis_hash(&redis, &format!("{}:enf:partner:p-mh", stream.prefix));
     assert_eq!(
@@ -517,10 +507,11 @@ fn a_kill_switch_lift_puts_back_the_quota_throttle_and_a_manual_ok_cannot_lift_i
     send_usage(&stream, "p-qk", "qk-1", 110);
     let key = format!("{}:enf:partner:p-qk", stream.prefix);
     let level = || common::redis_hash(&redis, &key).get("level").cloned();
-    assert!(common::wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || level().as_deref() == Some("throttle")
+    assert!(common::wait_for_level(
+        &redis,
+        &key,
+        "throttle",
+        Duration::from_secs(30)
     ));
     let kill = json!({"scope": "partner", "target": "p-qk", "reason": "leak", "ttl_seconds": 1});
     let (status, created) =

@@ -97,16 +97,6 @@ fn send_tenant(
     producer.send(&stream.control, Some(partner), fact.to_string().as_bytes());
 }
 
-/// Waits up to `timeout` for the decision key `key` in Redis to be at `level`.
-fn wait_for_level(redis: &str, key: &str, level: &str, timeout: Duration) -> bool {
-    common::wait_until(timeout, Duration::from_millis(200), || {
-        common::redis_hash(redis, key)
-            .get("level")
-            .map(String::as_str)
-            == Some(level)
-    })
-}
-
 #[test]
 fn error_rate_climbs_the_ladder_with_dwell_and_calms_down_each_step_once_everywhere() {
     let stream = Stream::new("enf-ladder");
@@ -320,7 +310,7 @@ fn a_persons_ok_is_not_undone_by_the_ladder_calming_down() {
     producer.flush();
     let key = format!("{}:enf:partner:p-ok", stream.prefix);
     assert!(
-        wait_for_level(&redis, &key, "throttle", Duration::from_secs(60)),
+        common::wait_for_level(&redis, &key, "throttle", Duration::from_secs(60)),
         "{}",
         daemon.output()
     );
@@ -338,12 +328,7 @@ fn a_persons_ok_is_not_undone_by_the_ladder_calming_down() {
     }
     producer.flush();
     let base_key = format!("{}:enfbase:partner:p-ok", stream.prefix);
-    let calmed = common::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-        common::redis_hash(&redis, &base_key)
-            .get("level")
-            .map(String::as_str)
-            == Some("ok")
-    });
+    let calmed = common::wait_for_level(&redis, &base_key, "ok", Duration::from_secs(60));
     assert!(
         calmed,
         "{:?}\n{}",
@@ -549,7 +534,7 @@ fn a_control_fact_reaches_a_live_partner_with_nothing_due() {
     );
     producer.flush();
     let key = format!("{}:enf:tenant:t-late", stream.prefix);
-    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(30));
+    let suspended = common::wait_for_level(&redis, &key, "suspend", Duration::from_secs(30));
     assert!(
         suspended,
         "the fact did not reach the silent partner\n{}",
@@ -628,7 +613,7 @@ fn a_silent_partners_pilot_is_suspended_when_it_expires() {
     );
     let expiry = (started + chrono::Duration::seconds(PILOT_AGE_SECS)).timestamp_millis();
     assert_eq!(stored_wake(&stream, &redis, "p-quiet"), Some(expiry + 1));
-    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(90));
+    let suspended = common::wait_for_level(&redis, &key, "suspend", Duration::from_secs(90));
     assert!(
         suspended,
         "the pilot of a passivated partner did not expire\n{}",
@@ -679,7 +664,7 @@ fn a_new_owner_wakes_a_silent_partner_when_its_pilot_expires() {
         common::redis_hash(&redis, &key).is_empty(),
         "suspended before its partner was passivated: the test shows nothing"
     );
-    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(90));
+    let suspended = common::wait_for_level(&redis, &key, "suspend", Duration::from_secs(90));
     assert!(
         suspended,
         "the new owner did not wake the partner\n{}",
@@ -719,7 +704,7 @@ fn an_expired_pilot_is_suspended_at_tenant_scope_until_upgraded() {
     let mut daemon = Daemon::start(&config(&stream, &redis));
     daemon.wait_ready(Duration::from_secs(60));
     let key = format!("{}:enf:tenant:t-pilot", stream.prefix);
-    let suspended = wait_for_level(&redis, &key, "suspend", Duration::from_secs(60));
+    let suspended = common::wait_for_level(&redis, &key, "suspend", Duration::from_secs(60));
     assert!(
         suspended,
         "expired pilot not suspended\n{}",

@@ -761,6 +761,15 @@ mod tests {
         })
     }
 
+    /// 119 events a second apart (1 s to 119 s), each of 1,000 requests all failing, each
+    /// counted.
+    fn error_storm(s: &mut PartnerState, ctx: &ApplyContext<'_>) {
+        for k in 1..120 {
+            let storm = usage(&format!("e{k}"), k, 1_000, 1_000);
+            assert_eq!(s.apply(&storm, ctx), Ok(Applied::Counted), "event {k}");
+        }
+    }
+
     #[test]
     fn usage_is_counted_once_per_event_id() {
         let mut s = PartnerState::new("p-1");
@@ -915,14 +924,7 @@ mod tests {
         }
         assert_eq!(s.apply(&huge, &env.ctx()), Ok(Applied::Counted));
         // A storm of errors after it (valid per §1) is counted and decided on.
-        for k in 1..120 {
-            let storm = usage(&format!("e{k}"), k, 1_000, 1_000);
-            assert_eq!(
-                s.apply(&storm, &env.ctx()),
-                Ok(Applied::Counted),
-                "event {k}"
-            );
-        }
+        error_storm(&mut s, &env.ctx());
         assert_eq!(s.usage.bytes, u64::MAX);
         assert_eq!(s.usage.events, 120);
         assert_eq!(s.usage.errors, 119_000);
@@ -1187,10 +1189,7 @@ mod tests {
                 s.apply(&PartnerEvent::Invoice(cb), &env.ctx()),
                 Ok(Applied::Counted)
             );
-            for k in 1..120 {
-                let storm = usage(&format!("e{k}"), k, 1_000, 1_000);
-                assert_eq!(s.apply(&storm, &env.ctx()), Ok(Applied::Counted));
-            }
+            error_storm(&mut s, &env.ctx());
             s.enforcement.partner_level().level
         };
         let skew = Some(chrono::Duration::minutes(5));

@@ -134,7 +134,7 @@ pub async fn create(
     // the switch changed, from and to, once it is in force. After the key and its
     // channel message, so a gateway sees the kill no later; the answer and the topic
     // record wait for this one append.
-    let detail = applied_detail(&entry.detail, &write, published.seq, "applied");
+    let detail = applied_detail(&entry.detail, &write, published.seq);
     super::audit::follow_up(&state, &entry, "applied", &entry.actor, detail).await;
     // The topic record follows: here if the broker answers in time, else from the loop.
     let records = &state.switch_records;
@@ -368,7 +368,7 @@ async fn lift_ended(
     applied: Option<(&DecisionWrite, u64)>,
 ) {
     let detail = match applied {
-        Some((write, seq)) => applied_detail(&lift.detail, write, seq, "applied"),
+        Some((write, seq)) => applied_detail(&lift.detail, write, seq),
         None => {
             let mut detail = lift.detail.clone();
             detail["outcome"] = json!("superseded");
@@ -378,16 +378,15 @@ async fn lift_ended(
     super::audit::follow_up(state, lift, "applied", actor, detail).await;
 }
 
-/// `detail` with what `write` did in the data plane: `from` and `to` levels, the reason
-/// and rate put there, and the decision's id (`<scope>:<id>:<seq>`).
+/// `detail` with what `write` did in the data plane (`outcome` `applied`): `from` and `to`
+/// levels, the reason and rate put there, and the decision's id (`<scope>:<id>:<seq>`).
 fn applied_detail(
     detail: &serde_json::Value,
     write: &DecisionWrite,
     seq: u64,
-    outcome: &str,
 ) -> serde_json::Value {
     let mut detail = detail.clone();
-    detail["outcome"] = json!(outcome);
+    detail["outcome"] = json!("applied");
     detail["from"] = json!(write.previous);
     detail["to"] = json!(write.level);
     detail["to_reason"] = json!(write.reason);

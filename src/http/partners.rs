@@ -74,11 +74,21 @@ impl Enforced {
     }
 
     /// The actor's own view, when the store cannot be read.
-    fn from_actor(s: &PartnerSummary, body: &serde_json::Value) -> Enforced {
+    fn from_actor(s: &PartnerSummary) -> Enforced {
         Enforced {
             level: s.enforcement.as_ref().map_or(Level::Ok, |v| v.level),
-            body: body["enforcement"].clone(),
+            body: actor_enforcement(s),
         }
+    }
+}
+
+/// The partner's level as its owner's actor sees it (its ladder and quotas).
+fn actor_enforcement(s: &PartnerSummary) -> serde_json::Value {
+    match &s.enforcement {
+        Some(v) => {
+            json!({ "level": v.level.as_str(), "reason": v.since.map(|_| v.reason.as_str()), "since": v.since })
+        }
+        None => json!({ "level": "ok", "reason": null, "since": null }),
     }
 }
 
@@ -121,10 +131,7 @@ fn view(state: &ApiState, s: &PartnerSummary, source: &str) -> serde_json::Value
         "invoices": s.invoices,
         "duplicates_skipped": s.duplicates_skipped,
         "last_seen": s.last_seen,
-        "enforcement": match &s.enforcement {
-            Some(v) => json!({ "level": v.level.as_str(), "reason": v.since.map(|_| v.reason.as_str()), "since": v.since }),
-            None => json!({ "level": "ok", "reason": null, "since": null }),
-        },
+        "enforcement": actor_enforcement(s),
         "levels": s.levels,
         "quota": match &s.quota {
             Some(q) => json!({ "used": q.used, "limit": q.limit, "month": q.month, "overage": q.overage, "burst_rps": q.burst_rps, "policy": q.policy }),
@@ -190,7 +197,7 @@ async fn live_summaries(state: &ApiState) -> std::sync::Arc<Vec<(PartnerSummary,
         _ => summaries
             .into_iter()
             .map(|s| {
-                let enforced = Enforced::from_actor(&s, &view(state, &s, "live"));
+                let enforced = Enforced::from_actor(&s);
                 (s, enforced)
             })
             .collect(),

@@ -426,6 +426,14 @@ pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
 
 // ---------------------------------------------------------------------- redis
 
+/// Waits up to `timeout` for the hash `key` in Redis (a decision key, or a lift base) to
+/// hold `level`.
+pub fn wait_for_level(redis: &str, key: &str, level: &str, timeout: Duration) -> bool {
+    wait_until(timeout, Duration::from_millis(100), || {
+        redis_hash(redis, key).get("level").map(String::as_str) == Some(level)
+    })
+}
+
 /// A hash in Redis (a data-plane key, as a gateway reads it); empty if absent.
 pub fn redis_hash(url: &str, key: &str) -> std::collections::BTreeMap<String, String> {
     let client = redis::Client::open(url).unwrap();

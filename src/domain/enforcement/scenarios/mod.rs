@@ -68,6 +68,19 @@ impl Sim {
         errors: u64,
         auth: u64,
     ) -> Vec<Decision> {
+        self.event_under("bronze-ish", at, integration, requests, errors, auth)
+    }
+
+    /// [`event`](Self::event), judged under `tier` (the tier in force at its time).
+    pub fn event_under(
+        &mut self,
+        tier: &str,
+        at: i64,
+        integration: &str,
+        requests: u64,
+        errors: u64,
+        auth: u64,
+    ) -> Vec<Decision> {
         self.seq += 1;
         let e = UsageEvent {
             event_id: format!("e-{}", self.seq),
@@ -80,7 +93,7 @@ impl Sim {
             auth_failures: auth,
             bytes: 0,
         };
-        let out = self.state.on_usage(&e, "bronze-ish", &self.policy);
+        let out = self.state.on_usage(&e, tier, &self.policy);
         self.log.extend(out.iter().cloned());
         out
     }

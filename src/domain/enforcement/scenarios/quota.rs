@@ -166,28 +166,13 @@ fn a_late_event_under_the_older_tier_does_not_set_its_rate_back() {
     let now = 11 * 3_600;
     let d = sim.state.tick(t(now), t(now), "gold", &sim.policy);
     assert_eq!(rates(d), [(Throttle, Throttle, Some(500))]);
-    let late = |id: &str, at: i64| UsageEvent {
-        event_id: id.into(),
-        ts: t(at),
-        partner_id: "p-1".into(),
-        integration_id: "i-1".into(),
-        tenant_id: None,
-        requests: 1,
-        errors: 0,
-        auth_failures: 0,
-        bytes: 0,
-    };
     for (k, at) in [now - 60, now - 30, now - 1].into_iter().enumerate() {
-        let d = sim
-            .state
-            .on_usage(&late(&format!("late-{k}"), at), DEFAULT_TIER, &sim.policy);
+        let d = sim.event_under(DEFAULT_TIER, at, "i-1", 1, 0, 0);
         assert_eq!(rates(d), [], "late event {k}");
         assert_eq!(sim.state.tick(t(now), t(now), "gold", &sim.policy), []);
     }
     // An on-time event under the old tier (a tier change withdrawn) does move it back.
-    let d = sim
-        .state
-        .on_usage(&late("on-time", now + 1), DEFAULT_TIER, &sim.policy);
+    let d = sim.event_under(DEFAULT_TIER, now + 1, "i-1", 1, 0, 0);
     assert_eq!(rates(d), [(Throttle, Throttle, Some(50))]);
 }
 
